@@ -1,0 +1,1 @@
+"""The three services: intake (counters' API), sla (legal deadlines and findings), notify (alerts)."""

@@ -1,0 +1,57 @@
+"""`motcua`, the ops command line (DESIGN.md §12).
+
+Each subcommand lives in its own module exposing `register(subparsers)`; the module sets
+`func` on its parser, called with the parsed arguments, returning the exit code.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# subcommand modules, in the order `motcua --help` lists them
+COMMAND_MODULES = [
+    "shared.cli_local",       # local up|down|status|env, demo
+    "shared.cli_deadline",    # deadline
+    "shared.cli_catalog",     # catalog import|check, directory import
+    "shared.cli_keys",        # keys create|list|revoke
+    "services.sla.cli",       # rebuild, dlq show|redrive
+]
+
+
+class CliError(Exception):
+    """Bad input or a failed operation: printed as `motcua: error: …`, exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="motcua", description="Ops CLI of the một cửa dossier tracking system.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:   # not written yet
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except CliError as exc:
+        print(f"motcua: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

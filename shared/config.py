@@ -1,0 +1,64 @@
+"""Configuration from environment variables. Every variable the code reads is named here,
+with its default for a local run; docker-compose.yml and the README use the same names."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PACKAGE_DATA = Path(__file__).resolve().parent / "data"
+
+# name -> (default, what it is)
+ENV_VARS: dict[str, tuple[str, str]] = {
+    "KAFKA_BOOTSTRAP_SERVERS": ("127.0.0.1:19092", "Kafka bootstrap servers, comma-separated"),
+    "MONGO_URI": ("mongodb://127.0.0.1:27027/", "MongoDB (or FerretDB) connection URI"),
+    "MONGO_DB": ("motcua", "database name"),
+    "TOPIC_EVENTS": ("dossier.events", "topic of dossier events (key = dossier code)"),
+    "TOPIC_FINDINGS": ("sla.findings", "topic of findings published by sla"),
+    "CATALOG_FILE": (str(PACKAGE_DATA / "catalog.yaml"), "procedure catalog (YAML/JSON)"),
+    "DIRECTORY_FILE": (str(PACKAGE_DATA / "directory.yaml"), "agency directory (YAML/JSON)"),
+    "SMTP_HOST": ("127.0.0.1", "SMTP server for alert e-mails"),
+    "SMTP_PORT": ("1025", "SMTP port"),
+    "SMTP_FROM": ("motcua@localhost", "sender address of alert e-mails"),
+    "MOTCUA_CLOCK_FILE": ("", "tests only: a file holding the current instant (virtual clock)"),
+}
+
+
+def env(name: str, environ: dict | None = None) -> str:
+    """The value of a documented variable, or its default."""
+    if name not in ENV_VARS:
+        raise KeyError(f"undocumented environment variable {name}: add it to shared.config.ENV_VARS")
+    source = os.environ if environ is None else environ
+    value = source.get(name)
+    return value if value not in (None, "") else ENV_VARS[name][0]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The settings every service shares."""
+    kafka_bootstrap_servers: str
+    mongo_uri: str
+    mongo_db: str
+    topic_events: str
+    topic_findings: str
+    catalog_file: str
+    directory_file: str
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def topic_events_dlq(self) -> str:
+        return self.topic_events + ".dlq"
+
+    @classmethod
+    def from_env(cls, environ: dict | None = None, **overrides) -> "Settings":
+        values = dict(
+            kafka_bootstrap_servers=env("KAFKA_BOOTSTRAP_SERVERS", environ),
+            mongo_uri=env("MONGO_URI", environ),
+            mongo_db=env("MONGO_DB", environ),
+            topic_events=env("TOPIC_EVENTS", environ),
+            topic_findings=env("TOPIC_FINDINGS", environ),
+            catalog_file=env("CATALOG_FILE", environ),
+            directory_file=env("DIRECTORY_FILE", environ),
+        )
+        values.update(overrides)
+        return cls(**values)

@@ -1,0 +1,270 @@
+"""The event contract v1 (DESIGN.md §4): marshmallow schemas, strict.
+
+`validate_event(payload)` returns the list of errors (machine code, field path, message) for every
+field at once, or the loaded event. The Kafka message value is the event as posted plus
+`recorded_at`, the instant intake accepted it (set by intake, never by the client).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate
+
+DOSSIER_CODE = re.compile(r"^[A-Za-z0-9._/-]{1,64}$")
+AGENCY_CODE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+PROCEDURE_CODE = re.compile(r"^[A-Za-z0-9._-]{1,32}$")
+COMPONENT_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+
+EVENT_TYPES = (
+    "dossier.received", "dossier.supplement_requested", "dossier.supplement_received",
+    "dossier.refused", "dossier.transferred", "dossier.assigned",
+    "dossier.consultation_requested", "dossier.consultation_answered",
+    "dossier.apology_issued", "dossier.paused", "dossier.resumed",
+    "dossier.resolved", "dossier.returned", "dossier.withdrawn",
+)
+
+
+class _Strict(Schema):
+    class Meta:
+        unknown = RAISE
+
+
+def _code(pattern: re.Pattern, what: str):
+    return validate.Regexp(pattern, error=f"not a valid {what}")
+
+
+_Instant = lambda **kw: fields.AwareDateTime(  # noqa: E731
+    format="iso", required=True,
+    error_messages={"naive": "must carry a UTC offset (e.g. +07:00)", "invalid": "not an ISO 8601 instant"},
+    **kw)
+
+_Reason = lambda: fields.String(required=True, validate=validate.Length(min=1, max=2000))  # noqa: E731
+def _Components(min_items: int = 0, **kw):
+    return fields.List(fields.String(validate=_code(COMPONENT_ID, "component id")),
+                       validate=validate.Length(min=min_items, max=100), **kw)
+
+
+class Actor(_Strict):
+    id = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    name = fields.String(validate=validate.Length(max=200))
+    role = fields.String(validate=validate.Length(max=64))
+
+
+class Officer(_Strict):
+    id = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    name = fields.String(validate=validate.Length(max=200))
+
+
+class Applicant(_Strict):
+    kind = fields.String(required=True, validate=validate.OneOf(["citizen", "organization"]))
+    name = fields.String(required=True, validate=validate.Length(min=1, max=300))
+    id_number = fields.String(validate=validate.Regexp(r"^[0-9A-Za-z]{6,20}$", error="not a valid ID number"))
+    phone = fields.String(validate=validate.Regexp(r"^\+?[0-9 .-]{6,20}$", error="not a valid phone number"))
+    email = fields.Email()
+
+
+class Duration(_Strict):
+    value = fields.Integer(required=True, strict=True, validate=validate.Range(min=1, max=3650))
+    unit = fields.String(required=True, validate=validate.OneOf(["wd", "wh", "cd"]))
+
+
+class Received(_Strict):
+    procedure_code = fields.String(required=True, validate=_code(PROCEDURE_CODE, "procedure code"))
+    channel = fields.String(required=True, validate=validate.OneOf(["direct", "postal", "online"]))
+    components = _Components(required=True)
+    digitized = _Components(load_default=list)
+    handling_agency_code = fields.String(validate=_code(AGENCY_CODE, "agency code"))
+    applicant = fields.Nested(Applicant, required=True)
+    appointment_at = fields.AwareDateTime(format="iso", error_messages={"naive": "must carry a UTC offset"})
+
+
+class SupplementRequested(_Strict):
+    stage = fields.String(required=True, validate=validate.OneOf(["reception", "handling"]))
+    components = _Components(min_items=1, required=True)
+    reason = _Reason()
+
+
+class SupplementReceived(_Strict):
+    components = _Components(required=True)
+
+
+class WithReason(_Strict):
+    reason = _Reason()
+
+
+class Transferred(_Strict):
+    to_agency_code = fields.String(required=True, validate=_code(AGENCY_CODE, "agency code"))
+
+
+class Assigned(_Strict):
+    officer = fields.Nested(Officer, required=True)
+
+
+class ConsultationRequested(_Strict):
+    to_agency_code = fields.String(required=True, validate=_code(AGENCY_CODE, "agency code"))
+    due_in = fields.Nested(Duration, required=True)
+
+
+class ConsultationAnswered(_Strict):
+    from_agency_code = fields.String(required=True, validate=_code(AGENCY_CODE, "agency code"))
+
+
+class ApologyIssued(_Strict):
+    new_appointment_at = _Instant()
+    reason = _Reason()
+
+
+class Pause(_Strict):
+    reason = _Reason()
+    legal_basis = fields.String(required=True, validate=validate.Length(min=1, max=500))
+
+
+class Resolved(_Strict):
+    outcome = fields.String(required=True, validate=validate.OneOf(["approved", "denied"]))
+    note = fields.String(validate=validate.Length(max=2000))
+
+
+class Empty(_Strict):
+    pass
+
+
+DATA_SCHEMAS: dict[str, type[Schema]] = {
+    "dossier.received": Received,
+    "dossier.supplement_requested": SupplementRequested,
+    "dossier.supplement_received": SupplementReceived,
+    "dossier.refused": WithReason,
+    "dossier.transferred": Transferred,
+    "dossier.assigned": Assigned,
+    "dossier.consultation_requested": ConsultationRequested,
+    "dossier.consultation_answered": ConsultationAnswered,
+    "dossier.apology_issued": ApologyIssued,
+    "dossier.paused": Pause,
+    "dossier.resumed": Pause,
+    "dossier.resolved": Resolved,
+    "dossier.returned": Empty,
+    "dossier.withdrawn": WithReason,
+}
+
+
+class Envelope(_Strict):
+    event_id = fields.UUID(required=True)
+    type = fields.String(required=True, validate=validate.OneOf(EVENT_TYPES))
+    dossier_code = fields.String(required=True, validate=_code(DOSSIER_CODE, "dossier code"))
+    occurred_at = _Instant()
+    agency_code = fields.String(required=True, validate=_code(AGENCY_CODE, "agency code"))
+    actor = fields.Nested(Actor)
+    data = fields.Dict(required=True)
+
+
+class StoredEnvelope(Envelope):
+    """The Kafka message: the posted event plus `recorded_at`."""
+    recorded_at = _Instant()
+
+
+@dataclass(frozen=True)
+class FieldError:
+    code: str       # machine code: required, unknown_field, invalid, invalid_type…
+    field: str      # dotted path, e.g. data.applicant.phone
+    message: str
+
+    def as_dict(self) -> dict:
+        return {"code": self.code, "field": self.field, "message": self.message}
+
+
+def _flatten(messages: Any, prefix: str = "") -> list[FieldError]:
+    out: list[FieldError] = []
+    if isinstance(messages, dict):
+        for key, sub in messages.items():
+            path = f"{prefix}.{key}" if prefix else str(key)
+            if key == "_schema":
+                path = prefix or "$"
+            out.extend(_flatten(sub, path))
+    elif isinstance(messages, list):
+        if all(isinstance(m, str) for m in messages):
+            for m in messages:
+                out.append(FieldError(_code_of(m), prefix or "$", m))
+        else:
+            for m in messages:
+                out.extend(_flatten(m, prefix))
+    else:
+        out.append(FieldError(_code_of(str(messages)), prefix or "$", str(messages)))
+    return out
+
+
+def _code_of(message: str) -> str:
+    m = message.lower()
+    if "missing data for required field" in m:
+        return "required"
+    if "unknown field" in m:
+        return "unknown_field"
+    if "utc offset" in m:
+        return "naive_datetime"
+    if "not a valid" in m or "must be one of" in m:
+        return "invalid"
+    if "length" in m or "longer" in m or "shorter" in m:
+        return "invalid_length"
+    return "invalid"
+
+
+def validate_event(payload: Any, stored: bool = False) -> tuple[dict | None, list[FieldError]]:
+    """Validate an event against the contract; returns (event, []) or (None, errors)."""
+    if not isinstance(payload, dict):
+        return None, [FieldError("invalid_type", "$", "an event must be a JSON object")]
+    schema = StoredEnvelope() if stored else Envelope()
+    errors: list[FieldError] = []
+    event = None
+    try:
+        event = schema.load(payload)
+    except ValidationError as exc:
+        errors.extend(_flatten(exc.messages))
+    etype = payload.get("type")
+    data = payload.get("data")
+    if etype in DATA_SCHEMAS and isinstance(data, dict):
+        try:
+            loaded = DATA_SCHEMAS[etype]().load(data)
+            if event is not None:
+                event["data"] = loaded
+        except ValidationError as exc:
+            errors.extend(_flatten(exc.messages, "data"))
+    if errors:
+        return None, errors
+    event["event_id"] = str(event["event_id"])
+    return event, []
+
+
+def load_stored(value: dict) -> dict:
+    """Parse a message read from `dossier.events` (instants become aware UTC datetimes).
+
+    Raises ValueError naming every problem: a poison message goes to the dead-letter topic.
+    """
+    event, errors = validate_event(value, stored=True)
+    if errors:
+        raise ValueError("; ".join(f"{e.field}: {e.message}" for e in errors))
+    return to_utc(event)
+
+
+def to_utc(obj: Any) -> Any:
+    """Convert every aware datetime inside `obj` to UTC (stored instants are UTC, DESIGN.md §5)."""
+    if isinstance(obj, datetime):
+        return obj.astimezone(timezone.utc)
+    if isinstance(obj, dict):
+        return {k: to_utc(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [to_utc(v) for v in obj]
+    return obj
+
+
+# Personal data (Decree 13/2023): never in logs or alerts.
+PII_FIELDS = ("id_number", "phone", "email", "address")
+
+
+def redact(obj: Any) -> Any:
+    """A copy of `obj` with citizens' personal data replaced by '***' (for logs)."""
+    if isinstance(obj, dict):
+        return {k: ("***" if k in PII_FIELDS else redact(v)) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [redact(v) for v in obj]
+    return obj

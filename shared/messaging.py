@@ -1,0 +1,148 @@
+"""The messaging port: publish JSON messages keyed by dossier code, and consume them.
+
+`KafkaPublisher` is the real adapter (kafka-python, idempotent producer, acks=all);
+`InMemoryBus` is the fake for unit tests. Nothing connects at import time.
+"""
+from __future__ import annotations
+
+import json
+import threading
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any, Protocol
+
+
+def _default(o: Any):
+    if isinstance(o, (datetime, date)):
+        return o.isoformat()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def encode(value: Any) -> bytes:
+    """JSON-encode a message value (UTF-8, Vietnamese kept as is, datetimes as ISO 8601)."""
+    return json.dumps(value, ensure_ascii=False, default=_default, separators=(",", ":")).encode("utf-8")
+
+
+def decode(raw: bytes) -> Any:
+    return json.loads(raw.decode("utf-8"))
+
+
+@dataclass(frozen=True)
+class Published:
+    topic: str
+    partition: int
+    offset: int
+
+
+class Publisher(Protocol):
+    def publish(self, topic: str, key: str, value: Any, headers: dict[str, str] | None = None,
+                timeout: float = 10.0) -> Published:
+        """Publish and wait until the broker acknowledged it (acks=all); raise on failure."""
+
+    def close(self, timeout: float = 10.0) -> None: ...
+
+
+class KafkaPublisher:
+    """kafka-python producer with acks=all and idempotence; publish() blocks until acknowledged."""
+
+    def __init__(self, bootstrap_servers: str, **config):
+        from kafka import KafkaProducer
+
+        params = dict(
+            bootstrap_servers=bootstrap_servers.split(","),
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=0,
+            max_block_ms=5000,
+            request_timeout_ms=10000,
+            client_id="motcua",
+        )
+        params.update(config)
+        self._producer = KafkaProducer(**params)
+
+    def send(self, topic: str, key: str, value: Any, headers: dict[str, str] | None = None):
+        """Send without waiting; returns kafka-python's future."""
+        hdrs = [(k, v.encode("utf-8")) for k, v in (headers or {}).items()]
+        return self._producer.send(topic, key=key.encode("utf-8"), value=encode(value), headers=hdrs)
+
+    def publish(self, topic, key, value, headers=None, timeout=10.0) -> Published:
+        md = self.send(topic, key, value, headers).get(timeout=timeout)
+        return Published(md.topic, md.partition, md.offset)
+
+    def flush(self, timeout: float = 10.0) -> None:
+        self._producer.flush(timeout=timeout)
+
+    def close(self, timeout: float = 10.0) -> None:
+        self._producer.close(timeout=timeout)
+
+
+@dataclass
+class Message:
+    topic: str
+    partition: int
+    offset: int
+    key: str | None
+    value: Any
+    headers: dict[str, str]
+
+
+class InMemoryBus:
+    """Fake broker for unit tests: one partition per topic, messages kept in order."""
+
+    def __init__(self):
+        self.topics: dict[str, list[Message]] = defaultdict(list)
+        self._lock = threading.Lock()
+        self.fail_with: Exception | None = None   # set to make publish() raise
+
+    def publish(self, topic, key, value, headers=None, timeout=10.0) -> Published:
+        if self.fail_with is not None:
+            raise self.fail_with
+        with self._lock:
+            log = self.topics[topic]
+            msg = Message(topic, 0, len(log), key, decode(encode(value)), dict(headers or {}))
+            log.append(msg)
+            return Published(topic, 0, msg.offset)
+
+    def messages(self, topic: str) -> list[Message]:
+        return list(self.topics[topic])
+
+    def close(self, timeout: float = 10.0) -> None:
+        pass
+
+
+def kafka_consumer(bootstrap_servers: str, topics: list[str], group_id: str, **config):
+    """A kafka-python consumer with manual commits (commit after the effect is stored)."""
+    from kafka import KafkaConsumer
+
+    params = dict(
+        bootstrap_servers=bootstrap_servers.split(","),
+        group_id=group_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        key_deserializer=lambda b: b.decode("utf-8") if b is not None else None,
+        value_deserializer=lambda b: b,   # raw bytes: a poison message must reach the DLQ, not crash
+        max_poll_records=500,
+    )
+    params.update(config)
+    consumer = KafkaConsumer(**params)
+    consumer.subscribe(topics)
+    return consumer
+
+
+def ensure_topics(bootstrap_servers: str, topics: dict[str, int], replication: int = 1) -> None:
+    """Create topics (name -> partitions) that do not exist yet."""
+    from kafka.admin import KafkaAdminClient, NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers.split(","), client_id="motcua-admin")
+    try:
+        existing = set(admin.list_topics())
+        new = [NewTopic(name, n, replication) for name, n in topics.items() if name not in existing]
+        if new:
+            try:
+                admin.create_topics(new)
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        admin.close()
