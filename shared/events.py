@@ -36,10 +36,16 @@ def _code(pattern: re.Pattern, what: str):
     return validate.Regexp(pattern, error=f"not a valid {what}")
 
 
-_Instant = lambda **kw: fields.AwareDateTime(  # noqa: E731
-    format="iso", required=True,
-    error_messages={"naive": "must carry a UTC offset (e.g. +07:00)", "invalid": "not an ISO 8601 instant"},
-    **kw)
+# marshmallow 4 calls the naive case "invalid_awareness" (3.x called it "naive"): set both.
+_INSTANT_ERRORS = {"naive": "must carry a UTC offset (e.g. +07:00)",
+                   "invalid_awareness": "must carry a UTC offset (e.g. +07:00)",
+                   "invalid": "not an ISO 8601 instant", "format": "not an ISO 8601 instant"}
+
+
+def _Instant(required: bool = True, **kw):
+    return fields.AwareDateTime(format="iso", required=required,
+                                error_messages=dict(_INSTANT_ERRORS), **kw)
+
 
 _Reason = lambda: fields.String(required=True, validate=validate.Length(min=1, max=2000))  # noqa: E731
 def _Components(min_items: int = 0, **kw):
@@ -78,7 +84,7 @@ class Received(_Strict):
     digitized = _Components(load_default=list)
     handling_agency_code = fields.String(validate=_code(AGENCY_CODE, "agency code"))
     applicant = fields.Nested(Applicant, required=True)
-    appointment_at = fields.AwareDateTime(format="iso", error_messages={"naive": "must carry a UTC offset"})
+    appointment_at = _Instant(required=False)
 
 
 class SupplementRequested(_Strict):
@@ -194,18 +200,34 @@ def _flatten(messages: Any, prefix: str = "") -> list[FieldError]:
     return out
 
 
+# marshmallow's messages (and ours above) -> stable machine codes; first match wins.
+_CODES = (
+    ("missing data for required field", "required"),
+    ("unknown field", "unknown_field"),
+    ("utc offset", "naive_datetime"),
+    ("may not be null", "null"),
+    ("not a valid mapping", "invalid_type"),
+    ("not a valid string", "invalid_type"),
+    ("not a valid integer", "invalid_type"),
+    ("not a valid list", "invalid_type"),
+    ("not a valid boolean", "invalid_type"),
+    ("must be a json object", "invalid_type"),
+    ("must be one of", "not_allowed"),
+    ("length must be", "invalid_length"),
+    ("longer than", "invalid_length"),
+    ("shorter than", "invalid_length"),
+    ("must be greater", "out_of_range"),
+    ("must be less", "out_of_range"),
+    ("iso 8601", "invalid_format"),
+    ("not a valid", "invalid_format"),
+)
+
+
 def _code_of(message: str) -> str:
     m = message.lower()
-    if "missing data for required field" in m:
-        return "required"
-    if "unknown field" in m:
-        return "unknown_field"
-    if "utc offset" in m:
-        return "naive_datetime"
-    if "not a valid" in m or "must be one of" in m:
-        return "invalid"
-    if "length" in m or "longer" in m or "shorter" in m:
-        return "invalid_length"
+    for needle, code in _CODES:
+        if needle in m:
+            return code
     return "invalid"
 
 
@@ -268,3 +290,17 @@ def redact(obj: Any) -> Any:
     if isinstance(obj, list):
         return [redact(v) for v in obj]
     return obj
+
+
+def to_wire(event: dict) -> dict:
+    """A loaded event as JSON-ready data: instants as ISO 8601 strings in UTC (the normalised
+    form intake publishes and hashes)."""
+    def conv(obj):
+        if isinstance(obj, datetime):
+            return obj.astimezone(timezone.utc).isoformat()
+        if isinstance(obj, dict):
+            return {k: conv(v) for k, v in obj.items()}
+        if isinstance(obj, list):
+            return [conv(v) for v in obj]
+        return obj
+    return conv(event)
