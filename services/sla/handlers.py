@@ -1,0 +1,220 @@
+"""The sla service's work, without Kafka offsets: events in, dossier states and findings out.
+
+For a batch of raw messages (one poll): parse each with `shared.events.load_stored()`, apply it to
+its dossier's state with the legal engine, evaluate every touched dossier at `clock.now()`,
+reconcile the findings with the stored ones, store states and findings (bulk writes), then
+publish the stored-but-unpublished finding changes to `sla.findings` (key = dossier code).
+Messages that cannot be parsed or applied come back as `Rejected`: the loop sends them to the
+dead-letter topic before it commits.
+
+Idempotent: the engine records applied event ids in the state, findings have deterministic ids,
+and a finding change is stored with a revision before it is published, so a crash between store
+and publish republishes the same (finding id, revision) on the next touch or at start-up.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Iterable
+
+from shared.events import load_stored
+from shared.messaging import decode
+
+from .metrics import SlaMetrics
+from .repository import (DossierWrite, FindingWrite, Repository, finding_message,
+                         strip_dossier)
+
+log = logging.getLogger("motcua.sla")
+
+# a dossier whose evaluation gives a next check in the past is looked at again after this
+MIN_RECHECK = timedelta(seconds=60)
+
+
+@dataclass
+class Incoming:
+    """One raw message; `origin` is opaque here (the loop's topic/partition/offset)."""
+    key: str | None
+    raw: bytes
+    partition: int | None = None
+    origin: Any = None
+
+
+@dataclass
+class Rejected:
+    item: Incoming
+    reason: str          # machine code: invalid_json, invalid_event, key_mismatch, not_applicable
+    error: str           # human-readable, no personal data
+
+
+def change_message(change: Any) -> dict:
+    """The finding message (DESIGN.md §7) a reconcile change carries."""
+    if isinstance(change, dict):
+        return dict(change.get("message") or change)
+    msg = getattr(change, "message", None)
+    if msg is not None:
+        return dict(msg() if callable(msg) else msg)
+    if hasattr(change, "to_message"):
+        return dict(change.to_message())
+    finding = getattr(change, "finding")
+    out = dict(finding.to_message())
+    state = getattr(change, "state", None)
+    if state:
+        out["state"] = state
+    return out
+
+
+def _default_engine():
+    import shared.engine as engine
+    return engine
+
+
+class SlaHandler:
+    """Applies events and scheduled checks; owns no Kafka offsets."""
+
+    def __init__(self, repo: Repository, publisher, topic_findings: str, clock, ctx,
+                 engine=None, metrics: SlaMetrics | None = None):
+        self.repo = repo
+        self.publisher = publisher
+        self.topic_findings = topic_findings
+        self.clock = clock
+        self.ctx = ctx
+        self.engine = engine or _default_engine()
+        self.metrics = metrics or SlaMetrics()
+
+    # -- events ---------------------------------------------------------------------------------
+    def handle(self, items: list[Incoming]) -> list[Rejected]:
+        """Apply a batch of raw messages; returns the ones to dead-letter."""
+        rejected: list[Rejected] = []
+        parsed: list[tuple[Incoming, dict]] = []
+        for item in items:
+            try:
+                value = decode(item.raw)
+            except (UnicodeDecodeError, ValueError) as exc:
+                rejected.append(Rejected(item, "invalid_json", f"not UTF-8 JSON: {exc.__class__.__name__}"))
+                continue
+            try:
+                event = load_stored(value)
+            except ValueError as exc:
+                rejected.append(Rejected(item, "invalid_event", str(exc)[:2000]))
+                continue
+            if item.key is not None and item.key != event["dossier_code"]:
+                rejected.append(Rejected(item, "key_mismatch",
+                                         "message key differs from dossier_code"))
+                continue
+            parsed.append((item, event))
+        if not parsed:
+            return rejected
+
+        codes = list(dict.fromkeys(ev["dossier_code"] for _, ev in parsed))
+        stored = self.repo.load_dossiers(codes)
+        states = {c: self._state_of(c, stored.get(c)) for c in codes}
+        partitions = {c: stored[c].get("partition") for c in stored}
+        touched: list[str] = []
+        for item, event in parsed:
+            code = event["dossier_code"]
+            try:
+                states[code] = self.engine.apply(states[code], event, self.ctx)
+            except Exception as exc:   # the engine refuses this event: dead-letter it, go on
+                log.warning("event not applicable", extra={"fields": {
+                    "event_id": event["event_id"], "type": event["type"], "error": exc.__class__.__name__}})
+                rejected.append(Rejected(item, "not_applicable", f"{exc.__class__.__name__}: {exc}"[:2000]))
+                continue
+            self.metrics.events_applied.inc()
+            if item.partition is not None:
+                partitions[code] = item.partition
+            if code not in touched:
+                touched.append(code)
+        if touched:
+            self._evaluate_and_store(touched, states, stored, partitions)
+        order = {id(item): i for i, item in enumerate(items)}
+        rejected.sort(key=lambda r: order[id(r.item)])
+        return rejected
+
+    # -- scheduled checks -----------------------------------------------------------------------
+    def check_due(self, partitions: Iterable[int], limit: int = 500) -> int:
+        """Evaluate dossiers of these partitions whose next_check_at has passed; returns how many."""
+        parts = list(partitions)
+        if not parts:
+            return 0
+        now = self.clock.now()
+        docs = self.repo.due_dossiers(parts, now, limit)
+        if not docs:
+            return 0
+        for d in docs:
+            self.metrics.detection_lag.observe(max(0.0, (now - d["next_check_at"]).total_seconds()))
+        stored = {d["_id"]: d for d in docs}
+        states = {c: self._state_of(c, d) for c, d in stored.items()}
+        partitions_of = {c: d.get("partition") for c, d in stored.items()}
+        self._evaluate_and_store(list(stored), states, stored, partitions_of, now=now)
+        self.metrics.dossiers_checked.inc(len(docs))
+        return len(docs)
+
+    # -- publishing -----------------------------------------------------------------------------
+    def republish_pending(self, *, ids: Iterable[str] | None = None,
+                          partitions: Iterable[int] | None = None, limit: int = 10000) -> int:
+        """Publish finding changes that are stored but not yet published; returns how many."""
+        docs = self.repo.pending_findings(ids=ids, partitions=partitions, limit=limit)
+        if not docs:
+            return 0
+        futures = []
+        send = getattr(self.publisher, "send", None)
+        for d in docs:
+            msg = finding_message(d)
+            if send is not None:
+                futures.append((d, send(self.topic_findings, d["dossier_code"], msg)))
+            else:
+                self.publisher.publish(self.topic_findings, d["dossier_code"], msg)
+                futures.append((d, None))
+        for d, fut in futures:
+            if fut is not None:
+                fut.get(timeout=30)
+        self.repo.mark_published([(d["_id"], d["revision"]) for d, _ in futures])
+        for d, _ in futures:
+            self.metrics.findings_published.labels(d.get("state", "?")).inc()
+        return len(futures)
+
+    # -- internals ------------------------------------------------------------------------------
+    def _state_of(self, code: str, doc: dict | None):
+        if doc is None:
+            return self.engine.new_state(code)
+        return self.engine.DossierState.from_doc(strip_dossier(doc))
+
+    def _evaluate_and_store(self, codes: list[str], states: dict, stored: dict[str, dict],
+                            partitions: dict[str, int | None], now: datetime | None = None) -> None:
+        now = now or self.clock.now()
+        previous = self.repo.load_findings(codes)
+        dossier_writes: list[DossierWrite] = []
+        finding_writes: list[FindingWrite] = []
+        touch_ids: list[str] = []
+        for code in codes:
+            state = states[code]
+            evaluation = self.engine.evaluate(state, now, self.ctx)
+            prev = previous.get(code, {})
+            changes = self.engine.reconcile({fid: finding_message(d) for fid, d in prev.items()},
+                                            evaluation, now)
+            next_check = evaluation.next_check_at
+            if next_check is not None and next_check <= now:
+                log.warning("engine gave a next check in the past", extra={"fields": {"dossier_code": code}})
+                next_check = now + MIN_RECHECK
+            old = stored.get(code)
+            dossier_writes.append(DossierWrite(code, state.to_doc(), partitions.get(code), next_check,
+                                               old["rev"] if old and "rev" in old else 0))
+            for ch in changes:
+                msg = change_message(ch)
+                fid = msg["finding_id"]
+                before = prev.get(fid)
+                finding_writes.append(FindingWrite(
+                    fid, msg, partitions.get(code),
+                    revision=(before["revision"] if before else 0) + 1,
+                    published_revision=(before.get("published_revision", 0) if before else 0)))
+                touch_ids.append(fid)
+            touch_ids.extend(fid for fid, d in prev.items() if d.get("pending"))
+        t0 = time.perf_counter()
+        self.repo.save(dossier_writes, finding_writes, now)
+        log.debug("stored", extra={"fields": {
+            "dossiers": len(dossier_writes), "findings": len(finding_writes),
+            "seconds": round(time.perf_counter() - t0, 4)}})
+        if touch_ids:
+            self.republish_pending(ids=touch_ids)

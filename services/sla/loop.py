@@ -1,0 +1,162 @@
+"""The consumer loop: poll, hand the batch to the handler, dead-letter, commit; scheduled checks.
+
+The loop owns offsets; the handler owns the work. Offsets are committed only after the batch's
+effects are stored and published (at-least-once). Between polls, the instance evaluates the
+dossiers of the partitions it owns whose `next_check_at` has passed (the scheduler), so a dossier
+is only ever written by the instance that owns its partition, and a rebalance hands both its
+events and its checks to the new owner. On a newly assigned partition, finding changes stored but
+never published (a crash between store and publish) are published first.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from .dlq import DeadLetters, Origin
+from .handlers import Incoming, SlaHandler
+from .repository import StaleWrite
+
+log = logging.getLogger("motcua.sla.loop")
+
+
+class ConsumerLoop:
+    def __init__(self, consumer, handler: SlaHandler, dead_letters: DeadLetters, *,
+                 poll_timeout: float = 0.5, check_interval: float = 0.5, check_limit: int = 500,
+                 lag_interval: float = 5.0, max_records: int = 500):
+        self.consumer = consumer
+        self.handler = handler
+        self.dead_letters = dead_letters
+        self.poll_timeout = poll_timeout
+        self.check_interval = check_interval
+        self.check_limit = check_limit
+        self.lag_interval = lag_interval
+        self.max_records = max_records
+        self.stop_event = threading.Event()
+        self._assigned: set = set()
+        self._last_check = 0.0
+        self._last_lag = 0.0
+        self.batches = 0
+        self._backoff = 0.5
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def run(self) -> None:
+        """Run until stop() (SIGTERM in the worker); commits and leaves the group on the way out."""
+        try:
+            while not self.stop_event.is_set():
+                self.run_once()
+        finally:
+            try:
+                self.consumer.close(autocommit=False)
+            except Exception:   # closing a consumer whose broker is gone must not hide the cause
+                log.exception("consumer close failed")
+
+    def run_once(self) -> None:
+        records = self.consumer.poll(timeout_ms=int(self.poll_timeout * 1000),
+                                     max_records=self.max_records)
+        self._track_assignment()
+        batch = [r for rs in records.values() for r in rs]
+        if batch:
+            self._handle(batch)
+        now = time.monotonic()
+        if now - self._last_check >= self.check_interval:
+            self._last_check = now
+            self._check_due()
+        if now - self._last_lag >= self.lag_interval:
+            self._last_lag = now
+            self._record_lag()
+
+    # -- internals ------------------------------------------------------------------------------
+    def _partitions(self) -> list[int]:
+        return sorted(tp.partition for tp in self._assigned)
+
+    def _track_assignment(self) -> None:
+        current = set(self.consumer.assignment())
+        new = current - self._assigned
+        self._assigned = current
+        if new:
+            parts = sorted(tp.partition for tp in new)
+            n = self.handler.republish_pending(partitions=parts)
+            log.info("partitions assigned", extra={"fields": {"partitions": parts, "republished": n}})
+
+    def _handle(self, batch) -> None:
+        items = [Incoming(r.key, r.value, r.partition, Origin(r.topic, r.partition, r.offset))
+                 for r in batch]
+        t0 = time.perf_counter()
+        try:
+            rejected = self.handler.handle(items)
+        except StaleWrite:
+            # another instance wrote these dossiers (rebalance in flight): re-read from the last
+            # committed offsets; nothing of this batch was committed.
+            self.handler.metrics.stale_retries.inc()
+            self._rewind({(r.topic, r.partition) for r in batch})
+            return
+        except Exception:
+            # transient (store or broker unavailable) or a bug: nothing was committed; back off,
+            # re-read the batch, stay in the group.
+            log.exception("batch failed; retrying after %.1f s", self._backoff)
+            self._rewind({(r.topic, r.partition) for r in batch})
+            self.stop_event.wait(self._backoff)
+            self._backoff = min(self._backoff * 2, 30.0)
+            return
+        self._backoff = 0.5
+        if rejected or items:
+            self.dead_letters.send(rejected, len(items))
+        self._commit(batch)
+        self.batches += 1
+        self.handler.metrics.batch_seconds.observe(time.perf_counter() - t0)
+
+    def _commit(self, batch) -> None:
+        from kafka import TopicPartition
+        from kafka.errors import CommitFailedError
+        from kafka.structs import OffsetAndMetadata
+
+        last: dict = {}
+        for r in batch:
+            tp = TopicPartition(r.topic, r.partition)
+            last[tp] = max(last.get(tp, -1), r.offset)
+        offsets = {tp: OffsetAndMetadata(o + 1, "", -1) for tp, o in last.items()}
+        try:
+            self.consumer.commit(offsets)
+        except CommitFailedError:
+            # the group rebalanced under us: the new owner re-reads from the committed offsets,
+            # and our effects are idempotent.
+            log.warning("commit failed after a rebalance; the new owner will re-read the batch")
+
+    def _rewind(self, tps) -> None:
+        from kafka import TopicPartition
+
+        for topic, partition in tps:
+            tp = TopicPartition(topic, partition)
+            if tp not in self.consumer.assignment():
+                continue
+            committed = self.consumer.committed(tp)
+            if committed is None:
+                self.consumer.seek_to_beginning(tp)
+            else:
+                self.consumer.seek(tp, committed)
+
+    def _check_due(self) -> None:
+        parts = self._partitions()
+        if not parts:
+            return
+        try:
+            while self.handler.check_due(parts, self.check_limit) == self.check_limit:
+                if self.stop_event.is_set():
+                    break
+        except StaleWrite:
+            self.handler.metrics.stale_retries.inc()
+
+    def _record_lag(self) -> None:
+        tps = list(self._assigned)
+        if not tps:
+            return
+        try:
+            ends = self.consumer.end_offsets(tps)
+            for tp in tps:
+                lag = max(0, ends.get(tp, 0) - self.consumer.position(tp))
+                self.handler.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
+        except Exception:   # lag is informative; never stop the loop for it
+            log.debug("lag not available", exc_info=True)

@@ -1,0 +1,274 @@
+"""Where the sla service keeps its projections: dossier states and findings.
+
+Two collections, named by a pointer document so that `motcua rebuild` can build fresh ones and
+switch over atomically (one document write):
+- dossiers (_id = dossier code): the engine's `DossierState.to_doc()` plus bookkeeping fields
+  `partition` (the Kafka partition of the dossier's key, for the scheduler), `next_check_at`,
+  `rev` (optimistic concurrency between instances during a rebalance) and `updated_at`;
+- findings (_id = finding id): the finding as published (DESIGN.md §7) plus `revision`
+  (incremented at every change), `published_revision`, `pending` (stored but not yet published),
+  `partition` and `updated_at`.
+
+`MongoRepository` is the real adapter (MongoDB or FerretDB v1.24: no transactions, simple
+queries only); `InMemoryRepository` is the fake for unit tests. Both implement `Repository`.
+"""
+from __future__ import annotations
+
+import copy
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Iterable, Protocol
+
+META = "sla_meta"            # collection holding the pointer document
+POINTER_ID = "live"
+BOOKKEEPING = ("_id", "partition", "next_check_at", "rev", "updated_at")
+FINDING_BOOKKEEPING = ("_id", "revision", "published_revision", "pending", "partition", "updated_at")
+
+
+class StaleWrite(Exception):
+    """Another instance changed a dossier we were writing (rebalance in flight): re-read and retry."""
+
+
+@dataclass
+class DossierWrite:
+    code: str
+    doc: dict                 # DossierState.to_doc()
+    partition: int | None
+    next_check_at: datetime | None
+    prev_rev: int             # 0 when the dossier is new
+
+
+@dataclass
+class FindingWrite:
+    finding_id: str
+    message: dict             # Finding.to_message() (with the state after the change)
+    partition: int | None
+    revision: int             # the new revision (previous + 1)
+    published_revision: int = 0   # carried over from the stored finding
+
+
+@dataclass
+class Names:
+    dossiers: str = "dossiers"
+    findings: str = "findings"
+
+
+class Repository(Protocol):
+    def load_dossiers(self, codes: Iterable[str]) -> dict[str, dict]: ...
+    def load_findings(self, codes: Iterable[str]) -> dict[str, dict[str, dict]]: ...
+    def save(self, dossiers: list[DossierWrite], findings: list[FindingWrite], now: datetime) -> None: ...
+    def pending_findings(self, *, ids: Iterable[str] | None = None,
+                         partitions: Iterable[int] | None = None, limit: int = 1000) -> list[dict]: ...
+    def mark_published(self, done: list[tuple[str, int]]) -> None: ...
+    def due_dossiers(self, partitions: Iterable[int], now: datetime, limit: int) -> list[dict]: ...
+
+
+def strip_dossier(doc: dict) -> dict:
+    """The engine's part of a stored dossier document."""
+    return {k: v for k, v in doc.items() if k not in BOOKKEEPING}
+
+
+def finding_message(doc: dict) -> dict:
+    """The message to publish for a stored finding: DESIGN.md §7 fields plus `revision`."""
+    msg = {k: v for k, v in doc.items() if k not in FINDING_BOOKKEEPING}
+    msg["finding_id"] = doc["_id"]
+    msg["revision"] = doc["revision"]
+    return msg
+
+
+def _dossier_doc(w: DossierWrite, now: datetime) -> dict:
+    doc = dict(w.doc)
+    doc.update(_id=w.code, partition=w.partition, next_check_at=w.next_check_at,
+               rev=w.prev_rev + 1, updated_at=now)
+    return doc
+
+
+def _finding_doc(w: FindingWrite, now: datetime) -> dict:
+    doc = {k: v for k, v in w.message.items() if k != "revision"}
+    doc.update(_id=w.finding_id, revision=w.revision, published_revision=w.published_revision,
+               pending=True, partition=w.partition, updated_at=now)
+    return doc
+
+
+class MongoRepository:
+    """pymongo adapter. Reads return aware UTC datetimes."""
+
+    def __init__(self, db, names: Names | None = None):
+        from bson.codec_options import CodecOptions
+
+        self.db = db
+        self.names = names or Names()
+        opts = CodecOptions(tz_aware=True, tzinfo=timezone.utc)
+        self.dossiers = db.get_collection(self.names.dossiers, codec_options=opts)
+        self.findings = db.get_collection(self.names.findings, codec_options=opts)
+
+    # -- set-up -----------------------------------------------------------------------------
+    @classmethod
+    def live(cls, db) -> "MongoRepository":
+        """The repository on the live collections named by the pointer document."""
+        return cls(db, live_names(db))
+
+    def ensure_indexes(self) -> None:
+        self.dossiers.create_index([("next_check_at", 1)], name="next_check_at")
+        self.dossiers.create_index([("partition", 1), ("next_check_at", 1)], name="partition_next_check")
+        self.findings.create_index([("dossier_code", 1)], name="dossier_code")
+        self.findings.create_index([("pending", 1)], name="pending")
+        self.findings.create_index([("state", 1), ("agency_code", 1)], name="state_agency")
+
+    # -- the worker ---------------------------------------------------------------------------
+    def load_dossiers(self, codes):
+        codes = list(set(codes))
+        if not codes:
+            return {}
+        return {d["_id"]: d for d in self.dossiers.find({"_id": {"$in": codes}})}
+
+    def load_findings(self, codes):
+        codes = list(set(codes))
+        out: dict[str, dict[str, dict]] = {c: {} for c in codes}
+        if codes:
+            for d in self.findings.find({"dossier_code": {"$in": codes}}):
+                out.setdefault(d["dossier_code"], {})[d["_id"]] = d
+        return out
+
+    def save(self, dossiers, findings, now):
+        from pymongo import ReplaceOne
+        from pymongo.errors import BulkWriteError
+
+        if dossiers:
+            ops = []
+            for w in dossiers:
+                if w.prev_rev == 0:
+                    ops.append(ReplaceOne({"_id": w.code, "rev": {"$exists": False}},
+                                          _dossier_doc(w, now), upsert=True))
+                else:
+                    ops.append(ReplaceOne({"_id": w.code, "rev": w.prev_rev}, _dossier_doc(w, now)))
+            try:
+                res = self.dossiers.bulk_write(ops, ordered=False)
+            except BulkWriteError as exc:
+                if any(e.get("code") == 11000 for e in exc.details.get("writeErrors", [])):
+                    raise StaleWrite("a dossier was created by another instance") from exc
+                raise
+            if res.matched_count + res.upserted_count != len(ops):
+                raise StaleWrite(f"{len(ops) - res.matched_count - res.upserted_count} dossier(s) "
+                                 "changed by another instance")
+        if findings:
+            ops = [ReplaceOne({"_id": w.finding_id}, _finding_doc(w, now), upsert=True)
+                   for w in findings]
+            self.findings.bulk_write(ops, ordered=False)
+
+    def pending_findings(self, *, ids=None, partitions=None, limit=1000):
+        q: dict[str, Any] = {"pending": True}
+        if ids is not None:
+            q["_id"] = {"$in": list(ids)}
+        if partitions is not None:
+            q["partition"] = {"$in": list(partitions)}
+        return list(self.findings.find(q).sort([("updated_at", 1)]).limit(limit))
+
+    def mark_published(self, done):
+        from pymongo import UpdateOne
+
+        if done:
+            self.findings.bulk_write(
+                [UpdateOne({"_id": fid, "revision": rev},
+                           {"$set": {"pending": False, "published_revision": rev}})
+                 for fid, rev in done], ordered=False)
+
+    def due_dossiers(self, partitions, now, limit):
+        parts = list(partitions)
+        if not parts:
+            return []
+        return list(self.dossiers.find({"partition": {"$in": parts}, "next_check_at": {"$lte": now}})
+                    .sort([("next_check_at", 1)]).limit(limit))
+
+    # -- the read API -------------------------------------------------------------------------
+    def get_dossier(self, code: str) -> dict | None:
+        return self.dossiers.find_one({"_id": code})
+
+    def findings_of(self, code: str) -> list[dict]:
+        return list(self.findings.find({"dossier_code": code}).sort([("detected_at", 1), ("_id", 1)]))
+
+
+def live_names(db) -> Names:
+    """The collection names the pointer document designates (defaults before any rebuild)."""
+    doc = db[META].find_one({"_id": POINTER_ID})
+    if not doc:
+        return Names()
+    return Names(dossiers=doc["dossiers"], findings=doc["findings"])
+
+
+def switch_live(db, names: Names, now: datetime) -> Names:
+    """Point the live pointer at `names`; returns the previous names."""
+    previous = live_names(db)
+    db[META].replace_one({"_id": POINTER_ID},
+                         {"_id": POINTER_ID, "dossiers": names.dossiers, "findings": names.findings,
+                          "switched_at": now}, upsert=True)
+    return previous
+
+
+class InMemoryRepository:
+    """Fake repository for unit tests: same contract, dictionaries under a lock."""
+
+    def __init__(self):
+        self.dossiers: dict[str, dict] = {}
+        self.findings: dict[str, dict] = {}
+        self._lock = threading.Lock()
+        self.fail_save_with: Exception | None = None
+
+    def load_dossiers(self, codes):
+        with self._lock:
+            return {c: copy.deepcopy(self.dossiers[c]) for c in set(codes) if c in self.dossiers}
+
+    def load_findings(self, codes):
+        with self._lock:
+            out: dict[str, dict[str, dict]] = {c: {} for c in set(codes)}
+            for fid, d in self.findings.items():
+                if d["dossier_code"] in out:
+                    out[d["dossier_code"]][fid] = copy.deepcopy(d)
+            return out
+
+    def save(self, dossiers, findings, now):
+        if self.fail_save_with is not None:
+            raise self.fail_save_with
+        with self._lock:
+            for w in dossiers:
+                cur = self.dossiers.get(w.code)
+                if (cur["rev"] if cur else 0) != w.prev_rev:
+                    raise StaleWrite(f"dossier {w.code} changed by another instance")
+            for w in dossiers:
+                self.dossiers[w.code] = copy.deepcopy(_dossier_doc(w, now))
+            for w in findings:
+                self.findings[w.finding_id] = copy.deepcopy(_finding_doc(w, now))
+
+    def pending_findings(self, *, ids=None, partitions=None, limit=1000):
+        with self._lock:
+            ids = None if ids is None else set(ids)
+            parts = None if partitions is None else set(partitions)
+            rows = [copy.deepcopy(d) for d in self.findings.values() if d.get("pending")
+                    and (ids is None or d["_id"] in ids) and (parts is None or d["partition"] in parts)]
+            return sorted(rows, key=lambda d: d["updated_at"])[:limit]
+
+    def mark_published(self, done):
+        with self._lock:
+            for fid, rev in done:
+                d = self.findings.get(fid)
+                if d and d["revision"] == rev:
+                    d["pending"] = False
+                    d["published_revision"] = rev
+
+    def due_dossiers(self, partitions, now, limit):
+        parts = set(partitions)
+        with self._lock:
+            rows = [copy.deepcopy(d) for d in self.dossiers.values()
+                    if d.get("partition") in parts and d.get("next_check_at") is not None
+                    and d["next_check_at"] <= now]
+            return sorted(rows, key=lambda d: d["next_check_at"])[:limit]
+
+    def get_dossier(self, code):
+        with self._lock:
+            d = self.dossiers.get(code)
+            return copy.deepcopy(d) if d else None
+
+    def findings_of(self, code):
+        with self._lock:
+            return [copy.deepcopy(d) for d in self.findings.values() if d["dossier_code"] == code]

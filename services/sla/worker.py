@@ -1,0 +1,109 @@
+"""Wiring of the sla worker: the one place where real adapters are built (nothing at import)."""
+from __future__ import annotations
+
+import logging
+import signal
+from dataclasses import dataclass
+
+from shared.clock import Clock, clock_from_env
+from shared.config import Settings
+from shared.messaging import KafkaPublisher, ensure_topics, kafka_consumer
+
+from .dlq import DeadLetters
+from .handlers import SlaHandler
+from .loop import ConsumerLoop
+from .metrics import SlaMetrics
+from .repository import MongoRepository, Names
+
+log = logging.getLogger("motcua.sla.worker")
+
+GROUP_ID = "sla"
+EVENT_PARTITIONS = 6
+FINDING_PARTITIONS = 6
+DLQ_PARTITIONS = 1
+
+
+def engine_context(settings: Settings):
+    """The legal engine's context (catalog, calendars, rule sets, directory) from the settings."""
+    from shared import engine
+    return engine.context_from_settings(settings)
+
+
+def mongo_db(settings: Settings):
+    from pymongo import MongoClient
+
+    client = MongoClient(settings.mongo_uri, tz_aware=True, serverSelectionTimeoutMS=5000)
+    return client[settings.mongo_db]
+
+
+def ensure_sla_topics(settings: Settings) -> None:
+    ensure_topics(settings.kafka_bootstrap_servers, {
+        settings.topic_events: EVENT_PARTITIONS,
+        settings.topic_findings: FINDING_PARTITIONS,
+        settings.topic_events_dlq: DLQ_PARTITIONS,
+    })
+
+
+@dataclass
+class Worker:
+    loop: ConsumerLoop
+    handler: SlaHandler
+    repo: MongoRepository
+    publisher: KafkaPublisher
+    metrics: SlaMetrics
+
+    def run(self) -> None:
+        try:
+            self.loop.run()
+        finally:
+            self.publisher.close()
+
+    def stop(self) -> None:
+        self.loop.stop()
+
+
+def build_worker(settings: Settings, clock: Clock | None = None, *, ctx=None, engine=None,
+                 db=None, names: Names | None = None, group_id: str = GROUP_ID,
+                 consumer_config: dict | None = None, poll_timeout: float = 0.5,
+                 check_interval: float = 0.5, max_dead_letters_in_a_row: int = 1000) -> Worker:
+    """Build a worker on real Kafka and MongoDB; `run()` consumes until `stop()`."""
+    clock = clock or clock_from_env()
+    ensure_sla_topics(settings)
+    db = db if db is not None else mongo_db(settings)
+    repo = MongoRepository(db, names) if names else MongoRepository.live(db)
+    repo.ensure_indexes()
+    metrics = SlaMetrics()
+    publisher = KafkaPublisher(settings.kafka_bootstrap_servers, client_id="motcua-sla")
+    if ctx is None:
+        ctx = engine_context(settings)
+    handler = SlaHandler(repo, publisher, settings.topic_findings, clock, ctx, engine=engine,
+                         metrics=metrics)
+    consumer = kafka_consumer(settings.kafka_bootstrap_servers, [settings.topic_events], group_id,
+                              client_id="motcua-sla", **(consumer_config or {}))
+    dead = DeadLetters(publisher, settings.topic_events_dlq, clock, metrics,
+                       max_in_a_row=max_dead_letters_in_a_row)
+    loop = ConsumerLoop(consumer, handler, dead, poll_timeout=poll_timeout,
+                        check_interval=check_interval)
+    return Worker(loop, handler, repo, publisher, metrics)
+
+
+def run_worker(settings: Settings | None = None, metrics_port: int | None = None) -> int:
+    """`python -m services.sla worker`: run until SIGTERM/SIGINT."""
+    from shared.httpapi import configure_json_logging
+
+    configure_json_logging()
+    settings = settings or Settings.from_env()
+    worker = build_worker(settings)
+    if metrics_port:
+        from prometheus_client import start_http_server
+        start_http_server(metrics_port, addr="127.0.0.1", registry=worker.metrics.registry)
+
+    def _stop(signum, frame):
+        log.info("stopping", extra={"fields": {"signal": signum}})
+        worker.stop()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    log.info("sla worker started", extra={"fields": {"topic": settings.topic_events, "group": GROUP_ID}})
+    worker.run()
+    return 0

@@ -1,0 +1,320 @@
+"""The sla handler, loop and DLQ on fakes (in-memory repository, bus and consumer, a tiny engine
+with the documented interface). The real engine and real Kafka/FerretDB: tests/integration."""
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from kafka import TopicPartition
+
+from shared.clock import VirtualClock
+from shared.messaging import InMemoryBus, encode
+from services.sla.dlq import DeadLetters, Origin, TooManyDeadLetters, printable
+from services.sla.handlers import Incoming, SlaHandler
+from services.sla.loop import ConsumerLoop
+from services.sla.repository import InMemoryRepository, StaleWrite
+
+T0 = datetime(2024, 11, 5, 1, 0, tzinfo=timezone.utc)
+FINDINGS = "sla.findings"
+
+
+# --- a tiny engine with the documented interface (shared/engine is tested on its own) ---------
+@dataclass
+class FState:
+    dossier_code: str
+    event_ids: list = field(default_factory=list)
+    received_at: datetime | None = None
+    closed: bool = False
+
+    def to_doc(self):
+        return {"dossier_code": self.dossier_code, "event_ids": list(self.event_ids),
+                "received_at": self.received_at, "closed": self.closed}
+
+    @classmethod
+    def from_doc(cls, doc):
+        return cls(doc["dossier_code"], list(doc["event_ids"]), doc["received_at"], doc["closed"])
+
+
+@dataclass
+class FEval:
+    findings: list
+    next_check_at: datetime | None
+
+
+class FakeEngine:
+    """OVERDUE one hour after receipt while not resolved; refuses `dossier.withdrawn`."""
+    DossierState = FState
+
+    @staticmethod
+    def new_state(code):
+        return FState(code)
+
+    @staticmethod
+    def apply(state, event, ctx):
+        if event["event_id"] in state.event_ids:
+            return state
+        if event["type"] == "dossier.withdrawn":
+            raise ValueError("cannot withdraw in this fake")
+        s = FState.from_doc(state.to_doc())
+        s.event_ids.append(event["event_id"])
+        if event["type"] == "dossier.received":
+            s.received_at = event["occurred_at"]
+        if event["type"] == "dossier.resolved":
+            s.closed = True
+        return s
+
+    @staticmethod
+    def evaluate(state, now, ctx):
+        if state.received_at is None or state.closed:
+            return FEval([], None)
+        due = state.received_at + timedelta(hours=1)
+        if now >= due:
+            return FEval([{"finding_id": f"{state.dossier_code}:OVERDUE", "rule": "OVERDUE",
+                           "severity": "critical", "dossier_code": state.dossier_code,
+                           "due_at": due, "detected_at": now}], None)
+        return FEval([], due)
+
+    @staticmethod
+    def reconcile(previous, evaluation, now):
+        changes = []
+        current = {f["finding_id"]: f for f in evaluation.findings}
+        for fid, f in current.items():
+            if fid not in previous or previous[fid]["state"] == "resolved":
+                changes.append(dict(f, state="open"))
+        for fid, p in previous.items():
+            if fid not in current and p["state"] != "resolved":
+                changes.append(dict({k: v for k, v in p.items() if k != "revision"},
+                                    state="resolved", resolved_at=now))
+        return changes
+
+
+def event(code, etype="dossier.received", when=T0, **data):
+    base = {"dossier.received": {"procedure_code": "1.001193", "channel": "direct",
+                                 "components": ["to-khai"],
+                                 "applicant": {"kind": "citizen", "name": "Nguyễn Văn A",
+                                               "phone": "0901234567"}},
+            "dossier.resolved": {"outcome": "approved"},
+            "dossier.withdrawn": {"reason": "rút hồ sơ"}}[etype]
+    return {"event_id": str(uuid.uuid4()), "type": etype, "dossier_code": code,
+            "occurred_at": when.isoformat(), "recorded_at": when.isoformat(),
+            "agency_code": "000.00.17.H56", "data": dict(base, **data)}
+
+
+def incoming(ev, offset=0, partition=0, raw=None):
+    return Incoming(ev["dossier_code"] if isinstance(ev, dict) else "x",
+                    raw if raw is not None else encode(ev), partition,
+                    Origin("dossier.events", partition, offset))
+
+
+@pytest.fixture
+def world():
+    clock = VirtualClock(T0)
+    repo = InMemoryRepository()
+    bus = InMemoryBus()
+    handler = SlaHandler(repo, bus, FINDINGS, clock, ctx=None, engine=FakeEngine)
+    return clock, repo, bus, handler
+
+
+def published(bus):
+    return [(m.key, m.value["finding_id"], m.value["state"], m.value["revision"])
+            for m in bus.messages(FINDINGS)]
+
+
+def test_open_then_resolve_through_scheduler_and_events(world):
+    clock, repo, bus, handler = world
+    rec = event("D-1")
+    assert handler.handle([incoming(rec)]) == []
+    doc = repo.dossiers["D-1"]
+    assert doc["next_check_at"] == T0 + timedelta(hours=1) and doc["partition"] == 0
+    assert handler.check_due([0]) == 0          # not due yet
+    clock.advance(timedelta(hours=1, seconds=1))
+    assert handler.check_due([1]) == 0          # another instance's partition
+    assert handler.check_due([0]) == 1
+    assert published(bus) == [("D-1", "D-1:OVERDUE", "open", 1)]
+    assert repo.dossiers["D-1"]["next_check_at"] is None
+    handler.handle([incoming(event("D-1", "dossier.resolved", when=clock.now()), 1)])
+    assert published(bus)[1:] == [("D-1", "D-1:OVERDUE", "resolved", 2)]
+    f = repo.findings["D-1:OVERDUE"]
+    assert (f["revision"], f["published_revision"], f["pending"]) == (2, 2, False)
+
+
+def test_same_events_twice_change_nothing(world):
+    clock, repo, bus, handler = world
+    evs = [event("D-2"), event("D-2", "dossier.resolved", when=T0 + timedelta(hours=2))]
+    clock.set(T0 + timedelta(hours=3))
+    handler.handle([incoming(evs[0], 0)])
+    handler.handle([incoming(evs[1], 1)])
+    before = (dict(repo.findings), published(bus), repo.dossiers["D-2"]["event_ids"])
+    handler.handle([incoming(evs[0], 0), incoming(evs[1], 1)])   # redelivered after a crash
+    assert repo.dossiers["D-2"]["event_ids"] == before[2]
+    assert published(bus) == before[1] == [("D-2", "D-2:OVERDUE", "open", 1),
+                                           ("D-2", "D-2:OVERDUE", "resolved", 2)]
+    assert repo.findings.keys() == before[0].keys()
+
+
+def test_crash_between_store_and_publish_republishes_same_revision(world):
+    clock, repo, bus, handler = world
+    clock.set(T0 + timedelta(hours=2))
+    bus.fail_with = RuntimeError("broker down")
+    rec = event("D-3")
+    with pytest.raises(RuntimeError):
+        handler.handle([incoming(rec)])
+    assert repo.findings["D-3:OVERDUE"]["pending"] is True and published(bus) == []
+    bus.fail_with = None
+    # start-up / partition assignment: what is stored but unpublished goes out
+    assert handler.republish_pending(partitions=[0]) == 1
+    assert published(bus) == [("D-3", "D-3:OVERDUE", "open", 1)]
+    # the redelivered event changes nothing and publishes nothing more
+    handler.handle([incoming(rec)])
+    assert published(bus) == [("D-3", "D-3:OVERDUE", "open", 1)]
+
+
+def test_unpublished_finding_goes_out_on_next_touch(world):
+    clock, repo, bus, handler = world
+    clock.set(T0 + timedelta(hours=2))
+    bus.fail_with = RuntimeError("broker down")
+    rec = event("D-4")
+    with pytest.raises(RuntimeError):
+        handler.handle([incoming(rec)])
+    bus.fail_with = None
+    handler.handle([incoming(rec)])     # redelivery touches the dossier
+    assert published(bus) == [("D-4", "D-4:OVERDUE", "open", 1)]
+
+
+def test_poison_and_refused_events_are_rejected_others_applied(world):
+    clock, repo, bus, handler = world
+    good = event("D-5")
+    bad_json = incoming(None, 1, raw=b"{not json")
+    bad_event = dict(event("D-5"), occurred_at="2024-11-05T08:00:00")   # naive instant
+    refused = event("D-5", "dossier.withdrawn")
+    wrong_key = Incoming("OTHER", encode(event("D-5")), 0, Origin("dossier.events", 0, 4))
+    rej = handler.handle([incoming(good, 0), bad_json, incoming(bad_event, 2),
+                          incoming(refused, 3), wrong_key])
+    assert [r.reason for r in rej] == ["invalid_json", "invalid_event", "not_applicable", "key_mismatch"]
+    assert "occurred_at" in rej[1].error
+    assert repo.dossiers["D-5"]["event_ids"] == [good["event_id"]]
+
+
+def test_stale_write_is_detected(world):
+    clock, repo, bus, handler = world
+    handler.handle([incoming(event("D-6"))])
+    other = SlaHandler(repo, bus, FINDINGS, clock, ctx=None, engine=FakeEngine)
+    stale = repo.load_dossiers(["D-6"])
+    handler.handle([incoming(event("D-6", "dossier.resolved"), 1)])
+    repo.load_dossiers = lambda codes: stale        # `other` read before `handler` wrote
+    with pytest.raises(StaleWrite):
+        other.handle([incoming(event("D-6", "dossier.resolved"), 1)])
+
+
+# --- the loop --------------------------------------------------------------------------------
+@dataclass
+class Rec:
+    topic: str
+    partition: int
+    offset: int
+    key: str | None
+    value: bytes
+
+
+class FakeConsumer:
+    def __init__(self, batches, partitions=(0,)):
+        self.batches = list(batches)
+        self.tps = {TopicPartition("dossier.events", p) for p in partitions}
+        self.commits = []
+        self.seeks = []
+        self.closed = False
+
+    def poll(self, timeout_ms=0, max_records=None):
+        if not self.batches:
+            return {}
+        recs = self.batches.pop(0)
+        out = {}
+        for r in recs:
+            out.setdefault(TopicPartition(r.topic, r.partition), []).append(r)
+        return out
+
+    def assignment(self):
+        return set(self.tps)
+
+    def commit(self, offsets):
+        self.commits.append({tp.partition: om.offset for tp, om in offsets.items()})
+
+    def committed(self, tp):
+        return None
+
+    def seek_to_beginning(self, tp):
+        self.seeks.append(tp.partition)
+
+    def end_offsets(self, tps):
+        return {tp: 10 for tp in tps}
+
+    def position(self, tp):
+        return 7
+
+    def close(self, autocommit=False):
+        self.closed = True
+
+
+def rec(ev, offset, raw=None):
+    return Rec("dossier.events", 0, offset, ev["dossier_code"] if ev else "D-x",
+               raw if raw is not None else encode(ev))
+
+
+def test_loop_dead_letters_then_commits_and_goes_on(world):
+    clock, repo, bus, handler = world
+    consumer = FakeConsumer([[rec(event("D-7"), 0), rec(None, 1, raw=b"\xff\xfe"),
+                              rec(event("D-8"), 2)]])
+    loop = ConsumerLoop(consumer, handler, DeadLetters(bus, "dossier.events.dlq", clock, handler.metrics),
+                        check_interval=0)
+    loop.run_once()
+    assert set(repo.dossiers) == {"D-7", "D-8"}
+    assert consumer.commits == [{0: 3}]
+    [dl] = bus.messages("dossier.events.dlq")
+    assert dl.headers["dlq.origin.offset"] == "1" and dl.headers["dlq.reason"] == "invalid_json"
+    assert dl.value["origin"] == {"topic": "dossier.events", "partition": 0, "offset": 1, "key": "D-x"}
+    assert dl.value["value_encoding"] == "base64"
+    assert handler.metrics.dead_letters.labels("invalid_json")._value.get() == 1
+
+
+def test_loop_does_not_commit_when_the_store_fails(world):
+    clock, repo, bus, handler = world
+    repo.fail_save_with = ConnectionError("mongo down")
+    consumer = FakeConsumer([[rec(event("D-9"), 0)]])
+    loop = ConsumerLoop(consumer, handler, DeadLetters(bus, "dlq", clock), check_interval=0)
+    loop._backoff = 0.01
+    loop.run_once()
+    assert consumer.commits == [] and consumer.seeks == [0]
+
+
+def test_loop_runs_scheduled_checks_on_its_partitions(world):
+    clock, repo, bus, handler = world
+    handler.handle([incoming(event("D-10"), 0, partition=0), incoming(event("D-11"), 0, partition=3)])
+    clock.advance(timedelta(hours=2))
+    loop = ConsumerLoop(FakeConsumer([], partitions=(0,)), handler, DeadLetters(bus, "dlq", clock),
+                        check_interval=0)
+    loop.run_once()
+    assert [p[1] for p in published(bus)] == ["D-10:OVERDUE"]
+
+
+def test_too_many_dead_letters_in_a_row_stops(world):
+    clock, repo, bus, handler = world
+    dl = DeadLetters(bus, "dlq", clock, max_in_a_row=3)
+    bad = [incoming(None, i, raw=b"x") for i in range(2)]
+    rej = handler.handle(bad)
+    dl.send(rej, 2)
+    with pytest.raises(TooManyDeadLetters):
+        dl.send(handler.handle(bad), 2)
+
+
+def test_dlq_printable_redacts_personal_data(world):
+    clock, repo, bus, handler = world
+    ev = dict(event("D-12"), extra_field=1)
+    dl = DeadLetters(bus, "dlq", clock)
+    dl.send(handler.handle([incoming(ev)]), 1)
+    shown = printable(bus.messages("dlq")[0].value)
+    text = json.dumps(shown, ensure_ascii=False)
+    assert "0901234567" not in text and shown["value"]["data"]["applicant"]["phone"] == "***"
+    assert "extra_field" in shown["error"]
