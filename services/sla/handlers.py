@@ -65,6 +65,48 @@ def change_message(change: Any) -> dict:
     return out
 
 
+def event_agencies(event: dict) -> set[str]:
+    """Agencies an event names: where it happened, and the handling/transfer/consultation target."""
+    out = {event["agency_code"]}
+    data = event.get("data") or {}
+    for k in ("handling_agency_code", "to_agency_code", "from_agency_code"):
+        if data.get(k):
+            out.add(data[k])
+    return out
+
+
+def update_summary(summary: dict, event: dict) -> None:
+    """Record the facts reports count (Biểu 06/VPCP/KSTT, Decision 766) from one event.
+
+    Idempotent: applying the same event again writes the same values.
+    """
+    t, data, at = event["type"], event.get("data") or {}, event["occurred_at"]
+    if t == "dossier.received":
+        comps = list(dict.fromkeys(data.get("components") or []))
+        summary.update(procedure_code=data.get("procedure_code"), channel=data.get("channel"),
+                       received_at=at, received_agency=event["agency_code"],
+                       handling_agency=data.get("handling_agency_code") or event["agency_code"],
+                       components_n=len(comps),
+                       digitized_n=len(set(data.get("digitized") or []) & set(comps)))
+    elif t == "dossier.transferred":
+        summary["handling_agency"] = data["to_agency_code"]
+    elif t == "dossier.supplement_requested":
+        summary["supplement_requested"] = True
+    elif t in ("dossier.refused", "dossier.resolved", "dossier.returned", "dossier.withdrawn"):
+        summary[t.split(".", 1)[1] + "_at"] = at
+        if t == "dossier.resolved":
+            summary["outcome"] = data.get("outcome")
+
+
+def due_at_of(state, evaluation) -> datetime | None:
+    """The legal due instant the engine computed, when it exposes one."""
+    for obj in (evaluation, state):
+        due = getattr(obj, "due_at", None)
+        if isinstance(due, datetime):
+            return due
+    return None
+
+
 def _default_engine():
     import shared.engine as engine
     return engine
@@ -111,6 +153,8 @@ class SlaHandler:
         stored = self.repo.load_dossiers(codes)
         states = {c: self._state_of(c, stored.get(c)) for c in codes}
         partitions = {c: stored[c].get("partition") for c in stored}
+        agencies = {c: set(stored[c].get("agencies", ())) if c in stored else set() for c in codes}
+        summaries = {c: dict(stored[c].get("summary") or {}) if c in stored else {} for c in codes}
         touched: list[str] = []
         for item, event in parsed:
             code = event["dossier_code"]
@@ -124,10 +168,13 @@ class SlaHandler:
             self.metrics.events_applied.inc()
             if item.partition is not None:
                 partitions[code] = item.partition
+            agencies[code].update(event_agencies(event))
+            update_summary(summaries[code], event)
             if code not in touched:
                 touched.append(code)
         if touched:
-            self._evaluate_and_store(touched, states, stored, partitions)
+            self._evaluate_and_store(touched, states, stored, partitions, agencies=agencies,
+                                     summaries=summaries)
         order = {id(item): i for i, item in enumerate(items)}
         rejected.sort(key=lambda r: order[id(r.item)])
         return rejected
@@ -182,7 +229,9 @@ class SlaHandler:
         return self.engine.DossierState.from_doc(strip_dossier(doc))
 
     def _evaluate_and_store(self, codes: list[str], states: dict, stored: dict[str, dict],
-                            partitions: dict[str, int | None], now: datetime | None = None) -> None:
+                            partitions: dict[str, int | None], now: datetime | None = None,
+                            agencies: dict[str, set] | None = None,
+                            summaries: dict[str, dict] | None = None) -> None:
         now = now or self.clock.now()
         previous = self.repo.load_findings(codes)
         dossier_writes: list[DossierWrite] = []
@@ -199,8 +248,14 @@ class SlaHandler:
                 log.warning("engine gave a next check in the past", extra={"fields": {"dossier_code": code}})
                 next_check = now + MIN_RECHECK
             old = stored.get(code)
+            seen = agencies[code] if agencies else set((old or {}).get("agencies", ()))
+            summary = dict(summaries[code] if summaries else (old or {}).get("summary") or {})
+            due = due_at_of(state, evaluation)
+            if due is not None:
+                summary["due_at"] = due
             dossier_writes.append(DossierWrite(code, state.to_doc(), partitions.get(code), next_check,
-                                               old["rev"] if old and "rev" in old else 0))
+                                               old["rev"] if old and "rev" in old else 0,
+                                               agencies=sorted(seen), summary=summary))
             for ch in changes:
                 msg = change_message(ch)
                 fid = msg["finding_id"]

@@ -22,7 +22,7 @@ from typing import Any, Iterable, Protocol
 
 META = "sla_meta"            # collection holding the pointer document
 POINTER_ID = "live"
-BOOKKEEPING = ("_id", "partition", "next_check_at", "rev", "updated_at")
+BOOKKEEPING = ("_id", "partition", "next_check_at", "rev", "updated_at", "agencies", "summary")
 FINDING_BOOKKEEPING = ("_id", "revision", "published_revision", "pending", "partition", "updated_at")
 
 
@@ -37,6 +37,8 @@ class DossierWrite:
     partition: int | None
     next_check_at: datetime | None
     prev_rev: int             # 0 when the dossier is new
+    agencies: list[str] = field(default_factory=list)   # every agency its events named (tenancy)
+    summary: dict = field(default_factory=dict)          # facts the reports need (handlers.update_summary)
 
 
 @dataclass
@@ -80,7 +82,8 @@ def finding_message(doc: dict) -> dict:
 def _dossier_doc(w: DossierWrite, now: datetime) -> dict:
     doc = dict(w.doc)
     doc.update(_id=w.code, partition=w.partition, next_check_at=w.next_check_at,
-               rev=w.prev_rev + 1, updated_at=now)
+               rev=w.prev_rev + 1, updated_at=now, agencies=sorted(w.agencies),
+               summary=w.summary)
     return doc
 
 
@@ -99,7 +102,7 @@ class MongoRepository:
 
         self.db = db
         self.names = names or Names()
-        opts = CodecOptions(tz_aware=True, tzinfo=timezone.utc)
+        opts = CodecOptions(tz_aware=True)   # tzinfo defaults to UTC
         self.dossiers = db.get_collection(self.names.dossiers, codec_options=opts)
         self.findings = db.get_collection(self.names.findings, codec_options=opts)
 
@@ -115,6 +118,7 @@ class MongoRepository:
         self.findings.create_index([("dossier_code", 1)], name="dossier_code")
         self.findings.create_index([("pending", 1)], name="pending")
         self.findings.create_index([("state", 1), ("agency_code", 1)], name="state_agency")
+        self.dossiers.create_index([("agencies", 1)], name="agencies")
 
     # -- the worker ---------------------------------------------------------------------------
     def load_dossiers(self, codes):

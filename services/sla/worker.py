@@ -25,8 +25,8 @@ DLQ_PARTITIONS = 1
 
 def engine_context(settings: Settings):
     """The legal engine's context (catalog, calendars, rule sets, directory) from the settings."""
-    from shared import engine
-    return engine.context_from_settings(settings)
+    from shared.engine.context import context_from_settings
+    return context_from_settings(settings)
 
 
 def mongo_db(settings: Settings):

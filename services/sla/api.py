@@ -1,0 +1,240 @@
+"""Read API of the sla service: dossier states, findings, deadline explanations, reports.
+
+`gunicorn 'services.sla.api:create_app()'`. Same API keys and tenancy as intake
+(`shared.auth`): a key reads only dossiers and findings of its agency subtree. Nothing connects
+at import or in the factory: the Mongo client is built on first use in each (forked) worker.
+
+Test configuration keys (`create_app(config)`): SETTINGS (a `Settings`), DIRECTORY
+(a `shared.directory.Directory`), CATALOG (a `shared.catalog.Catalog`), ENGINE_CTX (the legal
+engine's context), KEY_STORE (a `shared.auth.KeyStore`), RATE_LIMIT (requests per minute per key).
+"""
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timezone
+
+from shared.auth import AuthError, KeyStore, RateLimiter, authenticate, init_auth
+from shared.clock import clock_from_env
+from shared.config import Settings
+from shared.events import DOSSIER_CODE, redact
+from shared.httpapi import ApiError, init_http
+
+from .repository import MongoRepository, finding_message, live_names, strip_dossier
+
+FINDING_STATES = ("open", "escalated", "resolved")
+SEVERITIES = ("info", "warning", "critical")
+MAX_PAGE = 500
+
+
+class _Lazy:
+    """A value built on first use, once per process (after gunicorn forks)."""
+
+    def __init__(self, build):
+        self._build = build
+        self._value = None
+        self._lock = threading.Lock()
+
+    def __call__(self):
+        if self._value is None:
+            with self._lock:
+                if self._value is None:
+                    self._value = self._build()
+        return self._value
+
+
+def create_app(config: dict | None = None, *, db=None, clock=None):
+    """Build the sla read API (Flask)."""
+    from flask import Flask
+
+    app = Flask("motcua.sla")
+    app.config.update(config or {})
+    settings: Settings = app.config.get("SETTINGS") or Settings.from_env()
+    clock = clock or clock_from_env()
+
+    def _db():
+        if db is not None:
+            return db
+        from pymongo import MongoClient
+        return MongoClient(settings.mongo_uri, tz_aware=True,
+                           serverSelectionTimeoutMS=3000)[settings.mongo_db]
+
+    get_db = _Lazy(_db)
+
+    def _directory():
+        if app.config.get("DIRECTORY") is not None:
+            return app.config["DIRECTORY"]
+        from shared.directory import load_directory
+        return load_directory(settings.directory_file)
+
+    def _catalog():
+        if app.config.get("CATALOG") is not None:
+            return app.config["CATALOG"]
+        from shared.catalog import load_catalog
+        return load_catalog(settings.catalog_file)
+
+    def _ctx():
+        if app.config.get("ENGINE_CTX") is not None:
+            return app.config["ENGINE_CTX"]
+        from .worker import engine_context
+        return engine_context(settings)
+
+    get_directory, get_catalog, get_ctx = _Lazy(_directory), _Lazy(_catalog), _Lazy(_ctx)
+    store = app.config.get("KEY_STORE") or _Lazy(lambda: KeyStore(get_db(), clock, cache_seconds=5))
+    limit = app.config.get("RATE_LIMIT")
+    limiter = _Lazy(lambda: RateLimiter(get_db(), int(limit), 60, clock)) if limit else None
+    init_auth(app, store, limiter)
+
+    def repo() -> MongoRepository:
+        # the pointer document is re-read per request so that a rebuild switch-over is seen
+        return MongoRepository(get_db(), live_names(get_db()))
+
+    def readiness():
+        try:
+            get_db().command("ping")
+            return {"mongo": None}
+        except Exception as exc:   # noqa: BLE001 - reported, not raised
+            return {"mongo": exc.__class__.__name__}
+
+    m = init_http(app, "sla", readiness=readiness)
+
+    @app.errorhandler(AuthError)
+    def _auth_error(exc: AuthError):
+        from shared.httpapi import error_response
+        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+        return error_response(exc.status, [{"code": exc.code, "field": "Authorization",
+                                            "message": exc.message}], headers)
+
+    # -- helpers --------------------------------------------------------------------------------
+    def principal():
+        p = authenticate()
+        p.require_role("agency", "supervisor", "admin")
+        return p
+
+    def visible_dossier(code: str) -> dict:
+        if not DOSSIER_CODE.match(code):
+            raise ApiError.one(400, "invalid", "not a valid dossier code", field="code")
+        p = principal()
+        doc = repo().get_dossier(code)
+        # a dossier outside the key's subtree is reported as absent (no existence oracle)
+        if doc is None or not any(p.can_access(a, get_directory()) for a in doc.get("agencies", ())):
+            raise ApiError.one(404, "not_found", f"no dossier {code} visible to this key", field="code")
+        return doc
+
+    # -- dossiers -------------------------------------------------------------------------------
+    @app.get("/v1/dossiers/<path:code>/findings")
+    def dossier_findings(code):
+        visible_dossier(code)
+        rows = [public_finding(d) for d in repo().findings_of(code)]
+        return {"dossier_code": code, "findings": rows}
+
+    @app.get("/v1/dossiers/<path:code>/deadline")
+    def dossier_deadline(code):
+        from shared import engine
+        doc = visible_dossier(code)
+        state = engine.DossierState.from_doc(strip_dossier(doc))
+        return {"dossier_code": code, "deadline": jsonable(engine.explain_deadline(state, get_ctx()))}
+
+    @app.get("/v1/dossiers/<path:code>")
+    def dossier(code):
+        doc = visible_dossier(code)
+        state = redact(strip_dossier(doc))
+        return jsonable({"dossier_code": code, "state": state,
+                         "timeline": state.get("timeline", state.get("events", [])),
+                         "agencies": doc.get("agencies", []),
+                         "next_check_at": doc.get("next_check_at"),
+                         "updated_at": doc.get("updated_at")})
+
+    # -- findings -------------------------------------------------------------------------------
+    @app.get("/v1/findings")
+    def findings():
+        from flask import request
+        p = principal()
+        args = request.args
+        allowed = {"agency", "rule", "severity", "field", "procedure", "state", "limit", "offset"}
+        unknown = sorted(set(args) - allowed)
+        if unknown:
+            raise ApiError(400, [{"code": "unknown_field", "field": u,
+                                  "message": f"unknown query parameter (allowed: {', '.join(sorted(allowed))})"}
+                                 for u in unknown])
+        directory = get_directory()
+        root = args.get("agency") or p.agency_code
+        if not p.can_access(root, directory):
+            raise ApiError.one(403, "forbidden_agency", "agency outside this key's subtree", field="agency")
+        subtree = sorted(directory.subtree(root)) if root in directory else [root]
+        q: dict = {"agency_code": {"$in": subtree}}
+        states = args.get("state", "open,escalated").split(",")
+        if any(s not in FINDING_STATES for s in states):
+            raise ApiError.one(400, "invalid", f"state must be among {', '.join(FINDING_STATES)}", field="state")
+        q["state"] = {"$in": states}
+        if "severity" in args:
+            if args["severity"] not in SEVERITIES:
+                raise ApiError.one(400, "invalid", f"severity must be one of {', '.join(SEVERITIES)}",
+                                   field="severity")
+            q["severity"] = args["severity"]
+        if "rule" in args:
+            q["rule"] = args["rule"]
+        procedures = None
+        if "procedure" in args:
+            procedures = {args["procedure"]}
+        if "field" in args:
+            in_field = {pr.code for pr in get_catalog() if pr.field == args["field"]}
+            procedures = in_field if procedures is None else procedures & in_field
+        if procedures is not None:
+            q["procedure_code"] = {"$in": sorted(procedures)}
+        limit_, offset = _int_arg(args, "limit", 50, 1, MAX_PAGE), _int_arg(args, "offset", 0, 0, 10**9)
+        coll = repo().findings
+        total = coll.count_documents(q)
+        rows = list(coll.find(q).sort([("detected_at", 1), ("_id", 1)]).skip(offset).limit(limit_))
+        return jsonable({"total": total, "offset": offset, "limit": limit_,
+                         "findings": [public_finding(d) for d in rows]})
+
+    # -- reports --------------------------------------------------------------------------------
+    @app.get("/v1/reports/on-time")
+    def on_time():
+        from flask import Response, request
+        from . import reports
+        p = principal()
+        args = request.args
+        params = reports.parse_params(args, now=clock.now())
+        directory = get_directory()
+        root = params.agency or p.agency_code
+        if not p.can_access(root, directory):
+            raise ApiError.one(403, "forbidden_agency", "agency outside this key's subtree", field="agency")
+        subtree = directory.subtree(root) if root in directory else {root}
+        report = reports.on_time_report(repo().dossiers, subtree, params, get_catalog(), directory)
+        if "text/csv" in request.headers.get("Accept", ""):
+            return Response(reports.to_csv(report), mimetype="text/csv",
+                            headers={"Content-Disposition": "attachment; filename=bao-cao-dung-han.csv"})
+        return jsonable(report)
+
+    return app
+
+
+def _int_arg(args, name, default, lo, hi) -> int:
+    raw = args.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError.one(400, "invalid", f"{name} must be an integer", field=name) from None
+    if not lo <= value <= hi:
+        raise ApiError.one(400, "invalid", f"{name} must be between {lo} and {hi}", field=name)
+    return value
+
+
+def public_finding(doc: dict) -> dict:
+    out = finding_message(doc)
+    out["published"] = not doc.get("pending", False)
+    return jsonable(out)
+
+
+def jsonable(obj):
+    """Datetimes as ISO 8601 UTC (`Z`-less, with +00:00) for JSON responses."""
+    if isinstance(obj, datetime):
+        return obj.astimezone(timezone.utc).isoformat()
+    if isinstance(obj, dict):
+        return {k: jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    return obj
