@@ -1,0 +1,141 @@
+"""HTTP endpoints of intake: `POST /v1/events`, `POST /v1/events:batch`, `GET /v1/events/<id>`.
+
+Status codes: 202 published (Kafka acknowledged, acks=all); 200 same event id and body seen
+before (original result, no second event unless the first was never acknowledged); 400 malformed
+JSON; 401 missing/invalid key; 403 role may not post or agency outside the key's subtree;
+409 same event id, different body; 413 body or batch too large; 415 not `application/json`;
+422 invalid event (every error at once); 429 rate limited (Retry-After); 503 Kafka or MongoDB
+unavailable (Retry-After) — nothing was accepted, retry with the same event id.
+"""
+from __future__ import annotations
+
+import json
+import uuid
+
+from flask import Blueprint, current_app, jsonify, request
+from pymongo.errors import PyMongoError
+
+from shared.auth import WRITE_ROLES, AuthError, authenticate
+from shared.httpapi import ApiError, error_response
+
+bp = Blueprint("intake", __name__)
+
+
+def _ext() -> dict:
+    return current_app.extensions["intake"]
+
+
+@bp.app_errorhandler(AuthError)
+def _auth_error(exc: AuthError):
+    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else {}
+    if exc.status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="motcua"'
+    return error_response(exc.status, [{"code": exc.code, "field": "$", "message": exc.message}],
+                          headers)
+
+
+@bp.app_errorhandler(PyMongoError)
+def _store_down(exc: PyMongoError):
+    current_app.logger.warning("MongoDB error: %s", type(exc).__name__)
+    return error_response(503, [{"code": "store_unavailable", "field": "$",
+                                 "message": "the event store is unavailable; retry later"}],
+                          {"Retry-After": "5"})
+
+
+def _json_body():
+    """The request body as JSON: 415 unless application/json, 413 over the size limit, 400 if
+    malformed (including NaN/Infinity and invalid UTF-8)."""
+    if request.mimetype != "application/json":
+        raise ApiError.one(415, "unsupported_media_type",
+                           "send the body as JSON with 'Content-Type: application/json'")
+    raw = request.get_data(cache=False)      # 413 from MAX_CONTENT_LENGTH
+    try:
+        return json.loads(raw.decode("utf-8"), parse_constant=_no_constants)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        msg = f"malformed JSON: {exc.msg}" if isinstance(exc, json.JSONDecodeError) else \
+            "malformed JSON: the body must be UTF-8 JSON"
+        raise ApiError.one(400, "malformed_json", msg) from None
+
+
+def _no_constants(name):
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _writer():
+    principal = authenticate()
+    if principal.role not in WRITE_ROLES:
+        raise ApiError.one(403, "forbidden_role",
+                           f"a {principal.role} key may not post events "
+                           f"(allowed roles: {', '.join(WRITE_ROLES)})")
+    return principal
+
+
+@bp.post("/v1/events")
+def post_event():
+    principal = _writer()
+    payload = _json_body()
+    out = _ext()["service"].submit(principal, [payload])[0]
+    _count(out)
+    resp = jsonify(out.body)
+    resp.status_code = out.status
+    for k, v in out.headers.items():
+        resp.headers[k] = v
+    return resp
+
+
+@bp.post("/v1/events:batch")
+def post_batch():
+    principal = _writer()
+    payload = _json_body()
+    limit = _ext()["config"]["INTAKE_MAX_BATCH"]
+    if not isinstance(payload, dict) or set(payload) != {"events"} or not isinstance(payload["events"], list):
+        raise ApiError.one(422, "invalid_type", 'the body must be {"events": [event, …]}', field="events")
+    events = payload["events"]
+    if not events:
+        raise ApiError.one(422, "invalid_length", "the batch is empty", field="events")
+    if len(events) > limit:
+        raise ApiError.one(413, "batch_too_large",
+                           f"{len(events)} events in one batch; at most {limit}", field="events")
+    outcomes = _ext()["service"].submit(principal, events)
+    results = []
+    for i, out in enumerate(outcomes):
+        _count(out)
+        item = {"index": i}
+        eid = events[i].get("event_id") if isinstance(events[i], dict) else None
+        if isinstance(eid, str):
+            item["event_id"] = eid
+        item.update(out.body)
+        if "status" in item:          # the event's state; `status` is the HTTP status here
+            item["state"] = item.pop("status")
+        item["status"] = out.status
+        results.append(item)
+    accepted = sum(1 for o in outcomes if o.status in (200, 202))
+    resp = jsonify({"accepted": accepted, "rejected": len(outcomes) - accepted, "results": results})
+    if any(o.status == 503 for o in outcomes):
+        resp.headers["Retry-After"] = "5"
+    return resp
+
+
+@bp.get("/v1/events/<event_id>")
+def get_event(event_id: str):
+    principal = authenticate()
+    try:
+        eid = str(uuid.UUID(event_id))
+    except ValueError:
+        raise ApiError.one(422, "invalid_format", "not a valid UUID", field="event_id") from None
+    res = _ext()["resources"]
+    doc = _ext()["store"]().get(eid)
+    if doc is None or not principal.can_access(doc["agency_code"], res.directory()):
+        raise ApiError.one(404, "not_found", f"no event {eid} accepted for this key's agencies",
+                           field="event_id")
+    body = {"event_id": eid, "status": doc["status"], "type": doc["type"],
+            "dossier_code": doc["dossier_code"], "agency_code": doc["agency_code"],
+            "recorded_at": doc["value"]["recorded_at"]}
+    if doc["status"] == "published":
+        body.update(topic=doc["topic"], partition=doc["partition"], offset=doc["offset"])
+    return jsonify(body)
+
+
+def _count(out) -> None:
+    if out.status in (200, 202):
+        _ext()["metrics"].accepted.labels("true" if out.status == 200 else "false").inc()
