@@ -20,6 +20,14 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "SMTP_HOST": ("127.0.0.1", "SMTP server for alert e-mails"),
     "SMTP_PORT": ("1025", "SMTP port"),
     "SMTP_FROM": ("motcua@localhost", "sender address of alert e-mails"),
+    "INTAKE_MAX_BATCH": ("500", "intake: most events in one POST /v1/events:batch"),
+    "INTAKE_MAX_BODY_BYTES": ("4194304", "intake: largest request body accepted (413 above)"),
+    "INTAKE_PUBLISH_TIMEOUT_S": ("5", "intake: bound on waiting for Kafka (metadata, then ack) before 503"),
+    "INTAKE_RATE_LIMIT": ("1200", "intake: requests per key per window (429 above); a batch counts once"),
+    "INTAKE_RATE_WINDOW_S": ("60", "intake: rate-limit window in seconds"),
+    "INTAKE_KEY_CACHE_S": ("5", "API keys: seconds a verified key is cached per process (revocation delay)"),
+    "MONGO_TIMEOUT_MS": ("3000", "MongoDB server-selection/socket timeout before a 503"),
+    "INTAKE_URL": ("http://127.0.0.1:8001", "base URL of the intake API"),
     "MOTCUA_CLOCK_FILE": ("", "tests only: a file holding the current instant (virtual clock)"),
 }
 
