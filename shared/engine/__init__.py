@@ -1,0 +1,22 @@
+"""The legal engine (pure: no Kafka, no MongoDB, no clock reads — `now` is a parameter).
+
+Interface (docs/ARCHITECTURE.md, "Legal engine"):
+    new_state, apply, replay            the dossier state machine (state.py)
+    evaluate, reconcile                 the rules of LEGAL.md as data (rules.py, shared/data/rules/)
+    explain_deadline                    the calendar's explanation with the dossier's pauses
+    EngineContext, default_context, context_from_settings
+"""
+from shared.engine.context import EngineContext, context_from_settings, default_context
+from shared.engine.ruledata import (RULE_CODES, RuleDataError, RuleSet, RuleSets, RuleSpec,
+                                    default_rulesets, load_ruleset, load_rulesets)
+from shared.engine.rules import (Evaluation, Finding, FindingChange, evaluate, explain_deadline,
+                                 finding_id, reconcile)
+from shared.engine.state import DossierState, apply, new_state, replay
+
+__all__ = [
+    "EngineContext", "context_from_settings", "default_context",
+    "RULE_CODES", "RuleDataError", "RuleSet", "RuleSets", "RuleSpec", "default_rulesets",
+    "load_ruleset", "load_rulesets",
+    "Evaluation", "Finding", "FindingChange", "evaluate", "explain_deadline", "finding_id", "reconcile",
+    "DossierState", "apply", "new_state", "replay",
+]

@@ -1,0 +1,65 @@
+"""What the engine needs besides the events: catalog, calendars, rule sets, directory."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from shared.engine.ruledata import RuleSets, default_rulesets, load_rulesets
+
+
+@dataclass(frozen=True)
+class EngineContext:
+    catalog: Any                                  # shared.catalog.Catalog
+    calendars: Callable[[str], Any]               # office id -> shared.workcal.WorkingCalendar
+    rulesets: RuleSets
+    directory: Any | None = None                  # shared.directory.Directory
+
+    def office_for(self, agency_code: str | None) -> str:
+        """The office-hours calendar of an agency (directory), `default` when unknown."""
+        if self.directory is not None and agency_code:
+            agency = self.directory.get(agency_code)
+            office = getattr(agency, "office", None) if agency is not None else None
+            if office:
+                return office
+        return "default"
+
+    def parent_of(self, agency_code: str | None) -> str | None:
+        """The parent agency's code (directory), None when unknown."""
+        if self.directory is None or not agency_code:
+            return None
+        try:
+            ancestors = self.directory.ancestors(agency_code)
+        except (KeyError, ValueError):
+            return None
+        return ancestors[0] if ancestors else None
+
+
+def default_context(directory: Any | None = None) -> EngineContext:
+    """Shipped catalog, calendars and rule sets."""
+    from shared import catalog as catalog_mod
+    from shared import workcal
+    return EngineContext(catalog=catalog_mod.default_catalog(), calendars=workcal.calendar_for,
+                         rulesets=default_rulesets(), directory=directory)
+
+
+def context_from_settings(settings: Any) -> EngineContext:
+    """The engine context for a service: files named by the settings (CATALOG_FILE,
+    DIRECTORY_FILE; `extra["rulesets_file"]` for another rule-set binding)."""
+    from pathlib import Path
+
+    from shared import catalog as catalog_mod
+    from shared import workcal
+    catalog = catalog_mod.load_catalog(settings.catalog_file)
+    extra = getattr(settings, "extra", None) or {}
+    rulesets = load_rulesets(extra["rulesets_file"]) if extra.get("rulesets_file") else default_rulesets()
+    directory = None
+    directory_file = getattr(settings, "directory_file", None)
+    if directory_file and Path(directory_file).exists():
+        try:
+            from shared import directory as directory_mod
+        except ImportError:          # the directory module is optional for the engine
+            directory_mod = None
+        if directory_mod is not None:
+            directory = directory_mod.load_directory(directory_file)
+    return EngineContext(catalog=catalog, calendars=workcal.calendar_for, rulesets=rulesets,
+                         directory=directory)
