@@ -144,13 +144,20 @@ def _check_keys(obj: Any, allowed: set[str], required: set[str], file, entry: st
     return obj
 
 
+class _Loader(yaml.SafeLoader):
+    """Safe YAML loading that keeps dates as text, so a bad date is reported with its entry/field."""
+
+
+_Loader.add_constructor("tag:yaml.org,2002:timestamp", lambda loader, node: loader.construct_scalar(node))
+
+
 def _read_yaml(path: Path):
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise CalendarConfigError(path, "(file)", "", f"cannot read: {exc.strerror or exc}") from None
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as exc:
         raise CalendarConfigError(path, "(file)", "", f"invalid YAML: {exc}") from None
 
