@@ -1,0 +1,179 @@
+"""Delivery channels behind one port: `send(Outgoing)` returns on success or raises `ChannelError`.
+
+Real adapters: SMTP e-mail (plain text + HTML, STARTTLS and auth optional), a JSON webhook signed
+with HMAC-SHA256 (`X-Motcua-Signature: sha256=<hex>`), and a generic SMS gateway over HTTP.
+`FakeChannel` records what it was asked to send, for unit tests.
+"""
+from __future__ import annotations
+
+import json
+import smtplib
+import socket
+import threading
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+from typing import Protocol
+from urllib.parse import quote
+
+from .tokens import sign_webhook
+
+SIGNATURE_HEADER = "X-Motcua-Signature"
+
+
+class ChannelError(Exception):
+    """A failed send. `permanent` errors are not retried (bad address, 4xx); others are."""
+
+    def __init__(self, message: str, *, permanent: bool = False):
+        self.permanent = permanent
+        super().__init__(message)
+
+
+@dataclass
+class Outgoing:
+    """One message to one recipient on one channel."""
+    channel: str            # email | sms | webhook
+    address: str            # e-mail address, phone number, or webhook URL
+    subject: str
+    text: str
+    html: str | None = None
+    payload: dict | None = None      # webhook JSON body
+    target: str | None = None        # webhook name (selects its secret)
+    message_id: str | None = None    # stable id (notification id) for receivers to dedupe
+    headers: dict = field(default_factory=dict)
+
+
+class Channel(Protocol):
+    name: str
+
+    def send(self, msg: Outgoing) -> None:
+        """Deliver or raise ChannelError."""
+
+
+class SmtpChannel:
+    name = "email"
+
+    def __init__(self, host: str, port: int, sender: str, *, user: str = "", password: str = "",
+                 starttls: bool = False, timeout: float = 15.0):
+        self.host, self.port, self.sender = host, int(port), sender
+        self.user, self.password, self.starttls, self.timeout = user, password, starttls, timeout
+
+    def build(self, msg: Outgoing) -> EmailMessage:
+        em = EmailMessage()
+        em["From"] = self.sender
+        em["To"] = msg.address
+        em["Subject"] = msg.subject
+        em["Message-ID"] = make_msgid(idstring=msg.message_id, domain="motcua") if msg.message_id else make_msgid(domain="motcua")
+        for k, v in msg.headers.items():
+            em[k] = v
+        em.set_content(msg.text, charset="utf-8")
+        if msg.html:
+            em.add_alternative(msg.html, subtype="html", charset="utf-8")
+        return em
+
+    def send(self, msg: Outgoing) -> None:
+        em = self.build(msg)
+        try:
+            with smtplib.SMTP(self.host, self.port, timeout=self.timeout) as smtp:
+                if self.starttls:
+                    smtp.starttls()
+                if self.user:
+                    smtp.login(self.user, self.password)
+                smtp.send_message(em)
+        except smtplib.SMTPRecipientsRefused as exc:
+            codes = [c for c, _ in exc.recipients.values()]
+            raise ChannelError(f"recipient refused (SMTP {codes})", permanent=all(c >= 500 for c in codes)) from None
+        except smtplib.SMTPAuthenticationError as exc:
+            raise ChannelError(f"SMTP authentication failed ({exc.smtp_code})", permanent=False) from None
+        except smtplib.SMTPResponseException as exc:
+            raise ChannelError(f"SMTP {exc.smtp_code}: {exc.smtp_error!r}"[:300],
+                               permanent=500 <= exc.smtp_code < 600 and exc.smtp_code != 554) from None
+        except (smtplib.SMTPException, OSError, socket.timeout) as exc:
+            raise ChannelError(f"SMTP {type(exc).__name__}: {exc}"[:300]) from None
+
+
+def _http_error(what: str, status: int, body: str) -> ChannelError:
+    permanent = 400 <= status < 500 and status not in (408, 425, 429)
+    return ChannelError(f"{what} HTTP {status}: {body[:200]}", permanent=permanent)
+
+
+class WebhookChannel:
+    name = "webhook"
+
+    def __init__(self, secrets: dict[str, str], *, timeout: float = 10.0, session=None):
+        self.secrets = dict(secrets)
+        self.timeout = timeout
+        self._session = session
+        self._local = threading.local()
+
+    def _http(self):
+        import requests
+        if self._session is not None:
+            return self._session
+        if not hasattr(self._local, "s"):
+            self._local.s = requests.Session()
+        return self._local.s
+
+    def send(self, msg: Outgoing) -> None:
+        import requests
+        secret = self.secrets.get(msg.target or "")
+        if not secret:
+            raise ChannelError(f"no secret configured for webhook {msg.target!r}", permanent=True)
+        body = json.dumps(msg.payload, ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode("utf-8")
+        headers = {"Content-Type": "application/json; charset=utf-8",
+                   SIGNATURE_HEADER: sign_webhook(secret, body),
+                   "X-Motcua-Delivery": msg.message_id or ""}
+        try:
+            r = self._http().post(msg.address, data=body, headers=headers, timeout=self.timeout)
+        except requests.RequestException as exc:
+            raise ChannelError(f"webhook {type(exc).__name__}: {exc}"[:300]) from None
+        if not 200 <= r.status_code < 300:
+            raise _http_error("webhook", r.status_code, r.text)
+
+
+class SmsChannel:
+    """Generic HTTP SMS gateway: `url_template` with {phone} and {text} (URL-encoded).
+
+    GET calls the formatted URL; POST posts `{"to": phone, "text": text}` as JSON to it."""
+    name = "sms"
+    MAX_TEXT = 480
+
+    def __init__(self, url_template: str, method: str = "POST", *, timeout: float = 10.0):
+        self.url_template, self.method, self.timeout = url_template, method, timeout
+
+    def send(self, msg: Outgoing) -> None:
+        import requests
+        text = msg.text if len(msg.text) <= self.MAX_TEXT else msg.text[: self.MAX_TEXT - 1] + "…"
+        url = self.url_template.format(phone=quote(msg.address, safe=""), text=quote(text, safe=""))
+        try:
+            if self.method == "GET":
+                r = requests.get(url, timeout=self.timeout)
+            else:
+                r = requests.post(url, json={"to": msg.address, "text": text}, timeout=self.timeout)
+        except requests.RequestException as exc:
+            raise ChannelError(f"sms {type(exc).__name__}: {exc}"[:300]) from None
+        if not 200 <= r.status_code < 300:
+            raise _http_error("sms", r.status_code, r.text)
+
+
+class FakeChannel:
+    """Records every message; `fail_next(n, permanent=False)` makes the next n sends fail."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.sent: list[Outgoing] = []
+        self.attempts = 0
+        self._fail = 0
+        self._permanent = False
+        self._lock = threading.Lock()
+
+    def fail_next(self, n: int, *, permanent: bool = False) -> None:
+        self._fail, self._permanent = n, permanent
+
+    def send(self, msg: Outgoing) -> None:
+        with self._lock:
+            self.attempts += 1
+            if self._fail > 0:
+                self._fail -= 1
+                raise ChannelError(f"{self.name} fake failure", permanent=self._permanent)
+            self.sent.append(msg)

@@ -1,0 +1,124 @@
+"""The notify worker's loop: consume `sla.findings` (group `notify`), store and plan, commit, send.
+
+Offsets are committed after `handle` stored the finding and its notification records; sending
+happens after the commit from those records (a crash after the commit loses nothing). A bad
+message goes to `<topic>.dlq` with its reason; a store failure rewinds the batch and backs off.
+Between polls: due notifications are sent and, every `schedule_interval`, escalations, repeats
+and digests run.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from shared.messaging import decode
+
+from .service import FindingError, NotifyService
+
+log = logging.getLogger("motcua.notify.loop")
+
+
+class NotifyLoop:
+    def __init__(self, consumer, service: NotifyService, publisher, dlq_topic: str, *, metrics=None,
+                 poll_timeout: float = 0.5, schedule_interval: float = 10.0, max_records: int = 500,
+                 dispatch_batch: int = 1000):
+        self.consumer, self.service, self.publisher, self.dlq_topic = consumer, service, publisher, dlq_topic
+        self.metrics = metrics
+        self.poll_timeout, self.schedule_interval, self.max_records = poll_timeout, schedule_interval, max_records
+        self.dispatch_batch = dispatch_batch
+        self.stop_event = threading.Event()
+        self._last_schedule = 0.0
+        self._backoff = 0.5
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def run(self) -> None:
+        try:
+            while not self.stop_event.is_set():
+                self.run_once()
+        finally:
+            try:
+                self.consumer.close()
+            except Exception:
+                log.debug("consumer close failed", exc_info=True)
+
+    def run_once(self) -> None:
+        records = self.consumer.poll(timeout_ms=int(self.poll_timeout * 1000), max_records=self.max_records)
+        batch = [r for rs in records.values() for r in rs]
+        if batch and not self._handle(batch):
+            return
+        try:
+            self.service.dispatch_due(max_items=self.dispatch_batch)
+            mono = time.monotonic()
+            if mono - self._last_schedule >= self.schedule_interval:
+                self._last_schedule = mono
+                self.service.run_scheduled()
+        except Exception:
+            log.exception("dispatch/scheduler failed; will retry")
+            self.stop_event.wait(self._backoff)
+
+    def _handle(self, batch) -> bool:
+        try:
+            for r in batch:
+                try:
+                    value = decode(r.value)
+                    res = self.service.handle(value)
+                    if self.metrics is not None:
+                        self.metrics.findings.labels("stored" if res.stored else "skipped").inc()
+                except (FindingError, ValueError, UnicodeDecodeError) as exc:
+                    self._dead_letter(r, exc)
+        except Exception:
+            log.exception("batch failed; rewinding, retry after %.1f s", self._backoff)
+            self._rewind({(r.topic, r.partition) for r in batch})
+            self.stop_event.wait(self._backoff)
+            self._backoff = min(self._backoff * 2, 30.0)
+            return False
+        self._backoff = 0.5
+        self._commit(batch)
+        return True
+
+    def _dead_letter(self, r, exc: Exception) -> None:
+        reason = "invalid_finding" if isinstance(exc, FindingError) else "not_json"
+        try:
+            text = r.value.decode("utf-8")
+        except UnicodeDecodeError:
+            text = "<binary>"
+        value = {"reason": reason, "error": str(exc)[:500],
+                 "origin": {"topic": r.topic, "partition": r.partition, "offset": r.offset, "key": r.key},
+                 "value": text, "value_encoding": "utf-8", "failed_at": self.service.clock.now()}
+        self.publisher.publish(self.dlq_topic, r.key or "", value, headers={
+            "dlq.reason": reason, "dlq.error": str(exc)[:500], "dlq.origin.topic": r.topic,
+            "dlq.origin.partition": str(r.partition), "dlq.origin.offset": str(r.offset)})
+        if self.metrics is not None:
+            self.metrics.dead_letters.labels(reason).inc()
+        log.warning("finding message dead-lettered", extra={"fields": {
+            "reason": reason, "error": str(exc)[:200], "partition": r.partition, "offset": r.offset}})
+
+    def _commit(self, batch) -> None:
+        from kafka import TopicPartition
+        from kafka.errors import CommitFailedError
+        from kafka.structs import OffsetAndMetadata
+
+        last: dict = {}
+        for r in batch:
+            tp = TopicPartition(r.topic, r.partition)
+            last[tp] = max(last.get(tp, -1), r.offset)
+        try:
+            self.consumer.commit({tp: OffsetAndMetadata(o + 1, "", -1) for tp, o in last.items()})
+        except CommitFailedError:
+            log.warning("commit failed after a rebalance; the new owner re-reads (effects are idempotent)")
+
+    def _rewind(self, tps) -> None:
+        from kafka import TopicPartition
+
+        for topic, partition in tps:
+            tp = TopicPartition(topic, partition)
+            if tp not in self.consumer.assignment():
+                continue
+            committed = self.consumer.committed(tp)
+            if committed is None:
+                self.consumer.seek_to_beginning(tp)
+            else:
+                self.consumer.seek(tp, committed)

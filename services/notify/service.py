@@ -1,0 +1,526 @@
+"""The notify service's work, without Kafka: findings in, notifications planned, sent and logged.
+
+- `handle(message)`: validate a `sla.findings` message, store the finding revision in the
+  service's own store, and plan notifications (insert = claim, unique per finding, episode,
+  recipient, level, kind, seq). Nothing is sent here, so the consumer can commit its offsets as
+  soon as `handle` returns: the delivery records are stored.
+- `dispatch_due()`: take due notifications one by one (a lease in MongoDB, so several instances
+  can share the work), render, send, record the attempt in `deliveries`, mark sent; on a channel
+  error retry with exponential backoff, and after the last retry mark `failed` (metric, error log,
+  delivery log and API) — never dropped.
+- `run_scheduled()`: escalations (unacknowledged after N working hours → the parent agency's
+  head), repeats, and the daily digests.
+- `acknowledge(...)`: stop escalation and repeats of a finding, recorded with who and when.
+
+Guarantee: a notification is inserted before it is sent and marked sent after; a crash between
+the send and the mark leaves it `sending` with a lease, and when the lease expires it is sent
+once more (`reclaims` counts it, and both attempts are in the delivery log). So each
+(finding, recipient, level) gets at most one alert, plus at most one duplicate per crash.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import time as _time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable
+
+from shared.clock import Clock, ensure_utc
+from shared.events import redact
+
+from .channels import ChannelError, Outgoing
+from .policy import SEVERITIES, Policy, Route
+from .routing import Recipient, _people, escalation_levels, recipients_for
+from .store import NotifyStore
+from .templates import TZ, Renderer, TemplateMissing, local_text, late_text, greeting
+from .tokens import sign_ack
+
+log = logging.getLogger("motcua.notify")
+
+STATES = ("open", "escalated", "resolved")
+ROLES = ("officer", "one_stop_chief", "agency_head", "parent_head")
+CHANGES = ("opened", "updated", "escalated", "resolved")
+_CODE = re.compile(r"^[A-Za-z0-9._/:-]{1,128}$")
+_RULE = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
+
+
+class FindingError(ValueError):
+    """A findings message that cannot be used; goes to the dead-letter topic with this reason."""
+
+    def __init__(self, field: str, message: str):
+        self.field = field
+        super().__init__(f"{field}: {message}")
+
+
+def _instant(value, field, required=True) -> datetime | None:
+    if value is None:
+        if required:
+            raise FindingError(field, "required")
+        return None
+    if not isinstance(value, str):
+        raise FindingError(field, "expected an ISO 8601 string with offset")
+    try:
+        t = datetime.fromisoformat(value)
+    except ValueError:
+        raise FindingError(field, f"not an ISO 8601 instant: {value[:40]!r}") from None
+    if t.tzinfo is None or t.utcoffset() is None:
+        raise FindingError(field, "naive instant: a UTC offset is required")
+    return t.astimezone(timezone.utc)
+
+
+def parse_finding(value: Any) -> dict:
+    """The stored form of a findings message (DESIGN.md §7), or FindingError."""
+    if not isinstance(value, dict):
+        raise FindingError("$", "expected a JSON object")
+    for name, pattern in (("finding_id", _CODE), ("dossier_code", _CODE), ("agency_code", _CODE)):
+        v = value.get(name)
+        if not isinstance(v, str) or not pattern.match(v):
+            raise FindingError(name, "required, a code of [A-Za-z0-9._/:-]")
+    rule = value.get("rule")
+    if not isinstance(rule, str) or not _RULE.match(rule):
+        raise FindingError("rule", "required, a rule code such as OVERDUE")
+    for name, allowed, required in (("state", STATES, True), ("severity", SEVERITIES, True),
+                                    ("responsible_role", ROLES, False), ("change", CHANGES, False)):
+        v = value.get(name)
+        if v is None and not required:
+            continue
+        if v not in allowed:
+            raise FindingError(name, f"expected one of {', '.join(allowed)}")
+    rev = value.get("revision", 0)
+    if isinstance(rev, bool) or not isinstance(rev, int) or rev < 0:
+        raise FindingError("revision", "expected a non-negative integer")
+    owh = value.get("overdue_working_hours")
+    if owh is not None and (isinstance(owh, bool) or not isinstance(owh, (int, float))):
+        raise FindingError("overdue_working_hours", "expected a number or null")
+    details = value.get("details") or {}
+    if not isinstance(details, dict):
+        raise FindingError("details", "expected an object")
+    texts = {}
+    for name in ("procedure_code", "legal_basis", "title", "ruleset"):
+        v = value.get(name)
+        if v is not None and not isinstance(v, str):
+            raise FindingError(name, "expected a string")
+        texts[name] = (v or "")[:1000] or None
+    return {
+        "_id": value["finding_id"], "rule": rule, "state": value["state"],
+        "severity": value["severity"], "dossier_code": value["dossier_code"],
+        "agency_code": value["agency_code"], "responsible_role": value.get("responsible_role"),
+        "detected_at": _instant(value.get("detected_at"), "detected_at", required=False),
+        "due_at": _instant(value.get("due_at"), "due_at", required=False),
+        "overdue_working_hours": owh, "details": redact(details), "revision": rev,
+        "change": value.get("change"), **texts,
+    }
+
+
+def _utc(t: datetime | None) -> datetime | None:
+    """MongoDB hands back naive UTC unless the client is tz_aware: normalise."""
+    if t is None:
+        return None
+    return t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)
+
+
+@dataclass
+class Handled:
+    stored: bool
+    planned: int = 0
+    reason: str = ""
+
+
+class NotifyService:
+    def __init__(self, store: NotifyStore, policy: Policy, directory, channels: dict, clock: Clock, *,
+                 base_url: str = "", secret: str = "", calendars: Callable[[str], Any] | None = None,
+                 procedure_name: Callable[[str], str | None] | None = None,
+                 requirement: Callable[[str | None, str], str | None] | None = None,
+                 metrics=None, renderer: Renderer | None = None, lease: timedelta = timedelta(minutes=2)):
+        self.store, self.policy, self.directory, self.channels, self.clock = store, policy, directory, channels, clock
+        self.base_url = base_url.rstrip("/")
+        self.secret = secret
+        self._calendars = calendars or self._default_calendars
+        self.procedure_name = procedure_name or (lambda code: None)
+        self.requirement = requirement or (lambda ruleset, rule: None)
+        self.metrics = metrics
+        self.renderer = renderer or Renderer()
+        self.lease = lease
+        self._digest_done: set[tuple[str, str]] = set()   # cache only; the unique index decides
+
+    # --- helpers ------------------------------------------------------------------------------
+    def _default_calendars(self, agency_code: str):
+        from shared.workcal import calendar_for
+        agency = self.directory.get(agency_code) if self.directory is not None else None
+        return calendar_for(getattr(agency, "office", None) or "default")
+
+    def _next_working(self, agency_code: str, now: datetime) -> datetime:
+        try:
+            return self._calendars(agency_code).next_working_instant(now)
+        except Exception:   # a calendar out of range must not swallow the alert
+            log.exception("calendar failed; sending now", extra={"fields": {"agency": agency_code}})
+            return now
+
+    def _add_working(self, agency_code: str, now: datetime, hours: float) -> datetime | None:
+        try:
+            return self._calendars(agency_code).add_working(now, timedelta(hours=hours))
+        except Exception:
+            log.exception("calendar failed; schedule skipped", extra={"fields": {"agency": agency_code}})
+            return None
+
+    def _agency_name(self, code: str) -> str:
+        a = self.directory.get(code) if self.directory is not None else None
+        return a.name if a is not None else code
+
+    def _count(self, what: str, *labels) -> None:
+        if self.metrics is not None:
+            getattr(self.metrics, what).labels(*labels).inc()
+
+    # --- findings in --------------------------------------------------------------------------
+    def handle(self, value: Any, now: datetime | None = None) -> Handled:
+        """Store a finding message and plan its notifications; FindingError for a bad message."""
+        now = ensure_utc(now or self.clock.now())
+        doc = parse_finding(value)
+        doc["received_at"] = now
+        stored, prev = self.store.upsert_finding(doc)
+        if not stored:
+            return Handled(False, reason="stale or repeated revision")
+        f = self.store.get_finding(doc["_id"])
+        route = self.policy.route(f["rule"], f["severity"])
+        prev_state = prev["state"] if prev else None
+        planned = 0
+        if f["state"] == "resolved":
+            if prev is not None and prev_state != "resolved":
+                planned += self._on_resolved(f, route, now)
+            return Handled(True, planned)
+        if prev_state == "resolved":   # re-opened: a new episode
+            episode = f.get("episode", 0) + 1
+            self.store.set_finding(f["_id"], {"episode": episode, "level": 0, "repeats": 0, "acked_at": None,
+                                              "acked_by": None, "acked_recipient": None})
+            f = self.store.get_finding(f["_id"])
+            prev = None
+        if route.mode == "digest":
+            return Handled(True, 0, "digest only")
+        if prev is None:
+            planned += self._plan(f, route, 0, now)
+            sched = {}
+            if route.escalate_after_wh and route.max_level >= 1 and escalation_levels(f, self.directory) >= 1:
+                sched["next_escalation_at"] = self._add_working(f["agency_code"], now, route.escalate_after_wh)
+            if route.repeat_every_wh and route.max_repeats > 0:
+                sched["next_repeat_at"] = self._add_working(f["agency_code"], now, route.repeat_every_wh)
+            if sched:
+                self.store.set_finding(f["_id"], sched)
+        elif SEVERITIES.index(f["severity"]) > SEVERITIES.index(prev["severity"]):
+            planned += self._plan(f, route, 0, now)   # new recipients of the higher severity only
+        if f["state"] == "escalated" and f.get("level", 0) < 1 and prev_state != "escalated":
+            # sla escalated it (e.g. OVERDUE past its escalation time): the parent head, level 1
+            if self.store.set_finding(f["_id"], {"level": 1}, expect={"level": f.get("level", 0)}):
+                planned += self._plan(f, route, 1, now)
+        return Handled(True, planned)
+
+    def _plan(self, f: dict, route: Route, level: int, now: datetime, *, kind: str = "alert",
+              seq: int = 0, recipients: list[Recipient] | None = None) -> int:
+        if recipients is None:
+            ff = f
+            if level == 0 and f.get("responsible_role") == "parent_head":
+                ff = dict(f, responsible_role="agency_head")   # the parent head is level 1
+            recipients = recipients_for(ff, route, self.policy, self.directory, level,
+                                        sms_enabled="sms" in self.channels)
+        n = 0
+        for r in recipients:
+            immediate = route.any_hour or r.channel == "webhook"
+            due = now if immediate else self._next_working(r.agency_code, now)
+            n += self._insert(f, r, level, kind, seq, due, now)
+        return n
+
+    def _insert(self, f: dict, r: Recipient, level: int, kind: str, seq: int, due: datetime,
+                now: datetime, **extra) -> int:
+        doc = {
+            "finding_id": f["_id"], "episode": f.get("episode", 0), "recipient": r.id, "person": r.person,
+            "level": level, "kind": kind, "seq": seq, "channel": r.channel, "address": r.address,
+            "target": r.target, "agency_code": r.agency_code, "role": r.role, "recipient_name": r.name,
+            "recipient_title": r.title, "rule": f.get("rule"), "severity": f.get("severity"),
+            "dossier_code": f.get("dossier_code"), "finding_agency": f.get("agency_code"),
+            "status": "pending", "due_at": due, "deferred": due > now, "created_at": now,
+            "attempts": 0, "error": None, **extra,
+        }
+        if r.address is None:
+            doc.update(status="failed", error=f"no {r.channel} address in the directory for {r.person}")
+        if not self.store.create_notification(doc):
+            return 0
+        if r.address is None:
+            self._record(doc, now, "failed", doc["error"], 0.0)
+            self._count("failed", r.channel)
+            log.error("notification failed: no address", extra={"fields": self._log_fields(doc)})
+        return 1
+
+    def _on_resolved(self, f: dict, route: Route, now: datetime) -> int:
+        self.store.cancel_pending(f["_id"], ("alert", "repeat"), now, "finding resolved before delivery")
+        self.store.set_finding(f["_id"], {"next_escalation_at": None, "next_repeat_at": None})
+        if not route.resolved_notice:
+            return 0
+        sent = self.store.notifications_for(f["_id"], episode=f.get("episode", 0), status="sent",
+                                            kind={"$in": ["alert", "repeat"]})
+        n, seen = 0, set()
+        for d in sent:
+            if d["recipient"] in seen:
+                continue
+            seen.add(d["recipient"])
+            r = Recipient(d["recipient"], d["person"], d["channel"], d["address"], d["agency_code"],
+                          d["role"], d.get("recipient_name", ""), d.get("recipient_title", ""), d.get("target"))
+            due = now if r.channel == "webhook" else self._next_working(r.agency_code, now)
+            n += self._insert(f, r, 0, "resolved", 0, due, now)
+        return n
+
+    # --- acknowledgement ------------------------------------------------------------------------
+    def ack_url(self, finding_id: str, person: str, now: datetime) -> str | None:
+        if not self.secret or not self.base_url:
+            return None
+        token = sign_ack(self.secret, finding_id, person, now + timedelta(hours=self.policy.ack_ttl_hours))
+        return f"{self.base_url}/v1/ack/{token}"
+
+    def acknowledge(self, finding_id: str, person: str, by: str, via: str,
+                    now: datetime | None = None) -> dict | None:
+        """Record an acknowledgement; stops escalation and repeats. None if the finding is unknown."""
+        now = ensure_utc(now or self.clock.now())
+        f = self.store.get_finding(finding_id)
+        if f is None:
+            return None
+        first = self.store.record_ack(finding_id, person, by, via, now)
+        cancelled = self.store.cancel_pending(finding_id, ("repeat",), now, "acknowledged")
+        cancelled += self.store.cancel_pending(finding_id, ("alert",), now, "acknowledged", min_level=1)
+        log.info("finding acknowledged", extra={"fields": {"finding_id": finding_id, "recipient": person,
+                                                            "via": via, "first": first}})
+        f = self.store.get_finding(finding_id)
+        return {"finding_id": finding_id, "acknowledged_at": _utc(f.get("acked_at")),
+                "acknowledged_by": f.get("acked_by"), "first": first, "cancelled": cancelled}
+
+    # --- sending ----------------------------------------------------------------------------------
+    def dispatch_due(self, now: datetime | None = None, max_items: int = 1000) -> int:
+        """Send due notifications (at most `max_items`); returns how many were attempted."""
+        n = 0
+        while n < max_items:
+            t = ensure_utc(now or self.clock.now())
+            doc = self.store.claim_due(t, self.lease)
+            if doc is None:
+                break
+            self._deliver(doc, t)
+            n += 1
+        return n
+
+    def _log_fields(self, doc: dict) -> dict:
+        return {"notification_id": str(doc.get("_id")), "finding_id": doc.get("finding_id"),
+                "dossier_code": doc.get("dossier_code"), "recipient": doc.get("recipient"),
+                "channel": doc.get("channel"), "kind": doc.get("kind"), "level": doc.get("level")}
+
+    def _record(self, doc: dict, now: datetime, outcome: str, error: str | None, seconds: float) -> None:
+        self.store.record_delivery({
+            "notification_id": doc.get("_id"), "finding_id": doc["finding_id"],
+            "dossier_code": doc.get("dossier_code"), "agency_code": doc.get("finding_agency") or doc.get("agency_code"),
+            "recipient_agency": doc.get("agency_code"), "recipient": doc["recipient"],
+            "channel": doc["channel"], "kind": doc["kind"], "level": doc["level"], "at": now,
+            "attempt": doc.get("attempts", 0) + (0 if outcome == "failed" and doc.get("address") is None else 1),
+            "outcome": outcome, "error": error, "send_seconds": round(seconds, 6),
+            "latency_seconds": max(0.0, (now - _utc(doc["created_at"])).total_seconds()) if doc.get("created_at") else None,
+        })
+
+    def _outgoing(self, doc: dict, now: datetime) -> Outgoing | None:
+        if doc["kind"] == "digest":
+            return Outgoing(doc["channel"], doc["address"], doc["subject"], doc["text"], doc.get("html"),
+                            message_id=str(doc["_id"]))
+        f = self.store.get_finding(doc["finding_id"])
+        if f is None:
+            raise TemplateMissing(f"finding {doc['finding_id']} is not in the store")
+        if doc["kind"] in ("alert", "repeat") and f["state"] == "resolved":
+            return None
+        if (doc["kind"] == "repeat" or doc["level"] >= 1) and f.get("acked_at") is not None:
+            return None
+        route = self.policy.route(f["rule"], f["severity"])
+        ctx = self.renderer.context(f, agency_name=self._agency_name(f["agency_code"]),
+                                    procedure_name=self.procedure_name(f.get("procedure_code") or ""),
+                                    recipient_name=doc.get("recipient_name") or "",
+                                    recipient_title=doc.get("recipient_title") or "")
+        ack = None if doc["kind"] == "resolved" else self.ack_url(f["_id"], doc["person"], now)
+        req = self.requirement(f.get("ruleset"), f["rule"])
+        r = self.renderer.render_alert(ctx, kind=doc["kind"], level=doc["level"],
+                                       escalate_after_wh=route.escalate_after_wh, ack_url=ack,
+                                       requirement=req)
+        if doc["channel"] == "webhook":
+            finding = {k: v for k, v in f.items() if k in (
+                "rule", "state", "severity", "dossier_code", "procedure_code", "agency_code",
+                "responsible_role", "legal_basis", "title", "overdue_working_hours", "ruleset",
+                "revision", "details")}
+            finding.update(finding_id=f["_id"], detected_at=_iso(f.get("detected_at")), due_at=_iso(f.get("due_at")))
+            payload = {"type": f"motcua.notification.{doc['kind']}", "notification_id": str(doc["_id"]),
+                       "level": doc["level"], "subject": r.subject, "text": r.text, "ack_url": ack,
+                       "finding": finding, "sent_at": now.isoformat()}
+            return Outgoing("webhook", doc["address"], r.subject, r.text, payload=payload,
+                            target=doc.get("target"), message_id=str(doc["_id"]))
+        text = r.sms if doc["channel"] == "sms" else r.text
+        return Outgoing(doc["channel"], doc["address"], r.subject, text,
+                        r.html if doc["channel"] == "email" else None, message_id=str(doc["_id"]))
+
+    def _deliver(self, doc: dict, now: datetime) -> None:
+        fields = self._log_fields(doc)
+        channel = self.channels.get(doc["channel"])
+        try:
+            msg = self._outgoing(doc, now)
+        except (TemplateMissing, Exception) as exc:   # rendering is deterministic: retrying won't help
+            log.exception("notification failed: cannot render", extra={"fields": fields})
+            self._fail(doc, now, f"render: {type(exc).__name__}: {exc}"[:300], 0.0)
+            return
+        if msg is None:
+            self.store.update_notification(doc["_id"], {"status": "cancelled", "cancelled_at": now,
+                                                         "error": "resolved or acknowledged before delivery"})
+            return
+        if channel is None:
+            self._fail(doc, now, f"channel {doc['channel']!r} is not configured", 0.0)
+            return
+        t0 = _time.perf_counter()
+        try:
+            channel.send(msg)
+        except ChannelError as exc:
+            spent = _time.perf_counter() - t0
+            attempts = doc.get("attempts", 0) + 1
+            if exc.permanent or attempts >= self.policy.retry_attempts:
+                self._fail(doc, now, str(exc), spent)
+                return
+            delay = min(self.policy.retry_base_seconds * 2 ** (attempts - 1), self.policy.retry_max_seconds)
+            self._record(doc, now, "error", str(exc), spent)
+            self.store.update_notification(doc["_id"], {"status": "pending", "attempts": attempts,
+                                                         "due_at": now + timedelta(seconds=delay),
+                                                         "error": str(exc)})
+            self._count("retries", doc["channel"])
+            log.warning("send failed; will retry", extra={"fields": {**fields, "attempt": attempts,
+                                                                      "retry_in_s": delay, "error": str(exc)}})
+            return
+        spent = _time.perf_counter() - t0
+        sent_at = ensure_utc(self.clock.now())
+        self.store.update_notification(doc["_id"], {"status": "sent", "sent_at": sent_at,
+                                                     "attempts": doc.get("attempts", 0) + 1, "error": None})
+        self._record(doc, sent_at, "sent", None, spent)
+        self._count("sent", doc["channel"])
+        if self.metrics is not None and doc.get("created_at"):
+            self.metrics.latency.labels(doc["channel"]).observe(
+                max(0.0, (sent_at - _utc(doc["created_at"])).total_seconds()))
+        log.info("notification sent", extra={"fields": fields})
+
+    def _fail(self, doc: dict, now: datetime, error: str, spent: float) -> None:
+        self._record(doc, now, "failed", error, spent)
+        self.store.update_notification(doc["_id"], {"status": "failed", "failed_at": now, "error": error,
+                                                     "attempts": doc.get("attempts", 0) + 1})
+        self._count("failed", doc["channel"])
+        log.error("notification failed", extra={"fields": {**self._log_fields(doc), "error": error}})
+
+    # --- scheduled work -----------------------------------------------------------------------------
+    def run_scheduled(self, now: datetime | None = None) -> dict:
+        """Escalations, repeats and digests that are due; returns counts."""
+        now = ensure_utc(now or self.clock.now())
+        return {"escalated": self._escalate(now), "repeated": self._repeat(now), "digests": self.run_digests(now)}
+
+    def _escalate(self, now: datetime) -> int:
+        n = 0
+        for f in self.store.due_escalations(now):
+            route = self.policy.route(f["rule"], f["severity"])
+            level = f.get("level", 0) + 1
+            deepest = min(route.max_level, escalation_levels(f, self.directory))
+            nxt = None
+            if level < deepest and route.escalate_after_wh:
+                nxt = self._add_working(f["agency_code"], now, route.escalate_after_wh)
+            if level > deepest:
+                self.store.set_finding(f["_id"], {"next_escalation_at": None})
+                continue
+            if not self.store.set_finding(f["_id"], {"level": level, "next_escalation_at": nxt},
+                                          expect={"level": f.get("level", 0)}):
+                continue   # another instance did it
+            n += self._plan(f, route, level, now)
+            log.info("finding escalated", extra={"fields": {"finding_id": f["_id"], "level": level}})
+        return n
+
+    def _repeat(self, now: datetime) -> int:
+        n = 0
+        for f in self.store.due_repeats(now):
+            route = self.policy.route(f["rule"], f["severity"])
+            seq = f.get("repeats", 0) + 1
+            nxt = None
+            if route.repeat_every_wh and seq < route.max_repeats:
+                nxt = self._add_working(f["agency_code"], now, route.repeat_every_wh)
+            if not self.store.set_finding(f["_id"], {"repeats": seq, "next_repeat_at": nxt},
+                                          expect={"repeats": f.get("repeats", 0)}):
+                continue
+            sent = self.store.notifications_for(f["_id"], episode=f.get("episode", 0), status="sent",
+                                                kind="alert")
+            seen = set()
+            for d in sent:
+                if d["recipient"] in seen:
+                    continue
+                seen.add(d["recipient"])
+                r = Recipient(d["recipient"], d["person"], d["channel"], d["address"], d["agency_code"],
+                              d["role"], d.get("recipient_name", ""), d.get("recipient_title", ""), d.get("target"))
+                due = now if (route.any_hour or r.channel == "webhook") else self._next_working(r.agency_code, now)
+                n += self._insert(f, r, d["level"], "repeat", seq, due, now)
+        return n
+
+    # --- digests -------------------------------------------------------------------------------------
+    def run_digests(self, now: datetime | None = None) -> int:
+        """Create today's digest for every agency whose subtree has open findings, once the
+        policy's digest time has passed on one of the agency's working days."""
+        now = ensure_utc(now or self.clock.now())
+        local = now.astimezone(TZ)
+        if local.time() < self.policy.digest_time or self.directory is None:
+            return 0
+        day = local.date().isoformat()
+        candidates: set[str] = set()
+        for code in self.store.open_agencies():
+            if code in self.directory:
+                candidates.add(code)
+                candidates.update(self.directory.ancestors(code))
+        n = 0
+        for code in sorted(candidates):
+            if (day, code) in self._digest_done:
+                continue
+            try:
+                if not self._calendars(code).is_working_day(local.date()):
+                    self._digest_done.add((day, code))
+                    continue
+            except Exception:
+                log.exception("calendar failed; digest skipped", extra={"fields": {"agency": code}})
+                continue
+            n += self._digest(code, day, local, now)
+            self._digest_done.add((day, code))
+        if len(self._digest_done) > 50_000:
+            self._digest_done = {k for k in self._digest_done if k[0] == day}
+        return n
+
+    def digest_content(self, agency_code: str, now: datetime) -> dict:
+        """The lists of a digest: open findings of the agency's subtree, from the notify store."""
+        sub = sorted(self.directory.subtree(agency_code))
+        overdue, due_soon, violations = [], [], []
+        for f in self.store.open_findings(sub):
+            item = {"dossier_code": f["dossier_code"], "agency_name": self._agency_name(f["agency_code"]),
+                    "title": f.get("title") or f["rule"], "rule": f["rule"],
+                    "due_local": local_text(_utc(f.get("due_at"))),
+                    "late_text": late_text(f.get("overdue_working_hours"))}
+            (overdue if f["rule"] == "OVERDUE" else due_soon if f["rule"] == "DUE_SOON" else violations).append(item)
+        return {"overdue": overdue, "due_soon": due_soon, "violations": violations}
+
+    def _digest(self, code: str, day: str, local: datetime, now: datetime) -> int:
+        content = self.digest_content(code, now)
+        if not any(content.values()):
+            return 0
+        n = 0
+        for role in self.policy.digest_roles:
+            for label, acode, person in _people(self.directory, code, role):
+                r = Recipient(f"email:{label}@{acode}", f"{label}@{acode}", "email",
+                              getattr(person, "email", None) or None, acode, label,
+                              getattr(person, "name", "") or "", getattr(person, "title", "") or "")
+                ctx = dict(content, recipient_greeting=greeting(r.name, r.title),
+                           agency_name=self._agency_name(code), date_local=local.strftime("%d/%m/%Y"))
+                rendered = self.renderer.render_digest(ctx)
+                pseudo = {"_id": f"digest:{day}:{code}", "episode": 0, "rule": "DIGEST", "severity": "info",
+                          "dossier_code": None, "agency_code": code}
+                n += self._insert(pseudo, r, 0, "digest", 0, now, now, subject=rendered.subject,
+                                  text=rendered.text, html=rendered.html,
+                                  counts={k: len(v) for k, v in content.items()})
+        return n
+
+
+def _iso(t) -> str | None:
+    t = _utc(t)
+    return t.isoformat() if t else None

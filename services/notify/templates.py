@@ -1,0 +1,151 @@
+"""Vietnamese alert texts (Jinja2): subject and body per rule, plain text + HTML, SMS, digest.
+
+Per-rule templates live in `templates/rules/<RULE>.j2` (blocks `subject` and `requires`: what the
+law requires now); the layouts are `alert.*.j2`, `sms.txt.j2`, `digest.*.j2`. The context is
+built from a whitelist of finding fields: `details` and anything citizen-related never reach a
+template (no ID numbers, phones or addresses of applicants).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateNotFound
+
+TZ = ZoneInfo("Asia/Ho_Chi_Minh")
+TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
+SEVERITY_TEXT = {"info": "thông tin", "warning": "cảnh báo", "critical": "nghiêm trọng"}
+KIND_PREFIX = {"alert": "", "repeat": "[Nhắc lại] ", "resolved": "[Đã khắc phục] "}
+
+
+class TemplateMissing(LookupError):
+    pass
+
+
+@dataclass(frozen=True)
+class Rendered:
+    subject: str
+    text: str
+    html: str
+    sms: str
+
+
+def local_text(t: datetime | str | None) -> str | None:
+    """dd/mm/yyyy HH:MM in Asia/Ho_Chi_Minh."""
+    if t is None or t == "":
+        return None
+    if isinstance(t, str):
+        t = datetime.fromisoformat(t)
+    if t.tzinfo is None:   # MongoDB returns naive UTC datetimes unless tz_aware
+        from datetime import timezone
+        t = t.replace(tzinfo=timezone.utc)
+    return t.astimezone(TZ).strftime("%d/%m/%Y %H:%M")
+
+
+def late_text(overdue_working_hours) -> str | None:
+    """'quá hạn 2 ngày 3 giờ làm việc' (8 working hours per working day)."""
+    if overdue_working_hours is None:
+        return None
+    h = float(overdue_working_hours)
+    if h <= 0:
+        return None
+    days, rest = divmod(round(h * 60), 8 * 60)
+    hours, minutes = divmod(rest, 60)
+    parts = []
+    if days:
+        parts.append(f"{days} ngày")
+    if hours:
+        parts.append(f"{hours} giờ")
+    if minutes and not days:
+        parts.append(f"{minutes} phút")
+    return "quá hạn " + " ".join(parts or ["dưới 1 phút"]) + " làm việc"
+
+
+def greeting(name: str, title: str) -> str:
+    if name and title:
+        return f"ông/bà {name} ({title})"
+    return f"ông/bà {name}" if name else (title or "Quý cơ quan")
+
+
+class Renderer:
+    def __init__(self, template_dir: Path = TEMPLATE_DIR):
+        self.text_env = Environment(loader=FileSystemLoader(template_dir), autoescape=False,
+                                    undefined=StrictUndefined, keep_trailing_newline=True)
+        self.html_env = Environment(loader=FileSystemLoader(template_dir), autoescape=True,
+                                    undefined=StrictUndefined)
+
+    def _rule_blocks(self, rule: str, ctx: dict) -> tuple[str, str]:
+        try:
+            tpl = self.text_env.get_template(f"rules/{rule}.j2")
+        except TemplateNotFound:
+            raise TemplateMissing(f"no template for rule {rule!r} (services/notify/templates/rules/)") from None
+        c = tpl.new_context(ctx)
+        subject = "".join(tpl.blocks["subject"](c)).strip()
+        requires = "".join(tpl.blocks["requires"](c)).strip()
+        return subject, requires
+
+    def context(self, finding: dict, *, agency_name: str, procedure_name: str | None,
+                recipient_name: str = "", recipient_title: str = "") -> dict:
+        """The whitelisted template context of a finding."""
+        return {
+            "dossier_code": finding["dossier_code"],
+            "procedure_code": (finding.get("procedure_code") or "") if procedure_name else "",
+            "procedure_name": procedure_name or (f"mã {finding['procedure_code']}" if finding.get("procedure_code")
+                                                 else "không rõ"),
+            "agency_code": finding["agency_code"],
+            "agency_name": agency_name,
+            "rule": finding["rule"],
+            "title": finding.get("title") or finding["rule"],
+            "legal_basis": finding.get("legal_basis") or "",
+            "severity": finding["severity"],
+            "severity_text": SEVERITY_TEXT.get(finding["severity"], finding["severity"]),
+            "due_local": local_text(finding.get("due_at")),
+            "detected_local": local_text(finding.get("detected_at")) or "",
+            "late_text": late_text(finding.get("overdue_working_hours")),
+            "recipient_greeting": greeting(recipient_name, recipient_title),
+        }
+
+    def render_alert(self, ctx: dict, *, kind: str = "alert", level: int = 0,
+                     escalate_after_wh: float | None = None, ack_url: str | None = None,
+                     requirement: str | None = None) -> Rendered:
+        """Subject, text, HTML and SMS of an alert (`kind` alert/repeat/resolved, `level` ≥ 1: escalated).
+
+        `requirement` (the rule set's "what the law requires now") replaces the template's own."""
+        subject, requires = self._rule_blocks(ctx["rule"], ctx)
+        if requirement:
+            requires = requirement.strip()
+        prefix = KIND_PREFIX.get(kind, "")
+        if kind == "resolved":
+            intro = ("Vi phạm dưới đây đã chấm dứt (hồ sơ không còn ở tình trạng vi phạm). "
+                     "Thông báo này để đồng chí theo dõi, không cần xác nhận.")
+            requires = "Không phải thực hiện thêm. Kết quả xử lý vẫn được ghi nhận trong báo cáo."
+            ack_url = None
+        elif level >= 1:
+            prefix = "[Chuyển cấp] " + prefix
+            after = f" sau {escalate_after_wh:g} giờ làm việc" if escalate_after_wh else ""
+            intro = (f"Cảnh báo về hồ sơ dưới đây chưa được cơ quan chịu trách nhiệm xác nhận{after}; "
+                     f"theo quy chế, cảnh báo được chuyển đến Thủ trưởng cơ quan cấp trên để chỉ đạo xử lý.")
+        elif kind == "repeat":
+            intro = "Nhắc lại: vi phạm dưới đây vẫn chưa được khắc phục và chưa được xác nhận."
+        else:
+            intro = "Hệ thống phát hiện hồ sơ vi phạm quy định về giải quyết thủ tục hành chính."
+        full = dict(ctx, subject=prefix + subject, intro=intro, requires=requires, ack_url=ack_url,
+                    prefix=prefix)
+        text = self.text_env.get_template("alert.txt.j2").render(full)
+        html = self.html_env.get_template("alert.html.j2").render(full)
+        sms = self.text_env.get_template("sms.txt.j2").render(full).strip()
+        return Rendered(prefix + subject, text, html, sms)
+
+    def render_digest(self, ctx: dict) -> Rendered:
+        """Daily digest: ctx has recipient_greeting, agency_name, date_local, overdue, due_soon,
+        violations (lists of dicts with dossier_code, agency_name, title, due_local, late_text)."""
+        n_over, n_soon, n_viol = len(ctx["overdue"]), len(ctx["due_soon"]), len(ctx["violations"])
+        subject = (f"Tổng hợp hồ sơ ngày {ctx['date_local']} - {ctx['agency_name']}: "
+                   f"{n_over} quá hạn, {n_soon} sắp đến hạn, {n_viol} vi phạm khác")
+        full = dict(ctx, subject=subject)
+        text = self.text_env.get_template("digest.txt.j2").render(full)
+        html = self.html_env.get_template("digest.html.j2").render(full)
+        sms = f"Tổng hợp {ctx['date_local']}: {n_over} hồ sơ quá hạn, {n_soon} sắp đến hạn, {n_viol} vi phạm khác."
+        return Rendered(subject, text, html, sms)

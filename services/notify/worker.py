@@ -1,0 +1,175 @@
+"""Wiring of the notify worker: the one place where real adapters are built (nothing at import)."""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from dataclasses import dataclass
+
+from shared.clock import Clock, clock_from_env
+from shared.config import Settings, env
+from shared.messaging import KafkaPublisher, ensure_topics, kafka_consumer
+
+from .channels import SmsChannel, SmtpChannel, WebhookChannel
+from .loop import NotifyLoop
+from .metrics import NotifyMetrics
+from .policy import Policy, load_policy
+from .service import NotifyService
+from .store import NotifyStore
+
+log = logging.getLogger("motcua.notify.worker")
+GROUP_ID = "notify"
+
+
+def mongo_db(settings: Settings):
+    from pymongo import MongoClient
+
+    client = MongoClient(settings.mongo_uri, tz_aware=True, serverSelectionTimeoutMS=5000)
+    return client[settings.mongo_db]
+
+
+def load_notify_policy(environ: dict | None = None) -> Policy:
+    """The routing policy of NOTIFY_POLICY_FILE (or the shipped default); PolicyError when invalid."""
+    return load_policy(env("NOTIFY_POLICY_FILE", environ) or None)
+
+
+def load_agencies(settings: Settings, db=None):
+    """The directory last imported into MongoDB (`motcua directory import`), else DIRECTORY_FILE."""
+    from shared.directory import DirectoryStore, load_directory
+
+    if db is not None:
+        try:
+            current = DirectoryStore(db).current()
+            if current is not None:
+                return current
+        except Exception:
+            log.warning("directory store unavailable; using %s", settings.directory_file)
+    return load_directory(settings.directory_file)
+
+
+def build_channels(policy: Policy, environ: dict | None = None) -> dict:
+    """The configured channels: e-mail always; SMS when the policy names a gateway; webhooks
+    when the policy lists any (secrets from the environment variables it names)."""
+    source = os.environ if environ is None else environ
+    channels = {"email": SmtpChannel(env("SMTP_HOST", environ), int(env("SMTP_PORT", environ)),
+                                     env("SMTP_FROM", environ), user=env("SMTP_USER", environ),
+                                     password=env("SMTP_PASSWORD", environ),
+                                     starttls=env("SMTP_STARTTLS", environ) in ("1", "true", "yes"))}
+    if policy.sms_url_template:
+        channels["sms"] = SmsChannel(policy.sms_url_template, policy.sms_method)
+    else:
+        log.warning("no SMS gateway in the routing policy: the sms channel is off")
+    if policy.webhooks:
+        secrets = {}
+        for w in policy.webhooks:
+            secret = source.get(w.secret_env, "")
+            if not secret:
+                log.error("webhook %s: %s is not set; its deliveries will fail", w.name, w.secret_env)
+            secrets[w.name] = secret
+        channels["webhook"] = WebhookChannel(secrets)
+    return channels
+
+
+def lookups(settings: Settings):
+    """(procedure name by code, rule requirement by rule set and rule) from shared data."""
+    from shared.catalog import load_catalog
+    from shared.engine.ruledata import default_rulesets
+
+    try:
+        catalog = load_catalog(settings.catalog_file)
+    except Exception:
+        log.exception("catalog not loaded: alerts will show procedure codes only")
+        catalog = None
+    try:
+        rulesets = default_rulesets()
+    except Exception:
+        log.exception("rule sets not loaded: alerts use the templates' requirement texts")
+        rulesets = None
+
+    def procedure_name(code: str):
+        p = catalog.get(code) if catalog is not None and code else None
+        return p.name if p is not None else None
+
+    def requirement(ruleset: str | None, rule: str):
+        if rulesets is None:
+            return None
+        try:
+            rs = rulesets.get(ruleset) if ruleset else rulesets.for_date(__import__("datetime").date.today())
+            return rs[rule].requirement
+        except Exception:
+            return None
+
+    return procedure_name, requirement
+
+
+def build_service(settings: Settings, clock: Clock, db, *, policy: Policy | None = None, directory=None,
+                  channels: dict | None = None, metrics: NotifyMetrics | None = None,
+                  environ: dict | None = None) -> NotifyService:
+    policy = policy or load_notify_policy(environ)
+    store = NotifyStore(db)
+    store.ensure_indexes()
+    directory = directory if directory is not None else load_agencies(settings, db)
+    channels = channels if channels is not None else build_channels(policy, environ)
+    procedure_name, requirement = lookups(settings)
+    secret = env("NOTIFY_SECRET", environ)
+    if not secret:
+        log.warning("NOTIFY_SECRET is not set: alerts carry no acknowledgement link")
+    return NotifyService(store, policy, directory, channels, clock, base_url=env("NOTIFY_URL", environ),
+                         secret=secret, procedure_name=procedure_name, requirement=requirement,
+                         metrics=metrics)
+
+
+@dataclass
+class Worker:
+    loop: NotifyLoop
+    service: NotifyService
+    publisher: KafkaPublisher
+    metrics: NotifyMetrics
+
+    def run(self) -> None:
+        try:
+            self.loop.run()
+        finally:
+            self.publisher.close()
+
+    def stop(self) -> None:
+        self.loop.stop()
+
+
+def build_worker(settings: Settings, clock: Clock | None = None, *, db=None, group_id: str = GROUP_ID,
+                 consumer_config: dict | None = None, poll_timeout: float = 0.5,
+                 schedule_interval: float = 10.0, **service_kw) -> Worker:
+    clock = clock or clock_from_env()
+    ensure_topics(settings.kafka_bootstrap_servers, {settings.topic_findings: 6,
+                                                     settings.topic_findings + ".dlq": 1})
+    db = db if db is not None else mongo_db(settings)
+    metrics = NotifyMetrics()
+    service = build_service(settings, clock, db, metrics=metrics, **service_kw)
+    publisher = KafkaPublisher(settings.kafka_bootstrap_servers, client_id="motcua-notify")
+    consumer = kafka_consumer(settings.kafka_bootstrap_servers, [settings.topic_findings], group_id,
+                              client_id="motcua-notify", **(consumer_config or {}))
+    loop = NotifyLoop(consumer, service, publisher, settings.topic_findings + ".dlq", metrics=metrics,
+                      poll_timeout=poll_timeout, schedule_interval=schedule_interval)
+    return Worker(loop, service, publisher, metrics)
+
+
+def run_worker(settings: Settings | None = None, metrics_port: int | None = None) -> int:
+    """`python -m services.notify worker`: run until SIGTERM/SIGINT."""
+    from shared.httpapi import configure_json_logging
+
+    configure_json_logging()
+    settings = settings or Settings.from_env()
+    worker = build_worker(settings)
+    if metrics_port:
+        from prometheus_client import start_http_server
+        start_http_server(metrics_port, addr="127.0.0.1", registry=worker.metrics.registry)
+
+    def _stop(signum, frame):
+        log.info("stopping", extra={"fields": {"signal": signum}})
+        worker.stop()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    log.info("notify worker started", extra={"fields": {"topic": settings.topic_findings, "group": GROUP_ID}})
+    worker.run()
+    return 0

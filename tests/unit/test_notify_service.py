@@ -1,0 +1,150 @@
+"""Notify service on fakes: mongomock store, fake channels, virtual clock, the shipped directory
+and the real Vietnamese working calendar (shared.workcal)."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import mongomock
+import pytest
+
+from shared.clock import VirtualClock
+from shared.directory import default_directory
+from services.notify.channels import FakeChannel
+from services.notify.policy import load_policy, parse_policy
+from services.notify.service import FindingError, NotifyService, parse_finding
+from services.notify.store import NotifyStore
+from services.notify.tokens import verify_ack
+
+SO_TU_PHAP = "000.00.10.H56"          # parent: UBND tỉnh 000.00.00.H56
+MON_10H = datetime(2026, 11, 23, 3, 0, tzinfo=timezone.utc)     # Monday 10:00 in Ho Chi Minh City
+MON_20H = datetime(2026, 11, 23, 13, 0, tzinfo=timezone.utc)    # Monday 20:00
+# Tuesday 24/11/2026 is a holiday (Ngày Văn hóa Việt Nam): the next session is Wednesday 07:30
+WED_0730 = datetime(2026, 11, 25, 0, 30, tzinfo=timezone.utc)
+
+
+def finding(**kw):
+    base = dict(finding_id="F-1", rule="OVERDUE", state="open", severity="critical",
+                dossier_code="000.00.10.H56-261120-0001", procedure_code="1.001193",
+                agency_code=SO_TU_PHAP, responsible_role="agency_head",
+                legal_basis="Điều 17 Nghị định 61/2018/NĐ-CP", title="Hồ sơ quá hạn",
+                detected_at="2026-11-23T03:00:00+00:00", due_at="2026-11-20T10:00:00+00:00",
+                overdue_working_hours=9.0,
+                details={"applicant": {"id_number": "079123456789", "phone": "0909123456"}},
+                ruleset="nd61-107", revision=1, change="opened")
+    base.update(kw)
+    return base
+
+
+class Env:
+    def __init__(self, policy=None, start=MON_10H):
+        self.db = mongomock.MongoClient(tz_aware=True).db
+        self.store = NotifyStore(self.db)
+        self.store.ensure_indexes()
+        self.clock = VirtualClock(start)
+        self.email, self.sms, self.webhook = FakeChannel("email"), FakeChannel("sms"), FakeChannel("webhook")
+        self.directory = default_directory()
+        self.svc = NotifyService(self.store, policy or load_policy(), self.directory,
+                                 {"email": self.email, "sms": self.sms, "webhook": self.webhook},
+                                 self.clock, base_url="http://notify.test", secret="s3cret")
+
+    def deliveries(self, **q):
+        return list(self.db.deliveries.find(q))
+
+
+@pytest.fixture
+def env():
+    return Env()
+
+
+def test_immediate_alert_reaches_agency_head_and_one_stop_chief(env):
+    res = env.svc.handle(finding())
+    assert res.stored and res.planned == 3     # head + one-stop chief by e-mail, head by SMS
+    assert env.svc.dispatch_due() == 3
+    to = sorted(m.address for m in env.email.sent)
+    assert to == ["gd@stp.longan.example.org", "motcua@stp.longan.example.org"]
+    head = next(m for m in env.email.sent if m.address.startswith("gd@"))
+    assert "000.00.10.H56-261120-0001" in head.subject
+    assert "Hoàng Văn Em" in head.text and "Sở Tư pháp tỉnh Long An" in head.text
+    assert "20/11/2026 17:00" in head.text           # due date in local time
+    assert "quá hạn 1 ngày 1 giờ làm việc" in head.text
+    assert "Điều 17 Nghị định 61/2018/NĐ-CP" in head.text
+    assert "Mẫu 05" in head.text and head.html and "Mẫu 05" in head.html
+    sent = env.deliveries(outcome="sent")
+    assert sorted(d["channel"] for d in sent) == ["email", "email", "sms"]
+
+
+def test_sms_goes_to_heads_phone_for_critical(env):
+    env.svc.handle(finding())
+    env.svc.dispatch_due()
+    assert [m.address for m in env.sms.sent] == ["0272 3800 010"]   # Giám đốc Sở Tư pháp's phone
+    assert len(env.sms.sent[0].text) <= 480
+
+
+def test_redelivered_message_does_not_send_twice(env):
+    env.svc.handle(finding())
+    env.svc.dispatch_due()
+    first = len(env.email.sent)
+    # the same message again (consumer redelivery), and a newer revision with the same content
+    assert env.svc.handle(finding()).stored is False
+    assert env.svc.handle(finding(revision=2, change="updated", overdue_working_hours=10.0)).planned == 0
+    env.svc.dispatch_due()
+    assert len(env.email.sent) == first
+    assert env.db.notifications.count_documents({}) == 3   # 2 e-mails + 1 sms
+
+
+def test_unique_index_refuses_a_second_claim(env):
+    env.svc.handle(finding())
+    doc = env.db.notifications.find_one({"channel": "email"}, {"_id": 0})
+    assert env.store.create_notification(dict(doc)) is False
+
+
+def test_no_citizen_data_in_any_alert(env):
+    env.svc.handle(finding())
+    env.svc.dispatch_due()
+    for m in env.email.sent + env.sms.sent:
+        for text in (m.subject, m.text, m.html or ""):
+            assert "079123456789" not in text and "0909123456" not in text
+
+
+def test_bad_message_is_rejected_with_field(env):
+    with pytest.raises(FindingError) as e:
+        env.svc.handle(finding(severity="urgent"))
+    assert e.value.field == "severity"
+    with pytest.raises(FindingError) as e:
+        parse_finding(finding(due_at="2026-11-20T10:00:00"))
+    assert e.value.field == "due_at"
+    assert env.db.notifications.count_documents({}) == 0
+
+
+def test_warning_outside_working_hours_waits_for_next_session():
+    env = Env(start=MON_20H)
+    env.svc.handle(finding(rule="TRANSFER_LATE", severity="warning", responsible_role="one_stop_chief",
+                           title="Chuyển hồ sơ chậm", overdue_working_hours=None))
+    assert env.svc.dispatch_due() == 0 and env.email.sent == []
+    n = env.db.notifications.find_one({})
+    assert n["deferred"] is True
+    assert n["due_at"].astimezone(timezone.utc) == WED_0730
+    env.clock.set(WED_0730 - timedelta(minutes=1))
+    assert env.svc.dispatch_due() == 0
+    env.clock.set(WED_0730)
+    assert env.svc.dispatch_due() == 1
+    assert env.email.sent[0].address == "motcua@stp.longan.example.org"
+
+
+def test_critical_is_sent_at_any_hour_by_default_and_configurable():
+    env = Env(start=MON_20H)
+    env.svc.handle(finding())
+    assert env.svc.dispatch_due() >= 2
+    quiet = parse_policy({"critical_any_hour": False})
+    env2 = Env(policy=quiet, start=MON_20H)
+    env2.svc.handle(finding())
+    assert env2.svc.dispatch_due() == 0
+
+
+def test_ack_link_is_signed_for_the_recipient(env):
+    env.svc.handle(finding())
+    env.svc.dispatch_due()
+    head = next(m for m in env.email.sent if m.address.startswith("gd@"))
+    token = head.text.split("http://notify.test/v1/ack/")[1].split()[0]
+    claim = verify_ack("s3cret", token, MON_10H)
+    assert (claim.finding_id, claim.recipient) == ("F-1", "head@000.00.10.H56")
