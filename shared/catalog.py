@@ -17,10 +17,9 @@ from typing import Any, Iterable
 import yaml
 
 from shared.config import PACKAGE_DATA
-from shared.events import COMPONENT_ID
+from shared.events import COMPONENT_ID, PROCEDURE_CODE
 from shared.limits import Limit, parse_limit
 
-PROCEDURE_CODE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]{0,63}$")
 SUPPLEMENT_POLICIES = ("pause", "restart")
 DEFAULT_WARNING = ("wh", 8)          # LEGAL.md DUE_SOON: 8 working hours unless the procedure says otherwise
 _WARNING = re.compile(r"^(?:(\d+)wh|(\d+)%)$")

@@ -273,3 +273,17 @@ def test_shipped_catalog_has_25_sourced_procedures_in_five_fields():
     for group, words in FIELD_GROUPS.items():
         n = sum(1 for p in real if any(w.lower() in p.field.lower() for w in words))
         assert n >= 2, f"field group {group}: {n} sourced procedures"
+
+
+def test_shipped_catalog_versions_and_alternatives():
+    cat = default_catalog()
+    old = cat.get("2.001610", on=date(2024, 3, 1))
+    new = cat.get("2.001610", on=date(2025, 9, 1))
+    assert old.effective_to == date(2025, 6, 30) and new.effective_from == date(2025, 7, 1)
+    # Decree 168/2025: the copy of the owner's papers is no longer required
+    assert "ban-sao-giay-to-phap-ly-chu-dntn" in old.missing_components(["giay-de-nghi-dang-ky-doanh-nghiep"])
+    assert new.missing_components(["giay-de-nghi-dang-ky-doanh-nghiep"]) == []
+    ks = cat.get("1.001193", on=date(2026, 1, 5))
+    assert ks.limit == Limit(0, "same-day")
+    assert ks.missing_components(["to-khai-khai-sinh", "giay-cam-doan-viec-sinh"]) == []
+    assert ks.missing_components(["to-khai-khai-sinh"]) == ["giay-chung-sinh"]
