@@ -280,7 +280,7 @@ def rule_transfer_late(e: _Eval) -> None:
                   overdue=hours(e.cal.working_between(deadline, e.now)),
                   details={"channel": e.s.channel, "transferred_at": None})
         else:
-            e.wake(deadline)
+            e.wake(deadline + timedelta(microseconds=1))
     elif first.at > deadline:
         e.add("TRANSFER_LATE", agency=e.one_stop, due_at=deadline,
               details={"channel": e.s.channel, "transferred_at": _iso(first.at),
