@@ -343,9 +343,10 @@ def load_overrides(path: str | Path) -> Overrides:
 
 def _us(t: datetime) -> int:
     """Microseconds since the Unix epoch of an aware instant."""
-    if t.utcoffset() is None:
-        raise ValueError(f"naive datetime {t!r}: instants must carry a UTC offset")
-    d = t - _EPOCH
+    try:
+        d = t - _EPOCH
+    except TypeError:
+        raise ValueError(f"naive datetime {t!r}: instants must carry a UTC offset") from None
     return (d.days * 86_400 + d.seconds) * _US + d.microseconds
 
 
@@ -558,9 +559,27 @@ class WorkingCalendar:
         """
         if not isinstance(limit, Limit):
             limit = parse_limit(limit)
-        if limit.unit == "wd" and not pauses:        # the hot path
-            u = _us(received_at)
-            return _dt(self._inv(self._w(u) + limit.value * 8 * _HOUR_US))
+        if limit.unit == "wd" and not pauses:        # the hot path: _w and _inv inlined
+            try:
+                d = received_at - _EPOCH
+            except TypeError:
+                raise ValueError(f"naive datetime {received_at!r}: instants must carry a UTC offset") from None
+            u = (d.days * 86_400 + d.seconds) * _US + d.microseconds
+            lo, hi = self._range_us
+            if not lo <= u < hi:
+                self._check(u)
+            starts = self._starts
+            k = bisect_right(starts, u) - 1
+            if k < 0:
+                w = 0
+            else:
+                e = self._ends[k]
+                w = self._cum_before[k] + (u if u < e else e) - starts[k]
+            w += limit.value * 8 * _HOUR_US
+            k = bisect_left(self._cum_end, w)
+            if k == len(starts):
+                raise CalendarRangeError(f"the result falls after the calendar's last year {self.years.stop - 1}")
+            return _EPOCH + timedelta(microseconds=starts[k] + w - self._cum_before[k])
         return self._due(received_at, limit, pauses, now)[0]
 
     # ---- deadline arithmetic with a trace (explain_due uses the trace)

@@ -1,0 +1,83 @@
+"""Benchmark: due-date computations per second, precomputed tables vs a day-by-day baseline.
+
+Run on demand: `pytest tests/perf/test_calendar_perf.py -m perf -s` (or MOTCUA_PERF=1).
+Random receipt instants in 2018–2026, limits 1–60 working days, default office.
+"""
+from __future__ import annotations
+
+import os
+import random
+import time as clock
+from datetime import datetime, time, timedelta, timezone
+
+import holidays
+import pytest
+
+from shared.limits import Limit
+from shared.workcal import TZ, calendar_for
+
+pytestmark = [pytest.mark.perf]
+
+
+@pytest.fixture(autouse=True)
+def _only_on_demand(request):
+    """Skipped in a plain `pytest` run (also if tests/perf/conftest.py is missing)."""
+    if not os.environ.get("MOTCUA_PERF") and "perf" not in (request.config.getoption("markexpr") or ""):
+        pytest.skip("benchmark: run with -m perf or MOTCUA_PERF=1")
+
+SESSIONS = ((time(7, 30), time(11, 30)), (time(13, 0), time(17, 0)))
+N_FAST = 200_000
+N_BASELINE = 5_000
+
+
+def baseline_due(vn: holidays.HolidayBase, received: datetime, n_wd: int) -> datetime:
+    """Day-by-day stepping on python-holidays' is_working_day."""
+    local = received.astimezone(TZ)
+    remaining = timedelta(hours=8 * n_wd)
+    d = local.date()
+    while True:
+        if vn.is_working_day(d):
+            for s, e in SESSIONS:
+                begin = max(datetime.combine(d, s, TZ), local)
+                end = datetime.combine(d, e, TZ)
+                if begin >= end:
+                    continue
+                if remaining <= end - begin:
+                    return (begin + remaining).astimezone(timezone.utc)
+                remaining -= end - begin
+        d += timedelta(days=1)
+
+
+def _cases(n: int, seed: int):
+    rnd = random.Random(seed)
+    start = datetime(2018, 1, 1, tzinfo=timezone.utc)
+    span = int((datetime(2027, 1, 1, tzinfo=timezone.utc) - start).total_seconds())
+    return [(start + timedelta(seconds=rnd.randrange(span)), Limit(rnd.randint(1, 60), "wd"))
+            for _ in range(n)]
+
+
+def test_due_dates_per_second_vs_day_by_day_baseline():
+    cal = calendar_for()
+    vn = holidays.VN(years=range(2015, 2041))
+    cases = _cases(N_FAST, seed=20241105)
+
+    # same answers on a sample first (a fast wrong answer is worth nothing)
+    for r, lim in cases[:500]:
+        assert cal.due_at(r, lim) == baseline_due(vn, r, lim.value)
+
+    t0 = clock.perf_counter()
+    for r, lim in cases:
+        cal.due_at(r, lim)
+    fast_rate = N_FAST / (clock.perf_counter() - t0)
+
+    t0 = clock.perf_counter()
+    for r, lim in cases[:N_BASELINE]:
+        baseline_due(vn, r, lim.value)
+    base_rate = N_BASELINE / (clock.perf_counter() - t0)
+
+    ratio = fast_rate / base_rate
+    print(f"\ncalendar due_at (precomputed tables): {fast_rate:12,.0f} due dates/s  ({N_FAST:,} cases)")
+    print(f"baseline (day by day, is_working_day): {base_rate:12,.0f} due dates/s  ({N_BASELINE:,} cases)")
+    print(f"ratio: {ratio:.1f}×   targets: ≥ 100,000/s and ≥ 20×")
+    assert fast_rate >= 100_000
+    assert ratio >= 20
