@@ -1,0 +1,127 @@
+"""`motcua catalog check|import FILE` and `motcua directory import FILE` (DESIGN.md §12).
+
+`check` validates a procedure catalog and prints a summary (exit 2 with every error otherwise).
+`import` validates, then stores a new version in MongoDB (MONGO_URI / MONGO_DB): collections
+`catalog_versions` + `catalog_current`, and `directory_versions` + `directory_current`.
+The file format is in docs/CATALOG.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+
+from shared.catalog import CatalogError, CatalogStore, load_catalog
+from shared.cli import CliError
+from shared.clock import clock_from_env
+from shared.config import Settings, env
+from shared.directory import DirectoryError, DirectoryStore, load_directory
+
+
+def _db(settings: Settings):
+    from pymongo import MongoClient
+    from pymongo.errors import PyMongoError
+
+    client = MongoClient(settings.mongo_uri, serverSelectionTimeoutMS=int(env("MONGO_TIMEOUT_MS")),
+                         tz_aware=True)
+    try:
+        client.admin.command("ping")
+    except PyMongoError as exc:
+        raise CliError(f"cannot reach MongoDB at MONGO_URI ({type(exc).__name__}); "
+                       f"is the stack running? (motcua local up)") from None
+    return client[settings.mongo_db]
+
+
+def _load_catalog(path: str):
+    try:
+        return load_catalog(path)
+    except CatalogError as exc:
+        raise CliError(f"invalid procedure catalog: {exc}") from None
+
+
+def _load_directory(path: str):
+    try:
+        return load_directory(path)
+    except DirectoryError as exc:
+        raise CliError(f"invalid agency directory: {exc}") from None
+
+
+def _catalog_check(args) -> int:
+    catalog = _load_catalog(args.file)
+    summary = catalog.summary()
+    if args.json:
+        print(json.dumps(summary, ensure_ascii=False, indent=2))
+        return 0
+    print(f"{args.file}: OK, version {summary['version']}")
+    print(f"  {summary['procedures']} procedures ({summary['versions']} dated versions), "
+          f"{summary['sourced']} sourced, {summary['sample']} marked sample")
+    for field_name, n in summary["by_field"].items():
+        print(f"  {n:3d}  {field_name}")
+    return 0
+
+
+def _catalog_import(args) -> int:
+    catalog = _load_catalog(args.file)
+    settings = Settings.from_env()
+    now = clock_from_env().now()
+    version = CatalogStore(_db(settings)).import_catalog(catalog, now, source=str(args.file))
+    print(f"imported {len(catalog)} procedures from {args.file} into "
+          f"{settings.mongo_db}.{CatalogStore.VERSIONS}")
+    print(f"catalog version {version}")
+    return 0
+
+
+def _directory_import(args) -> int:
+    directory = _load_directory(args.file)
+    settings = Settings.from_env()
+    now = clock_from_env().now()
+    version = DirectoryStore(_db(settings)).import_directory(directory, now, source=str(args.file))
+    print(f"imported {len(directory)} agencies from {args.file} into "
+          f"{settings.mongo_db}.{DirectoryStore.VERSIONS}")
+    print(f"directory version {version}")
+    return 0
+
+
+def _directory_check(args) -> int:
+    directory = _load_directory(args.file)
+    summary = directory.summary()
+    if args.json:
+        print(json.dumps(summary, ensure_ascii=False, indent=2))
+        return 0
+    print(f"{args.file}: OK, version {summary['version']}")
+    print(f"  {summary['agencies']} agencies, depth {summary['depth']}, roots: {', '.join(summary['roots'])}")
+    if summary["without_head"]:
+        print(f"  without a head (alerts fall back to the parent): {', '.join(summary['without_head'])}")
+    return 0
+
+
+def register(subparsers) -> None:
+    """Add `catalog` and `directory` to the `motcua` dispatcher."""
+    cat = subparsers.add_parser("catalog", help="procedure catalog: check or import a file",
+                                description="Validate or import a procedure catalog (docs/CATALOG.md).")
+    cat_sub = cat.add_subparsers(dest="catalog_command", metavar="ACTION")
+    check = cat_sub.add_parser("check", help="validate FILE and print a summary",
+                               description="Validate a catalog file; exit 2 listing every error.")
+    check.add_argument("file", metavar="FILE", help="catalog file (YAML or JSON)")
+    check.add_argument("--json", action="store_true", help="print the summary as JSON")
+    check.set_defaults(func=_catalog_check)
+    imp = cat_sub.add_parser("import", help="validate FILE and store it as the current catalog version",
+                             description="Validate, then store into MongoDB (MONGO_URI, MONGO_DB), "
+                                         "collection catalog_versions; prints the version.")
+    imp.add_argument("file", metavar="FILE", help="catalog file (YAML or JSON)")
+    imp.set_defaults(func=_catalog_import)
+    cat.set_defaults(func=lambda a: (cat.print_help(), 2)[1])
+
+    dire = subparsers.add_parser("directory", help="agency directory: check or import a file",
+                                 description="Validate or import an agency directory (docs/CATALOG.md).")
+    dir_sub = dire.add_subparsers(dest="directory_command", metavar="ACTION")
+    dcheck = dir_sub.add_parser("check", help="validate FILE and print a summary",
+                                description="Validate a directory file; exit 2 listing every error.")
+    dcheck.add_argument("file", metavar="FILE", help="directory file (YAML or JSON)")
+    dcheck.add_argument("--json", action="store_true", help="print the summary as JSON")
+    dcheck.set_defaults(func=_directory_check)
+    dimp = dir_sub.add_parser("import", help="validate FILE and store it as a new directory version",
+                              description="Validate, then store into MongoDB (MONGO_URI, MONGO_DB), "
+                                          "collection directory_versions; prints the version.")
+    dimp.add_argument("file", metavar="FILE", help="directory file (YAML or JSON)")
+    dimp.set_defaults(func=_directory_import)
+    dire.set_defaults(func=lambda a: (dire.print_help(), 2)[1])
