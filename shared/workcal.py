@@ -696,10 +696,13 @@ def _vi_instant(t: datetime) -> str:
     return f"{local:%H:%M} {WEEKDAY_VI[local.weekday()]}, {local:%d/%m/%Y}"
 
 
-def _vi_duration(us: int) -> str:
+def _vi_duration(us: int, days: bool = False) -> str:
     minutes, rest = divmod(us, 60 * _US)
     hours, minutes = divmod(minutes, 60)
     parts = []
+    if days and hours >= 24:
+        n, hours = divmod(hours, 24)
+        parts.append(f"{n} ngày")
     if hours:
         parts.append(f"{hours} giờ")
     if minutes:
@@ -761,7 +764,7 @@ def explain_due(cal: WorkingCalendar, received_at: datetime, limit: Limit | str,
         pause_data.append(item)
         if p["counted"]:
             extra = (f"{_vi_duration(p['working'])} làm việc" if limit.unit != "cd"
-                     else f"{_vi_duration(p['calendar'])} theo lịch")
+                     else f"{_vi_duration(p['calendar'], days=True)} theo lịch")
             lines.append(f"Tạm dừng tính thời hạn từ {_vi_instant(ps)} đến {_vi_instant(pe)}: không tính "
                          f"{extra}.")
         else:

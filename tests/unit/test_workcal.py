@@ -270,3 +270,22 @@ def test_cli_human_output_with_pause(capsys):
 def test_cli_errors(capsys, argv, message):
     assert cli.main(["deadline", *argv]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_explain_cd_with_open_pause_and_counter_session():
+    cal = calendar_for("example-saturday-counter")
+    received = datetime(2025, 3, 1, 9, 0, tzinfo=TZ)                 # Saturday counter session
+    pauses = [(datetime(2025, 3, 3, 8, 0, tzinfo=TZ), None)]
+    now = datetime(2025, 3, 5, 10, 0, tzinfo=TZ)
+    info = explain_due(cal, received, "30cd", pauses, ruleset="nd61-107", catalog_version="-", now=now)
+    # start Mon 03/03 07:30; paused 08:00 Mon → 10:00 Wed = 2 days 2 hours; 05/03 + 30 = Fri 04/04
+    assert info["due_at_local"] == "2025-04-04T17:00:00+07:00"
+    assert cal.due_at(received, "30cd", pauses, now=now) == datetime(2025, 4, 4, 17, 0, tzinfo=TZ)
+    assert info["pauses"][0]["calendar_seconds"] == 50 * 3600
+    text = "\n".join(info["lines"])
+    assert "không tính 2 ngày 2 giờ theo lịch" in text
+    assert "như thể tính tiếp từ 10:00 Thứ Tư, 05/03/2025" in text
+    assert "Phiên tiếp nhận ngoài ngày làm việc: Thứ Bảy, 01/03/2025" in text
+    assert "không tính vào thời hạn" in text
+    assert not cal.is_working_instant(received) and cal.is_counter_open(received)
+    assert not cal.is_counter_open(datetime(2025, 3, 1, 13, 0, tzinfo=TZ))
