@@ -1,0 +1,109 @@
+"""The shared fixtures against the real infrastructure: Kafka, a MongoDB-wire server, SMTP."""
+from __future__ import annotations
+
+import smtplib
+import time
+import uuid
+from email.message import EmailMessage
+
+import pytest
+from pymongo.errors import DuplicateKeyError
+
+from shared.messaging import KafkaPublisher, kafka_consumer
+
+
+def test_topics_are_unique_and_carry_keyed_messages_in_order(kafka_bootstrap, topics):
+    names = topics("events", "findings", partitions=3)
+    assert names["events"] != names["findings"]
+    again = topics("events")
+    assert again["events"] != names["events"]
+
+    publisher = KafkaPublisher(kafka_bootstrap)
+    code = "000.00.17.H56-241105-0001"
+    try:
+        sent = [publisher.publish(names["events"], code, {"n": i, "text": "Hồ sơ đã tiếp nhận"})
+                for i in range(5)]
+    finally:
+        publisher.close()
+    assert len({p.partition for p in sent}) == 1            # one key, one partition
+    assert [p.offset for p in sent] == sorted(p.offset for p in sent)
+
+    consumer = kafka_consumer(kafka_bootstrap, [names["events"]], f"g-{uuid.uuid4().hex[:8]}",
+                              session_timeout_ms=6000, heartbeat_interval_ms=1000)
+    got = []
+    deadline = time.monotonic() + 30
+    try:
+        while len(got) < 5 and time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=1000).values():
+                got.extend(records)
+        consumer.commit()
+    finally:
+        consumer.close()
+    assert [r.key for r in got] == [code] * 5
+    assert [r.value for r in got][0].decode("utf-8") == '{"n":0,"text":"Hồ sơ đã tiếp nhận"}'
+
+
+def test_mongo_db_is_fresh_and_supports_what_the_code_uses(mongo_db, mongo_client):
+    assert mongo_db.name not in {"admin", "motcua"}
+    assert mongo_db.list_collection_names() == []
+    coll = mongo_db["findings"]
+    coll.create_index([("finding_id", 1)], unique=True)
+    coll.insert_many([{"finding_id": f"f{i}", "agency": "H56" if i % 2 else "H57", "late": i}
+                      for i in range(6)])
+    with pytest.raises(DuplicateKeyError):
+        coll.insert_one({"finding_id": "f1"})
+    rows = list(coll.aggregate([
+        {"$match": {"late": {"$gte": 1}}},
+        {"$group": {"_id": "$agency", "late": {"$sum": "$late"}}},   # one $sum: see below
+        {"$sort": {"_id": 1}},
+    ]))
+    assert rows == [{"_id": "H56", "late": 9}, {"_id": "H57", "late": 6}]
+
+
+def _is_ferretdb(client) -> bool:
+    return "ferretdbVersion" in client.admin.command("buildInfo")
+
+
+def test_group_with_two_sums_quirk_of_ferretdb_is_still_there(mongo_db, mongo_client):
+    """FerretDB v1.24 computes only the FIRST `$sum` accumulator of a `$group`; the others come
+    back 0 (and `$max`/`$min` are not implemented). Code must use one `$sum` per `$group`
+    (several pipelines, or count client-side). This test fails when a FerretDB upgrade fixes
+    it, so the workaround can go; on MongoDB it checks the correct result."""
+    coll = mongo_db["q"]
+    coll.insert_many([{"a": "H56" if i % 2 else "H57", "late": i} for i in range(6)])
+    rows = list(coll.aggregate([{"$group": {"_id": "$a", "n": {"$sum": 1}, "late": {"$sum": "$late"}}},
+                                {"$sort": {"_id": 1}}]))
+    if _is_ferretdb(mongo_client):
+        assert rows == [{"_id": "H56", "n": 3, "late": 0}, {"_id": "H57", "n": 3, "late": 0}]
+    else:
+        assert rows == [{"_id": "H56", "n": 3, "late": 9}, {"_id": "H57", "n": 3, "late": 6}]
+
+
+def test_mongo_db_names_differ_between_tests(mongo_db, request):
+    assert request.node.name.replace("_", "")[:10] in mongo_db.name.replace("_", "")
+
+
+def test_smtp_server_collects_messages_with_vietnamese_text(smtp_server):
+    msg = EmailMessage()
+    msg["From"] = "motcua@localhost"
+    msg["To"] = "chutich@longan.gov.vn"
+    msg["Subject"] = "Hồ sơ 000.00.17.H56-241105-0001 quá hạn"
+    msg.set_content("Hồ sơ đã quá hạn giải quyết 3 giờ làm việc.")
+    with smtplib.SMTP(smtp_server.host, smtp_server.port, timeout=10) as smtp:
+        smtp.send_message(msg)
+    [mail] = smtp_server.wait_for(1, timeout=10)
+    assert mail.rcpt_tos == ["chutich@longan.gov.vn"]
+    assert mail.subject == "Hồ sơ 000.00.17.H56-241105-0001 quá hạn"
+    assert "quá hạn giải quyết 3 giờ" in mail.text()
+    with pytest.raises(AssertionError, match="expected 2 e-mail"):
+        smtp_server.wait_for(2, timeout=0.5)
+
+
+def test_virtual_clock_is_aware_utc_and_moves_only_by_hand(virtual_clock):
+    from datetime import timedelta, timezone
+
+    t0 = virtual_clock.now()
+    assert t0.tzinfo is not None and t0.utcoffset() == timedelta(0)
+    assert virtual_clock.now() == t0
+    assert virtual_clock.advance(timedelta(hours=2)) == t0 + timedelta(hours=2)
+    assert t0.astimezone(timezone(timedelta(hours=7))).hour == 9
