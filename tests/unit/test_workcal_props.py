@@ -2,7 +2,7 @@
 naive day-by-day reference built only on python-holidays' `is_working_day`."""
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import datetime, time, timedelta, timezone
 
 import holidays
 from hypothesis import given, settings, strategies as st
