@@ -10,6 +10,7 @@ Every rule has a `fires`, a `not_fires` and a `resolves` scenario (checked below
 """
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -93,7 +94,7 @@ def _same_instant(actual: datetime | None, expected) -> bool:
 
 def run_scenario(sc: dict, ctx) -> dict:
     """Runs the steps; returns what was seen per rule (for the coverage checks)."""
-    code = "SC-" + sc["name"][:50].replace(" ", "-")
+    code = "SC-" + re.sub(r"[^A-Za-z0-9._/-]", "-", sc["name"])[:60]
     state = new_state(code)
     stored: dict[str, dict] = {}
     events: list[dict] = []
