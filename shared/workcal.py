@@ -559,7 +559,7 @@ class WorkingCalendar:
         """
         if not isinstance(limit, Limit):
             limit = parse_limit(limit)
-        if limit.unit == "wd" and not pauses:        # the hot path: _w and _inv inlined
+        if not pauses and (limit.unit == "wd" or limit.unit == "wh"):   # hot path: _w, _inv inlined
             try:
                 d = received_at - _EPOCH
             except TypeError:
@@ -575,7 +575,7 @@ class WorkingCalendar:
             else:
                 e = self._ends[k]
                 w = self._cum_before[k] + (u if u < e else e) - starts[k]
-            w += limit.value * 8 * _HOUR_US
+            w += limit.value * (8 * _HOUR_US if limit.unit == "wd" else _HOUR_US)
             k = bisect_left(self._cum_end, w)
             if k == len(starts):
                 raise CalendarRangeError(f"the result falls after the calendar's last year {self.years.stop - 1}")
