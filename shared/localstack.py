@@ -552,8 +552,11 @@ class ServiceSpec:
 def service_specs(cfg: StackConfig) -> list[ServiceSpec]:
     def gunicorn(port_attr, target):
         port = getattr(cfg, port_attr)
-        return ("-m", "gunicorn", "--bind", f"{cfg.host}:{port}", "--workers", "1",
-                "--timeout", "60", "--graceful-timeout", "10", target)
+        conf = REPO_ROOT / "services" / target.split(".")[1] / "gunicorn.conf.py"
+        # a service's own gunicorn.conf.py (hooks, threads) when it has one; the command line
+        # still decides the address and, on a small machine, a single worker
+        extra = ("-c", str(conf)) if conf.exists() else ("--timeout", "60", "--graceful-timeout", "10")
+        return ("-m", "gunicorn", *extra, "--bind", f"{cfg.host}:{port}", "--workers", "1", target)
     return [
         ServiceSpec("intake", ("services/intake/app.py",),
                     gunicorn("intake_port", "services.intake.app:create_app()"), "intake_port"),
