@@ -467,7 +467,7 @@ def _after_wait_status(s: DossierState) -> str:
     if any(r.answered_at is None for r in s.supplements):
         return "awaiting_supplement"
     if s.transfers or s.officer or any(r.stage == "handling" for r in s.supplements) \
-            or s.consultations or not s.received:
+            or s.consultations or any(p.kind == "legal" for p in s.pauses) or not s.received:
         return "handling"
     return "received"
 
