@@ -20,7 +20,7 @@ from shared.clock import VirtualClock
 from shared.directory import directory_from_records
 from shared.messaging import kafka_consumer
 
-from tests_intake_support import COMMUNE, DEPT, NOW, OTHER, PROVINCE, directory_records  # noqa: F401
+from test_intake_support import COMMUNE, DEPT, NOW, OTHER, PROVINCE, directory_records  # noqa: F401
 
 
 def closed_port() -> int:
