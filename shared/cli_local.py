@@ -35,6 +35,7 @@ def register(sub) -> None:
     p.set_defaults(func=_env)
     p = lsub.add_parser("provision", help="download the Kafka jars and build FerretDB, start nothing")
     p.set_defaults(func=_provision)
+    register_demo(sub)
 
 
 def _cfg(args):
@@ -104,3 +105,231 @@ def _provision(args) -> int:
     _guard(localstack.provision, _cfg(args))
     print("Kafka jars and FerretDB binary are in the cache")
     return 0
+
+
+# --------------------------------------------------------------------------- motcua demo
+
+DEMO_HELP = """\
+Post a realistic sample of dossier events (procedures from the catalog, agencies from the
+directory, Vietnamese applicants) to the intake API of a running stack. Some dossiers are
+backdated past their deadline, so overdue alerts appear at once in MAIL_DIR.
+Without --key, an admin key bound to the directory's root agency is created in MongoDB
+(MONGO_URI, MONGO_DB) through shared.auth.
+"""
+
+_FAMILY = ["Nguyễn", "Trần", "Lê", "Phạm", "Huỳnh", "Võ", "Phan", "Trương", "Đặng", "Bùi"]
+_MIDDLE = ["Văn", "Thị", "Minh", "Ngọc", "Hữu", "Thanh", "Quốc", "Thu"]
+_GIVEN = ["An", "Bình", "Châu", "Dũng", "Hạnh", "Khoa", "Lan", "Mai", "Nam", "Phúc", "Quyên",
+          "Sơn", "Tâm", "Uyên", "Vinh", "Yến"]
+_COMPANIES = ["Công ty TNHH Thương mại Tân An", "Công ty Cổ phần Xây dựng Đức Hòa",
+              "Hợp tác xã Nông nghiệp Bến Lức"]
+# scenario -> how many days before now the dossier was received (office days, roughly)
+_SCENARIOS = [
+    ("overdue", 16), ("overdue", 23), ("in_progress", 0), ("resolved_on_time", 3),
+    ("supplement_twice", 6), ("incomplete", 1), ("overdue_no_transfer", 12), ("resolved_late", 30),
+    ("in_progress", 1), ("returned", 5), ("overdue", 40), ("refused", 2),
+]
+
+
+def _office_morning(day, hour=8, minute=30):
+    """08:30 (Asia/Ho_Chi_Minh) on `day`, moved back to Friday when it is a weekend, as UTC."""
+    from datetime import datetime, timedelta, timezone
+    from zoneinfo import ZoneInfo
+
+    while day.weekday() >= 5:
+        day -= timedelta(days=1)
+    local = datetime(day.year, day.month, day.day, hour, minute, tzinfo=ZoneInfo("Asia/Ho_Chi_Minh"))
+    return local.astimezone(timezone.utc)
+
+
+def demo_events(catalog, directory, now, rng, count: int = 12) -> list[dict]:
+    """Sample events (wire format: ISO strings), in the order a counter would post them.
+
+    Every instant is <= `now`; dossiers of the overdue scenarios are received long enough ago to
+    be past their legal deadline."""
+    import uuid as _uuid
+    from datetime import timedelta
+
+    procs = [p for p in catalog if not getattr(p, "sample", False)] or list(catalog)
+    communes = [a for a in _agencies(directory) if (a.level or "").lower() == "xã"]
+    provincial = [a for a in _agencies(directory) if a not in communes and a.parent]
+    if not procs or not communes:
+        raise CliError("the catalog or the directory is empty: nothing to build a demo from")
+    vn = now.astimezone(_tz())
+    events: list[dict] = []
+    seq_base = rng.randint(1, 9000)
+
+    def ev(etype, code, agency, at, data, actor=None):
+        e = {"event_id": str(_uuid.UUID(int=rng.getrandbits(128), version=4)), "type": etype,
+             "dossier_code": code, "occurred_at": min(at, now).isoformat(), "agency_code": agency,
+             "data": data}
+        if actor:
+            e["actor"] = actor
+        events.append(e)
+
+    for i in range(count):
+        scenario, days_ago = _SCENARIOS[i % len(_SCENARIOS)]
+        proc = procs[i % len(procs)]
+        commune_level = "xã" in (proc.level or "xã").lower()
+        pool = communes if commune_level or not provincial else provincial
+        agency = pool[i % len(pool)]
+        received = _office_morning((vn - timedelta(days=days_ago)).date(), 8 + i % 3, 15 * (i % 4))
+        if received > now:
+            received = now - timedelta(minutes=30)
+        code = f"{agency.code}-{received.astimezone(_tz()):%y%m%d}-{seq_base + i:04d}"
+        required = list(proc.required_component_ids()) if hasattr(proc, "required_component_ids") else []
+        components = required[:-1] if scenario == "incomplete" and len(required) > 1 else required
+        organization = "doanh nghiệp" in proc.field.lower() or "kinh doanh" in proc.field.lower()
+        applicant = ({"kind": "organization", "name": rng.choice(_COMPANIES)} if organization else
+                     {"kind": "citizen", "name": f"{rng.choice(_FAMILY)} {rng.choice(_MIDDLE)} {rng.choice(_GIVEN)}"})
+        clerk = {"id": f"cb-{agency.code[-6:]}-01", "name": "Lý Thị Ngân", "role": "counter"}
+        ev("dossier.received", code, agency.code, received, {
+            "procedure_code": proc.code, "channel": ["direct", "online", "postal"][i % 3],
+            "components": components, "digitized": components[: max(0, len(components) - i % 2)],
+            "applicant": applicant}, clerk)
+        if scenario in ("incomplete", "overdue_no_transfer", "in_progress") and days_ago == 0:
+            continue
+        if scenario == "refused":
+            ev("dossier.refused", code, agency.code, received + timedelta(minutes=20),
+               {"reason": "Hồ sơ không thuộc thẩm quyền giải quyết của cơ quan"}, clerk)
+            continue
+        if scenario == "overdue_no_transfer":
+            continue
+        t = received + timedelta(hours=1)
+        ev("dossier.transferred", code, agency.code, t, {"to_agency_code": agency.code}, clerk)
+        ev("dossier.assigned", code, agency.code, t + timedelta(minutes=30),
+           {"officer": {"id": f"cv-{i:03d}", "name": f"{rng.choice(_FAMILY)} {rng.choice(_MIDDLE)} {rng.choice(_GIVEN)}"}})
+        if scenario == "supplement_twice" and required:
+            for k in range(2):
+                ev("dossier.supplement_requested", code, agency.code, t + timedelta(hours=2 + 24 * k),
+                   {"stage": "handling", "components": [required[k % len(required)]],
+                    "reason": "Bản sao chưa được chứng thực, đề nghị bổ sung"})
+                ev("dossier.supplement_received", code, agency.code, t + timedelta(hours=20 + 24 * k),
+                   {"components": [required[k % len(required)]]})
+        if scenario in ("resolved_on_time", "returned"):
+            ev("dossier.resolved", code, agency.code, t + timedelta(hours=3),
+               {"outcome": "approved", "note": "Đã giải quyết"})
+            if scenario == "returned":
+                ev("dossier.returned", code, agency.code, t + timedelta(hours=5), {})
+        if scenario == "resolved_late":
+            ev("dossier.resolved", code, agency.code, now - timedelta(days=2),
+               {"outcome": "approved"})
+    return events
+
+
+def _tz():
+    from zoneinfo import ZoneInfo
+    return ZoneInfo("Asia/Ho_Chi_Minh")
+
+
+def _agencies(directory) -> list:
+    return list(directory)      # Directory iterates over its Agency objects
+
+
+def register_demo(sub) -> None:
+    p = sub.add_parser("demo", help="post a realistic sample of dossier events to the running stack",
+                       description=DEMO_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--intake-url", help="intake base URL (default: $INTAKE_URL)")
+    p.add_argument("--key", help="API key to post with (default: create an admin key)")
+    p.add_argument("--count", type=int, default=12, help="number of dossiers (default 12, at most 500)")
+    p.add_argument("--seed", type=int, help="random seed (same seed, same events)")
+    p.add_argument("--wait", type=float, default=0.0,
+                   help="then wait up to this many seconds for alert e-mails in MAIL_DIR")
+    p.add_argument("--dry-run", action="store_true", help="print the events as JSON lines, post nothing")
+    p.set_defaults(func=_demo)
+
+
+def _demo(args) -> int:
+    import json
+    import random
+
+    from shared.catalog import load_catalog
+    from shared.clock import clock_from_env
+    from shared.config import Settings, env
+    from shared.directory import load_directory
+
+    if not 1 <= args.count <= 500:
+        raise CliError("--count must be between 1 and 500")
+    settings = Settings.from_env()
+    try:
+        catalog = load_catalog(settings.catalog_file)
+        directory = load_directory(settings.directory_file)
+    except (OSError, ValueError) as exc:
+        raise CliError(f"cannot load the catalog/directory: {exc}") from None
+    rng = random.Random(args.seed)
+    events = demo_events(catalog, directory, clock_from_env().now(), rng, args.count)
+    if args.dry_run:
+        for e in events:
+            print(json.dumps(e, ensure_ascii=False))
+        return 0
+    url = (args.intake_url or env("INTAKE_URL")).rstrip("/")
+    key = args.key or _demo_key(settings, directory)
+    mail_dir = env("MAIL_DIR")
+    before = _eml_count(mail_dir)
+    failed = _post_all(url, key, events)
+    dossiers = len({e["dossier_code"] for e in events})
+    print(f"posted {len(events) - failed}/{len(events)} events for {dossiers} dossiers to {url}")
+    if failed:
+        raise CliError(f"{failed} event(s) were rejected (see above)")
+    if args.wait > 0:
+        if not mail_dir:
+            raise CliError("--wait needs MAIL_DIR (eval \"$(motcua local env)\")")
+        n = _wait_for_mail(mail_dir, before, args.wait)
+        print(f"{n} new alert e-mail(s) in {mail_dir}" if n else
+              f"no alert e-mail in {mail_dir} after {args.wait:.0f}s: see the logs of sla-worker and notify-worker")
+    return 0
+
+
+def _demo_key(settings, directory) -> str:
+    from pymongo import MongoClient
+    from pymongo.errors import PyMongoError
+
+    from shared.auth import KeyStore
+
+    roots = [a.code for a in _agencies(directory) if not a.parent]
+    if not roots:
+        raise CliError("the directory has no root agency to bind the demo key to")
+    client = MongoClient(settings.mongo_uri, serverSelectionTimeoutMS=5000, tz_aware=True)
+    try:
+        _key_id, secret = KeyStore(client[settings.mongo_db]).create(roots[0], "admin", "motcua demo")
+    except PyMongoError as exc:
+        raise CliError(f"cannot create a demo API key in MongoDB at MONGO_URI ({type(exc).__name__}); "
+                       "is the stack running? (motcua local up)") from None
+    finally:
+        client.close()
+    return secret
+
+
+def _post_all(url: str, key: str, events: list[dict]) -> int:
+    import requests
+
+    failed = 0
+    with requests.Session() as http:
+        http.headers["Authorization"] = f"Bearer {key}"
+        for e in events:
+            try:
+                resp = http.post(f"{url}/v1/events", json=e, timeout=15)
+            except requests.RequestException as exc:
+                raise CliError(f"cannot reach intake at {url} ({type(exc).__name__}); "
+                               "is the stack running? (motcua local status)") from None
+            if resp.status_code not in (200, 201, 202):
+                failed += 1
+                print(f"{e['dossier_code']} {e['type']}: HTTP {resp.status_code} {resp.text[:300]}",
+                      file=sys.stderr)
+    return failed
+
+
+def _eml_count(mail_dir: str) -> int:
+    from pathlib import Path
+    d = Path(mail_dir) if mail_dir else None
+    return len(list(d.glob("*.eml"))) if d and d.is_dir() else 0
+
+
+def _wait_for_mail(mail_dir: str, before: int, timeout: float) -> int:
+    import time
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _eml_count(mail_dir) > before:
+            break
+        time.sleep(1)
+    return _eml_count(mail_dir) - before
