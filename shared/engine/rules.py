@@ -392,7 +392,7 @@ def rule_result_not_returned(e: _Eval) -> None:
 
 def rule_bypassed_one_stop(e: _Eval) -> None:
     s = e.s
-    early = [ev for ev in s.events if ev.type in HANDLING_EVENTS
+    early = [ev for ev in s.events if ev.type in HANDLING_EVENTS and ev.stage != "reception"
              and (s.received_at is None or ev.occurred_at < s.received_at)]
     if early:
         e.add("BYPASSED_ONE_STOP", agency=early[0].agency_code,

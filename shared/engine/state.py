@@ -25,10 +25,13 @@ STATUSES = ("received", "handling", "awaiting_supplement", "paused", "resolved",
             "refused", "withdrawn")
 CLOSED = ("returned", "refused", "withdrawn")          # nothing more is expected of the agencies
 FINISHED = ("resolved",) + CLOSED                      # the handling is over
-HANDLING_EVENTS = ("dossier.supplement_requested", "dossier.supplement_received", "dossier.transferred",
+# Events only an agency handling a received dossier emits (BYPASSED_ONE_STOP). Not included: a
+# refusal at the counter (Mẫu 03 is issued instead of a receipt), a withdrawal, the applicant's
+# supplement, and a supplement request at the reception stage (guidance before receipt).
+HANDLING_EVENTS = ("dossier.supplement_requested", "dossier.transferred",
                    "dossier.assigned", "dossier.consultation_requested", "dossier.consultation_answered",
                    "dossier.apology_issued", "dossier.paused", "dossier.resumed", "dossier.resolved",
-                   "dossier.returned", "dossier.refused", "dossier.withdrawn")
+                   "dossier.returned")
 
 
 def utc(t: datetime | None) -> datetime | None:
@@ -65,6 +68,7 @@ class EventRecord:
     out_of_order: bool = False            # happened before an event applied earlier
     before_receipt: bool = False          # a handling event with no (earlier) dossier.received
     lag_working_hours: float = 0.0        # working time between occurred_at and recorded_at
+    stage: str | None = None              # supplement requests: reception | handling
 
 
 @dataclass(frozen=True)
@@ -324,10 +328,12 @@ def apply(state: DossierState, event: dict, ctx) -> DossierState:
     if recorded is not None and recorded > occurred:
         lag = hours(cal.working_between(occurred, recorded))
     out_of_order = state.max_occurred_at is not None and occurred < state.max_occurred_at
-    before_receipt = etype != "dossier.received" and (state.received_at is None or occurred < state.received_at)
+    before_receipt = etype in HANDLING_EVENTS and data.get("stage") != "reception" \
+        and (state.received_at is None or occurred < state.received_at)
     rec = EventRecord(event_id=eid, type=etype, occurred_at=occurred, recorded_at=recorded,
                       agency_code=agency, seq=len(state.events), out_of_order=out_of_order,
-                      before_receipt=before_receipt, lag_working_hours=lag)
+                      before_receipt=before_receipt, lag_working_hours=lag,
+                      stage=data.get("stage") if etype == "dossier.supplement_requested" else None)
     s = replace(state, events=state.events + (rec,),
                 max_occurred_at=occurred if state.max_occurred_at is None else max(occurred, state.max_occurred_at))
     return _HANDLERS[etype](s, _Ev(eid, etype, occurred, recorded, agency, data), ctx)
