@@ -297,15 +297,15 @@ def warning_window(e: _Eval) -> timedelta:
 
 
 def rule_due_soon(e: _Eval) -> None:
-    if not e.clock_applies() or e.stopped_at is not None or e.now >= e.s.due_at:
-        return
+    if not e.clock_applies() or e.stopped_at is not None or e.now > e.s.due_at:
+        return                                   # after the due instant OVERDUE takes over
     window = warning_window(e)
     remaining = e.running_between(e.now, e.s.due_at)
     if remaining <= window:
         e.add("DUE_SOON", agency=e.handling_agency, due_at=e.s.due_at,
               details={"window_working_hours": hours(window),
                        "officer_id": (e.s.officer or {}).get("id")})
-        e.wake(e.s.due_at)
+        e.wake(e.s.due_at + timedelta(microseconds=1))
     else:
         e.wake(e.running_add(e.now, remaining - window))
 
