@@ -74,7 +74,7 @@ class Resources:
                     from pymongo import MongoClient
                     t = self.cfg["MONGO_TIMEOUT_MS"]
                     self._client = MongoClient(self.cfg["MONGO_URI"], serverSelectionTimeoutMS=t,
-                                               connectTimeoutMS=t, socketTimeoutMS=max(t, 5000),
+                                               connectTimeoutMS=t, socketTimeoutMS=max(t, 20000),
                                                appname="motcua-intake", tz_aware=True)
                     self._db = self._client[self.cfg["MONGO_DB"]]
         return self._db

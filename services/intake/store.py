@@ -1,15 +1,15 @@
-"""The idempotency store of intake: collection `intake_events` (MongoDB or FerretDB).
+"""The idempotency store of intake (MongoDB or FerretDB), append-only:
 
-One document per accepted event id:
-`_id` = event_id (the unique index), `hash` (SHA-256 of the normalised event), `status`
-(`pending` → `published`), `dossier_code`, `agency_code`, `type`, `key_id`, `recorded_at`,
-`value` (the exact Kafka message, so a retry republishes the same bytes), and once published
-`topic`, `partition`, `offset`, `published_at`.
+- `intake_events`: one document per event id: `_id` = event_id (unique), `hash` (SHA-256 of the
+  normalised event), `status: "pending"` as written, `dossier_code`, `agency_code`, `type`,
+  `key_id`, `recorded_at`, `value` (the exact Kafka message: a retry republishes the same bytes);
+- `intake_published`: one receipt per published event: `_id` = event_id, `topic`, `partition`,
+  `offset`, `published_at`. An event is `published` iff it has a receipt (readers merge them).
 
 Protocol (at-least-once, never a 2xx without an acknowledged publish):
-1. insert `pending` (a duplicate id fails on the unique `_id`);
+1. insert the event `pending` (a duplicate id fails on the unique `_id`);
 2. publish and wait for the broker's ack (acks=all);
-3. mark `published` with the topic/partition/offset.
+3. insert the receipt.
 A crash or a broker failure between 1 and 3 leaves `pending`: the client got a 503 (or no answer)
 and retries with the same event id and body; intake then republishes the stored message. The event
 can therefore reach Kafka twice (e.g. ack lost after a write); consumers dedup by `event_id`.
@@ -19,15 +19,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Iterable
 
-from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError
 
 COLLECTION = "intake_events"
+RECEIPTS = "intake_published"
 
 
 class IntakeStore:
     def __init__(self, db):
         self.coll = db[COLLECTION]
+        self.receipts = db[RECEIPTS]
 
     def ensure_indexes(self) -> None:
         """`_id` is unique by itself; these serve lookups by dossier and ops queries of pending."""
@@ -50,29 +51,34 @@ class IntakeStore:
             return dup
 
     def get_many(self, ids: Iterable[str]) -> dict[str, dict]:
+        """Event documents by id, each with its receipt merged in (status `published`)."""
         ids = list(ids)
         if not ids:
             return {}
-        return {d["_id"]: d for d in self.coll.find({"_id": {"$in": ids}})}
+        docs = {d["_id"]: d for d in self.coll.find({"_id": {"$in": ids}})}
+        if docs:
+            for r in self.receipts.find({"_id": {"$in": list(docs)}}):
+                docs[r["_id"]].update(status="published", topic=r["topic"],
+                                      partition=r["partition"], offset=r["offset"],
+                                      published_at=r["published_at"])
+        return docs
 
     def get(self, event_id: str) -> dict | None:
-        return self.coll.find_one({"_id": event_id})
+        return self.get_many([event_id]).get(event_id)
 
     def mark_published(self, results: list[tuple[str, str, int, int]], at: datetime) -> None:
-        """results: (event_id, topic, partition, offset)."""
+        """Record receipts (event_id, topic, partition, offset). Append-only: one insert_many
+        instead of one update per event (FerretDB's SQLite handler updates slowly); a second
+        receipt for a republished event is ignored, the first one stands."""
         if not results:
             return
-        sets = [({"_id": eid}, {"$set": {"status": "published", "topic": t, "partition": p,
-                                          "offset": o, "published_at": at}})
+        docs = [{"_id": eid, "topic": t, "partition": p, "offset": o, "published_at": at}
                 for eid, t, p, o in results]
-        if len(sets) > 1:
-            try:
-                self.coll.bulk_write([UpdateOne(f, u) for f, u in sets], ordered=False)
-                return
-            except TypeError:   # mongomock (unit tests) does not take pymongo 4.9+'s UpdateOne
-                pass
-        for f, u in sets:
-            self.coll.update_one(f, u)
+        try:
+            self.receipts.insert_many(docs, ordered=False)
+        except BulkWriteError as exc:
+            if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])):
+                raise
 
     def ping(self) -> None:
         self.coll.database.command("ping")

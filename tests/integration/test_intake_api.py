@@ -13,6 +13,7 @@ from collections import defaultdict
 import pytest
 
 from services.intake.app import create_app
+from services.intake.store import IntakeStore
 from services.intake.openapi import example_event
 from shared.auth import KeyStore
 from shared.catalog import default_catalog
@@ -89,7 +90,7 @@ def test_202_after_ack_and_message_on_kafka(live):
     value = json.loads(rec.value)
     assert value["event_id"] == e["event_id"] and value["recorded_at"] == NOW.isoformat()
     assert dict(rec.headers)["event_id"] == e["event_id"].encode()
-    doc = live.db["intake_events"].find_one({"_id": e["event_id"]})
+    doc = IntakeStore(live.db).get(e["event_id"])
     assert doc["status"] == "published" and doc["offset"] == body["offset"]
     g = live.client.get(f"/v1/events/{e['event_id']}", headers=live.key(PROVINCE, "supervisor"))
     assert g.status_code == 200 and g.get_json()["offset"] == body["offset"]
@@ -182,7 +183,7 @@ def test_broker_unreachable_503_bounded_then_retry_publishes(kafka_bootstrap, mo
     assert r.status_code == 503 and r.headers["Retry-After"]
     assert r.get_json()["errors"][0]["code"] == "broker_unavailable"
     assert elapsed < 8, elapsed
-    assert mongo_db["intake_events"].find_one({"_id": e["event_id"]})["status"] == "pending"
+    assert IntakeStore(mongo_db).get(e["event_id"])["status"] == "pending"
     assert down.client.get("/readyz").status_code == 503
     down.close()
     up = Live(kafka_bootstrap, mongo_uri, mongo_db, t)
@@ -190,7 +191,7 @@ def test_broker_unreachable_503_bounded_then_retry_publishes(kafka_bootstrap, mo
         r = up.post(e, h)
         assert r.status_code == 200 and r.get_json()["duplicate"] is True
         assert len(up.consume(1)) == 1
-        assert mongo_db["intake_events"].find_one({"_id": e["event_id"]})["status"] == "published"
+        assert IntakeStore(mongo_db).get(e["event_id"])["status"] == "published"
         assert up.client.get("/readyz").status_code == 200
     finally:
         up.close()

@@ -7,6 +7,7 @@ import mongomock
 import pytest
 
 from services.intake.app import create_app
+from services.intake.store import IntakeStore
 from services.intake.openapi import EXAMPLES, example_event
 from shared.auth import KeyStore
 from shared.catalog import default_catalog
@@ -74,7 +75,7 @@ def test_publish_202_message_is_event_plus_recorded_at(env):
     assert msg.value["occurred_at"] == "2024-11-05T01:15:00+00:00"   # normalised to UTC
     assert msg.value["data"]["applicant"]["name"] == "Nguyễn Văn An"
     assert msg.headers["event_id"] == e["event_id"]
-    doc = env.db["intake_events"].find_one({"_id": e["event_id"]})
+    doc = IntakeStore(env.db).get(e["event_id"])
     assert doc["status"] == "published" and doc["offset"] == 0
 
 
@@ -111,12 +112,12 @@ def test_broker_failure_503_then_retry_republishes(env):
     assert r.status_code == 503 and r.headers["Retry-After"]
     assert r.get_json()["errors"][0]["code"] == "broker_unavailable"
     assert env.published() == []
-    assert env.db["intake_events"].find_one({"_id": e["event_id"]})["status"] == "pending"
+    assert IntakeStore(env.db).get(e["event_id"])["status"] == "pending"
     env.bus.fail_with = None
     r = env.post(e, h)
     assert r.status_code == 200 and r.get_json()["duplicate"] is True
     assert len(env.published()) == 1
-    assert env.db["intake_events"].find_one({"_id": e["event_id"]})["status"] == "published"
+    assert IntakeStore(env.db).get(e["event_id"])["status"] == "published"
 
 
 def test_validation_reports_every_field(env):
