@@ -11,8 +11,10 @@ import smtplib
 import socket
 import threading
 from dataclasses import dataclass, field
-from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid
+from email.header import Header
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
+from email.utils import formatdate, make_msgid
 from typing import Protocol
 from urllib.parse import quote
 
@@ -58,17 +60,23 @@ class SmtpChannel:
         self.host, self.port, self.sender = host, int(port), sender
         self.user, self.password, self.starttls, self.timeout = user, password, starttls, timeout
 
-    def build(self, msg: Outgoing) -> EmailMessage:
-        em = EmailMessage()
+    def build(self, msg: Outgoing):
+        """multipart/alternative (plain + HTML), UTF-8. The classic email API is used on purpose:
+        the modern header folder drops the space between two folded encoded words, which would
+        glue Vietnamese words together in long subjects."""
+        if msg.html:
+            em = MIMEMultipart("alternative")
+            em.attach(MIMEText(msg.text, "plain", "utf-8"))
+            em.attach(MIMEText(msg.html, "html", "utf-8"))
+        else:
+            em = MIMEText(msg.text, "plain", "utf-8")
         em["From"] = self.sender
         em["To"] = msg.address
-        em["Subject"] = msg.subject
+        em["Subject"] = Header(msg.subject, "utf-8")
+        em["Date"] = formatdate(localtime=False)
         em["Message-ID"] = make_msgid(idstring=msg.message_id, domain="motcua") if msg.message_id else make_msgid(domain="motcua")
         for k, v in msg.headers.items():
             em[k] = v
-        em.set_content(msg.text, charset="utf-8")
-        if msg.html:
-            em.add_alternative(msg.html, subtype="html", charset="utf-8")
         return em
 
     def send(self, msg: Outgoing) -> None:
@@ -79,7 +87,7 @@ class SmtpChannel:
                     smtp.starttls()
                 if self.user:
                     smtp.login(self.user, self.password)
-                smtp.send_message(em)
+                smtp.send_message(em, self.sender, [msg.address])
         except smtplib.SMTPRecipientsRefused as exc:
             codes = [c for c, _ in exc.recipients.values()]
             raise ChannelError(f"recipient refused (SMTP {codes})", permanent=all(c >= 500 for c in codes)) from None

@@ -76,6 +76,7 @@ class Policy:
     sms_method: str = "POST"
     digest_time: time = time(7, 30)              # local (Asia/Ho_Chi_Minh) time on working days
     digest_roles: tuple[str, ...] = ("head",)
+    digest_catch_up_hours: float = 2.0           # a worker down at digest time still sends it this late
     retry_attempts: int = 5
     retry_base_seconds: float = 2.0
     retry_max_seconds: float = 600.0
@@ -229,7 +230,7 @@ def parse_policy(data: Any, file: str = "<memory>") -> Policy:
             raise PolicyError(file, "sms.method", "expected GET or POST")
         kwargs["sms_method"] = sms["method"]
     digest = data.get("digest") or {}
-    _check_keys(file, "digest", digest, ("time", "roles"))
+    _check_keys(file, "digest", digest, ("time", "roles", "catch_up_hours"))
     if "time" in digest:
         m = re.fullmatch(r"([01]\d|2[0-3]):([0-5]\d)", str(digest["time"]))
         if not m:
@@ -238,6 +239,11 @@ def parse_policy(data: Any, file: str = "<memory>") -> Policy:
     if "roles" in digest:
         kwargs["digest_roles"] = _list(file, "digest.roles", digest["roles"],
                                        ("head", "deputies", "one_stop_chief"), "roles")
+    if "catch_up_hours" in digest:
+        v = digest["catch_up_hours"]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 24:
+            raise PolicyError(file, "digest.catch_up_hours", "expected a number of hours from 0 to 24")
+        kwargs["digest_catch_up_hours"] = float(v)
     retry = data.get("retry") or {}
     _check_keys(file, "retry", retry, ("attempts", "base_seconds", "max_seconds"))
     if "attempts" in retry:

@@ -459,12 +459,14 @@ class NotifyService:
 
     # --- digests -------------------------------------------------------------------------------------
     def run_digests(self, now: datetime | None = None) -> int:
-        """Create today's digest for every agency whose subtree has open findings, once the
-        policy's digest time has passed on one of the agency's working days."""
+        """Create today's digest for every agency whose subtree has open findings, between the
+        policy's digest time and `catch_up_hours` later, on the agency's working days."""
         now = ensure_utc(now or self.clock.now())
         local = now.astimezone(TZ)
-        if local.time() < self.policy.digest_time or self.directory is None:
-            return 0
+        start = local.replace(hour=self.policy.digest_time.hour, minute=self.policy.digest_time.minute,
+                              second=0, microsecond=0)
+        if not start <= local < start + timedelta(hours=self.policy.digest_catch_up_hours) or self.directory is None:
+            return 0   # only around the digest time: a finding at 15:00 must not trigger a digest
         day = local.date().isoformat()
         candidates: set[str] = set()
         for code in self.store.open_agencies():

@@ -12,18 +12,21 @@ Collections:
   status: pending → sending (leased) → sent | failed | cancelled; pending → pending (retry later).
 - `deliveries`: every attempt (time, channel, recipient, outcome, error, latency).
 - `acks`: every acknowledgement (who, when, how).
+- `notification_claims`: `_id` = `<notification id>:a<attempt>:r<reclaim>`; inserting it is the
+  lock that lets exactly one instance send one attempt.
 """
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from pymongo import ASCENDING, DESCENDING, ReturnDocument
+from pymongo import ASCENDING, DESCENDING
 from pymongo.errors import DuplicateKeyError
 
 FINDINGS = "notify_findings"
 NOTIFICATIONS = "notifications"
 DELIVERIES = "deliveries"
 ACKS = "acks"
+CLAIMS = "notification_claims"
 NOTIFICATION_KEY = ("finding_id", "episode", "recipient", "level", "kind", "seq")
 # scheduler state of a finding, set when notify first stores it and never overwritten by revisions
 SCHEDULE_DEFAULTS = {"episode": 0, "level": 0, "next_escalation_at": None, "next_repeat_at": None,
@@ -37,6 +40,7 @@ class NotifyStore:
         self.notifications = db[NOTIFICATIONS]
         self.deliveries = db[DELIVERIES]
         self.acks = db[ACKS]
+        self.claims = db[CLAIMS]
 
     def ensure_indexes(self) -> None:
         self.notifications.create_index([(k, ASCENDING) for k in NOTIFICATION_KEY], unique=True,
@@ -103,18 +107,27 @@ class NotifyStore:
         except DuplicateKeyError:
             return False
 
-    def claim_due(self, now: datetime, lease: timedelta) -> dict | None:
-        """Take one due notification for sending (pending and due, or a stale lease)."""
-        upd = {"$set": {"status": "sending", "lease_until": now + lease}}
-        doc = self.notifications.find_one_and_update(
-            {"status": "pending", "due_at": {"$lte": now}}, upd,
-            sort=[("due_at", ASCENDING)], return_document=ReturnDocument.AFTER)
-        if doc is None:   # a sender that crashed after claiming: send again (at most one duplicate)
-            doc = self.notifications.find_one_and_update(
-                {"status": "sending", "lease_until": {"$lt": now}},
-                {"$set": {"status": "sending", "lease_until": now + lease}, "$inc": {"reclaims": 1}},
-                return_document=ReturnDocument.AFTER)
-        return doc
+    def claim_due(self, now: datetime, lease: timedelta, scan: int = 20) -> dict | None:
+        """Take one due notification for sending (pending and due, or a lease that expired).
+
+        The claim is an insert into `notification_claims` with a unique `_id` per notification and
+        attempt: FerretDB's findAndModify is not atomic between concurrent writers, a unique key
+        is. Only the instance whose insert succeeds sends."""
+        for query in ({"status": "pending", "due_at": {"$lte": now}},
+                      {"status": "sending", "lease_until": {"$lt": now}}):
+            for cand in self.notifications.find(query).sort([("due_at", ASCENDING)]).limit(scan):
+                stale = cand["status"] == "sending"
+                reclaims = cand.get("reclaims", 0) + (1 if stale else 0)
+                key = f"{cand['_id']}:a{cand.get('attempts', 0)}:r{reclaims}"
+                try:
+                    self.claims.insert_one({"_id": key, "at": now})
+                except DuplicateKeyError:
+                    continue   # another instance took it
+                fields = {"status": "sending", "lease_until": now + lease, "reclaims": reclaims}
+                self.notifications.update_one({"_id": cand["_id"]}, {"$set": fields})
+                cand.update(fields)
+                return cand
+        return None
 
     def update_notification(self, nid, fields: dict, expect_status: str | None = None) -> bool:
         q = {"_id": nid}

@@ -1,0 +1,253 @@
+"""HTTP API of the notify service: delivery log, notifications, acknowledgements, health, metrics.
+
+`gunicorn 'services.notify.api:create_app()'`. Nothing connects at import or in the factory.
+
+- `GET /v1/deliveries` (API key): every send attempt of the key's agency subtree; filters
+  `finding_id`, `dossier_code`, `agency_code`, `channel`, `outcome` (sent/error/failed), `limit`, `offset`.
+- `GET /v1/notifications` (API key): notifications with their status (pending/sending/sent/failed/
+  cancelled), e.g. `?status=failed` lists the deliveries that failed for good.
+- `GET /v1/ack/<token>`: the signed link of an alert. Shows the alert and a confirmation button
+  (a GET never acknowledges: mail scanners prefetch links); JSON with `Accept: application/json`.
+- `POST /v1/ack/<token>`: acknowledges (the token names the finding and the recipient).
+- `POST /v1/findings/<finding_id>/ack` (API key, role agency/supervisor/admin, finding in the key's
+  subtree): acknowledges on behalf of the key. Both stop escalation and repeats.
+- `/healthz`, `/readyz` (MongoDB ping), `/metrics` (HTTP metrics, and from the store: sent and
+  failed by channel, pending/deferred queue, delivery latency histogram).
+
+Test configuration (`create_app(config)`): SETTINGS, DIRECTORY, POLICY, KEY_STORE, ENV (a mapping
+overriding environment variables such as NOTIFY_SECRET).
+"""
+from __future__ import annotations
+
+import os
+import threading
+from datetime import datetime, timezone
+
+from shared.auth import AuthError, KeyStore, authenticate, init_auth
+from shared.clock import clock_from_env
+from shared.config import Settings, env
+from shared.httpapi import ApiError, error_response, init_http
+
+from .service import NotifyService
+from .store import NotifyStore
+from .templates import SEVERITY_TEXT, local_text
+from .tokens import TokenError, verify_ack
+
+MAX_PAGE = 500
+OUTCOMES = ("sent", "error", "failed")
+STATUSES = ("pending", "sending", "sent", "failed", "cancelled")
+
+
+class _Lazy:
+    def __init__(self, build):
+        self._build, self._value, self._lock = build, None, threading.Lock()
+
+    def __call__(self):
+        if self._value is None:
+            with self._lock:
+                if self._value is None:
+                    self._value = self._build()
+        return self._value
+
+
+def _json_safe(doc: dict) -> dict:
+    out = {}
+    for k, v in doc.items():
+        if k == "_id":
+            out["id"] = str(v)
+        elif k == "notification_id":
+            out[k] = str(v)
+        elif isinstance(v, datetime):
+            out[k] = (v if v.tzinfo else v.replace(tzinfo=timezone.utc)).isoformat()
+        else:
+            out[k] = v
+    return out
+
+
+_PAGE = """<!DOCTYPE html><html lang="vi"><head><meta charset="utf-8"><title>{title}</title></head>
+<body style="font-family: Arial, sans-serif; font-size: 14px;"><h2>{title}</h2>{body}</body></html>"""
+
+
+def create_app(config: dict | None = None, *, db=None, clock=None):
+    """Build the notify API (Flask)."""
+    from flask import Flask, Response, jsonify, request
+    from markupsafe import escape
+
+    app = Flask("motcua.notify")
+    app.config.update(config or {})
+    environ = {**os.environ, **(app.config.get("ENV") or {})}
+    settings: Settings = app.config.get("SETTINGS") or Settings.from_env(environ)
+    clock = clock or clock_from_env(environ)
+    secret = env("NOTIFY_SECRET", environ)
+
+    def _db():
+        if db is not None:
+            return db
+        from pymongo import MongoClient
+        return MongoClient(settings.mongo_uri, tz_aware=True, serverSelectionTimeoutMS=3000)[settings.mongo_db]
+
+    get_db = _Lazy(_db)
+
+    def _directory():
+        if app.config.get("DIRECTORY") is not None:
+            return app.config["DIRECTORY"]
+        from .worker import load_agencies
+        return load_agencies(settings, get_db())
+
+    get_directory = _Lazy(_directory)
+    get_store = _Lazy(lambda: NotifyStore(get_db()))
+
+    def _service():
+        from .worker import load_notify_policy
+        policy = app.config.get("POLICY") or load_notify_policy(environ)
+        return NotifyService(get_store(), policy, get_directory(), {}, clock, secret=secret)
+
+    get_service = _Lazy(_service)
+    keys = app.config.get("KEY_STORE") or _Lazy(lambda: KeyStore(get_db(), clock, cache_seconds=5))
+    init_auth(app, keys)
+
+    def readiness():
+        try:
+            get_db().command("ping")
+            return {"mongo": None}
+        except Exception as exc:   # noqa: BLE001 - reported, not raised
+            return {"mongo": exc.__class__.__name__}
+
+    m = init_http(app, "notify", readiness=readiness)
+    from .metrics import StoreCollector
+    m.registry.register(StoreCollector(get_store, clock))
+
+    @app.errorhandler(AuthError)
+    def _auth_error(exc: AuthError):
+        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+        return error_response(exc.status, [{"code": exc.code, "field": "Authorization",
+                                            "message": exc.message}], headers)
+
+    # -- helpers -----------------------------------------------------------------------------
+    def reader():
+        p = authenticate()
+        p.require_role("agency", "supervisor", "admin")
+        return p
+
+    def subtree_of(p) -> list[str]:
+        d = get_directory()
+        return sorted(d.subtree(p.agency_code)) if p.agency_code in d else [p.agency_code]
+
+    def page_args():
+        try:
+            limit = int(request.args.get("limit", 100))
+            offset = int(request.args.get("offset", 0))
+        except ValueError:
+            raise ApiError.one(400, "invalid", "limit and offset must be integers", field="limit") from None
+        if not 1 <= limit <= MAX_PAGE:
+            raise ApiError.one(400, "invalid", f"limit must be from 1 to {MAX_PAGE}", field="limit")
+        if offset < 0:
+            raise ApiError.one(400, "invalid", "offset must not be negative", field="offset")
+        return limit, offset
+
+    def scoped_query(p, agency_field: str, allowed: dict[str, tuple | None]) -> dict:
+        unknown = sorted(set(request.args) - set(allowed) - {"limit", "offset", "agency_code"})
+        if unknown:
+            raise ApiError.one(400, "unknown_parameter", f"unknown query parameter {unknown[0]!r}", field=unknown[0])
+        q: dict = {}
+        agencies = subtree_of(p)
+        code = request.args.get("agency_code")
+        if code is not None:
+            if code not in agencies:
+                raise ApiError.one(403, "forbidden_agency", "agency outside the key's subtree", field="agency_code")
+            q[agency_field] = code
+        else:
+            q[agency_field] = {"$in": agencies}
+        for name, values in allowed.items():
+            v = request.args.get(name)
+            if v is None:
+                continue
+            if values is not None and v not in values:
+                raise ApiError.one(400, "invalid", f"{name} must be one of {', '.join(values)}", field=name)
+            if len(v) > 128:
+                raise ApiError.one(400, "invalid", f"{name} is too long", field=name)
+            q[name] = v
+        return q
+
+    # -- delivery log --------------------------------------------------------------------------
+    @app.get("/v1/deliveries")
+    def deliveries():
+        p = reader()
+        limit, offset = page_args()
+        q = scoped_query(p, "agency_code", {"finding_id": None, "dossier_code": None,
+                                            "channel": ("email", "sms", "webhook"), "outcome": OUTCOMES})
+        items = [_json_safe(d) for d in get_store().list_deliveries(q, limit, offset)]
+        return jsonify({"items": items, "limit": limit, "offset": offset})
+
+    @app.get("/v1/notifications")
+    def notifications():
+        p = reader()
+        limit, offset = page_args()
+        q = scoped_query(p, "finding_agency", {"finding_id": None, "dossier_code": None,
+                                               "status": STATUSES, "kind": ("alert", "repeat", "resolved", "digest")})
+        cur = get_store().notifications.find(q, {"subject": 0, "text": 0, "html": 0}).sort(
+            [("created_at", -1), ("_id", -1)]).skip(offset).limit(limit)
+        return jsonify({"items": [_json_safe(d) for d in cur], "limit": limit, "offset": offset})
+
+    # -- acknowledgement -------------------------------------------------------------------------
+    def claim_of(token: str):
+        try:
+            return verify_ack(secret, token, clock.now())
+        except TokenError as exc:
+            status = 503 if exc.code == "not_configured" else 410 if exc.code == "expired" else 400
+            raise ApiError.one(status, exc.code, str(exc), field="token") from None
+
+    def wants_json() -> bool:
+        best = request.accept_mimetypes.best_match(["text/html", "application/json"])
+        return best == "application/json" or request.is_json
+
+    def ack_page(title: str, body: str, status: int = 200):
+        return Response(_PAGE.format(title=escape(title), body=body), status=status,
+                        mimetype="text/html")
+
+    @app.get("/v1/ack/<token>")
+    def ack_form(token: str):
+        claim = claim_of(token)
+        f = get_store().get_finding(claim.finding_id)
+        if f is None:
+            raise ApiError.one(404, "not_found", "finding not found", field="token")
+        info = {"finding_id": f["_id"], "dossier_code": f["dossier_code"], "rule": f["rule"],
+                "title": f.get("title"), "state": f["state"], "recipient": claim.recipient,
+                "acknowledged_at": _json_safe({"t": f.get("acked_at")})["t"], "acknowledged_by": f.get("acked_by")}
+        if wants_json():
+            return jsonify(info)
+        done = (f"<p>Cảnh báo đã được xác nhận lúc {escape(local_text(f['acked_at']))}.</p>"
+                if f.get("acked_at") else
+                f'<form method="post"><button type="submit">Xác nhận đã nhận cảnh báo</button></form>')
+        body = (f"<p>Hồ sơ <strong>{escape(f['dossier_code'])}</strong>: {escape(f.get('title') or f['rule'])} "
+                f"(mức độ: {escape(SEVERITY_TEXT.get(f['severity'], f['severity']))}).</p>{done}")
+        return ack_page("Xác nhận cảnh báo", body)
+
+    @app.post("/v1/ack/<token>")
+    def ack_link(token: str):
+        claim = claim_of(token)
+        res = get_service().acknowledge(claim.finding_id, claim.recipient, by=claim.recipient, via="link")
+        if res is None:
+            raise ApiError.one(404, "not_found", "finding not found", field="token")
+        if wants_json():
+            return jsonify(_json_safe(res))
+        return ack_page("Đã xác nhận", f"<p>Đã ghi nhận xác nhận của {escape(claim.recipient)} lúc "
+                        f"{escape(local_text(res['acknowledged_at']))}. Việc nhắc lại và chuyển cấp "
+                        f"cảnh báo này đã dừng.</p>")
+
+    @app.post("/v1/findings/<finding_id>/ack")
+    def ack_with_key(finding_id: str):
+        p = reader()
+        if len(finding_id) > 128:
+            raise ApiError.one(400, "invalid", "finding id too long", field="finding_id")
+        f = get_store().get_finding(finding_id)
+        if f is None or not p.can_access(f["agency_code"], get_directory()):
+            raise ApiError.one(404, "not_found", "finding not found", field="finding_id")
+        body = request.get_json(silent=True) if request.data else {}
+        if body is None or not isinstance(body, dict) or set(body) - {"note"}:
+            raise ApiError.one(400, "invalid", "body must be empty or {\"note\": \"…\"}", field="$")
+        res = get_service().acknowledge(finding_id, f"key:{p.key_id}", by=f"key:{p.key_id}@{p.agency_code}",
+                                        via="api")
+        return jsonify(_json_safe(res))
+
+    return app
