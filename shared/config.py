@@ -33,8 +33,24 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "INTAKE_RATE_WINDOW_S": ("60", "intake: rate-limit window in seconds"),
     "INTAKE_KEY_CACHE_S": ("5", "API keys: seconds a verified key is cached per process (revocation delay)"),
     "MONGO_TIMEOUT_MS": ("3000", "MongoDB server-selection/socket timeout before a 503"),
-    "INTAKE_URL": ("http://127.0.0.1:8001", "base URL of the intake API"),
     "MOTCUA_CLOCK_FILE": ("", "tests only: a file holding the current instant (virtual clock)"),
+    # clients of the running stack (`motcua local env`, `motcua demo`, e2e tests)
+    "INTAKE_URL": ("http://127.0.0.1:8001", "base URL of the intake API"),
+    "SLA_URL": ("http://127.0.0.1:8002", "base URL of the sla read API"),
+    "MAIL_DIR": ("", "local stack: folder where the SMTP catcher stores each alert as an .eml file"),
+    # the local stack of deploy/local (shared/localstack.py)
+    "MOTCUA_LOCAL_NAME": ("dev", "local stack: name; state goes to <MOTCUA_LOCAL_DIR>/<name>/"),
+    "MOTCUA_LOCAL_DIR": (".local", "local stack: state root (pids, logs, data, mail), relative to the repo"),
+    "MOTCUA_CACHE_DIR": ("deploy/local/.cache", "local stack: Kafka jars and FerretDB binary cache"),
+    "MOTCUA_KAFKA_PORT": ("19092", "local stack: Kafka PLAINTEXT port"),
+    "MOTCUA_KAFKA_CONTROLLER_PORT": ("19093", "local stack: Kafka KRaft controller port (default: Kafka port + 1)"),
+    "MOTCUA_FERRETDB_PORT": ("27027", "local stack: FerretDB (MongoDB wire) port"),
+    "MOTCUA_FERRETDB_DEBUG_PORT": ("27028", "local stack: FerretDB debug/metrics port (default: FerretDB port + 1)"),
+    "MOTCUA_SMTP_PORT": ("1025", "local stack: SMTP catcher port"),
+    "MOTCUA_INTAKE_PORT": ("8001", "local stack: intake API port"),
+    "MOTCUA_SLA_PORT": ("8002", "local stack: sla API port"),
+    "MOTCUA_NOTIFY_PORT": ("8003", "local stack: notify API port"),
+    "MOTCUA_PERF": ("", "tests: 1 runs the benchmarks of tests/perf without `-m perf`"),
 }
 
 
