@@ -246,8 +246,11 @@ def create_app(config: dict | None = None, *, db=None, clock=None):
         body = request.get_json(silent=True) if request.data else {}
         if body is None or not isinstance(body, dict) or set(body) - {"note"}:
             raise ApiError.one(400, "invalid", "body must be empty or {\"note\": \"…\"}", field="$")
+        note = body.get("note")
+        if note is not None and (not isinstance(note, str) or len(note) > 1000):
+            raise ApiError.one(400, "invalid", "note must be a string of at most 1000 characters", field="note")
         res = get_service().acknowledge(finding_id, f"key:{p.key_id}", by=f"key:{p.key_id}@{p.agency_code}",
-                                        via="api")
+                                        via="api", note=note)
         return jsonify(_json_safe(res))
 
     return app

@@ -276,13 +276,13 @@ class NotifyService:
         return f"{self.base_url}/v1/ack/{token}"
 
     def acknowledge(self, finding_id: str, person: str, by: str, via: str,
-                    now: datetime | None = None) -> dict | None:
+                    now: datetime | None = None, note: str | None = None) -> dict | None:
         """Record an acknowledgement; stops escalation and repeats. None if the finding is unknown."""
         now = ensure_utc(now or self.clock.now())
         f = self.store.get_finding(finding_id)
         if f is None:
             return None
-        first = self.store.record_ack(finding_id, person, by, via, now)
+        first = self.store.record_ack(finding_id, person, by, via, now, note)
         cancelled = self.store.cancel_pending(finding_id, ("repeat",), now, "acknowledged")
         cancelled += self.store.cancel_pending(finding_id, ("alert",), now, "acknowledged", min_level=1)
         log.info("finding acknowledged", extra={"fields": {"finding_id": finding_id, "recipient": person,

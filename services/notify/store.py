@@ -157,9 +157,11 @@ class NotifyStore:
         return list(self.deliveries.find(q).sort([("at", DESCENDING), ("_id", DESCENDING)]).skip(skip).limit(limit))
 
     # --- acknowledgements -------------------------------------------------------------------
-    def record_ack(self, finding_id: str, person: str, by: str, via: str, now: datetime) -> bool:
+    def record_ack(self, finding_id: str, person: str, by: str, via: str, now: datetime,
+                   note: str | None = None) -> bool:
         """Record an acknowledgement; True when it is the finding's first."""
-        self.acks.insert_one({"finding_id": finding_id, "recipient": person, "by": by, "via": via, "at": now})
+        self.acks.insert_one({"finding_id": finding_id, "recipient": person, "by": by, "via": via, "at": now,
+                              "note": note})
         res = self.findings.update_one({"_id": finding_id, "acked_at": None},
                                        {"$set": {"acked_at": now, "acked_by": by, "acked_recipient": person,
                                                  "next_escalation_at": None, "next_repeat_at": None}})
