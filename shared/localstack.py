@@ -278,6 +278,23 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
         return False
 
 
+def free_port_pair(host: str = "127.0.0.1") -> int:
+    """A port P such that P and P+1 are both free right now (for a private stack)."""
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+        if port >= 65535:
+            continue
+        with socket.socket() as s2:
+            try:
+                s2.bind((host, port + 1))
+            except OSError:
+                continue
+        return port
+    raise StackError("no pair of free ports found")
+
+
 def _pid_file(cfg: StackConfig, name: str) -> Path:
     return cfg.pid_dir / f"{name}.pid"
 

@@ -63,23 +63,6 @@ def _docker_available() -> bool:
         return False
 
 
-def _free_port_pair(host: str = "127.0.0.1") -> int:
-    """A port P such that P and P+1 are both free right now."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind((host, 0))
-            port = s.getsockname()[1]
-        if port >= 65535:
-            continue
-        with socket.socket() as s2:
-            try:
-                s2.bind((host, port + 1))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no pair of free ports found")
-
-
 class _Infra:
     """Session-wide provider; each part is started on first use only."""
 
@@ -103,12 +86,13 @@ class _Infra:
                 raise RuntimeError(f"the session's local stack could not start: {self._stack_error}")
             if self._stack is None:
                 from shared import localstack
+                from shared.localstack import free_port_pair
 
                 cfg = localstack.StackConfig.from_env(
                     name=f"pytest-{os.getpid()}",
-                    kafka_port=_free_port_pair(), kafka_controller_port=0,
-                    mongo_port=_free_port_pair(), mongo_debug_port=0,
-                    smtp_port=_free_port_pair())
+                    kafka_port=free_port_pair(), kafka_controller_port=0,
+                    mongo_port=free_port_pair(), mongo_debug_port=0,
+                    smtp_port=free_port_pair())
                 try:
                     localstack.up(cfg, infra_only=True, timeout=180)
                 except BaseException as exc:

@@ -51,15 +51,13 @@ def test_missing_tool_is_named(tmp_path, monkeypatch):
 
 
 def test_up_status_env_idempotent_down_and_wipe(tmp_path):
-    from conftest import _free_port_pair
-
     env = dict(os.environ)
     for var in ("KAFKA_BOOTSTRAP_SERVERS", "MONGO_URI"):
         env.pop(var, None)
     env.update({
         "MOTCUA_LOCAL_NAME": "lifecycle", "MOTCUA_LOCAL_DIR": str(tmp_path),
-        "MOTCUA_KAFKA_PORT": str(_free_port_pair()), "MOTCUA_FERRETDB_PORT": str(_free_port_pair()),
-        "MOTCUA_SMTP_PORT": str(_free_port_pair()),
+        "MOTCUA_KAFKA_PORT": str(localstack.free_port_pair()), "MOTCUA_FERRETDB_PORT": str(localstack.free_port_pair()),
+        "MOTCUA_SMTP_PORT": str(localstack.free_port_pair()),
     })
     cfg = StackConfig.from_env(env)
     try:
