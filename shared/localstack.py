@@ -711,13 +711,13 @@ def status(cfg: StackConfig) -> list[dict]:
             url = cfg.url(getattr(cfg, spec.port_attr))
             checks[spec.name] = (url, lambda u=url: http_healthy(u, 1.0))
         else:
-            checks[spec.name] = ("-", lambda: True)
+            checks[spec.name] = ("-", None)     # a worker has no endpoint: alive is all we know
     for name, (addr, check) in checks.items():
         pid = _read_pid(cfg, name)
         health = "-"
         if pid:
             try:
-                health = "healthy" if check() else "unhealthy"
+                health = "alive" if check is None else "healthy" if check() else "unhealthy"
             except Exception as exc:   # noqa: BLE001
                 health = f"unhealthy ({type(exc).__name__})"
         rows.append({"name": name, "state": "running" if pid else "stopped", "pid": pid or "",

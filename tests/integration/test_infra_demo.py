@@ -1,0 +1,61 @@
+"""`motcua demo`'s sample events (no infrastructure needed: the events are checked against the
+contract, the shipped catalog and directory)."""
+from __future__ import annotations
+
+import random
+import re
+from datetime import datetime, timedelta, timezone
+
+from shared.catalog import default_catalog
+from shared.cli_local import demo_events
+from shared.config import Settings
+from shared.directory import load_directory
+from shared.events import validate_event
+
+NOW = datetime(2024, 11, 20, 3, 0, tzinfo=timezone.utc)
+
+
+def _events(seed=7, count=12):
+    directory = load_directory(Settings.from_env({}).directory_file)
+    return demo_events(default_catalog(), directory, NOW, random.Random(seed), count), directory
+
+
+def test_every_event_is_valid_and_refers_to_catalog_and_directory():
+    events, directory = _events()
+    catalog = default_catalog()
+    assert len(events) >= 12
+    for e in events:
+        _value, errors = validate_event(e)
+        assert not errors, (e["type"], errors)
+        assert e["agency_code"] in directory
+        assert datetime.fromisoformat(e["occurred_at"]) <= NOW
+        assert re.fullmatch(r"\d{3}\.\d{2}\.\d{2}\.H56-\d{6}-\d{4}", e["dossier_code"])
+        if e["type"] == "dossier.received":
+            proc = catalog.get(e["data"]["procedure_code"])
+            assert proc is not None
+            assert not proc.unknown_components(e["data"]["components"])
+
+
+def test_sample_has_overdue_unresolved_dossiers_and_a_mix_of_outcomes():
+    events, _ = _events()
+    by_code: dict[str, list[dict]] = {}
+    for e in events:
+        by_code.setdefault(e["dossier_code"], []).append(e)
+    old_open = [c for c, evs in by_code.items()
+                if datetime.fromisoformat(evs[0]["occurred_at"]) < NOW - timedelta(days=10)
+                and not {"dossier.resolved", "dossier.refused", "dossier.withdrawn"} & {e["type"] for e in evs}]
+    assert len(old_open) >= 2                     # overdue alerts right away
+    types = {e["type"] for e in events}
+    assert {"dossier.received", "dossier.resolved", "dossier.returned", "dossier.refused",
+            "dossier.supplement_requested"} <= types
+    assert all(evs[0]["type"] == "dossier.received" for evs in by_code.values())
+    names = [e["data"]["applicant"]["name"] for e in events if e["type"] == "dossier.received"]
+    assert any(re.search(r"[ăâđêôơưạảấầẩẫậắằẳẵặẹẻẽếềểễệỉịọỏốồổỗộớờởỡợụủứừửữựỳỵỷỹ]", n.lower()) for n in names)
+
+
+def test_same_seed_same_events_different_seed_different_codes():
+    a, _ = _events(seed=1)
+    b, _ = _events(seed=1)
+    c, _ = _events(seed=2)
+    assert a == b
+    assert {e["dossier_code"] for e in a} != {e["dossier_code"] for e in c}
