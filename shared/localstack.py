@@ -621,17 +621,22 @@ def start_services(cfg: StackConfig, timeout: float = 60.0) -> dict[str, str]:
             _check_port_free(cfg, spec.name, getattr(cfg, spec.port_attr))
         _start(cfg, spec.name, [sys.executable, *spec.argv], env=env, marker=spec.argv[-1])
         started.append(spec)
-    for spec in started:
-        if spec.port_attr:
-            url = cfg.url(getattr(cfg, spec.port_attr))
-            _wait_healthy(cfg, spec.name, lambda u=url: http_healthy(u), timeout)
-            report[spec.name] = f"started, {url}/healthz answers"
-        else:
-            # a worker has no port: it must still be alive once the APIs are up
-            if _read_pid(cfg, spec.name) is None:
-                raise StackError(f"{spec.name} exited; see {cfg.log_dir / (spec.name + '.log')}:\n"
-                                 f"{_tail(cfg.log_dir / (spec.name + '.log'))}")
-            report[spec.name] = "started (worker, running)"
+    try:
+        for spec in started:
+            if spec.port_attr:
+                url = cfg.url(getattr(cfg, spec.port_attr))
+                _wait_healthy(cfg, spec.name, lambda u=url: http_healthy(u), timeout)
+                report[spec.name] = f"started, {url}/healthz answers"
+            else:
+                # a worker has no port: it must still be alive once the APIs are up
+                if _read_pid(cfg, spec.name) is None:
+                    raise StackError(f"{spec.name} exited; see {cfg.log_dir / (spec.name + '.log')}:\n"
+                                     f"{_tail(cfg.log_dir / (spec.name + '.log'))}")
+                report[spec.name] = "started (worker, running)"
+    except BaseException:
+        for spec in started:      # nothing half-started stays behind
+            _stop(cfg, spec.name)
+        raise
     return report
 
 
