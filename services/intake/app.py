@@ -128,6 +128,7 @@ def create_app(config: dict | None = None, *, publisher=None, clock=None, db=Non
     app.config["INTAKE"] = cfg
     if not cfg.get("TESTING"):
         configure_json_logging()
+        logging.getLogger("kafka").setLevel(logging.WARNING)   # its INFO is per connection
     clock = clock or clock_from_env()
     res = Resources(cfg, publisher=publisher, db=db)
 
