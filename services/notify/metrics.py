@@ -43,12 +43,11 @@ class StoreCollector:
             (sent if status == "sent" else failed).add_metric([channel], n)
         yield sent
         yield failed
-        now = self.clock.now()
-        pending = store.notifications.count_documents({"status": "pending"})
-        deferred = store.notifications.count_documents({"status": "pending", "due_at": {"$gt": now}})
-        g = GaugeMetricFamily("notify_pending", "notifications not yet sent", labels=["kind"])
+        due, deferred = store.queue_size(self.clock.now())
+        g = GaugeMetricFamily("notify_pending", "notifications not yet sent (deferred: waiting for "
+                              "working hours or a retry)", labels=["kind"])
         g.add_metric(["deferred"], deferred)
-        g.add_metric(["due"], pending - deferred)
+        g.add_metric(["due"], due)
         yield g
         h = HistogramMetricFamily("notify_store_delivery_latency_seconds",
                                   "planned → sent, last deliveries in the store", labels=["channel"])

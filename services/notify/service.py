@@ -132,7 +132,8 @@ class NotifyService:
                  base_url: str = "", secret: str = "", calendars: Callable[[str], Any] | None = None,
                  procedure_name: Callable[[str], str | None] | None = None,
                  requirement: Callable[[str | None, str], str | None] | None = None,
-                 metrics=None, renderer: Renderer | None = None, lease: timedelta = timedelta(minutes=2)):
+                 metrics=None, renderer: Renderer | None = None, lease: timedelta = timedelta(minutes=2),
+                 send_threads: int = 4, claim_batch: int = 50):
         self.store, self.policy, self.directory, self.channels, self.clock = store, policy, directory, channels, clock
         self.base_url = base_url.rstrip("/")
         self.secret = secret
@@ -143,6 +144,8 @@ class NotifyService:
         self.renderer = renderer or Renderer()
         self.lease = lease
         self._digest_done: set[tuple[str, str]] = set()   # cache only; the unique index decides
+        self.send_threads, self.claim_batch = send_threads, claim_batch
+        self._pool = None
 
     # --- helpers ------------------------------------------------------------------------------
     def _default_calendars(self, agency_code: str):
@@ -192,7 +195,7 @@ class NotifyService:
         if prev_state == "resolved":   # re-opened: a new episode
             episode = f.get("episode", 0) + 1
             self.store.set_finding(f["_id"], {"episode": episode, "level": 0, "repeats": 0, "acked_at": None,
-                                              "acked_by": None, "acked_recipient": None})
+                                              "acked_by": None, "acked_recipient": None, "alerted": []})
             f = self.store.get_finding(f["_id"])
             prev = None
         if route.mode == "digest":
@@ -255,15 +258,12 @@ class NotifyService:
         self.store.set_finding(f["_id"], {"next_escalation_at": None, "next_repeat_at": None})
         if not route.resolved_notice:
             return 0
-        sent = self.store.notifications_for(f["_id"], episode=f.get("episode", 0), status="sent",
-                                            kind={"$in": ["alert", "repeat"]})
         n, seen = 0, set()
-        for d in sent:
-            if d["recipient"] in seen:
+        for d in f.get("alerted") or []:
+            if d.get("episode", 0) != f.get("episode", 0) or d["recipient"] in seen:
                 continue
             seen.add(d["recipient"])
-            r = Recipient(d["recipient"], d["person"], d["channel"], d["address"], d["agency_code"],
-                          d["role"], d.get("recipient_name", ""), d.get("recipient_title", ""), d.get("target"))
+            r = _recipient(d)
             due = now if r.channel == "webhook" else self._next_working(r.agency_code, now)
             n += self._insert(f, r, 0, "resolved", 0, due, now)
         return n
@@ -293,15 +293,23 @@ class NotifyService:
 
     # --- sending ----------------------------------------------------------------------------------
     def dispatch_due(self, now: datetime | None = None, max_items: int = 1000) -> int:
-        """Send due notifications (at most `max_items`); returns how many were attempted."""
+        """Send due notifications (at most `max_items`); returns how many were attempted.
+        A claimed batch is sent by `send_threads` threads (sends wait on the network)."""
         n = 0
         while n < max_items:
             t = ensure_utc(now or self.clock.now())
-            doc = self.store.claim_due(t, self.lease)
-            if doc is None:
+            docs = self.store.claim_due(t, self.lease, min(self.claim_batch, max_items - n))
+            if not docs:
                 break
-            self._deliver(doc, t)
-            n += 1
+            if self.send_threads > 1 and len(docs) > 1:
+                if self._pool is None:
+                    from concurrent.futures import ThreadPoolExecutor
+                    self._pool = ThreadPoolExecutor(self.send_threads, thread_name_prefix="notify-send")
+                list(self._pool.map(lambda d: self._deliver(d, t), docs))
+            else:
+                for d in docs:
+                    self._deliver(d, t)
+            n += len(docs)
         return n
 
     def _log_fields(self, doc: dict) -> dict:
@@ -366,8 +374,8 @@ class NotifyService:
             self._fail(doc, now, f"render: {type(exc).__name__}: {exc}"[:300], 0.0)
             return
         if msg is None:
-            self.store.update_notification(doc["_id"], {"status": "cancelled", "cancelled_at": now,
-                                                         "error": "resolved or acknowledged before delivery"})
+            self.store.finish(doc["_id"], {"status": "cancelled", "cancelled_at": now,
+                                           "error": "resolved or acknowledged before delivery"})
             return
         if channel is None:
             self._fail(doc, now, f"channel {doc['channel']!r} is not configured", 0.0)
@@ -383,17 +391,18 @@ class NotifyService:
                 return
             delay = min(self.policy.retry_base_seconds * 2 ** (attempts - 1), self.policy.retry_max_seconds)
             self._record(doc, now, "error", str(exc), spent)
-            self.store.update_notification(doc["_id"], {"status": "pending", "attempts": attempts,
-                                                         "due_at": now + timedelta(seconds=delay),
-                                                         "error": str(exc)})
+            self.store.retry_at(doc["_id"], now + timedelta(seconds=delay),
+                                {"attempts": attempts, "error": str(exc)})
             self._count("retries", doc["channel"])
             log.warning("send failed; will retry", extra={"fields": {**fields, "attempt": attempts,
                                                                       "retry_in_s": delay, "error": str(exc)}})
             return
         spent = _time.perf_counter() - t0
         sent_at = ensure_utc(self.clock.now())
-        self.store.update_notification(doc["_id"], {"status": "sent", "sent_at": sent_at,
-                                                     "attempts": doc.get("attempts", 0) + 1, "error": None})
+        self.store.finish(doc["_id"], {"status": "sent", "sent_at": sent_at,
+                                       "attempts": doc.get("attempts", 0) + 1, "error": None})
+        if doc["kind"] in ("alert", "repeat"):
+            self.store.add_alerted(doc["finding_id"], {k: doc.get(k) for k in _ALERTED})
         self._record(doc, sent_at, "sent", None, spent)
         self._count("sent", doc["channel"])
         if self.metrics is not None and doc.get("created_at"):
@@ -403,8 +412,8 @@ class NotifyService:
 
     def _fail(self, doc: dict, now: datetime, error: str, spent: float) -> None:
         self._record(doc, now, "failed", error, spent)
-        self.store.update_notification(doc["_id"], {"status": "failed", "failed_at": now, "error": error,
-                                                     "attempts": doc.get("attempts", 0) + 1})
+        self.store.finish(doc["_id"], {"status": "failed", "failed_at": now, "error": error,
+                                       "attempts": doc.get("attempts", 0) + 1})
         self._count("failed", doc["channel"])
         log.error("notification failed", extra={"fields": {**self._log_fields(doc), "error": error}})
 
@@ -444,15 +453,12 @@ class NotifyService:
             if not self.store.set_finding(f["_id"], {"repeats": seq, "next_repeat_at": nxt},
                                           expect={"repeats": f.get("repeats", 0)}):
                 continue
-            sent = self.store.notifications_for(f["_id"], episode=f.get("episode", 0), status="sent",
-                                                kind="alert")
             seen = set()
-            for d in sent:
-                if d["recipient"] in seen:
+            for d in f.get("alerted") or []:
+                if d.get("episode", 0) != f.get("episode", 0) or d.get("kind") != "alert" or d["recipient"] in seen:
                     continue
                 seen.add(d["recipient"])
-                r = Recipient(d["recipient"], d["person"], d["channel"], d["address"], d["agency_code"],
-                              d["role"], d.get("recipient_name", ""), d.get("recipient_title", ""), d.get("target"))
+                r = _recipient(d)
                 due = now if (route.any_hour or r.channel == "webhook") else self._next_working(r.agency_code, now)
                 n += self._insert(f, r, d["level"], "repeat", seq, due, now)
         return n
@@ -521,6 +527,15 @@ class NotifyService:
                                   text=rendered.text, html=rendered.html,
                                   counts={k: len(v) for k, v in content.items()})
         return n
+
+
+_ALERTED = ("recipient", "person", "channel", "address", "agency_code", "role", "recipient_name",
+            "recipient_title", "target", "level", "kind", "episode")
+
+
+def _recipient(d: dict) -> Recipient:
+    return Recipient(d["recipient"], d["person"], d["channel"], d["address"], d["agency_code"], d["role"],
+                     d.get("recipient_name") or "", d.get("recipient_title") or "", d.get("target"))
 
 
 def _iso(t) -> str | None:

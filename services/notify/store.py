@@ -12,8 +12,14 @@ Collections:
   status: pending → sending (leased) → sent | failed | cancelled; pending → pending (retry later).
 - `deliveries`: every attempt (time, channel, recipient, outcome, error, latency).
 - `acks`: every acknowledgement (who, when, how).
-- `notification_claims`: `_id` = `<notification id>:a<attempt>:r<reclaim>`; inserting it is the
-  lock that lets exactly one instance send one attempt.
+- `notify_queue`: one small document per notification not yet final (`_id` = notification id,
+  `due_at`, `n` = claims so far). The sender scans only this collection: FerretDB evaluates
+  filters other than `_id` by reading every document, so the queue must stay small; final
+  notifications leave it. A claimed entry's `due_at` moves to the end of its lease, so an entry
+  whose sender crashed becomes due again by itself.
+- `notification_claims`: `_id` = `<notification id>:<n>`; inserting it is the lock that lets
+  exactly one instance take one claim (FerretDB's findAndModify is not atomic between writers,
+  a unique key is).
 """
 from __future__ import annotations
 
@@ -27,10 +33,12 @@ NOTIFICATIONS = "notifications"
 DELIVERIES = "deliveries"
 ACKS = "acks"
 CLAIMS = "notification_claims"
+QUEUE = "notify_queue"
 NOTIFICATION_KEY = ("finding_id", "episode", "recipient", "level", "kind", "seq")
 # scheduler state of a finding, set when notify first stores it and never overwritten by revisions
 SCHEDULE_DEFAULTS = {"episode": 0, "level": 0, "next_escalation_at": None, "next_repeat_at": None,
-                     "repeats": 0, "acked_at": None, "acked_by": None, "acked_recipient": None}
+                     "repeats": 0, "acked_at": None, "acked_by": None, "acked_recipient": None,
+                     "alerted": []}
 
 
 class NotifyStore:
@@ -41,6 +49,7 @@ class NotifyStore:
         self.deliveries = db[DELIVERIES]
         self.acks = db[ACKS]
         self.claims = db[CLAIMS]
+        self.queue = db[QUEUE]
 
     def ensure_indexes(self) -> None:
         self.notifications.create_index([(k, ASCENDING) for k in NOTIFICATION_KEY], unique=True,
@@ -53,6 +62,7 @@ class NotifyStore:
         self.findings.create_index([("next_escalation_at", ASCENDING)], name="escalation")
         self.findings.create_index([("next_repeat_at", ASCENDING)], name="repeat")
         self.acks.create_index([("finding_id", ASCENDING)], name="finding")
+        self.queue.create_index([("due_at", ASCENDING)], name="due")
 
     # --- findings ---------------------------------------------------------------------------
     def upsert_finding(self, doc: dict) -> tuple[bool, dict | None]:
@@ -100,54 +110,70 @@ class NotifyStore:
 
     # --- notifications ----------------------------------------------------------------------
     def create_notification(self, doc: dict) -> bool:
-        """Insert (claim) a notification; False when one with the same key exists."""
+        """Insert (claim) a notification, and queue it when pending; False when one with the
+        same key exists."""
         try:
             self.notifications.insert_one(doc)
-            return True
         except DuplicateKeyError:
             return False
+        if doc.get("status") == "pending":
+            self.queue.insert_one({"_id": doc["_id"], "due_at": doc["due_at"], "n": 0,
+                                   "finding_id": doc["finding_id"], "kind": doc["kind"], "level": doc["level"]})
+        return True
 
-    def claim_due(self, now: datetime, lease: timedelta, scan: int = 20) -> dict | None:
-        """Take one due notification for sending (pending and due, or a lease that expired).
+    def claim_due(self, now: datetime, lease: timedelta, limit: int = 50) -> list[dict]:
+        """Take up to `limit` due notifications for sending; returns their documents."""
+        out = []
+        for entry in self.queue.find({"due_at": {"$lte": now}}).sort([("due_at", ASCENDING)]).limit(limit):
+            try:
+                self.claims.insert_one({"_id": f"{entry['_id']}:{entry.get('n', 0)}", "at": now})
+            except DuplicateKeyError:
+                continue   # another instance took it
+            self.queue.update_one({"_id": entry["_id"]}, {"$set": {"due_at": now + lease, "n": entry.get("n", 0) + 1}})
+            doc = self.notifications.find_one({"_id": entry["_id"]})
+            if doc is None or doc.get("status") not in ("pending", "sending"):
+                self.queue.delete_one({"_id": entry["_id"]})
+                continue
+            if doc.get("status") == "sending":   # its sender crashed after claiming: once more
+                doc["reclaims"] = doc.get("reclaims", 0) + 1
+            doc["status"] = "sending"
+            self.notifications.update_one({"_id": doc["_id"]}, {"$set": {
+                "status": "sending", "lease_until": now + lease, "reclaims": doc.get("reclaims", 0)}})
+            out.append(doc)
+        return out
 
-        The claim is an insert into `notification_claims` with a unique `_id` per notification and
-        attempt: FerretDB's findAndModify is not atomic between concurrent writers, a unique key
-        is. Only the instance whose insert succeeds sends."""
-        for query in ({"status": "pending", "due_at": {"$lte": now}},
-                      {"status": "sending", "lease_until": {"$lt": now}}):
-            for cand in self.notifications.find(query).sort([("due_at", ASCENDING)]).limit(scan):
-                stale = cand["status"] == "sending"
-                reclaims = cand.get("reclaims", 0) + (1 if stale else 0)
-                key = f"{cand['_id']}:a{cand.get('attempts', 0)}:r{reclaims}"
-                try:
-                    self.claims.insert_one({"_id": key, "at": now})
-                except DuplicateKeyError:
-                    continue   # another instance took it
-                fields = {"status": "sending", "lease_until": now + lease, "reclaims": reclaims}
-                self.notifications.update_one({"_id": cand["_id"]}, {"$set": fields})
-                cand.update(fields)
-                return cand
-        return None
+    def finish(self, nid, fields: dict) -> None:
+        """A notification reached a final state (sent, failed, cancelled): out of the queue."""
+        self.notifications.update_one({"_id": nid}, {"$set": fields})
+        self.queue.delete_one({"_id": nid})
 
-    def update_notification(self, nid, fields: dict, expect_status: str | None = None) -> bool:
-        q = {"_id": nid}
-        if expect_status:
-            q["status"] = expect_status
-        return self.notifications.update_one(q, {"$set": fields}).matched_count == 1
+    def retry_at(self, nid, due: datetime, fields: dict) -> None:
+        self.notifications.update_one({"_id": nid}, {"$set": {**fields, "status": "pending", "due_at": due}})
+        self.queue.update_one({"_id": nid}, {"$set": {"due_at": due}})
 
     def cancel_pending(self, finding_id: str, kinds: tuple[str, ...], now: datetime,
                        reason: str, min_level: int = 0) -> int:
-        res = self.notifications.update_many(
-            {"finding_id": finding_id, "status": "pending", "kind": {"$in": list(kinds)},
-             "level": {"$gte": min_level}},
-            {"$set": {"status": "cancelled", "cancelled_at": now, "error": reason}})
-        return res.modified_count
+        """Cancel queued notifications of a finding not yet being sent."""
+        n = 0
+        for entry in self.queue.find({"finding_id": finding_id}):
+            if entry.get("kind") not in kinds or entry.get("level", 0) < min_level:
+                continue
+            res = self.notifications.update_one({"_id": entry["_id"], "status": "pending"}, {"$set": {
+                "status": "cancelled", "cancelled_at": now, "error": reason}})
+            if res.modified_count:
+                self.queue.delete_one({"_id": entry["_id"]})
+                n += 1
+        return n
 
-    def notifications_for(self, finding_id: str, **q) -> list[dict]:
-        return list(self.notifications.find({"finding_id": finding_id, **q}).sort("created_at", ASCENDING))
+    def add_alerted(self, finding_id: str, recipient: dict) -> None:
+        """Remember who received an alert of the finding (for repeats and the closing notice)."""
+        self.findings.update_one({"_id": finding_id}, {"$addToSet": {"alerted": recipient}})
 
-    def count_notifications(self, q: dict) -> int:
-        return self.notifications.count_documents(q)
+    def queue_size(self, now: datetime) -> tuple[int, int]:
+        """(due, deferred) entries of the queue."""
+        total = self.queue.count_documents({})
+        deferred = self.queue.count_documents({"due_at": {"$gt": now}})
+        return total - deferred, deferred
 
     # --- deliveries -------------------------------------------------------------------------
     def record_delivery(self, doc: dict) -> None:

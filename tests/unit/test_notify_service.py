@@ -148,3 +148,25 @@ def test_ack_link_is_signed_for_the_recipient(env):
     token = head.text.split("http://notify.test/v1/ack/")[1].split()[0]
     claim = verify_ack("s3cret", token, MON_10H)
     assert (claim.finding_id, claim.recipient) == ("F-1", "head@000.00.10.H56")
+
+
+def test_crash_between_claim_and_mark_resends_once_after_the_lease(env):
+    env.svc.handle(finding(rule="TRANSFER_LATE", severity="warning", responsible_role="one_stop_chief",
+                           title="Chuyển hồ sơ chậm", overdue_working_hours=None))
+    claimed = env.store.claim_due(MON_10H, env.svc.lease)        # an instance claims, then dies
+    assert len(claimed) == 1
+    assert env.svc.dispatch_due() == 0                           # leased: nobody else sends it
+    env.clock.advance(env.svc.lease + timedelta(seconds=1))
+    assert env.svc.dispatch_due() == 1
+    n = env.db.notifications.find_one({})
+    assert n["status"] == "sent" and n["reclaims"] == 1
+    assert env.svc.dispatch_due() == 0 and len(env.email.sent) == 1
+    assert env.db.notify_queue.count_documents({}) == 0
+
+
+def test_two_claimers_of_one_entry_only_one_wins(env):
+    env.svc.handle(finding(rule="TRANSFER_LATE", severity="warning", responsible_role="one_stop_chief",
+                           title="Chuyển hồ sơ chậm", overdue_working_hours=None))
+    entry = env.db.notify_queue.find_one({})
+    env.db.notification_claims.insert_one({"_id": f"{entry['_id']}:0"})   # the other instance won
+    assert env.store.claim_due(MON_10H, env.svc.lease) == []
