@@ -253,6 +253,8 @@ class SlaHandler:
             due = due_at_of(state, evaluation)
             if due is not None:
                 summary["due_at"] = due
+            if getattr(state, "procedure_field", None):
+                summary["field"] = state.procedure_field
             dossier_writes.append(DossierWrite(code, state.to_doc(), partitions.get(code), next_check,
                                                old["rev"] if old and "rev" in old else 0,
                                                agencies=sorted(seen), summary=summary))

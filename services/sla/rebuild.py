@@ -100,9 +100,7 @@ def rebuild(settings: Settings, db, clock, ctx, *, engine=None, suffix: str | No
     finally:
         consumer.close()
     # the live worker published these changes already; the rebuilt copies are not news
-    repo.findings.update_many({"pending": True}, {"$set": {"pending": False}})
-    for d in repo.findings.find({}, {"revision": 1}):
-        repo.findings.update_one({"_id": d["_id"]}, {"$set": {"published_revision": d["revision"]}})
+    repo.mark_published([(d["_id"], d["revision"]) for d in repo.findings.find({}, {"revision": 1})])
     previous = live_names(db)
     if switch:
         switch_live(db, names, clock.now())

@@ -108,7 +108,7 @@ def _key(s: dict, group_by: str, catalog) -> tuple[str, str]:
     proc = catalog.get(code) if catalog is not None and code in catalog else None
     if group_by == "procedure":
         return code, proc.name if proc else ""
-    return (proc.field if proc else "?"), ""
+    return (s.get("field") or (proc.field if proc else "?")), ""
 
 
 def tally(summaries, params: Params, catalog=None) -> dict[tuple[str, str], dict]:

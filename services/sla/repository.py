@@ -22,6 +22,10 @@ from typing import Any, Iterable, Protocol
 
 META = "sla_meta"            # collection holding the pointer document
 POINTER_ID = "live"
+# FerretDB v1.24 (SQLite) holds one SQLite connection per update of a bulk until the command
+# ends: a bulk of ~100 updates exhausts its pool and the database deadlocks (seen on the dev
+# stack). Every bulk write is therefore sent in chunks of at most this many operations.
+BULK_CHUNK = 20
 BOOKKEEPING = ("_id", "partition", "next_check_at", "rev", "updated_at", "agencies", "summary")
 FINDING_BOOKKEEPING = ("_id", "revision", "published_revision", "pending", "partition", "updated_at")
 
@@ -135,6 +139,15 @@ class MongoRepository:
                 out.setdefault(d["dossier_code"], {})[d["_id"]] = d
         return out
 
+    def _bulk(self, coll, ops):
+        """bulk_write in chunks of BULK_CHUNK; returns (matched, upserted)."""
+        matched = upserted = 0
+        for i in range(0, len(ops), BULK_CHUNK):
+            res = coll.bulk_write(ops[i:i + BULK_CHUNK], ordered=False)
+            matched += res.matched_count
+            upserted += res.upserted_count
+        return matched, upserted
+
     def save(self, dossiers, findings, now):
         from pymongo import ReplaceOne
         from pymongo.errors import BulkWriteError
@@ -148,18 +161,18 @@ class MongoRepository:
                 else:
                     ops.append(ReplaceOne({"_id": w.code, "rev": w.prev_rev}, _dossier_doc(w, now)))
             try:
-                res = self.dossiers.bulk_write(ops, ordered=False)
+                matched, upserted = self._bulk(self.dossiers, ops)
             except BulkWriteError as exc:
                 if any(e.get("code") == 11000 for e in exc.details.get("writeErrors", [])):
                     raise StaleWrite("a dossier was created by another instance") from exc
                 raise
-            if res.matched_count + res.upserted_count != len(ops):
-                raise StaleWrite(f"{len(ops) - res.matched_count - res.upserted_count} dossier(s) "
+            if matched + upserted != len(ops):
+                raise StaleWrite(f"{len(ops) - matched - upserted} dossier(s) "
                                  "changed by another instance")
         if findings:
             ops = [ReplaceOne({"_id": w.finding_id}, _finding_doc(w, now), upsert=True)
                    for w in findings]
-            self.findings.bulk_write(ops, ordered=False)
+            self._bulk(self.findings, ops)
 
     def pending_findings(self, *, ids=None, partitions=None, limit=1000):
         q: dict[str, Any] = {"pending": True}
@@ -173,10 +186,10 @@ class MongoRepository:
         from pymongo import UpdateOne
 
         if done:
-            self.findings.bulk_write(
-                [UpdateOne({"_id": fid, "revision": rev},
-                           {"$set": {"pending": False, "published_revision": rev}})
-                 for fid, rev in done], ordered=False)
+            self._bulk(self.findings,
+                       [UpdateOne({"_id": fid, "revision": rev},
+                                  {"$set": {"pending": False, "published_revision": rev}})
+                        for fid, rev in done])
 
     def due_dossiers(self, partitions, now, limit):
         parts = list(partitions)

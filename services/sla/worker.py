@@ -87,13 +87,14 @@ def build_worker(settings: Settings, clock: Clock | None = None, *, ctx=None, en
     return Worker(loop, handler, repo, publisher, metrics)
 
 
-def run_worker(settings: Settings | None = None, metrics_port: int | None = None) -> int:
+def run_worker(settings: Settings | None = None, metrics_port: int | None = None,
+               group_id: str = GROUP_ID) -> int:
     """`python -m services.sla worker`: run until SIGTERM/SIGINT."""
     from shared.httpapi import configure_json_logging
 
     configure_json_logging()
     settings = settings or Settings.from_env()
-    worker = build_worker(settings)
+    worker = build_worker(settings, group_id=group_id)
     if metrics_port:
         from prometheus_client import start_http_server
         start_http_server(metrics_port, addr="127.0.0.1", registry=worker.metrics.registry)
@@ -104,6 +105,6 @@ def run_worker(settings: Settings | None = None, metrics_port: int | None = None
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    log.info("sla worker started", extra={"fields": {"topic": settings.topic_events, "group": GROUP_ID}})
+    log.info("sla worker started", extra={"fields": {"topic": settings.topic_events, "group": group_id}})
     worker.run()
     return 0

@@ -1,0 +1,286 @@
+"""The sla worker on a real Kafka broker and a real MongoDB-wire server (FerretDB in the dev stack).
+
+Loop mechanics (DLQ, crash between store and commit, rebalance, rebuild) run with the small
+engine of tests/unit/test_sla_handlers.py (OVERDUE one hour after receipt) so that each test
+controls exactly which findings must exist; test_sla_scenarios.py drives the real legal engine.
+Each test uses its own topics, consumer group and database.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
+from test_sla_handlers import T0, FakeEngine, event  # noqa: E402
+
+from shared.clock import FileClock, VirtualClock  # noqa: E402
+from shared.config import Settings  # noqa: E402
+from shared.messaging import KafkaPublisher, encode  # noqa: E402
+from services.sla.rebuild import rebuild  # noqa: E402
+from services.sla.repository import MongoRepository, live_names, strip_dossier  # noqa: E402
+from services.sla.worker import build_worker  # noqa: E402
+
+pytestmark = pytest.mark.integration
+REPO_ROOT = Path(__file__).resolve().parents[2]
+FAST = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000, "max_poll_interval_ms": 30000}
+
+
+def _reachable(hostport: str) -> bool:
+    host, _, port = hostport.split(",")[0].rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def settings():
+    base = Settings.from_env()
+    if not (_reachable(base.kafka_bootstrap_servers)
+            and _reachable(base.mongo_uri.split("//", 1)[1].split("/", 1)[0])):
+        pytest.skip("no Kafka/MongoDB-wire server (source .local/dev.env)")
+    tag = uuid.uuid4().hex[:10]
+    s = Settings.from_env(topic_events=f"t{tag}.events", topic_findings=f"t{tag}.findings",
+                          mongo_db=f"sla_{tag}")
+    yield s
+    from kafka.admin import KafkaAdminClient
+    from pymongo import MongoClient
+    MongoClient(s.mongo_uri).drop_database(s.mongo_db)
+    admin = KafkaAdminClient(bootstrap_servers=s.kafka_bootstrap_servers.split(","))
+    try:
+        admin.delete_topics([s.topic_events, s.topic_findings, s.topic_events_dlq])
+    except Exception:   # noqa: BLE001 - best-effort clean-up
+        pass
+    admin.close()
+
+
+@pytest.fixture
+def db(settings):
+    from pymongo import MongoClient
+    return MongoClient(settings.mongo_uri, tz_aware=True)[settings.mongo_db]
+
+
+class Running:
+    """A worker in a thread."""
+
+    def __init__(self, settings, clock, group, **kw):
+        self.worker = build_worker(settings, clock, ctx=object(), engine=FakeEngine, group_id=group,
+                                   consumer_config=FAST, **kw)
+        self.thread = threading.Thread(target=self.worker.run, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.worker.stop()
+        self.thread.join(20)
+        assert not self.thread.is_alive()
+
+
+def consume(settings, topic, until, timeout=60.0):
+    """Records of `topic` from the beginning until `until(records)` is true."""
+    from kafka import KafkaConsumer
+    from shared.messaging import decode
+    c = KafkaConsumer(topic, bootstrap_servers=settings.kafka_bootstrap_servers.split(","),
+                      group_id=None, auto_offset_reset="earliest", enable_auto_commit=False)
+    out = []
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            for rs in c.poll(timeout_ms=300).values():
+                out.extend((r, decode(r.value)) for r in rs)
+            if until(out):
+                return out
+    finally:
+        c.close()
+    raise AssertionError(f"timed out on {topic}: {len(out)} records")
+
+
+def wait_for(pred, timeout=60.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_events_scheduler_findings_and_dead_letters(settings, db):
+    clock = VirtualClock(T0)
+    w = Running(settings, clock, "g-" + uuid.uuid4().hex[:6])
+    pub = KafkaPublisher(settings.kafka_bootstrap_servers)
+    try:
+        pub.publish(settings.topic_events, "D-1", event("D-1"))
+        pub._producer.send(settings.topic_events, key=b"D-bad", value=b"\x00not json").get(10)
+        pub.publish(settings.topic_events, "D-2", dict(event("D-2"), unexpected=True))
+        pub.publish(settings.topic_events, "D-3", event("D-3"))
+        repo = MongoRepository(db)
+        wait_for(lambda: repo.findings.database[repo.names.dossiers].count_documents({}) == 2,
+                 what="two dossiers stored")
+        dlq = consume(settings, settings.topic_events_dlq, lambda rs: len(rs) >= 2)
+        reasons = sorted(v["reason"] for _, v in dlq)
+        assert reasons == ["invalid_event", "invalid_json"]
+        bad = next(r for r, v in dlq if v["reason"] == "invalid_json")
+        hdr = dict(bad.headers)
+        assert hdr["dlq.origin.topic"].decode() == settings.topic_events
+        assert int(hdr["dlq.origin.offset"].decode()) >= 0
+        # the scheduler: move the clock past the due instant; findings appear within 2 s
+        t_set = time.monotonic()
+        clock.set(T0 + timedelta(hours=1, seconds=1))
+        opened = consume(settings, settings.topic_findings, lambda rs: len(rs) >= 2, timeout=10)
+        lag = time.monotonic() - t_set
+        assert lag <= 2.5, f"detection lag {lag:.2f} s"
+        assert sorted((v["finding_id"], v["state"], v["revision"]) for _, v in opened) == [
+            ("D-1:OVERDUE", "open", 1), ("D-3:OVERDUE", "open", 1)]
+        assert all(r.key.decode() == v["dossier_code"] for r, v in opened)
+        pub.publish(settings.topic_events, "D-1", event("D-1", "dossier.resolved", when=clock.now()))
+        msgs = consume(settings, settings.topic_findings, lambda rs: len(rs) >= 3, timeout=20)
+        assert ("D-1:OVERDUE", "resolved", 2) in [(v["finding_id"], v["state"], v["revision"]) for _, v in msgs]
+        f = repo.findings.find_one({"_id": "D-1:OVERDUE"})
+        assert (f["revision"], f["published_revision"], f["pending"]) == (2, 2, False)
+    finally:
+        w.stop()
+        pub.close()
+
+
+def _worker_cmd(group):
+    code = ("import sys; sys.path.insert(0, %r);"
+            "from test_sla_handlers import FakeEngine;"
+            "from services.sla.worker import build_worker;"
+            "from shared.config import Settings;"
+            "w = build_worker(Settings.from_env(), ctx=object(), engine=FakeEngine, group_id=%r,"
+            " consumer_config=%r);"
+            "w.run()") % (str(REPO_ROOT / "tests" / "unit"), group, FAST)
+    return [sys.executable, "-c", code]
+
+
+def test_kill_between_store_and_commit_loses_and_duplicates_nothing(settings, db, tmp_path):
+    """SIGKILL a worker subprocess repeatedly mid-stream; a last one finishes the work."""
+    clock_file = tmp_path / "clock"
+    FileClock(clock_file).set(T0 + timedelta(hours=2))     # every dossier overdue on receipt
+    env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=settings.kafka_bootstrap_servers,
+               MONGO_URI=settings.mongo_uri, MONGO_DB=settings.mongo_db,
+               TOPIC_EVENTS=settings.topic_events, TOPIC_FINDINGS=settings.topic_findings,
+               MOTCUA_CLOCK_FILE=str(clock_file))
+    group = "g-" + uuid.uuid4().hex[:6]
+    from services.sla.worker import ensure_sla_topics
+    ensure_sla_topics(settings)
+    n = 300
+    pub = KafkaPublisher(settings.kafka_bootstrap_servers, linger_ms=5)
+    futs = [pub.send(settings.topic_events, f"K-{i}", event(f"K-{i}")) for i in range(n)]
+    for f in futs:
+        f.get(20)
+    repo = MongoRepository(db)
+    kills = 0
+    for _ in range(3):
+        p = subprocess.Popen(_worker_cmd(group), env=env, cwd=REPO_ROOT,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            target = repo.dossiers.count_documents({}) + 40
+            wait_for(lambda: repo.dossiers.count_documents({}) >= min(target, n) or p.poll() is not None,
+                     timeout=60, what="progress before the kill")
+        finally:
+            p.send_signal(signal.SIGKILL)
+            p.wait(10)
+            kills += 1
+        if repo.dossiers.count_documents({}) >= n:
+            break
+    p = subprocess.Popen(_worker_cmd(group), env=env, cwd=REPO_ROOT,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: repo.findings.count_documents({"pending": False}) == n, timeout=120,
+                 what="all findings stored and published")
+    finally:
+        p.send_signal(signal.SIGTERM)
+        p.wait(20)
+    assert repo.dossiers.count_documents({}) == n
+    assert all(len(d["event_ids"]) == 1 for d in repo.dossiers.find({}, {"event_ids": 1}))
+    assert repo.findings.count_documents({}) == n
+    assert repo.findings.count_documents({"revision": 1}) == n   # never re-opened, never duplicated
+    msgs = consume(settings, settings.topic_findings, lambda rs: {v["finding_id"] for _, v in rs}
+                   >= {f"K-{i}:OVERDUE" for i in range(n)})
+    by_id: dict = {}
+    for _, v in msgs:
+        by_id.setdefault((v["finding_id"], v["revision"]), []).append(v)
+    assert {fid for fid, _ in by_id} == {f"K-{i}:OVERDUE" for i in range(n)}
+    assert all(rev == 1 for _, rev in by_id)
+    # a republished change is the same change (same id, revision and content)
+    for copies in by_id.values():
+        assert all(c == copies[0] for c in copies)
+    print(f"\nkills={kills}, messages={len(msgs)} for {n} findings "
+          f"({len(msgs) - n} republished copies of the same revision)")
+
+
+def test_two_instances_share_partitions_through_rebalances(settings, db):
+    clock = VirtualClock(T0 + timedelta(hours=2))
+    group = "g-" + uuid.uuid4().hex[:6]
+    pub = KafkaPublisher(settings.kafka_bootstrap_servers, linger_ms=5)
+    a = Running(settings, clock, group)
+    b = None
+    n = 240
+    try:
+        for i in range(n // 2):
+            pub.send(settings.topic_events, f"R-{i}", event(f"R-{i}"))
+        pub.flush()
+        b = Running(settings, clock, group)                 # forces a rebalance
+        wait_for(lambda: len(b.worker.loop.consumer.assignment()) > 0, timeout=30, what="b assigned")
+        parts_a = {tp.partition for tp in a.worker.loop.consumer.assignment()}
+        parts_b = {tp.partition for tp in b.worker.loop.consumer.assignment()}
+        assert parts_a and parts_b and not parts_a & parts_b
+        for i in range(n // 2, n):
+            pub.send(settings.topic_events, f"R-{i}", event(f"R-{i}"))
+        pub.flush()
+        a.stop()                                            # another rebalance: b takes all
+        repo = MongoRepository(db)
+        wait_for(lambda: repo.findings.count_documents({"pending": False}) == n, timeout=90,
+                 what="every finding stored and published")
+        assert b.worker.handler.metrics.events_applied._value.get() > 0
+        assert a.worker.handler.metrics.events_applied._value.get() > 0
+    finally:
+        if b:
+            b.stop()
+        pub.close()
+    assert repo.findings.count_documents({}) == n and repo.findings.count_documents({"revision": 1}) == n
+    msgs = consume(settings, settings.topic_findings, lambda rs: len({v["finding_id"] for _, v in rs}) >= n)
+    assert {(v["finding_id"], v["revision"]) for _, v in msgs} == {(f"R-{i}:OVERDUE", 1) for i in range(n)}
+
+
+def test_rebuild_equals_live_and_switches_over(settings, db):
+    clock = VirtualClock(T0)
+    w = Running(settings, clock, "g-" + uuid.uuid4().hex[:6])
+    pub = KafkaPublisher(settings.kafka_bootstrap_servers)
+    try:
+        for i in range(20):
+            pub.publish(settings.topic_events, f"B-{i}", event(f"B-{i}"))
+        clock.set(T0 + timedelta(hours=1, seconds=1))
+        for i in range(0, 20, 3):
+            pub.publish(settings.topic_events, f"B-{i}", event(f"B-{i}", "dossier.resolved", when=clock.now()))
+        live = MongoRepository(db)
+        wait_for(lambda: live.findings.count_documents({"pending": False}) == 20
+                 and live.findings.count_documents({"state": "resolved"}) == 7, what="live findings")
+    finally:
+        w.stop()
+        pub.close()
+    res = rebuild(settings, db, clock, object(), engine=FakeEngine, suffix="t1")
+    assert res.messages == 27 and res.rejected == 0 and res.switched
+    assert live_names(db).dossiers == "dossiers_t1"
+    rebuilt = MongoRepository.live(db)
+
+    def dossiers(repo):
+        return {d["_id"]: (strip_dossier(d), d["partition"], d["summary"], d["next_check_at"])
+                for d in repo.dossiers.find({})}
+
+    def findings(repo):
+        return {d["_id"]: (d["state"], d["rule"], d["dossier_code"], d["due_at"]) for d in repo.findings.find({})}
+    assert dossiers(rebuilt) == dossiers(live)
+    assert findings(rebuilt) == findings(live)
+    assert rebuilt.findings.count_documents({"pending": True}) == 0
