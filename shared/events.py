@@ -7,6 +7,7 @@ field at once, or the loaded event. The Kafka message value is the event as post
 from __future__ import annotations
 
 import re
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -231,11 +232,26 @@ def _code_of(message: str) -> str:
     return "invalid"
 
 
+_schemas = threading.local()
+
+
+def _schema(cls: type[Schema]) -> Schema:
+    """One instance per schema class and thread: building a marshmallow Schema deep-copies its
+    fields, which cost more than the load itself (load() keeps no state on the instance)."""
+    cache = getattr(_schemas, "by_class", None)
+    if cache is None:
+        cache = _schemas.by_class = {}
+    inst = cache.get(cls)
+    if inst is None:
+        inst = cache[cls] = cls()
+    return inst
+
+
 def validate_event(payload: Any, stored: bool = False) -> tuple[dict | None, list[FieldError]]:
     """Validate an event against the contract; returns (event, []) or (None, errors)."""
     if not isinstance(payload, dict):
         return None, [FieldError("invalid_type", "$", "an event must be a JSON object")]
-    schema = StoredEnvelope() if stored else Envelope()
+    schema = _schema(StoredEnvelope if stored else Envelope)
     errors: list[FieldError] = []
     event = None
     try:
@@ -246,7 +262,7 @@ def validate_event(payload: Any, stored: bool = False) -> tuple[dict | None, lis
     data = payload.get("data")
     if etype in DATA_SCHEMAS and isinstance(data, dict):
         try:
-            loaded = DATA_SCHEMAS[etype]().load(data)
+            loaded = _schema(DATA_SCHEMAS[etype]).load(data)
             if event is not None:
                 event["data"] = loaded
         except ValidationError as exc:
