@@ -96,6 +96,7 @@ def create_app(config: dict | None = None, *, db=None, clock=None):
             return {"mongo": exc.__class__.__name__}
 
     m = init_http(app, "sla", readiness=readiness)
+    m.registry.register(_StoreCollector(repo, settings, app.config.get("CONSUMER_GROUP", "sla")))
 
     @app.errorhandler(AuthError)
     def _auth_error(exc: AuthError):
@@ -132,7 +133,11 @@ def create_app(config: dict | None = None, *, db=None, clock=None):
         from shared import engine
         doc = visible_dossier(code)
         state = engine.DossierState.from_doc(strip_dossier(doc))
-        return {"dossier_code": code, "deadline": jsonable(engine.explain_deadline(state, get_ctx()))}
+        try:
+            explained = engine.explain_deadline(state, get_ctx())
+        except ValueError as exc:   # not received yet, or procedure unknown: no legal due date
+            raise ApiError.one(409, "no_deadline", str(exc), field="code") from None
+        return {"dossier_code": code, "deadline": jsonable(explained)}
 
     @app.get("/v1/dossiers/<path:code>")
     def dossier(code):
@@ -208,6 +213,68 @@ def create_app(config: dict | None = None, *, db=None, clock=None):
         return jsonable(report)
 
     return app
+
+
+class _StoreCollector:
+    """Scrape-time gauges read from the stores: open findings by rule and severity (MongoDB) and
+    the lag of the sla consumer group per partition (Kafka committed vs end offsets). A store
+    that does not answer yields no sample rather than a failed scrape."""
+
+    def __init__(self, repo, settings: Settings, group: str):
+        self.repo, self.settings, self.group = repo, settings, group
+
+    def collect(self):
+        from prometheus_client.core import GaugeMetricFamily
+
+        open_f = GaugeMetricFamily("sla_open_findings", "open or escalated findings",
+                                   labels=["rule", "severity"])
+        try:
+            counts: dict = {}
+            for d in self.repo().findings.find({"state": {"$in": ["open", "escalated"]}},
+                                               {"rule": 1, "severity": 1}):
+                k = (d.get("rule", "?"), d.get("severity", "?"))
+                counts[k] = counts.get(k, 0) + 1
+            for (rule, sev), n in sorted(counts.items()):
+                open_f.add_metric([rule, sev], n)
+        except Exception:   # noqa: BLE001 - see the class docstring
+            pass
+        yield open_f
+        lag = GaugeMetricFamily("sla_consumer_group_lag", "end offset - committed offset",
+                                labels=["topic", "partition"])
+        try:
+            for (topic, part), n in consumer_lag(self.settings, self.group).items():
+                lag.add_metric([topic, str(part)], n)
+        except Exception:   # noqa: BLE001
+            pass
+        yield lag
+
+
+def consumer_lag(settings: Settings, group: str) -> dict[tuple[str, int], int]:
+    """Lag of `group` on the events topic, per partition."""
+    from kafka import KafkaConsumer, TopicPartition
+    from kafka.admin import KafkaAdminClient
+
+    servers = settings.kafka_bootstrap_servers.split(",")
+    admin = KafkaAdminClient(bootstrap_servers=servers, client_id="motcua-sla-api",
+                             request_timeout_ms=3000)
+    try:
+        committed = admin.list_consumer_group_offsets(group)
+    finally:
+        admin.close()
+    consumer = KafkaConsumer(bootstrap_servers=servers, group_id=None, request_timeout_ms=3000,
+                             client_id="motcua-sla-api")
+    try:
+        parts = consumer.partitions_for_topic(settings.topic_events) or set()
+        tps = [TopicPartition(settings.topic_events, p) for p in sorted(parts)]
+        ends = consumer.end_offsets(tps)
+    finally:
+        consumer.close()
+    out = {}
+    for tp in tps:
+        c = committed.get(tp)
+        done = c.offset if c is not None and c.offset >= 0 else 0
+        out[(tp.topic, tp.partition)] = max(0, ends[tp] - done)
+    return out
 
 
 def _int_arg(args, name, default, lo, hi) -> int:

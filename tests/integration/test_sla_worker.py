@@ -174,7 +174,7 @@ def test_kill_between_store_and_commit_loses_and_duplicates_nothing(settings, db
     group = "g-" + uuid.uuid4().hex[:6]
     from services.sla.worker import ensure_sla_topics
     ensure_sla_topics(settings)
-    n = 300
+    n = 150
     pub = KafkaPublisher(settings.kafka_bootstrap_servers, linger_ms=5)
     futs = [pub.send(settings.topic_events, f"K-{i}", event(f"K-{i}")) for i in range(n)]
     for f in futs:
@@ -226,7 +226,7 @@ def test_two_instances_share_partitions_through_rebalances(settings, db):
     pub = KafkaPublisher(settings.kafka_bootstrap_servers, linger_ms=5)
     a = Running(settings, clock, group)
     b = None
-    n = 240
+    n = 120
     try:
         for i in range(n // 2):
             pub.send(settings.topic_events, f"R-{i}", event(f"R-{i}"))
@@ -261,10 +261,12 @@ def test_rebuild_equals_live_and_switches_over(settings, db):
     try:
         for i in range(20):
             pub.publish(settings.topic_events, f"B-{i}", event(f"B-{i}"))
+        live = MongoRepository(db)
+        wait_for(lambda: live.dossiers.count_documents({}) == 20, what="20 dossiers")
         clock.set(T0 + timedelta(hours=1, seconds=1))
+        wait_for(lambda: live.findings.count_documents({"pending": False}) == 20, what="20 open findings")
         for i in range(0, 20, 3):
             pub.publish(settings.topic_events, f"B-{i}", event(f"B-{i}", "dossier.resolved", when=clock.now()))
-        live = MongoRepository(db)
         wait_for(lambda: live.findings.count_documents({"pending": False}) == 20
                  and live.findings.count_documents({"state": "resolved"}) == 7, what="live findings")
     finally:

@@ -179,3 +179,13 @@ def test_report_endpoint_json_and_csv(env):
     bad = get("/v1/reports/on-time?from=2024-13-01", "prov")
     assert bad.status_code == 400 and bad.json["errors"][0]["field"] == "from"
     assert get("/v1/reports/on-time?group_by=officer", "prov").status_code == 400
+
+
+def test_metrics_show_open_findings_by_rule(env):
+    get, db = env
+    r = get("/metrics", "prov")
+    assert r.status_code == 200
+    text = r.data.decode()
+    assert 'sla_open_findings{rule="OVERDUE",severity="critical"} 2.0' in text
+    assert 'sla_open_findings{rule="RECEIVED_INCOMPLETE",severity="warning"} 1.0' in text
+    assert 'rule="DUE_SOON"' not in text      # resolved: not open
