@@ -28,6 +28,9 @@ Rate limit: a fixed-window counter per key in collection `rate_limits` (`_id` =
 `<key id>:<window start epoch>`), incremented atomically with `find_one_and_update(upsert)`, so
 the limit holds across gunicorn workers and instances sharing the database. The first hit of a
 new window deletes that key's older windows (no TTL index: windows follow the injected clock).
+`RateLimiter(..., sync_seconds=S)` counts in process and syncs the shared count at most every
+S seconds (and on every hit near the limit): one MongoDB round trip per S seconds instead of one
+per request, with the overshoot bound given in the class docstring.
 """
 from __future__ import annotations
 
@@ -163,40 +166,93 @@ class KeyStore:
 
 
 class RateLimiter:
-    """Fixed-window request counter per key, shared through MongoDB."""
+    """Fixed-window request counter per key, shared through MongoDB.
 
-    def __init__(self, db, limit: int, window_seconds: int = 60, clock: Clock | None = None):
+    `sync_seconds` = 0 (the default): every hit is one atomic `$inc` in MongoDB, exact across
+    processes. `sync_seconds` = S > 0: each process counts locally and adds its count to the
+    shared document at most every S seconds (monotonic time), on the first hit of each window,
+    and on every hit once the shared count it last saw plus its own unflushed hits is within
+    the margin `max(10, limit // 10)` of the limit (near the limit every hit is exact again, so
+    limits of 10 or less are always exact). A 429 is always decided on a fresh shared count.
+    Bound: a key exceeds its limit only by the hits the *other* processes admitted and have not
+    flushed yet — each at most S seconds' worth, and at most `limit − margin` — so with P
+    processes each admitting at most r requests/s for the key, by at most
+    (P − 1) × min(r × S, limit − margin) requests per window; with one process, never.
+    """
+
+    def __init__(self, db, limit: int, window_seconds: int = 60, clock: Clock | None = None,
+                 sync_seconds: float = 0.0):
         if limit < 1 or window_seconds < 1:
             raise ValueError("rate limit and window must be positive")
+        if sync_seconds < 0:
+            raise ValueError("rate limit sync interval must not be negative")
         self.coll = db[RATE_COLLECTION]
         self.limit = limit
         self.window = window_seconds
         self.clock = clock or SystemClock()
+        self.sync_seconds = sync_seconds
+        self.margin = max(10, limit // 10)
+        # key id -> [window start, shared count last seen, unflushed local hits, last sync]
+        self._local: dict[str, list] = {}
+        self._lock = threading.Lock()
+
     def hit(self, key_id: str, cost: int = 1) -> None:
         """Count `cost` requests for `key_id`; AuthError(429) with retry_after when over the limit."""
-        from pymongo import ReturnDocument
-        from pymongo.errors import DuplicateKeyError
-
         now = self.clock.now()
         epoch = int(now.timestamp())
         start = epoch - epoch % self.window
-        doc_id = f"{key_id}:{start}"
-        for attempt in range(2):
+        if self.sync_seconds > 0:
+            with self._lock:
+                st = self._local.get(key_id)
+                if st is None or st[0] != start:          # new window (unflushed old hits expire)
+                    if len(self._local) > 10_000:
+                        self._local.clear()
+                    st = self._local[key_id] = [start, 0, 0, float("-inf")]
+                if (st[1] + st[2] + cost <= self.limit - self.margin
+                        and time.monotonic() - st[3] < self.sync_seconds):
+                    st[2] += cost                          # well under the limit: count locally
+                    return
+                add, st[2] = st[2] + cost, 0               # flush the local hits with this one
+                st[3] = time.monotonic()
             try:
-                doc = self.coll.find_one_and_update(
-                    {"_id": doc_id}, {"$inc": {"count": cost}, "$set": {"key_id": key_id, "start": start}},
-                    upsert=True, return_document=ReturnDocument.AFTER)
-                break
-            except DuplicateKeyError:   # two first hits of a window raced on the upsert
-                if attempt:
-                    raise
-        if doc["count"] == cost:    # first hit of a new window: drop this key's old windows
+                count = self._add(key_id, start, add)
+            except Exception:
+                with self._lock:                           # not counted: keep them, retry next hit
+                    if self._local.get(key_id) is st:
+                        st[2] += add - cost
+                        st[3] = float("-inf")
+                raise
+            with self._lock:
+                if self._local.get(key_id) is st:
+                    st[1] = max(st[1], count)
+            first = count == add
+        else:
+            count = self._add(key_id, start, cost)
+            first = count == cost
+        if first:                   # first hit of a new window: drop this key's old windows
             self.coll.delete_many({"key_id": key_id, "start": {"$lt": start}})
-        if doc["count"] > self.limit:
+        if count > self.limit:
             retry = max(1, start + self.window - epoch)
             raise AuthError(429, "rate_limited",
                             f"rate limit of {self.limit} requests per {self.window} s exceeded",
                             retry_after=retry)
+
+    def _add(self, key_id: str, start: int, n: int) -> int:
+        """Atomically add `n` to the key's window count; the count after the addition."""
+        from pymongo import ReturnDocument
+        from pymongo.errors import DuplicateKeyError
+
+        for attempt in range(2):
+            try:
+                doc = self.coll.find_one_and_update(
+                    {"_id": f"{key_id}:{start}"},
+                    {"$inc": {"count": n}, "$set": {"key_id": key_id, "start": start}},
+                    upsert=True, return_document=ReturnDocument.AFTER)
+                return doc["count"]
+            except DuplicateKeyError:   # two first hits of a window raced on the upsert
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
 
 
 # --- Flask glue -------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "INTAKE_PUBLISH_TIMEOUT_S": ("5", "intake: bound on waiting for Kafka (metadata, then ack) before 503"),
     "INTAKE_RATE_LIMIT": ("1200", "intake: requests per key per window (429 above); a batch counts once"),
     "INTAKE_RATE_WINDOW_S": ("60", "intake: rate-limit window in seconds"),
+    "INTAKE_RATE_SYNC_S": ("1", "intake: seconds between syncs of a worker's rate-limit counts to MongoDB (0: every request)"),
     "INTAKE_KEY_CACHE_S": ("5", "API keys: seconds a verified key is cached per process (revocation delay)"),
     "MONGO_TIMEOUT_MS": ("3000", "MongoDB server-selection/socket timeout before a 503"),
     "MOTCUA_CLOCK_FILE": ("", "tests only: a file holding the current instant (virtual clock)"),

@@ -32,10 +32,11 @@ log = logging.getLogger("motcua.intake")
 
 _KEYS = ("KAFKA_BOOTSTRAP_SERVERS", "MONGO_URI", "MONGO_DB", "TOPIC_EVENTS", "CATALOG_FILE",
          "DIRECTORY_FILE", "INTAKE_MAX_BATCH", "INTAKE_MAX_BODY_BYTES", "INTAKE_PUBLISH_TIMEOUT_S",
-         "INTAKE_RATE_LIMIT", "INTAKE_RATE_WINDOW_S", "INTAKE_KEY_CACHE_S", "MONGO_TIMEOUT_MS")
+         "INTAKE_RATE_LIMIT", "INTAKE_RATE_WINDOW_S", "INTAKE_RATE_SYNC_S", "INTAKE_KEY_CACHE_S",
+         "MONGO_TIMEOUT_MS")
 _INTS = {"INTAKE_MAX_BATCH", "INTAKE_MAX_BODY_BYTES", "INTAKE_RATE_LIMIT", "INTAKE_RATE_WINDOW_S",
          "MONGO_TIMEOUT_MS"}
-_FLOATS = {"INTAKE_PUBLISH_TIMEOUT_S", "INTAKE_KEY_CACHE_S"}
+_FLOATS = {"INTAKE_PUBLISH_TIMEOUT_S", "INTAKE_KEY_CACHE_S", "INTAKE_RATE_SYNC_S"}
 
 
 def load_config(overrides: dict | None = None) -> dict:
@@ -149,7 +150,8 @@ def create_app(config: dict | None = None, *, publisher=None, clock=None, db=Non
     def limiter():
         if "limiter" not in state:
             state["limiter"] = RateLimiter(res.db(), cfg["INTAKE_RATE_LIMIT"],
-                                           cfg["INTAKE_RATE_WINDOW_S"], clock)
+                                           cfg["INTAKE_RATE_WINDOW_S"], clock,
+                                           sync_seconds=cfg["INTAKE_RATE_SYNC_S"])
         return state["limiter"]
 
     def readiness() -> dict:
