@@ -124,8 +124,10 @@ def create_app(config: dict | None = None, *, db=None, clock=None):
     # -- dossiers -------------------------------------------------------------------------------
     @app.get("/v1/dossiers/<path:code>/findings")
     def dossier_findings(code):
-        visible_dossier(code)
-        rows = [public_finding(d) for d in repo().findings_of(code)]
+        doc = visible_dossier(code)
+        found = repo().load_findings(doc.get("finding_ids", ()))     # by _id: no collection scan
+        rows = [public_finding(d) for d in sorted(found.values(),
+                                                   key=lambda d: (str(d.get("detected_at") or ""), d["_id"]))]
         return {"dossier_code": code, "findings": rows}
 
     @app.get("/v1/dossiers/<path:code>/deadline")

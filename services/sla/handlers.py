@@ -13,6 +13,7 @@ and publish republishes the same (finding id, revision) on the next touch or at 
 """
 from __future__ import annotations
 
+import heapq
 import logging
 import time
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from shared.events import load_stored
 from shared.messaging import decode
 
 from .metrics import SlaMetrics
-from .repository import (DossierWrite, FindingWrite, Repository, finding_message,
+from .repository import (DossierWrite, FindingWrite, Repository, finding_doc, finding_message,
                          strip_dossier)
 
 log = logging.getLogger("motcua.sla")
@@ -124,6 +125,8 @@ class SlaHandler:
         self.ctx = ctx
         self.engine = engine or _default_engine()
         self.metrics = metrics or SlaMetrics()
+        self._due: dict[str, tuple[datetime, int | None]] = {}
+        self._heap: list[tuple[datetime, str]] = []
 
     # -- events ---------------------------------------------------------------------------------
     def handle(self, items: list[Incoming]) -> list[Rejected]:
@@ -180,29 +183,73 @@ class SlaHandler:
         return rejected
 
     # -- scheduled checks -----------------------------------------------------------------------
+    # The instance keeps an in-memory index (code -> next_check_at) of the dossiers of the
+    # partitions it owns, loaded from the store when partitions are assigned and updated on every
+    # write it makes: a periodic query on next_check_at would scan the whole collection on
+    # FerretDB every 0.5 s. The index is derived data: any instance can rebuild it from the store.
+    def load_due_index(self, partitions: Iterable[int]) -> int:
+        """(Re)load the index for newly assigned partitions; returns how many dossiers it holds."""
+        n = 0
+        for code, t, part in self.repo.next_checks(list(partitions)):
+            self._index(code, t, part)
+            n += 1
+        return n
+
+    def forget_partitions(self, partitions: Iterable[int]) -> None:
+        gone = set(partitions)
+        self._due = {c: v for c, v in self._due.items() if v[1] not in gone}
+
+    def _index(self, code: str, t: datetime | None, partition: int | None) -> None:
+        if t is None:
+            self._due.pop(code, None)
+            return
+        self._due[code] = (t, partition)
+        heapq.heappush(self._heap, (t, code))
+
     def check_due(self, partitions: Iterable[int], limit: int = 500) -> int:
         """Evaluate dossiers of these partitions whose next_check_at has passed; returns how many."""
-        parts = list(partitions)
+        parts = set(partitions)
         if not parts:
             return 0
         now = self.clock.now()
-        docs = self.repo.due_dossiers(parts, now, limit)
-        if not docs:
+        codes: list[str] = []
+        others: list[tuple[datetime, str]] = []
+        while self._heap and self._heap[0][0] <= now and len(codes) < limit:
+            t, code = heapq.heappop(self._heap)
+            cur = self._due.get(code)
+            if cur is None or cur[0] != t or code in codes:
+                continue            # stale heap entry
+            if cur[1] not in parts:
+                others.append((t, code))    # not asked for now: keep it
+                continue
+            codes.append(code)
+        for entry in others:
+            heapq.heappush(self._heap, entry)
+        if not codes:
             return 0
-        for d in docs:
+        stored = self.repo.load_dossiers(codes)
+        due = {}
+        for c in codes:
+            d = stored.get(c)
+            if d is None or d.get("next_check_at") is None or d["next_check_at"] > now:
+                self._index(c, d.get("next_check_at") if d else None, d.get("partition") if d else None)
+                continue            # changed by another instance since we indexed it
+            due[c] = d
             self.metrics.detection_lag.observe(max(0.0, (now - d["next_check_at"]).total_seconds()))
-        stored = {d["_id"]: d for d in docs}
-        states = {c: self._state_of(c, d) for c, d in stored.items()}
-        partitions_of = {c: d.get("partition") for c, d in stored.items()}
-        self._evaluate_and_store(list(stored), states, stored, partitions_of, now=now)
-        self.metrics.dossiers_checked.inc(len(docs))
-        return len(docs)
+        if due:
+            states = {c: self._state_of(c, d) for c, d in due.items()}
+            partitions_of = {c: d.get("partition") for c, d in due.items()}
+            self._evaluate_and_store(list(due), states, due, partitions_of, now=now)
+            self.metrics.dossiers_checked.inc(len(due))
+        return len(codes)
 
     # -- publishing -----------------------------------------------------------------------------
-    def republish_pending(self, *, ids: Iterable[str] | None = None,
-                          partitions: Iterable[int] | None = None, limit: int = 10000) -> int:
-        """Publish finding changes that are stored but not yet published; returns how many."""
-        docs = self.repo.pending_findings(ids=ids, partitions=partitions, limit=limit)
+    def republish_pending(self, *, partitions: Iterable[int] | None = None, limit: int = 10000) -> int:
+        """Publish finding changes stored but not yet published (start-up, partition assignment)."""
+        return self._publish(self.repo.pending_findings(partitions=partitions, limit=limit))
+
+    def _publish(self, docs: list[dict]) -> int:
+        """Publish stored finding documents, wait for the acks, then mark them published."""
         if not docs:
             return 0
         futures = []
@@ -233,10 +280,13 @@ class SlaHandler:
                             agencies: dict[str, set] | None = None,
                             summaries: dict[str, dict] | None = None) -> None:
         now = now or self.clock.now()
-        previous = self.repo.load_findings(codes)
+        ids = [fid for c in codes for fid in (stored.get(c) or {}).get("finding_ids", ())]
+        previous: dict[str, dict[str, dict]] = {}
+        for fid, d in self.repo.load_findings(ids).items():
+            previous.setdefault(d["dossier_code"], {})[fid] = d
         dossier_writes: list[DossierWrite] = []
         finding_writes: list[FindingWrite] = []
-        touch_ids: list[str] = []
+        to_publish: list[dict] = []
         for code in codes:
             state = states[code]
             evaluation = self.engine.evaluate(state, now, self.ctx)
@@ -255,23 +305,29 @@ class SlaHandler:
                 summary["due_at"] = due
             if getattr(state, "procedure_field", None):
                 summary["field"] = state.procedure_field
-            dossier_writes.append(DossierWrite(code, state.to_doc(), partitions.get(code), next_check,
-                                               old["rev"] if old and "rev" in old else 0,
-                                               agencies=sorted(seen), summary=summary))
+            fids = set((old or {}).get("finding_ids", ()))
             for ch in changes:
                 msg = change_message(ch)
                 fid = msg["finding_id"]
                 before = prev.get(fid)
-                finding_writes.append(FindingWrite(
-                    fid, msg, partitions.get(code),
-                    revision=(before["revision"] if before else 0) + 1,
-                    published_revision=(before.get("published_revision", 0) if before else 0)))
-                touch_ids.append(fid)
-            touch_ids.extend(fid for fid, d in prev.items() if d.get("pending"))
+                w = FindingWrite(fid, msg, partitions.get(code),
+                                 revision=(before["revision"] if before else 0) + 1,
+                                 published_revision=(before.get("published_revision", 0) if before else 0))
+                finding_writes.append(w)
+                to_publish.append(finding_doc(w, now))
+                fids.add(fid)
+            changed = {w.finding_id for w in finding_writes}
+            # changes stored earlier but never published (a crash): out with this touch
+            to_publish.extend(d for fid, d in prev.items() if d.get("pending") and fid not in changed)
+            dossier_writes.append(DossierWrite(code, state.to_doc(), partitions.get(code), next_check,
+                                               old["rev"] if old and "rev" in old else 0,
+                                               agencies=sorted(seen), summary=summary,
+                                               finding_ids=sorted(fids)))
         t0 = time.perf_counter()
         self.repo.save(dossier_writes, finding_writes, now)
         log.debug("stored", extra={"fields": {
             "dossiers": len(dossier_writes), "findings": len(finding_writes),
             "seconds": round(time.perf_counter() - t0, 4)}})
-        if touch_ids:
-            self.republish_pending(ids=touch_ids)
+        for w in dossier_writes:
+            self._index(w.code, w.next_check_at, w.partition)
+        self._publish(to_publish)

@@ -75,11 +75,16 @@ class ConsumerLoop:
     def _track_assignment(self) -> None:
         current = set(self.consumer.assignment())
         new = current - self._assigned
+        gone = self._assigned - current
         self._assigned = current
+        if gone:
+            self.handler.forget_partitions(tp.partition for tp in gone)
         if new:
             parts = sorted(tp.partition for tp in new)
             n = self.handler.republish_pending(partitions=parts)
-            log.info("partitions assigned", extra={"fields": {"partitions": parts, "republished": n}})
+            indexed = self.handler.load_due_index(parts)
+            log.info("partitions assigned", extra={"fields": {
+                "partitions": parts, "republished": n, "scheduled": indexed}})
 
     def _handle(self, batch) -> None:
         items = [Incoming(r.key, r.value, r.partition, Origin(r.topic, r.partition, r.offset))

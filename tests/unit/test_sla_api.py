@@ -40,7 +40,7 @@ def env():
              ("other", OTHER, "admin"), ("counter", DEPT, "counter")]}
     db.dossiers.insert_many([
         {"_id": "D/1", "dossier_code": "D/1", "agencies": [DEPT], "rev": 1, "partition": 0,
-         "applicant": {"name": "Nguyễn Văn A", "phone": "0901234567"}, "timeline": [{"type": "dossier.received"}],
+         "applicant": {"name": "Nguyễn Văn A", "phone": "0901234567"}, "timeline": [{"type": "dossier.received"}], "finding_ids": ["D/1:OVERDUE", "D/1:DUE_SOON"],
          "summary": {}},
         {"_id": "D-2", "dossier_code": "D-2", "agencies": [COMMUNE], "rev": 1, "partition": 1, "summary": {}},
     ])

@@ -1,0 +1,146 @@
+"""sla benchmarks (on demand: `pytest tests/perf/test_sla_perf.py -m perf -s`), real Kafka + FerretDB.
+
+1. Apply rate: the sla worker (real legal engine, MongoDB writes, findings published) vs a raw
+   kafka-python consumer reading the same topic (baseline: the broker and client alone).
+2. Detection lag: with many open dossiers stored, move the virtual clock so that some fall due and
+   measure wall time from the clock move to each finding on `sla.findings` (p50/p99), next to the
+   baseline produce→consume latency of one message through the same broker.
+Sizes are scaled down from 100,000 dossiers for a 2-core machine shared by several engineers:
+SLA_PERF_EVENTS (default 1000), SLA_PERF_OPEN (default 2000), SLA_PERF_DUE (default 200).
+"""
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import threading
+import time
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
+from test_sla_handlers import T0, FakeEngine, event  # noqa: E402
+from test_sla_worker import FAST, db, settings  # noqa: E402,F401  (fixtures)
+
+from shared.clock import VirtualClock  # noqa: E402
+from shared.messaging import KafkaPublisher, decode  # noqa: E402
+from services.sla.worker import build_worker, ensure_sla_topics  # noqa: E402
+
+pytestmark = pytest.mark.perf
+N_EVENTS = int(os.environ.get("SLA_PERF_EVENTS", "1000"))
+N_OPEN = int(os.environ.get("SLA_PERF_OPEN", "2000"))
+N_DUE = int(os.environ.get("SLA_PERF_DUE", "200"))
+
+
+def _publish(settings, events):
+    pub = KafkaPublisher(settings.kafka_bootstrap_servers, linger_ms=5)
+    futs = [pub.send(settings.topic_events, e["dossier_code"], e) for e in events]
+    for f in futs:
+        f.get(30)
+    pub.close()
+
+
+def _raw_read(settings, n):
+    from kafka import KafkaConsumer
+    c = KafkaConsumer(settings.topic_events, bootstrap_servers=settings.kafka_bootstrap_servers.split(","),
+                      group_id="raw-" + uuid.uuid4().hex[:6], auto_offset_reset="earliest",
+                      enable_auto_commit=False)
+    got, t0 = 0, time.perf_counter()
+    while got < n:
+        for rs in c.poll(timeout_ms=500).values():
+            for r in rs:
+                decode(r.value)
+                got += 1
+        c.commit()
+    dt = time.perf_counter() - t0
+    c.close()
+    return dt
+
+
+def _count(db, coll, q=None):
+    return db.command("count", coll, query=q or {})["n"]
+
+
+def _received(code, when):
+    return {"event_id": str(uuid.uuid4()), "type": "dossier.received", "dossier_code": code,
+            "occurred_at": when, "recorded_at": when, "agency_code": "000.00.17.H56",
+            "data": {"procedure_code": "1.001193", "channel": "online",
+                     "components": ["to-khai-khai-sinh", "giay-chung-sinh"],
+                     "applicant": {"kind": "citizen", "name": "Nguyễn Văn A"}}}
+
+
+def test_apply_rate_vs_raw_consumer(settings, db):
+    ensure_sla_topics(settings)
+    events = [_received(f"P-{i}", "2024-11-05T08:15:00+07:00") for i in range(N_EVENTS)]
+    _publish(settings, events)
+    raw = _raw_read(settings, N_EVENTS)
+    clock = VirtualClock(T0)        # 08:00 local: nothing due yet, no findings
+    worker = build_worker(settings, clock, group_id="g-" + uuid.uuid4().hex[:6], consumer_config=FAST)
+    th = threading.Thread(target=worker.run, daemon=True)
+    t0 = time.perf_counter()
+    th.start()
+    while _count(db, "dossiers") < N_EVENTS:
+        time.sleep(0.25)
+    dt = time.perf_counter() - t0
+    worker.stop()
+    th.join(30)
+    print(f"\n[sla apply rate] {N_EVENTS} dossier.received events (real engine, FerretDB)")
+    print(f"  {'raw kafka-python consumer':<34}{N_EVENTS / raw:>10.0f} events/s  ({raw:.2f} s)")
+    print(f"  {'sla worker (apply+store+commit)':<34}{N_EVENTS / dt:>10.0f} events/s  ({dt:.2f} s, "
+          f"includes group join)")
+    assert worker.handler.metrics.events_applied._value.get() >= N_EVENTS
+
+
+def test_detection_lag_with_many_open_dossiers(settings, db):
+    ensure_sla_topics(settings)
+    # N_OPEN dossiers received one second apart (fake engine: overdue 1 h after receipt)
+    events = [event(f"L-{i}", when=T0 + timedelta(seconds=i)) for i in range(N_OPEN)]
+    _publish(settings, events)
+    clock = VirtualClock(T0 + timedelta(minutes=1))
+    worker = build_worker(settings, clock, ctx=object(), engine=FakeEngine,
+                          group_id="g-" + uuid.uuid4().hex[:6], consumer_config=FAST)
+    th = threading.Thread(target=worker.run, daemon=True)
+    th.start()
+    while _count(db, "dossiers") < N_OPEN:
+        time.sleep(0.25)
+    from kafka import KafkaConsumer
+    c = KafkaConsumer(settings.topic_findings, bootstrap_servers=settings.kafka_bootstrap_servers.split(","),
+                      group_id=None, auto_offset_reset="latest", enable_auto_commit=False)
+    c.poll(timeout_ms=1000)     # join: positions at the end
+    # baseline: produce -> consume latency of one message on the same broker
+    pub = KafkaPublisher(settings.kafka_bootstrap_servers)
+    base = []
+    for i in range(20):
+        t = time.perf_counter()
+        pub.publish(settings.topic_findings, "probe", {"finding_id": "probe", "rule": "PROBE"})
+        while not any(v for rs in c.poll(timeout_ms=200).values() for v in rs):
+            pass
+        base.append(time.perf_counter() - t)
+    # N_DUE dossiers fall due at once
+    t_set = time.perf_counter()
+    clock.set(T0 + timedelta(hours=1, seconds=N_DUE - 1))
+    lags = []
+    deadline = time.monotonic() + 120
+    while len(lags) < N_DUE and time.monotonic() < deadline:
+        for rs in c.poll(timeout_ms=200).values():
+            for r in rs:
+                if decode(r.value).get("rule") == "OVERDUE":
+                    lags.append(time.perf_counter() - t_set)
+    c.close()
+    pub.close()
+    worker.stop()
+    th.join(30)
+    assert len(lags) == N_DUE
+
+    def pct(xs, p):
+        xs = sorted(xs)
+        return xs[min(len(xs) - 1, int(p / 100 * len(xs)))]
+    print(f"\n[sla detection lag] {N_OPEN} open dossiers stored, {N_DUE} fall due at one clock move "
+          "(scaled down from 100,000 for a shared 2-core machine; fake 1-hour engine)")
+    print(f"  {'baseline produce->consume':<34} p50 {pct(base, 50) * 1000:7.1f} ms   p99 {pct(base, 99) * 1000:7.1f} ms")
+    print(f"  {'clock move -> finding published':<34} p50 {pct(lags, 50) * 1000:7.1f} ms   "
+          f"p99 {pct(lags, 99) * 1000:7.1f} ms   (mean {statistics.mean(lags) * 1000:.1f} ms)")
