@@ -1,6 +1,5 @@
-"""Intake's use case, free of Flask: validate events, check references and tenancy, look their
-ids up, publish the new ones to Kafka in order, then record them (published, or pending when
-Kafka did not acknowledge) in one insert — see the protocol in store.py.
+"""Intake's use case, free of Flask: validate events, check references and tenancy, store them
+as pending, publish them to Kafka in order, mark them published.
 
 `Intake.submit(principal, payloads)` returns one `Outcome` per payload (status code + body); the
 single-event endpoint is a batch of one, so both share exactly the same semantics.
@@ -138,79 +137,56 @@ class Intake:
         return outcomes  # type: ignore[return-value]
 
     def _store_and_publish(self, principal, candidates, outcomes) -> None:
-        """Read the ids, publish what is new (or still pending), then record the new events in
-        one insert; see the protocol in store.py."""
         store = self._store()
-        existing = store.get_many(wire["event_id"] for _, wire, _ in candidates)
         now = self.clock.now()
-        to_publish: list[tuple[int, dict, bool]] = []     # (index, doc, is_retry)
+        docs = []
         for i, wire, digest in candidates:
-            old = existing.get(wire["event_id"])
-            if old is None:
-                value = dict(wire, recorded_at=now.isoformat())
-                to_publish.append((i, {
-                    "_id": wire["event_id"], "hash": digest, "status": "pending",
-                    "dossier_code": wire["dossier_code"], "agency_code": wire["agency_code"],
-                    "type": wire["type"], "key_id": principal.key_id, "recorded_at": now,
-                    "value": value}, False))
+            value = dict(wire, recorded_at=now.isoformat())
+            docs.append({"_id": wire["event_id"], "hash": digest, "status": "pending",
+                         "dossier_code": wire["dossier_code"], "agency_code": wire["agency_code"],
+                         "type": wire["type"], "key_id": principal.key_id, "recorded_at": now,
+                         "value": value})
+        existing_ids = store.insert_pending(docs)
+        existing = store.get_many(existing_ids)
+        to_publish: list[tuple[int, dict, bool]] = []     # (index, doc, is_retry)
+        for (i, wire, digest), doc in zip(candidates, docs):
+            if doc["_id"] not in existing_ids:
+                to_publish.append((i, doc, False))
+                continue
+            old = existing.get(doc["_id"])
+            if old is None:          # vanished between insert and read: treat as conflict-free retry
+                outcomes[i] = _err(503, [FieldError("store_unavailable", "$",
+                                                    "event store inconsistent; retry")],
+                                   {"Retry-After": "1"})
             elif old["hash"] != digest:
-                outcomes[i] = self._conflict(old["_id"])
+                outcomes[i] = self._conflict(doc["_id"])
             elif old["status"] == "published":
                 outcomes[i] = Outcome(200, dict(_accepted_body(old), duplicate=True))
             else:                    # pending: the earlier attempt may not have reached Kafka
                 to_publish.append((i, old, True))
         results = self._publish(to_publish)
-
-        published_at = self.clock.now()
-        new_docs, marks = [], []
+        marks = []
         for (i, doc, retry), res in zip(to_publish, results):
             if isinstance(res, Published):
-                pos = {"topic": res.topic, "partition": res.partition, "offset": res.offset}
-                if retry:
-                    marks.append((doc["_id"], res.topic, res.partition, res.offset))
-                else:
-                    doc.update(status="published", published_at=published_at, **pos)
-                    new_docs.append(doc)
-                body = _accepted_body(dict(doc, **pos))
+                marks.append((doc["_id"], res.topic, res.partition, res.offset))
+                body = _accepted_body(dict(doc, topic=res.topic, partition=res.partition,
+                                           offset=res.offset))
                 outcomes[i] = Outcome(200, dict(body, duplicate=True)) if retry else Outcome(202, body)
                 log.info("event published", extra={"fields": {
                     "event_id": doc["_id"], "type": doc["type"], "dossier_code": doc["dossier_code"],
                     "agency_code": doc["agency_code"], "partition": res.partition,
                     "offset": res.offset, "retry": retry}})
             else:
-                if not retry:
-                    new_docs.append(doc)         # pending: a retry republishes these bytes
                 outcomes[i] = self._reject(503, [FieldError(
                     "broker_unavailable", "$",
                     "the event could not be published to Kafka; retry with the same event_id")],
                     {"Retry-After": "5"}, reason="broker_unavailable")
                 log.warning("publish failed", extra={"fields": {
                     "event_id": doc["_id"], "dossier_code": doc["dossier_code"], "error": repr(res)}})
-        # a MongoDB error here propagates: 503 for the request, although Kafka has the events;
-        # the client's retry publishes them again (at-least-once), never a 2xx unrecorded
-        raced = store.insert_new(new_docs)
-        if raced:                    # a concurrent request with the same ids recorded them first
-            index = {doc["_id"]: i for i, doc, retry in to_publish if not retry}
-            mine_by_id = {d["_id"]: d for d in new_docs if d["_id"] in raced}
-            winners = store.get_many(raced)
-            for eid in raced:
-                i, mine, won = index[eid], mine_by_id[eid], winners.get(eid)
-                if won is None:      # duplicate key, then gone: nothing we can vouch for
-                    outcomes[i] = _err(503, [FieldError("store_unavailable", "$",
-                                                        "event store inconsistent; retry")],
-                                       {"Retry-After": "1"})
-                elif won["hash"] != mine["hash"]:
-                    outcomes[i] = self._conflict(eid)
-                elif outcomes[i].status == 202:
-                    if won["status"] != "published":     # theirs failed, ours was acknowledged
-                        marks.append((eid, mine["topic"], mine["partition"], mine["offset"]))
-                        won = dict(won, topic=mine["topic"], partition=mine["partition"],
-                                   offset=mine["offset"])
-                    outcomes[i] = Outcome(200, dict(_accepted_body(won), duplicate=True))
         try:
-            store.mark_published(marks, published_at)
-        except Exception as exc:   # noqa: BLE001 - recorded pending already: a retry republishes
-            log.error("could not record receipts of republished events (they stay pending)",
+            store.mark_published(marks, self.clock.now())
+        except Exception as exc:   # noqa: BLE001 - published already: the 2xx stands, a retry republishes
+            log.error("could not mark events published (they stay pending)",
                       extra={"fields": {"count": len(marks), "error": repr(exc)}})
 
     def _publish(self, items: list[tuple[int, dict, bool]]) -> list[Published | Exception]:
