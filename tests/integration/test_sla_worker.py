@@ -286,3 +286,40 @@ def test_rebuild_equals_live_and_switches_over(settings, db):
     assert dossiers(rebuilt) == dossiers(live)
     assert findings(rebuilt) == findings(live)
     assert rebuilt.findings.count_documents({"pending": True}) == 0
+
+
+def test_dlq_cli_show_and_redrive(settings, db):
+    clock = VirtualClock(T0)
+    w = Running(settings, clock, "g-" + uuid.uuid4().hex[:6])
+    pub = KafkaPublisher(settings.kafka_bootstrap_servers)
+    env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=settings.kafka_bootstrap_servers,
+               TOPIC_EVENTS=settings.topic_events, TOPIC_FINDINGS=settings.topic_findings)
+    motcua = [sys.executable, "-m", "shared.cli"]
+    try:
+        bad = dict(event("C-1"), surprise=1)            # unknown field: invalid_event
+        pub.publish(settings.topic_events, "C-1", bad)
+        consume(settings, settings.topic_events_dlq, lambda rs: len(rs) >= 1)
+        out = subprocess.run(motcua + ["dlq", "show", "--json", "--limit", "5"], env=env, cwd=REPO_ROOT,
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        [line] = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
+        import json
+        shown = json.loads(line)
+        assert shown["reason"] == "invalid_event" and "surprise" in shown["error"]
+        assert shown["origin"]["topic"] == settings.topic_events and shown["origin"]["key"] == "C-1"
+        assert shown["value"]["data"]["applicant"]["phone"] == "***" and "0901234567" not in out.stdout
+        dry = subprocess.run(motcua + ["dlq", "redrive", "--dry-run"], env=env, cwd=REPO_ROOT,
+                             capture_output=True, text=True, timeout=60)
+        assert dry.returncode == 0 and "would redrive 1 message(s)" in dry.stdout
+        real = subprocess.run(motcua + ["dlq", "redrive"], env=env, cwd=REPO_ROOT,
+                              capture_output=True, text=True, timeout=60)
+        assert real.returncode == 0 and "redrove 1 message(s)" in real.stdout
+        # still invalid: the worker dead-letters it again, with the redriven copy's origin
+        recs = consume(settings, settings.topic_events_dlq, lambda rs: len(rs) >= 2)
+        assert [v["origin"]["offset"] for _, v in recs] == [0, 1]
+        bad_limit = subprocess.run(motcua + ["dlq", "show", "--limit", "0"], env=env, cwd=REPO_ROOT,
+                                   capture_output=True, text=True, timeout=60)
+        assert bad_limit.returncode == 2 and "at least 1" in bad_limit.stderr
+    finally:
+        w.stop()
+        pub.close()
