@@ -4,7 +4,7 @@
 
 - `GET /v1/deliveries` (API key): every send attempt of the key's agency subtree; filters
   `finding_id`, `dossier_code`, `agency_code`, `channel`, `outcome` (sent/error/failed), `limit`, `offset`.
-- `GET /v1/notifications` (API key): notifications with their status (pending/sending/sent/failed/
+- `GET /v1/notifications` (API key): notifications with their status (pending/sent/failed/
   cancelled), e.g. `?status=failed` lists the deliveries that failed for good.
 - `GET /v1/ack/<token>`: the signed link of an alert. Shows the alert and a confirmation button
   (a GET never acknowledges: mail scanners prefetch links); JSON with `Accept: application/json`.
@@ -35,7 +35,7 @@ from .tokens import TokenError, verify_ack
 
 MAX_PAGE = 500
 OUTCOMES = ("sent", "error", "failed")
-STATUSES = ("pending", "sending", "sent", "failed", "cancelled")
+STATUSES = ("pending", "sent", "failed", "cancelled")
 
 
 class _Lazy:

@@ -32,7 +32,7 @@ from shared.events import redact
 from .channels import ChannelError, Outgoing
 from .policy import SEVERITIES, Policy, Route
 from .routing import Recipient, _people, escalation_levels, recipients_for
-from .store import NotifyStore
+from .store import SCHEDULE_DEFAULTS, NotifyStore
 from .templates import TZ, Renderer, TemplateMissing, local_text, late_text, greeting
 from .tokens import sign_ack
 
@@ -184,7 +184,7 @@ class NotifyService:
         stored, prev = self.store.upsert_finding(doc)
         if not stored:
             return Handled(False, reason="stale or repeated revision")
-        f = self.store.get_finding(doc["_id"])
+        f = {**SCHEDULE_DEFAULTS, **doc} if prev is None else {**prev, **doc}
         route = self.policy.route(f["rule"], f["severity"])
         prev_state = prev["state"] if prev else None
         planned = 0
@@ -325,6 +325,7 @@ class NotifyService:
             "channel": doc["channel"], "kind": doc["kind"], "level": doc["level"], "at": now,
             "attempt": doc.get("attempts", 0) + (0 if outcome == "failed" and doc.get("address") is None else 1),
             "outcome": outcome, "error": error, "send_seconds": round(seconds, 6),
+            "reclaimed": doc.get("reclaims", 0),   # > 0: an earlier sender crashed; maybe a duplicate
             "latency_seconds": max(0.0, (now - _utc(doc["created_at"])).total_seconds()) if doc.get("created_at") else None,
         })
 
@@ -399,7 +400,7 @@ class NotifyService:
             return
         spent = _time.perf_counter() - t0
         sent_at = ensure_utc(self.clock.now())
-        self.store.finish(doc["_id"], {"status": "sent", "sent_at": sent_at,
+        self.store.finish(doc["_id"], {"status": "sent", "sent_at": sent_at, "reclaims": doc.get("reclaims", 0),
                                        "attempts": doc.get("attempts", 0) + 1, "error": None})
         if doc["kind"] in ("alert", "repeat"):
             self.store.add_alerted(doc["finding_id"], {k: doc.get(k) for k in _ALERTED})

@@ -9,7 +9,8 @@ Collections:
   Inserting it is the claim: a second insert for the same key fails, so each alert is sent at
   most once per recipient and level (kind `alert`, seq 0); repeats use seq 1, 2…; the closing
   notice is kind `resolved`; digests are finding_id `digest:<date>`, kind `digest`.
-  status: pending → sending (leased) → sent | failed | cancelled; pending → pending (retry later).
+  status: pending → sent | failed | cancelled (pending again with a later `due_at` to retry); while
+  an instance sends it, its queue entry is leased (see `notify_queue`).
 - `deliveries`: every attempt (time, channel, recipient, outcome, error, latency).
 - `acks`: every acknowledgement (who, when, how).
 - `notify_queue`: one small document per notification not yet final (`_id` = notification id,
@@ -68,20 +69,23 @@ class NotifyStore:
     def upsert_finding(self, doc: dict) -> tuple[bool, dict | None]:
         """Store a finding revision unless a newer or equal one is stored.
 
-        Returns (stored, previous): stored is False for a stale or repeated revision."""
+        Returns (stored, previous): stored is False for a stale or repeated revision. Only
+        `_id`-equality filters are used: FerretDB reads every document for any other filter
+        (and for a lookup that misses), so the insert comes first. The revision comparison is
+        done here, not in the filter; a finding's messages all come from one partition, read
+        by one instance at a time, and a stale write during a rebalance is re-read and
+        overwritten by the newer revision that follows it on the same partition."""
         fid = doc["_id"]
+        try:
+            self.findings.insert_one({**SCHEDULE_DEFAULTS, **doc})
+            return True, None
+        except DuplicateKeyError:
+            pass
         prev = self.findings.find_one({"_id": fid})
-        if prev is None:
-            try:
-                self.findings.insert_one({**SCHEDULE_DEFAULTS, **doc})
-                return True, None
-            except DuplicateKeyError:
-                prev = self.findings.find_one({"_id": fid})
         if prev is not None and prev.get("revision", -1) >= doc["revision"]:
             return False, prev
-        fields = {k: v for k, v in doc.items() if k != "_id"}
-        res = self.findings.update_one({"_id": fid, "revision": {"$lt": doc["revision"]}}, {"$set": fields})
-        return res.modified_count == 1, prev
+        self.findings.update_one({"_id": fid}, {"$set": {k: v for k, v in doc.items() if k != "_id"}})
+        return True, prev
 
     def get_finding(self, finding_id: str) -> dict | None:
         return self.findings.find_one({"_id": finding_id})
@@ -131,14 +135,11 @@ class NotifyStore:
                 continue   # another instance took it
             self.queue.update_one({"_id": entry["_id"]}, {"$set": {"due_at": now + lease, "n": entry.get("n", 0) + 1}})
             doc = self.notifications.find_one({"_id": entry["_id"]})
-            if doc is None or doc.get("status") not in ("pending", "sending"):
+            if doc is None or doc.get("status") != "pending":
                 self.queue.delete_one({"_id": entry["_id"]})
                 continue
-            if doc.get("status") == "sending":   # its sender crashed after claiming: once more
-                doc["reclaims"] = doc.get("reclaims", 0) + 1
-            doc["status"] = "sending"
-            self.notifications.update_one({"_id": doc["_id"]}, {"$set": {
-                "status": "sending", "lease_until": now + lease, "reclaims": doc.get("reclaims", 0)}})
+            # claims beyond the attempts recorded: senders that crashed between claim and mark
+            doc["reclaims"] = max(0, entry.get("n", 0) - doc.get("attempts", 0))
             out.append(doc)
         return out
 
