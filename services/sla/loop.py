@@ -22,7 +22,7 @@ log = logging.getLogger("motcua.sla.loop")
 
 class ConsumerLoop:
     def __init__(self, consumer, handler: SlaHandler, dead_letters: DeadLetters, *,
-                 poll_timeout: float = 0.5, check_interval: float = 0.5, check_limit: int = 500,
+                 poll_timeout: float = 0.5, check_interval: float = 0.5, check_limit: int = 40,
                  lag_interval: float = 5.0, max_records: int = 500):
         self.consumer = consumer
         self.handler = handler
@@ -144,6 +144,8 @@ class ConsumerLoop:
                 self.consumer.seek(tp, committed)
 
     def _check_due(self) -> None:
+        # small batches: each batch's findings are published before the next is evaluated, so a
+        # burst of due dossiers is reported progressively rather than all at the end
         parts = self._partitions()
         if not parts:
             return

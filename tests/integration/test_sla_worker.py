@@ -152,14 +152,14 @@ def test_events_scheduler_findings_and_dead_letters(settings, db):
         pub.close()
 
 
-def _worker_cmd(group):
+def _worker_cmd(group, **consumer):
     code = ("import sys; sys.path.insert(0, %r);"
             "from test_sla_handlers import FakeEngine;"
             "from services.sla.worker import build_worker;"
             "from shared.config import Settings;"
             "w = build_worker(Settings.from_env(), ctx=object(), engine=FakeEngine, group_id=%r,"
             " consumer_config=%r);"
-            "w.run()") % (str(REPO_ROOT / "tests" / "unit"), group, FAST)
+            "w.run()") % (str(REPO_ROOT / "tests" / "unit"), group, dict(FAST, **consumer))
     return [sys.executable, "-c", code]
 
 
@@ -181,11 +181,12 @@ def test_kill_between_store_and_commit_loses_and_duplicates_nothing(settings, db
         f.get(20)
     repo = MongoRepository(db)
     kills = 0
-    for _ in range(3):
-        p = subprocess.Popen(_worker_cmd(group), env=env, cwd=REPO_ROOT,
+    for _ in range(4):
+        # small polls: many store/publish/commit cycles, so the kill lands inside one
+        p = subprocess.Popen(_worker_cmd(group, max_poll_records=10), env=env, cwd=REPO_ROOT,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            target = repo.dossiers.count_documents({}) + 40
+            target = repo.dossiers.count_documents({}) + 15
             wait_for(lambda: repo.dossiers.count_documents({}) >= min(target, n) or p.poll() is not None,
                      timeout=60, what="progress before the kill")
         finally:
