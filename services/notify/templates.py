@@ -1,6 +1,6 @@
 """Vietnamese alert texts (Jinja2): subject and body per rule, plain text + HTML, SMS, digest.
 
-Per-rule templates live in `templates/rules/<RULE>.j2` (blocks `subject` and `requires`: what the
+Per-rule templates live in `jinja/rules/<RULE>.j2` (blocks `subject` and `requires`: what the
 law requires now); the layouts are `alert.*.j2`, `sms.txt.j2`, `digest.*.j2`. The context is
 built from a whitelist of finding fields: `details` and anything citizen-related never reach a
 template (no ID numbers, phones or addresses of applicants).
@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateNotFound
 
 TZ = ZoneInfo("Asia/Ho_Chi_Minh")
-TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
+TEMPLATE_DIR = Path(__file__).resolve().parent / "jinja"
 SEVERITY_TEXT = {"info": "thông tin", "warning": "cảnh báo", "critical": "nghiêm trọng"}
 KIND_PREFIX = {"alert": "", "repeat": "[Nhắc lại] ", "resolved": "[Đã khắc phục] "}
 
@@ -80,7 +80,7 @@ class Renderer:
         try:
             tpl = self.text_env.get_template(f"rules/{rule}.j2")
         except TemplateNotFound:
-            raise TemplateMissing(f"no template for rule {rule!r} (services/notify/templates/rules/)") from None
+            raise TemplateMissing(f"no template for rule {rule!r} (services/notify/jinja/rules/)") from None
         c = tpl.new_context(ctx)
         subject = "".join(tpl.blocks["subject"](c)).strip()
         requires = "".join(tpl.blocks["requires"](c)).strip()
