@@ -260,7 +260,7 @@ def consumer_lag(settings: Settings, group: str) -> dict[tuple[str, int], int]:
     admin = KafkaAdminClient(bootstrap_servers=servers, client_id="motcua-sla-api",
                              request_timeout_ms=3000)
     try:
-        committed = admin.list_consumer_group_offsets(group)
+        committed = admin.list_group_offsets(group).get(group, {})   # kafka-python 3.x
     finally:
         admin.close()
     consumer = KafkaConsumer(bootstrap_servers=servers, group_id=None, request_timeout_ms=3000,

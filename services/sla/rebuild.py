@@ -57,8 +57,8 @@ def group_members(settings: Settings, group_id: str) -> int:
     admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers.split(","),
                              client_id="motcua-rebuild")
     try:
-        [desc] = admin.describe_consumer_groups([group_id])
-        return len(desc.members)
+        desc = admin.describe_groups([group_id])[group_id]     # kafka-python 3.x: dicts
+        return len(desc.get("members") or [])
     finally:
         admin.close()
 

@@ -295,7 +295,7 @@ def test_dlq_cli_show_and_redrive(settings, db):
     pub = KafkaPublisher(settings.kafka_bootstrap_servers)
     env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=settings.kafka_bootstrap_servers,
                TOPIC_EVENTS=settings.topic_events, TOPIC_FINDINGS=settings.topic_findings)
-    motcua = [sys.executable, "-m", "shared.cli"]
+    motcua = [str(Path(sys.executable).parent / "motcua")]     # the console script
     try:
         bad = dict(event("C-1"), surprise=1)            # unknown field: invalid_event
         pub.publish(settings.topic_events, "C-1", bad)
@@ -321,6 +321,31 @@ def test_dlq_cli_show_and_redrive(settings, db):
         bad_limit = subprocess.run(motcua + ["dlq", "show", "--limit", "0"], env=env, cwd=REPO_ROOT,
                                    capture_output=True, text=True, timeout=60)
         assert bad_limit.returncode == 2 and "at least 1" in bad_limit.stderr
+    finally:
+        w.stop()
+        pub.close()
+
+
+def test_rebuild_cli_refuses_while_workers_run_and_lag_is_reported(settings, db):
+    from services.sla.api import consumer_lag
+    clock = VirtualClock(T0)
+    group = "g-" + uuid.uuid4().hex[:6]
+    w = Running(settings, clock, group)
+    pub = KafkaPublisher(settings.kafka_bootstrap_servers)
+    env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=settings.kafka_bootstrap_servers,
+               MONGO_DB=settings.mongo_db, TOPIC_EVENTS=settings.topic_events,
+               TOPIC_FINDINGS=settings.topic_findings)
+    try:
+        for i in range(5):
+            pub.publish(settings.topic_events, f"M-{i}", event(f"M-{i}"))
+        wait_for(lambda: sum(consumer_lag(settings, group).values()) == 0
+                 and db.dossiers.count_documents({}) == 5, what="group caught up")
+        lag = consumer_lag(settings, group)
+        assert len(lag) == 6 and set(lag.values()) == {0}
+        out = subprocess.run([str(Path(sys.executable).parent / "motcua"), "rebuild", "--group", group], env=env,
+                             cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 2 and "stop the sla workers" in out.stderr
+        assert live_names(db).dossiers == "dossiers"        # nothing switched
     finally:
         w.stop()
         pub.close()
