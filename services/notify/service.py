@@ -195,7 +195,7 @@ class NotifyService:
         if prev_state == "resolved":   # re-opened: a new episode
             episode = f.get("episode", 0) + 1
             self.store.set_finding(f["_id"], {"episode": episode, "level": 0, "repeats": 0, "acked_at": None,
-                                              "acked_by": None, "acked_recipient": None, "alerted": []})
+                                              "acked_by": None, "acked_recipient": None})
             f = self.store.get_finding(f["_id"])
             prev = None
         if route.mode == "digest":
@@ -259,8 +259,8 @@ class NotifyService:
         if not route.resolved_notice:
             return 0
         n, seen = 0, set()
-        for d in f.get("alerted") or []:
-            if d.get("episode", 0) != f.get("episode", 0) or d["recipient"] in seen:
+        for d in self.store.alerted_for(f["_id"], f.get("episode", 0)):
+            if d["recipient"] in seen:
                 continue
             seen.add(d["recipient"])
             r = _recipient(d)
@@ -455,8 +455,8 @@ class NotifyService:
                                           expect={"repeats": f.get("repeats", 0)}):
                 continue
             seen = set()
-            for d in f.get("alerted") or []:
-                if d.get("episode", 0) != f.get("episode", 0) or d.get("kind") != "alert" or d["recipient"] in seen:
+            for d in self.store.alerted_for(f["_id"], f.get("episode", 0)):
+                if d.get("kind") != "alert" or d["recipient"] in seen:
                     continue
                 seen.add(d["recipient"])
                 r = _recipient(d)

@@ -18,6 +18,8 @@ Collections:
   filters other than `_id` by reading every document, so the queue must stay small; final
   notifications leave it. A claimed entry's `due_at` moves to the end of its lease, so an entry
   whose sender crashed becomes due again by itself.
+- `notify_alerted`: who received an alert or repeat of a finding (insert-only), read when the
+  finding repeats or resolves.
 - `notification_claims`: `_id` = `<notification id>:<n>`; inserting it is the lock that lets
   exactly one instance take one claim (FerretDB's findAndModify is not atomic between writers,
   a unique key is).
@@ -35,11 +37,11 @@ DELIVERIES = "deliveries"
 ACKS = "acks"
 CLAIMS = "notification_claims"
 QUEUE = "notify_queue"
+ALERTED = "notify_alerted"
 NOTIFICATION_KEY = ("finding_id", "episode", "recipient", "level", "kind", "seq")
 # scheduler state of a finding, set when notify first stores it and never overwritten by revisions
 SCHEDULE_DEFAULTS = {"episode": 0, "level": 0, "next_escalation_at": None, "next_repeat_at": None,
-                     "repeats": 0, "acked_at": None, "acked_by": None, "acked_recipient": None,
-                     "alerted": []}
+                     "repeats": 0, "acked_at": None, "acked_by": None, "acked_recipient": None}
 
 
 class NotifyStore:
@@ -51,6 +53,7 @@ class NotifyStore:
         self.acks = db[ACKS]
         self.claims = db[CLAIMS]
         self.queue = db[QUEUE]
+        self.alerted = db[ALERTED]
 
     def ensure_indexes(self) -> None:
         self.notifications.create_index([(k, ASCENDING) for k in NOTIFICATION_KEY], unique=True,
@@ -64,6 +67,7 @@ class NotifyStore:
         self.findings.create_index([("next_repeat_at", ASCENDING)], name="repeat")
         self.acks.create_index([("finding_id", ASCENDING)], name="finding")
         self.queue.create_index([("due_at", ASCENDING)], name="due")
+        self.alerted.create_index([("finding_id", ASCENDING)], name="finding")
 
     # --- findings ---------------------------------------------------------------------------
     def upsert_finding(self, doc: dict) -> tuple[bool, dict | None]:
@@ -167,8 +171,19 @@ class NotifyStore:
         return n
 
     def add_alerted(self, finding_id: str, recipient: dict) -> None:
-        """Remember who received an alert of the finding (for repeats and the closing notice)."""
-        self.findings.update_one({"_id": finding_id}, {"$addToSet": {"alerted": recipient}})
+        """Remember who received an alert of the finding (for repeats and the closing notice).
+
+        Insert-only, one document per (finding, episode, recipient, level, kind): FerretDB applies
+        updates as read-modify-write of the whole document, so concurrent `$addToSet`s on the
+        finding's document would lose entries."""
+        key = "|".join(str(recipient.get(k)) for k in ("episode", "recipient", "level", "kind"))
+        try:
+            self.alerted.insert_one({"_id": f"{finding_id}|{key}", "finding_id": finding_id, **recipient})
+        except DuplicateKeyError:
+            pass
+
+    def alerted_for(self, finding_id: str, episode: int) -> list[dict]:
+        return list(self.alerted.find({"finding_id": finding_id, "episode": episode}).sort("_id", ASCENDING))
 
     def queue_size(self, now: datetime) -> tuple[int, int]:
         """(due, deferred) entries of the queue."""
