@@ -111,8 +111,24 @@ class InMemoryBus:
         pass
 
 
-def kafka_consumer(bootstrap_servers: str, topics: list[str], group_id: str, **config):
-    """A kafka-python consumer with manual commits (commit after the effect is stored)."""
+def _key_deserializer():
+    from kafka.serializer import Deserializer
+
+    class KeyDeserializer(Deserializer):
+        """Message keys are dossier codes (UTF-8 text)."""
+
+        def deserialize(self, topic, bytes_):
+            return bytes_.decode("utf-8", errors="replace") if bytes_ is not None else None
+
+    return KeyDeserializer()
+
+
+def kafka_consumer(bootstrap_servers: str, topics: list[str] | None, group_id: str | None, **config):
+    """A kafka-python consumer with manual commits (commit after the effect is stored).
+
+    Values stay raw bytes: a poison message must reach the dead-letter topic, not crash the loop.
+    `topics=None` leaves subscription/assignment to the caller.
+    """
     from kafka import KafkaConsumer
 
     params = dict(
@@ -120,13 +136,13 @@ def kafka_consumer(bootstrap_servers: str, topics: list[str], group_id: str, **c
         group_id=group_id,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
-        key_deserializer=lambda b: b.decode("utf-8") if b is not None else None,
-        value_deserializer=lambda b: b,   # raw bytes: a poison message must reach the DLQ, not crash
+        key_deserializer=_key_deserializer(),
         max_poll_records=500,
     )
     params.update(config)
     consumer = KafkaConsumer(**params)
-    consumer.subscribe(topics)
+    if topics:
+        consumer.subscribe(topics)
     return consumer
 
 
