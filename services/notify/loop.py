@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 
+from shared.consumer import commit_batch, rewind
 from shared.messaging import decode
 
 from .service import FindingError, NotifyService
@@ -97,28 +98,7 @@ class NotifyLoop:
             "reason": reason, "error": str(exc)[:200], "partition": r.partition, "offset": r.offset}})
 
     def _commit(self, batch) -> None:
-        from kafka import TopicPartition
-        from kafka.errors import CommitFailedError
-        from kafka.structs import OffsetAndMetadata
-
-        last: dict = {}
-        for r in batch:
-            tp = TopicPartition(r.topic, r.partition)
-            last[tp] = max(last.get(tp, -1), r.offset)
-        try:
-            self.consumer.commit({tp: OffsetAndMetadata(o + 1, "", -1) for tp, o in last.items()})
-        except CommitFailedError:
-            log.warning("commit failed after a rebalance; the new owner re-reads (effects are idempotent)")
+        commit_batch(self.consumer, batch)
 
     def _rewind(self, tps) -> None:
-        from kafka import TopicPartition
-
-        for topic, partition in tps:
-            tp = TopicPartition(topic, partition)
-            if tp not in self.consumer.assignment():
-                continue
-            committed = self.consumer.committed(tp)
-            if committed is None:
-                self.consumer.seek_to_beginning(tp)
-            else:
-                self.consumer.seek(tp, committed)
+        rewind(self.consumer, tps)
