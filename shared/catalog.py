@@ -19,6 +19,7 @@ import yaml
 from shared.config import PACKAGE_DATA
 from shared.events import COMPONENT_ID, PROCEDURE_CODE
 from shared.limits import Limit, parse_limit
+from shared.versioned import VersionedStore
 
 SUPPLEMENT_POLICIES = ("pause", "restart")
 DEFAULT_WARNING = ("wh", 8)          # LEGAL.md DUE_SOON: 8 working hours unless the procedure says otherwise
@@ -568,37 +569,14 @@ def default_catalog() -> Catalog:
 
 # ----------------------------------------------------------------------------- store
 
-class CatalogStore:
-    """Catalog versions in MongoDB (collection `catalog_versions`, pointer `catalog_current`).
-
-    Each version document is written completely before the pointer is flipped, so a reader never
-    sees half an import (FerretDB has no transactions)."""
+class CatalogStore(VersionedStore):
+    """Catalog versions in MongoDB (collection `catalog_versions`, pointer `catalog_current`);
+    see shared.versioned."""
 
     VERSIONS = "catalog_versions"
     CURRENT = "catalog_current"
-
-    def __init__(self, db):
-        self.db = db
+    FIELD = "procedures"
+    from_records = staticmethod(lambda records, name: catalog_from_records(records, name))
 
     def import_catalog(self, catalog: Catalog, imported_at: datetime, source: str = "") -> str:
-        if imported_at.tzinfo is None:
-            raise ValueError("imported_at must be an aware UTC instant")
-        self.db[self.VERSIONS].update_one(
-            {"_id": catalog.version},
-            {"$setOnInsert": {"procedures": catalog.records, "first_imported_at": imported_at},
-             "$push": {"imports": {"at": imported_at, "source": source}}},
-            upsert=True)
-        self.db[self.CURRENT].update_one(
-            {"_id": "current"},
-            {"$set": {"version": catalog.version, "updated_at": imported_at}}, upsert=True)
-        return catalog.version
-
-    def at(self, version: str) -> Catalog | None:
-        doc = self.db[self.VERSIONS].find_one({"_id": version})
-        if doc is None:
-            return None
-        return catalog_from_records(doc["procedures"], f"{self.VERSIONS}/{version}")
-
-    def current(self) -> Catalog | None:
-        ptr = self.db[self.CURRENT].find_one({"_id": "current"})
-        return self.at(ptr["version"]) if ptr else None
+        return self.store(catalog, imported_at, source)

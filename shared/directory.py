@@ -13,6 +13,7 @@ from typing import Iterable
 
 from shared.catalog import _Collector, check_keys, content_hash, read_records
 from shared.config import PACKAGE_DATA
+from shared.versioned import VersionedStore
 
 AGENCY_CODE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]{0,63}$")
 EMAIL = re.compile(r"^[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}$")
@@ -344,56 +345,15 @@ def default_directory() -> Directory:
 
 # ----------------------------------------------------------------------------- store
 
-class DirectoryStore:
-    """Directory versions in MongoDB, so past alerts keep who was responsible then.
-
-    `directory_versions`: one document per distinct content (`_id` = Directory.version) with the
-    agencies and every import (`imports: [{at, source}]`). `directory_current`: one pointer
-    document `{_id: "current", version, updated_at}`. An import writes the version document
-    completely, then flips the pointer: no transactions needed (FerretDB), and a reader never
-    sees half an import.
-    """
+class DirectoryStore(VersionedStore):
+    """Directory versions in MongoDB, so past alerts keep who was responsible then
+    (collection `directory_versions`, pointer `directory_current`; see shared.versioned)."""
 
     VERSIONS = "directory_versions"
     CURRENT = "directory_current"
-
-    def __init__(self, db):
-        self.db = db
+    FIELD = "agencies"
+    from_records = staticmethod(lambda records, name: directory_from_records(records, name))
 
     def import_directory(self, directory: Directory, imported_at: datetime, source: str = "") -> str:
         """Store `directory` as the current version; returns its version."""
-        if imported_at.tzinfo is None or imported_at.utcoffset() is None:
-            raise ValueError("imported_at must be an aware UTC instant")
-        self.db[self.VERSIONS].update_one(
-            {"_id": directory.version},
-            {"$setOnInsert": {"agencies": directory.records, "first_imported_at": imported_at},
-             "$push": {"imports": {"at": imported_at, "source": source}}},
-            upsert=True)
-        self.db[self.CURRENT].update_one(
-            {"_id": "current"},
-            {"$set": {"version": directory.version, "updated_at": imported_at}}, upsert=True)
-        return directory.version
-
-    def at(self, version: str) -> Directory | None:
-        """The directory of an earlier (or the current) version, None if unknown."""
-        doc = self.db[self.VERSIONS].find_one({"_id": version})
-        if doc is None:
-            return None
-        return directory_from_records(doc["agencies"], f"{self.VERSIONS}/{version}")
-
-    def current(self) -> Directory | None:
-        """The latest imported directory, None before the first import."""
-        ptr = self.db[self.CURRENT].find_one({"_id": "current"})
-        return self.at(ptr["version"]) if ptr else None
-
-    def current_version(self) -> str | None:
-        ptr = self.db[self.CURRENT].find_one({"_id": "current"})
-        return ptr["version"] if ptr else None
-
-    def history(self) -> list[dict]:
-        """Every import, oldest first: [{version, at, source}]."""
-        out = []
-        for doc in self.db[self.VERSIONS].find({}, {"imports": 1}):
-            for imp in doc.get("imports", []):
-                out.append({"version": doc["_id"], "at": imp["at"], "source": imp.get("source", "")})
-        return sorted(out, key=lambda r: r["at"])
+        return self.store(directory, imported_at, source)

@@ -1,0 +1,62 @@
+"""Versioned reference data in MongoDB (the procedure catalog, the agency directory).
+
+`<name>_versions` holds one document per distinct content (`_id` = content hash) with its records
+and every import (`imports: [{at, source}]`); `<name>_current` holds one pointer document
+`{_id: "current", version, updated_at}`. An import writes the version document completely, then
+flips the pointer: no transactions needed (FerretDB has none), and a reader never sees half an
+import. Old versions stay, so past alerts and due dates keep the data in force then.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Callable
+
+
+class VersionedStore:
+    """Base of CatalogStore and DirectoryStore: subclasses set the names and the record loader."""
+
+    VERSIONS: str
+    CURRENT: str
+    FIELD: str                                   # key of the records in a version document
+    from_records: Callable[[list, str], Any]     # records, origin name -> loaded object
+
+    def __init__(self, db):
+        self.db = db
+
+    def store(self, obj, imported_at: datetime, source: str = "") -> str:
+        """Store `obj` (having `.version` and `.records`) as the current version; returns it."""
+        if imported_at.tzinfo is None or imported_at.utcoffset() is None:
+            raise ValueError("imported_at must be an aware UTC instant")
+        self.db[self.VERSIONS].update_one(
+            {"_id": obj.version},
+            {"$setOnInsert": {self.FIELD: obj.records, "first_imported_at": imported_at},
+             "$push": {"imports": {"at": imported_at, "source": source}}},
+            upsert=True)
+        self.db[self.CURRENT].update_one(
+            {"_id": "current"},
+            {"$set": {"version": obj.version, "updated_at": imported_at}}, upsert=True)
+        return obj.version
+
+    def at(self, version: str):
+        """The data of an earlier (or the current) version, None if unknown."""
+        doc = self.db[self.VERSIONS].find_one({"_id": version})
+        if doc is None:
+            return None
+        return type(self).from_records(doc[self.FIELD], f"{self.VERSIONS}/{version}")
+
+    def current_version(self) -> str | None:
+        ptr = self.db[self.CURRENT].find_one({"_id": "current"})
+        return ptr["version"] if ptr else None
+
+    def current(self):
+        """The latest import, None before the first."""
+        version = self.current_version()
+        return self.at(version) if version else None
+
+    def history(self) -> list[dict]:
+        """Every import, oldest first: [{version, at, source}]."""
+        out = []
+        for doc in self.db[self.VERSIONS].find({}, {"imports": 1}):
+            for imp in doc.get("imports", []):
+                out.append({"version": doc["_id"], "at": imp["at"], "source": imp.get("source", "")})
+        return sorted(out, key=lambda r: r["at"])
