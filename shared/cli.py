@@ -23,6 +23,23 @@ class CliError(Exception):
     """Bad input or a failed operation: printed as `motcua: error: …`, exit code 2."""
 
 
+def cli_db(settings):
+    """The MongoDB database of `settings`, pinged first: CliError naming MONGO_URI when unreachable."""
+    from pymongo import MongoClient
+    from pymongo.errors import PyMongoError
+
+    from shared.config import env
+
+    client = MongoClient(settings.mongo_uri, serverSelectionTimeoutMS=int(env("MONGO_TIMEOUT_MS")),
+                         tz_aware=True)
+    try:
+        client.admin.command("ping")
+    except PyMongoError as exc:
+        raise CliError(f"cannot reach MongoDB at MONGO_URI ({type(exc).__name__}); "
+                       f"is the stack running? (motcua local up)") from None
+    return client[settings.mongo_db]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="motcua", description="Ops CLI of the một cửa dossier tracking system.")

@@ -11,24 +11,13 @@ import argparse
 import json
 
 from shared.catalog import CatalogError, CatalogStore, load_catalog
-from shared.cli import CliError
+from shared.cli import CliError, cli_db
 from shared.clock import clock_from_env
-from shared.config import Settings, env
+from shared.config import Settings
 from shared.directory import DirectoryError, DirectoryStore, load_directory
 
 
-def _db(settings: Settings):
-    from pymongo import MongoClient
-    from pymongo.errors import PyMongoError
-
-    client = MongoClient(settings.mongo_uri, serverSelectionTimeoutMS=int(env("MONGO_TIMEOUT_MS")),
-                         tz_aware=True)
-    try:
-        client.admin.command("ping")
-    except PyMongoError as exc:
-        raise CliError(f"cannot reach MongoDB at MONGO_URI ({type(exc).__name__}); "
-                       f"is the stack running? (motcua local up)") from None
-    return client[settings.mongo_db]
+_db = cli_db  # the CLI's one MongoDB opener
 
 
 def _load_catalog(path: str):

@@ -8,22 +8,11 @@ from __future__ import annotations
 import json
 
 from shared.auth import ROLES, KeyStore
-from shared.cli import CliError
-from shared.config import Settings, env
+from shared.cli import CliError, cli_db
+from shared.config import Settings
 
 
-def _db(settings: Settings):
-    from pymongo import MongoClient
-    from pymongo.errors import PyMongoError
-
-    client = MongoClient(settings.mongo_uri, serverSelectionTimeoutMS=int(env("MONGO_TIMEOUT_MS")),
-                         tz_aware=True)
-    try:
-        client.admin.command("ping")
-    except PyMongoError as exc:
-        raise CliError(f"cannot reach MongoDB at MONGO_URI ({type(exc).__name__}); "
-                       f"is the stack running? (motcua local up)") from None
-    return client[settings.mongo_db]
+_db = cli_db  # the CLI's one MongoDB opener
 
 
 def _create(args) -> int:

@@ -63,6 +63,15 @@ def error_response(status: int, errors: list[dict], headers: dict[str, str] | No
     return resp
 
 
+def auth_error_response(exc):
+    """The JSON answer to a shared.auth.AuthError (401/403/429), the same in every API."""
+    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else {}
+    if exc.status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="motcua"'
+    return error_response(exc.status, [{"code": exc.code, "field": "Authorization",
+                                        "message": exc.message}], headers)
+
+
 _HTTP_CODES = {400: "bad_request", 401: "unauthenticated", 403: "forbidden", 404: "not_found",
                405: "method_not_allowed", 409: "conflict", 413: "payload_too_large",
                415: "unsupported_media_type", 422: "invalid", 429: "rate_limited",

@@ -16,7 +16,7 @@ from flask import Blueprint, current_app, jsonify, request
 from pymongo.errors import PyMongoError
 
 from shared.auth import WRITE_ROLES, AuthError, authenticate
-from shared.httpapi import ApiError, error_response
+from shared.httpapi import ApiError, auth_error_response, error_response
 
 bp = Blueprint("intake", __name__)
 
@@ -27,11 +27,7 @@ def _ext() -> dict:
 
 @bp.app_errorhandler(AuthError)
 def _auth_error(exc: AuthError):
-    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else {}
-    if exc.status == 401:
-        headers["WWW-Authenticate"] = 'Bearer realm="motcua"'
-    return error_response(exc.status, [{"code": exc.code, "field": "$", "message": exc.message}],
-                          headers)
+    return auth_error_response(exc)
 
 
 @bp.app_errorhandler(PyMongoError)

@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 from shared.auth import AuthError, KeyStore, authenticate, init_auth
 from shared.clock import clock_from_env
 from shared.config import Settings, env
-from shared.httpapi import ApiError, error_response, init_http
+from shared.httpapi import ApiError, auth_error_response, init_http
 
 from .service import NotifyService
 from .store import NotifyStore
@@ -119,9 +119,7 @@ def create_app(config: dict | None = None, *, db=None, clock=None):
 
     @app.errorhandler(AuthError)
     def _auth_error(exc: AuthError):
-        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
-        return error_response(exc.status, [{"code": exc.code, "field": "Authorization",
-                                            "message": exc.message}], headers)
+        return auth_error_response(exc)
 
     # -- helpers -----------------------------------------------------------------------------
     def reader():
