@@ -9,10 +9,10 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable
 
 import yaml
 
@@ -39,12 +39,12 @@ _STEP_KEYS = {"role": True, "name": True, "share": True}
 
 # ----------------------------------------------------------------------------- errors
 
-class CatalogError(ValueError):
-    """A catalog file is invalid. `file`, `entry` ("#3 (1.001193)"), `field` and `message` name
-    the first problem; `errors` holds every problem found (each a CatalogError)."""
+class DataFileError(ValueError):
+    """An ops data file (catalog, directory) is invalid. `file`, `entry` ("#3 (1.001193)"),
+    `field` and `message` name the first problem; `errors` holds every problem found."""
 
     def __init__(self, file: str, entry: str | None, field: str | None, message: str,
-                 errors: list["CatalogError"] | None = None):
+                 errors: list["DataFileError"] | None = None):
         self.file, self.entry, self.field, self.message = file, entry, field, message
         self.errors = errors if errors is not None else [self]
         super().__init__(self._render())
@@ -61,6 +61,10 @@ class CatalogError(ValueError):
         if len(self.errors) <= 1:
             return self._one()
         return f"{len(self.errors)} errors:\n" + "\n".join("  " + e._one() for e in self.errors)
+
+
+class CatalogError(DataFileError):
+    """A catalog file is invalid (see DataFileError)."""
 
 
 class _Collector:

@@ -11,7 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Iterable
 
-from shared.catalog import _Collector, check_keys, content_hash, read_records
+from shared.catalog import DataFileError, _Collector, check_keys, content_hash, read_records
 from shared.config import PACKAGE_DATA
 from shared.versioned import VersionedStore
 
@@ -31,28 +31,9 @@ _PERSON_KEYS = {"name": True, "title": False, "email": False, "phone": False,
 _CONTACT_KEYS = {"email": False, "phone": False, "sms": False, "webhook": False}
 
 
-class DirectoryError(ValueError):
+class DirectoryError(DataFileError):
     """A directory file is invalid: `file`, `entry` ("#3 (000.00.00.H56)"), `field`, `message`
-    name the first problem; `errors` holds every problem found."""
-
-    def __init__(self, file: str, entry: str | None, field: str | None, message: str,
-                 errors: list["DirectoryError"] | None = None):
-        self.file, self.entry, self.field, self.message = file, entry, field, message
-        self.errors = errors if errors is not None else [self]
-        super().__init__(self._render())
-
-    def _one(self) -> str:
-        where = [self.file]
-        if self.entry:
-            where.append(f"entry {self.entry}")
-        if self.field:
-            where.append(f"field {self.field!r}")
-        return f"{', '.join(where)}: {self.message}"
-
-    def _render(self) -> str:
-        if len(self.errors) <= 1:
-            return self._one()
-        return f"{len(self.errors)} errors:\n" + "\n".join("  " + e._one() for e in self.errors)
+    name the first problem; `errors` holds every problem found (see DataFileError)."""
 
 
 @dataclass(frozen=True)
