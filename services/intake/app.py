@@ -93,6 +93,20 @@ class Resources:
                         retry_backoff_ms=100, reconnect_backoff_max_ms=1000)
         return self._publisher
 
+    def discard_publisher(self, failed) -> None:
+        """Drop a producer that failed to publish: the next request builds a fresh one.
+        A kafka-python producer can stay stuck after the broker was killed and restarted (every
+        send times out in its accumulator; seen in test_intake_broker_outage.py), so a failed
+        one is not trusted again. Injected publishers (tests) are kept."""
+        if not self._owns_publisher:
+            return
+        with self._lock:
+            if self._publisher is not failed:      # another thread replaced it already
+                return
+            self._publisher = None
+        threading.Thread(target=_close_quietly, args=(failed,), daemon=True,
+                         name="intake-discard-producer").start()
+
     def catalog(self):
         if self._catalog is None:
             from shared.catalog import load_catalog
@@ -178,7 +192,8 @@ def create_app(config: dict | None = None, *, publisher=None, clock=None, db=Non
 
     intake = Intake(store=store, publisher=res.publisher, clock=clock, topic=cfg["TOPIC_EVENTS"],
                     catalog=res.catalog, directory=res.directory,
-                    publish_timeout=cfg["INTAKE_PUBLISH_TIMEOUT_S"], metrics=_M)
+                    publish_timeout=cfg["INTAKE_PUBLISH_TIMEOUT_S"], metrics=_M,
+                    on_publish_failure=res.discard_publisher)
     limiter_factory = None if cfg.get("AUTH_LIMITER") is False else limiter
     init_auth(app, keystore, limiter_factory)
     app.extensions["intake"] = {"service": intake, "resources": res, "store": store,
@@ -187,6 +202,13 @@ def create_app(config: dict | None = None, *, publisher=None, clock=None, db=Non
     app.register_blueprint(openapi.bp)
     atexit.register(res.close)
     return app
+
+
+def _close_quietly(publisher) -> None:
+    try:
+        publisher.close(timeout=0)      # pending sends fail: their requests got (or get) a 503
+    except Exception:  # noqa: BLE001
+        log.warning("closing a failed Kafka producer raised", exc_info=True)
 
 
 def _kafka_reachable(bootstrap: str, timeout: float = 1.0) -> str | None:

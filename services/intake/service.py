@@ -78,7 +78,8 @@ def _accepted_body(doc: dict) -> dict:
 class Intake:
     def __init__(self, *, store: Callable[[], IntakeStore], publisher: Callable[[], Any],
                  clock, topic: str, catalog: Callable[[], Any], directory: Callable[[], Any],
-                 publish_timeout: float = 5.0, metrics=None):
+                 publish_timeout: float = 5.0, metrics=None,
+                 on_publish_failure: Callable[[Any], None] | None = None):
         self._store = store
         self._publisher = publisher
         self.clock = clock
@@ -87,6 +88,7 @@ class Intake:
         self._directory = directory
         self.publish_timeout = publish_timeout
         self.metrics = metrics      # object with .rejected (Counter[reason]) and .publish (Histogram)
+        self.on_publish_failure = on_publish_failure   # gets the publisher that failed
 
     # -- the use case ---------------------------------------------------------------------------
 
@@ -230,6 +232,8 @@ class Intake:
                     failed_dossiers.add(doc["dossier_code"])
         if self.metrics is not None:
             self.metrics.publish.observe(time.perf_counter() - t0)
+        if self.on_publish_failure is not None and not all(isinstance(r, Published) for r in out):
+            self.on_publish_failure(publisher)
         return out
 
     # -- helpers --------------------------------------------------------------------------------

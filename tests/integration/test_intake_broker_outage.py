@@ -13,6 +13,7 @@ partition/offset its 2xx answer reported.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import threading
@@ -177,10 +178,21 @@ def test_broker_killed_mid_run_no_2xx_without_publish_and_nothing_lost(private_k
         with lock:
             return sum(1 for a in attempts if pred(a))
 
+    publish_errors: list[str] = []       # why publishes failed (diagnostics only)
+
+    class Errors(logging.Handler):
+        def emit(self, record):
+            fields = getattr(record, "fields", None) or {}
+            if "error" in fields:
+                publish_errors.append(f"{time.monotonic() - t_start:.1f}s {fields['error'][:160]}")
+    handler = Errors(logging.WARNING)
+    logging.getLogger("motcua.intake").addHandler(handler)
+
     def wait_for(pred, n, timeout, what):
         deadline = time.monotonic() + timeout
         while count(pred) < n:
-            assert time.monotonic() < deadline, f"timed out waiting for {what}: {count(pred)}/{n}"
+            assert time.monotonic() < deadline, \
+                f"timed out waiting for {what}: {count(pred)}/{n}; last publish errors: {publish_errors[-4:]}"
             time.sleep(0.05)
 
     client = threading.Thread(target=client_loop, daemon=True)
@@ -198,6 +210,7 @@ def test_broker_killed_mid_run_no_2xx_without_publish_and_nothing_lost(private_k
     finally:
         stop.set()
         client.join(timeout=PUBLISH_TIMEOUT_S + 15)
+        logging.getLogger("motcua.intake").removeHandler(handler)
 
     try:
         assert all(a.status in (202, 503) for a in attempts), \

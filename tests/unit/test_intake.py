@@ -320,3 +320,53 @@ def test_no_connection_at_import_or_creation():
     res = app.extensions["intake"]["resources"]
     assert res._client is None and res._publisher is None
     assert app.test_client().get("/healthz").status_code == 200
+
+
+def test_failed_producer_is_discarded_and_rebuilt():
+    """A producer that failed is not reused (kafka-python can stay stuck after a broker restart):
+    the Intake reports it, Resources drops and closes it, the next request builds a new one."""
+    import time as _time
+
+    from services.intake.app import Resources, load_config
+    from services.intake.service import Intake
+
+    class FakeProducer(InMemoryBus):
+        built = []
+
+        def __init__(self):
+            super().__init__()
+            self.closed = False
+            FakeProducer.built.append(self)
+
+        def close(self, timeout=10.0):
+            self.closed = True
+
+    res = Resources(load_config({"TESTING": True}))
+    res._publisher = first = FakeProducer()          # as if built lazily by the app
+    reported = []
+    env = Env()
+    intake = Intake(store=lambda: IntakeStore(env.db), publisher=lambda: res._publisher or FakeProducer(),
+                    clock=env.clock, topic=TOPIC, catalog=default_catalog, directory=directory,
+                    on_publish_failure=lambda p: (reported.append(p), res.discard_publisher(p)))
+    principal = env.keys.verify(env.key()["Authorization"].split()[1])
+    assert intake.submit(principal, [ev()])[0].status == 202
+    assert reported == [] and res._publisher is first
+    first.fail_with = TimeoutError("no ack")
+    assert intake.submit(principal, [ev()])[0].status == 503
+    assert reported == [first] and res._publisher is None
+    deadline = _time.monotonic() + 5
+    while not first.closed and _time.monotonic() < deadline:
+        _time.sleep(0.01)
+    assert first.closed
+    res.discard_publisher(first)                      # a second report of the same one: no-op
+    assert intake.submit(principal, [ev()])[0].status == 202
+    assert len(FakeProducer.built) == 2
+
+
+def test_injected_publisher_is_never_discarded(env):
+    h = env.key()
+    env.bus.fail_with = TimeoutError("no ack")
+    assert env.post(ev(), h).status_code == 503
+    env.bus.fail_with = None
+    assert env.post(ev(), h).status_code == 202
+    assert env.app.extensions["intake"]["resources"]._publisher is env.bus
