@@ -24,8 +24,8 @@ from shared.events import load_stored
 from shared.messaging import decode
 
 from .metrics import SlaMetrics
-from .repository import (DossierWrite, FindingWrite, Repository, finding_doc, finding_message,
-                         strip_dossier)
+from .repository import (DossierWrite, FindingWrite, Repository, StaleWrite, dossier_doc,
+                         finding_doc, finding_message, strip_dossier)
 
 log = logging.getLogger("motcua.sla")
 
@@ -113,11 +113,65 @@ def _default_engine():
     return engine
 
 
+class StateCache:
+    """The stored documents of the dossiers of the partitions this instance owns (derived data).
+
+    Loaded in one scan of `dossiers` and one of `findings` when partitions are assigned, kept in
+    step with every write this instance makes, dropped when the partitions are revoked (and
+    rebuilt from the store on the next assignment or after a StaleWrite). Documents are held as
+    BSON bytes (what the store returned, with its millisecond instants) to keep memory small; a
+    closed dossier (no next check) is held as a marker only and read by _id if touched again.
+    MongoDB stays the source of truth: nothing here is written anywhere.
+    """
+
+    def __init__(self):
+        from bson.codec_options import CodecOptions
+        self._opts = CodecOptions(tz_aware=True)
+        self.docs: dict[int, dict[str, bytes | None]] = {}     # partition -> code -> doc | marker
+        self.findings: dict[str, bytes] = {}                    # code -> {"f": [finding docs]}
+
+    def holds(self, partition: int | None) -> bool:
+        return partition is not None and partition in self.docs
+
+    def partitions(self) -> set[int]:
+        return set(self.docs)
+
+    def encode(self, doc: dict) -> bytes:
+        import bson
+        return bson.encode(doc)
+
+    def decode(self, raw: bytes) -> dict:
+        import bson
+        return bson.decode(raw, codec_options=self._opts)
+
+    def put_dossier(self, partition: int, doc: dict) -> None:
+        part = self.docs.setdefault(partition, {})
+        part[doc["_id"]] = self.encode(doc) if doc.get("next_check_at") is not None else None
+
+    def put_findings(self, code: str, docs: list[dict]) -> None:
+        if docs:
+            self.findings[code] = self.encode({"f": docs})
+        else:
+            self.findings.pop(code, None)
+
+    def findings_of(self, code: str) -> dict[str, dict]:
+        raw = self.findings.get(code)
+        return {d["_id"]: d for d in self.decode(raw)["f"]} if raw else {}
+
+    def drop(self, partitions: Iterable[int]) -> None:
+        for p in partitions:
+            for code in self.docs.pop(p, {}):
+                self.findings.pop(code, None)
+
+    def size(self) -> int:
+        return sum(len(d) for d in self.docs.values())
+
+
 class SlaHandler:
     """Applies events and scheduled checks; owns no Kafka offsets."""
 
     def __init__(self, repo: Repository, publisher, topic_findings: str, clock, ctx,
-                 engine=None, metrics: SlaMetrics | None = None):
+                 engine=None, metrics: SlaMetrics | None = None, defer_marks: bool = False):
         self.repo = repo
         self.publisher = publisher
         self.topic_findings = topic_findings
@@ -125,8 +179,14 @@ class SlaHandler:
         self.ctx = ctx
         self.engine = engine or _default_engine()
         self.metrics = metrics or SlaMetrics()
-        self._due: dict[str, tuple[datetime, int | None]] = {}
-        self._heap: list[tuple[datetime, str]] = []
+        self.cache = StateCache()
+        # scheduler: min-heap of (next_check_at as POSIX seconds, partition, code); an entry is
+        # current when the dossier's document still has that next_check_at (stale ones skipped)
+        self._heap: list[tuple[float, int | None, str]] = []
+        # "published" marks (fid, revision) not yet written: the loop writes them when idle
+        # (defer_marks) — losing them in a crash only republishes the same revision
+        self.defer_marks = defer_marks
+        self._marks: list[tuple[str, int]] = []
 
     # -- events ---------------------------------------------------------------------------------
     def handle(self, items: list[Incoming]) -> list[Rejected]:
@@ -152,8 +212,11 @@ class SlaHandler:
         if not parsed:
             return rejected
 
-        codes = list(dict.fromkeys(ev["dossier_code"] for _, ev in parsed))
-        stored = self.repo.load_dossiers(codes)
+        where: dict[str, int | None] = {}
+        for item, ev in parsed:
+            where.setdefault(ev["dossier_code"], item.partition)
+        codes = list(where)
+        stored = self._load(where)
         states = {c: self._state_of(c, stored.get(c)) for c in codes}
         partitions = {c: stored[c].get("partition") for c in stored}
         agencies = {c: set(stored[c].get("agencies", ())) if c in stored else set() for c in codes}
@@ -182,58 +245,79 @@ class SlaHandler:
         rejected.sort(key=lambda r: order[id(r.item)])
         return rejected
 
-    # -- scheduled checks -----------------------------------------------------------------------
-    # The instance keeps an in-memory index (code -> next_check_at) of the dossiers of the
-    # partitions it owns, loaded from the store when partitions are assigned and updated on every
-    # write it makes: a periodic query on next_check_at would scan the whole collection on
-    # FerretDB every 0.5 s. The index is derived data: any instance can rebuild it from the store.
-    def load_due_index(self, partitions: Iterable[int]) -> int:
-        """(Re)load the index for newly assigned partitions; returns how many dossiers it holds."""
+    # -- partitions -----------------------------------------------------------------------------
+    def assign(self, partitions: Iterable[int]) -> tuple[int, int]:
+        """Hold newly assigned partitions: load their dossiers and findings (one scan of each
+        collection), index their next checks, publish what was stored but never published.
+        Returns (dossiers held, findings republished)."""
+        parts = sorted(set(partitions))
+        if not parts:
+            return 0, 0
+        self.cache.drop(parts)
+        for p in parts:
+            self.cache.docs[p] = {}
         n = 0
-        for code, t, part in self.repo.next_checks(list(partitions)):
-            self._index(code, t, part)
+        for d in self.repo.dossiers_in(parts):
+            p = d.get("partition")
+            if p not in self.cache.docs:
+                continue
+            self.cache.put_dossier(p, d)
+            self._push(d["_id"], d.get("next_check_at"), p)
             n += 1
-        return n
+        by_code: dict[str, list[dict]] = {}
+        pending: list[dict] = []
+        for f in self.repo.findings_in(parts):
+            if f.get("partition") in self.cache.docs:
+                by_code.setdefault(f["dossier_code"], []).append(f)
+                if f.get("pending"):
+                    pending.append(f)
+        for code, docs in by_code.items():
+            self.cache.put_findings(code, docs)
+        pending.sort(key=lambda d: d["updated_at"])
+        return n, self._publish(pending)
 
     def forget_partitions(self, partitions: Iterable[int]) -> None:
+        """Revoked: drop what is held for these partitions (the new owner reloads from the store)."""
         gone = set(partitions)
-        self._due = {c: v for c, v in self._due.items() if v[1] not in gone}
+        self.cache.drop(gone)
+        self._heap = [e for e in self._heap if e[1] not in gone]
+        heapq.heapify(self._heap)
 
-    def _index(self, code: str, t: datetime | None, partition: int | None) -> None:
-        if t is None:
-            self._due.pop(code, None)
-            return
-        self._due[code] = (t, partition)
-        heapq.heappush(self._heap, (t, code))
+    def load_due_index(self, partitions: Iterable[int]) -> int:
+        """Compatibility name of `assign()` (returns the number of dossiers held)."""
+        return self.assign(partitions)[0]
 
+    # -- scheduled checks -----------------------------------------------------------------------
+    # The scheduler never queries the store to find what is due: the min-heap holds the next
+    # checks of every dossier this instance wrote or loaded when its partitions were assigned.
     def check_due(self, partitions: Iterable[int], limit: int = 500) -> int:
         """Evaluate dossiers of these partitions whose next_check_at has passed; returns how many."""
         parts = set(partitions)
         if not parts:
             return 0
         now = self.clock.now()
-        codes: list[str] = []
-        others: list[tuple[datetime, str]] = []
-        while self._heap and self._heap[0][0] <= now and len(codes) < limit:
-            t, code = heapq.heappop(self._heap)
-            cur = self._due.get(code)
-            if cur is None or cur[0] != t or code in codes:
-                continue            # stale heap entry
-            if cur[1] not in parts:
-                others.append((t, code))    # not asked for now: keep it
+        now_ts = now.timestamp()
+        picked: dict[str, int | None] = {}
+        others: list[tuple[float, int | None, str]] = []
+        while self._heap and self._heap[0][0] <= now_ts and len(picked) < limit:
+            entry = heapq.heappop(self._heap)
+            if entry[1] not in parts:
+                others.append(entry)    # not asked for now: keep it
                 continue
-            codes.append(code)
+            if entry[2] not in picked:
+                picked[entry[2]] = entry[1]
         for entry in others:
             heapq.heappush(self._heap, entry)
-        if not codes:
+        if not picked:
             return 0
-        stored = self.repo.load_dossiers(codes)
+        # held without a next check (closed marker) or gone: a stale entry, nothing to read
+        stored = self._load({c: p for c, p in picked.items()
+                             if not self.cache.holds(p) or self.cache.docs[p].get(c) is not None})
         due = {}
-        for c in codes:
+        for c in picked:
             d = stored.get(c)
             if d is None or d.get("next_check_at") is None or d["next_check_at"] > now:
-                self._index(c, d.get("next_check_at") if d else None, d.get("partition") if d else None)
-                continue            # changed by another instance since we indexed it
+                continue            # changed since indexed (its current entry is in the heap)
             due[c] = d
             self.metrics.detection_lag.observe(max(0.0, (now - d["next_check_at"]).total_seconds()))
         if due:
@@ -241,12 +325,26 @@ class SlaHandler:
             partitions_of = {c: d.get("partition") for c, d in due.items()}
             self._evaluate_and_store(list(due), states, due, partitions_of, now=now)
             self.metrics.dossiers_checked.inc(len(due))
-        return len(codes)
+        return len(picked)
 
     # -- publishing -----------------------------------------------------------------------------
     def republish_pending(self, *, partitions: Iterable[int] | None = None, limit: int = 10000) -> int:
         """Publish finding changes stored but not yet published (start-up, partition assignment)."""
         return self._publish(self.repo.pending_findings(partitions=partitions, limit=limit))
+
+    def flush_marks(self) -> int:
+        """Write the deferred "published" marks; returns how many."""
+        marks, self._marks = self._marks, []
+        if marks:
+            try:
+                self.repo.mark_published(marks)
+            except Exception:
+                self._marks = marks + self._marks
+                raise
+        return len(marks)
+
+    def pending_marks(self) -> int:
+        return len(self._marks)
 
     def _publish(self, docs: list[dict]) -> int:
         """Publish stored finding documents, wait for the acks, then mark them published."""
@@ -264,12 +362,63 @@ class SlaHandler:
         for d, fut in futures:
             if fut is not None:
                 fut.get(timeout=30)
-        self.repo.mark_published([(d["_id"], d["revision"]) for d, _ in futures])
+        done = [(d["_id"], d["revision"]) for d, _ in futures]
+        self._marks.extend(done)
+        if not self.defer_marks:
+            self.flush_marks()
+        # the held copies are published now (the store follows with the marks)
+        revs = dict(done)
+        for code in {d["dossier_code"] for d, _ in futures}:
+            if code in self.cache.findings:
+                held = self.cache.findings_of(code)
+                for fid, f in held.items():
+                    if revs.get(fid) == f["revision"]:
+                        f["pending"], f["published_revision"] = False, f["revision"]
+                self.cache.put_findings(code, list(held.values()))
         for d, _ in futures:
             self.metrics.findings_published.labels(d.get("state", "?")).inc()
         return len(futures)
 
     # -- internals ------------------------------------------------------------------------------
+    def _push(self, code: str, t: datetime | None, partition: int | None) -> None:
+        if t is not None:
+            heapq.heappush(self._heap, (t.timestamp(), partition, code))
+
+    def _load(self, where: dict[str, int | None]) -> dict[str, dict]:
+        """Stored documents of these dossiers (code -> its partition, None when unknown): from the
+        cache for held partitions (absent there = new), by _id from the store otherwise."""
+        out: dict[str, dict] = {}
+        ask: list[str] = []
+        for code, p in where.items():
+            if self.cache.holds(p):
+                part = self.cache.docs[p]
+                if code in part:
+                    raw = part[code]
+                    if raw is None:
+                        ask.append(code)        # held as a closed marker: read it
+                    else:
+                        out[code] = self.cache.decode(raw)
+            else:
+                ask.append(code)
+        if ask:
+            out.update(self.repo.load_dossiers(ask))
+        return out
+
+    def _previous_findings(self, codes: list[str], stored: dict[str, dict]) -> dict[str, dict[str, dict]]:
+        previous: dict[str, dict[str, dict]] = {}
+        ask: list[str] = []
+        for c in codes:
+            d = stored.get(c)
+            if not d or not d.get("finding_ids"):
+                continue
+            if self.cache.holds(d.get("partition")):
+                previous[c] = self.cache.findings_of(c)     # complete for held partitions
+            else:
+                ask.extend(d["finding_ids"])
+        for fid, d in self.repo.load_findings(ask).items():
+            previous.setdefault(d["dossier_code"], {})[fid] = d
+        return previous
+
     def _state_of(self, code: str, doc: dict | None):
         if doc is None:
             return self.engine.new_state(code)
@@ -280,10 +429,7 @@ class SlaHandler:
                             agencies: dict[str, set] | None = None,
                             summaries: dict[str, dict] | None = None) -> None:
         now = now or self.clock.now()
-        ids = [fid for c in codes for fid in (stored.get(c) or {}).get("finding_ids", ())]
-        previous: dict[str, dict[str, dict]] = {}
-        for fid, d in self.repo.load_findings(ids).items():
-            previous.setdefault(d["dossier_code"], {})[fid] = d
+        previous = self._previous_findings(codes, stored)
         dossier_writes: list[DossierWrite] = []
         finding_writes: list[FindingWrite] = []
         to_publish: list[dict] = []
@@ -306,28 +452,71 @@ class SlaHandler:
             if getattr(state, "procedure_field", None):
                 summary["field"] = state.procedure_field
             fids = set((old or {}).get("finding_ids", ()))
+            mine: list[FindingWrite] = []
             for ch in changes:
                 msg = change_message(ch)
                 fid = msg["finding_id"]
                 before = prev.get(fid)
                 w = FindingWrite(fid, msg, partitions.get(code),
                                  revision=(before["revision"] if before else 0) + 1,
-                                 published_revision=(before.get("published_revision", 0) if before else 0))
-                finding_writes.append(w)
+                                 published_revision=(before.get("published_revision", 0) if before else 0),
+                                 new=before is None)
+                mine.append(w)
                 to_publish.append(finding_doc(w, now))
                 fids.add(fid)
-            changed = {w.finding_id for w in finding_writes}
+            changed = {w.finding_id for w in mine}
             # changes stored earlier but never published (a crash): out with this touch
             to_publish.extend(d for fid, d in prev.items() if d.get("pending") and fid not in changed)
-            dossier_writes.append(DossierWrite(code, state.to_doc(), partitions.get(code), next_check,
-                                               old["rev"] if old and "rev" in old else 0,
-                                               agencies=sorted(seen), summary=summary,
-                                               finding_ids=sorted(fids)))
+            w = DossierWrite(code, state.to_doc(), partitions.get(code), next_check,
+                             old["rev"] if old and "rev" in old else 0,
+                             agencies=sorted(seen), summary=summary, finding_ids=sorted(fids))
+            if not mine and _unchanged(old, w):
+                continue            # nothing to write (a redelivered event, a no-op check)
+            finding_writes.extend(mine)
+            dossier_writes.append(w)
         t0 = time.perf_counter()
-        self.repo.save(dossier_writes, finding_writes, now)
+        try:
+            self.repo.save(dossier_writes, finding_writes, now)
+        except StaleWrite:
+            # another instance wrote some of these dossiers: what we hold for their partitions is
+            # stale; reload it from the store (the loop re-reads the batch)
+            held = {w.partition for w in dossier_writes if self.cache.holds(w.partition)}
+            if held:
+                self.forget_partitions(held)
+                self.assign(held)
+            raise
         log.debug("stored", extra={"fields": {
             "dossiers": len(dossier_writes), "findings": len(finding_writes),
             "seconds": round(time.perf_counter() - t0, 4)}})
+        self._remember(dossier_writes, finding_writes, previous, now)
         for w in dossier_writes:
-            self._index(w.code, w.next_check_at, w.partition)
+            self._push(w.code, w.next_check_at, w.partition)
         self._publish(to_publish)
+
+    def _remember(self, dossiers: list[DossierWrite], findings: list[FindingWrite],
+                  previous: dict[str, dict[str, dict]], now: datetime) -> None:
+        """Keep the held copies in step with what was just stored."""
+        by_code: dict[str, list[FindingWrite]] = {}
+        for f in findings:
+            by_code.setdefault(f.message["dossier_code"], []).append(f)
+        for w in dossiers:
+            if not self.cache.holds(w.partition):
+                continue
+            doc = self.cache.decode(self.cache.encode(dossier_doc(w, now)))   # as the store has it
+            self.cache.put_dossier(w.partition, doc)
+            if w.code in by_code or w.code in self.cache.findings:
+                held = dict(previous.get(w.code) or {})
+                for f in by_code.get(w.code, ()):
+                    held[f.finding_id] = finding_doc(f, now)
+                self.cache.put_findings(w.code, list(held.values()))
+
+
+def _unchanged(old: dict | None, w: DossierWrite) -> bool:
+    """True when writing `w` would store what `old` already holds (bookkeeping aside)."""
+    if old is None:
+        return False
+    return (strip_dossier(old) == w.doc and old.get("partition") == w.partition
+            and old.get("next_check_at") == w.next_check_at
+            and sorted(old.get("agencies") or ()) == sorted(w.agencies)
+            and (old.get("summary") or {}) == w.summary
+            and sorted(old.get("finding_ids") or ()) == sorted(w.finding_ids))

@@ -6,6 +6,12 @@ dossiers of the partitions it owns whose `next_check_at` has passed (the schedul
 is only ever written by the instance that owns its partition, and a rebalance hands both its
 events and its checks to the new owner. On a newly assigned partition, finding changes stored but
 never published (a crash between store and publish) are published first.
+
+The handler holds the documents of the assigned partitions in memory (`SlaHandler.assign`); a
+rebalance listener (`listener()`) reports every revocation and assignment, including a partition
+revoked and given back within one poll, so a partition is always reloaded from the store when it
+comes (back) to this instance. "Published" marks are written once per loop turn, after the batch
+and the scheduled checks (so a burst of due dossiers is published before any mark is written).
 """
 from __future__ import annotations
 
@@ -32,6 +38,8 @@ class ConsumerLoop:
         self.check_limit = check_limit
         self.lag_interval = lag_interval
         self.max_records = max_records
+        self._revoked: set = set()
+        self._newly: set = set()
         self.stop_event = threading.Event()
         self._assigned: set = set()
         self._last_check = 0.0
@@ -49,6 +57,10 @@ class ConsumerLoop:
                 self.run_once()
         finally:
             try:
+                self.handler.flush_marks()
+            except Exception:   # a crash here only republishes the same revisions later
+                log.exception("writing published marks failed")
+            try:
                 self.consumer.close(autocommit=False)
             except Exception:   # closing a consumer whose broker is gone must not hide the cause
                 log.exception("consumer close failed")
@@ -64,27 +76,59 @@ class ConsumerLoop:
         if now - self._last_check >= self.check_interval:
             self._last_check = now
             self._check_due()
+        if self.handler.pending_marks():
+            self._flush_marks(now)
         if now - self._last_lag >= self.lag_interval:
             self._last_lag = now
             self._record_lag()
 
+    # -- rebalances -----------------------------------------------------------------------------
+    def listener(self):
+        """A kafka-python ConsumerRebalanceListener reporting to this loop (called inside poll)."""
+        from kafka import ConsumerRebalanceListener
+
+        loop = self
+
+        class _Listener(ConsumerRebalanceListener):
+            def on_partitions_revoked(self, revoked):
+                loop._revoked.update(revoked)
+                loop._newly.difference_update(revoked)
+                try:    # the new owner would otherwise republish them (same revisions)
+                    loop.handler.flush_marks()
+                except Exception:
+                    log.exception("writing published marks failed")
+
+            def on_partitions_assigned(self, assigned):
+                loop._newly.update(assigned)
+
+        return _Listener()
+
     # -- internals ------------------------------------------------------------------------------
+    def _flush_marks(self, now: float) -> None:
+        try:
+            self.handler.flush_marks()
+        except Exception:   # kept for the next try; a crash only republishes the same revisions
+            log.exception("writing published marks failed")
+
     def _partitions(self) -> list[int]:
         return sorted(tp.partition for tp in self._assigned)
 
     def _track_assignment(self) -> None:
         current = set(self.consumer.assignment())
-        new = current - self._assigned
-        gone = self._assigned - current
+        new = (current - self._assigned) | (self._newly & current)
+        gone = (self._assigned - current) | (self._revoked & self._assigned)
+        self._revoked.clear()
+        self._newly.clear()
         self._assigned = current
         if gone:
             self.handler.forget_partitions(tp.partition for tp in gone)
         if new:
             parts = sorted(tp.partition for tp in new)
-            n = self.handler.republish_pending(partitions=parts)
-            indexed = self.handler.load_due_index(parts)
+            t0 = time.perf_counter()
+            held, n = self.handler.assign(parts)
             log.info("partitions assigned", extra={"fields": {
-                "partitions": parts, "republished": n, "scheduled": indexed}})
+                "partitions": parts, "republished": n, "held": held,
+                "seconds": round(time.perf_counter() - t0, 3)}})
 
     def _handle(self, batch) -> None:
         items = [Incoming(r.key, r.value, r.partition, Origin(r.topic, r.partition, r.offset))

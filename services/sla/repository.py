@@ -53,6 +53,7 @@ class FindingWrite:
     partition: int | None
     revision: int             # the new revision (previous + 1)
     published_revision: int = 0   # carried over from the stored finding
+    new: bool = False             # not stored before: inserted (a duplicate means another writer)
 
 
 @dataclass
@@ -69,6 +70,8 @@ class Repository(Protocol):
                          partitions: Iterable[int] | None = None, limit: int = 1000) -> list[dict]: ...
     def mark_published(self, done: list[tuple[str, int]]) -> None: ...
     def next_checks(self, partitions: Iterable[int]) -> list[tuple[str, datetime, int]]: ...
+    def dossiers_in(self, partitions: Iterable[int]) -> Iterable[dict]: ...
+    def findings_in(self, partitions: Iterable[int]) -> Iterable[dict]: ...
 
 
 def strip_dossier(doc: dict) -> dict:
@@ -84,7 +87,8 @@ def finding_message(doc: dict) -> dict:
     return msg
 
 
-def _dossier_doc(w: DossierWrite, now: datetime) -> dict:
+def dossier_doc(w: DossierWrite, now: datetime) -> dict:
+    """The stored document of a dossier write."""
     doc = dict(w.doc)
     doc.update(_id=w.code, partition=w.partition, next_check_at=w.next_check_at,
                rev=w.prev_rev + 1, updated_at=now, agencies=sorted(w.agencies),
@@ -161,7 +165,7 @@ class MongoRepository:
         if dossiers:
             # new dossiers are inserted (a duplicate key means another instance created it),
             # existing ones replaced only at the revision we read (optimistic concurrency)
-            new = [_dossier_doc(w, now) for w in dossiers if w.prev_rev == 0]
+            new = [dossier_doc(w, now) for w in dossiers if w.prev_rev == 0]
             for i in range(0, len(new), BULK_CHUNK):
                 try:
                     self.dossiers.insert_many(new[i:i + BULK_CHUNK], ordered=False)
@@ -169,14 +173,24 @@ class MongoRepository:
                     if any(e.get("code") == 11000 for e in exc.details.get("writeErrors", [])):
                         raise StaleWrite("a dossier was created by another instance") from exc
                     raise
-            ops = [ReplaceOne({"_id": w.code, "rev": w.prev_rev}, _dossier_doc(w, now))
+            ops = [ReplaceOne({"_id": w.code, "rev": w.prev_rev}, dossier_doc(w, now))
                    for w in dossiers if w.prev_rev != 0]
             matched, _ = self._bulk(self.dossiers, ops)
             if matched != len(ops):
                 raise StaleWrite(f"{len(ops) - matched} dossier(s) changed by another instance")
         if findings:
+            # new findings are inserted (FerretDB: an upsert that inserts costs ~15x an insert),
+            # changed ones replaced by _id (the dossier write above was checked at its revision)
+            new = [finding_doc(w, now) for w in findings if w.new]
+            for i in range(0, len(new), BULK_CHUNK):
+                try:
+                    self.findings.insert_many(new[i:i + BULK_CHUNK], ordered=False)
+                except BulkWriteError as exc:
+                    if any(e.get("code") == 11000 for e in exc.details.get("writeErrors", [])):
+                        raise StaleWrite("a finding was created by another instance") from exc
+                    raise
             ops = [ReplaceOne({"_id": w.finding_id}, finding_doc(w, now), upsert=True)
-                   for w in findings]
+                   for w in findings if not w.new]
             self._bulk(self.findings, ops)
 
     def pending_findings(self, *, ids=None, partitions=None, limit=1000):
@@ -204,6 +218,16 @@ class MongoRepository:
         return [(d["_id"], d["next_check_at"], d["partition"]) for d in self.dossiers.find(
             {"partition": {"$in": parts}, "next_check_at": {"$ne": None}},
             {"next_check_at": 1, "partition": 1})]
+
+    # One scan of each collection per partition assignment (FerretDB reads every document for a
+    # filter on `partition` anyway): the instance then holds its partitions' documents in memory.
+    def dossiers_in(self, partitions):
+        parts = list(partitions)
+        return self.dossiers.find({"partition": {"$in": parts}}) if parts else []
+
+    def findings_in(self, partitions):
+        parts = list(partitions)
+        return self.findings.find({"partition": {"$in": parts}}) if parts else []
 
     # -- the read API -------------------------------------------------------------------------
     def get_dossier(self, code: str) -> dict | None:
@@ -255,8 +279,11 @@ class InMemoryRepository:
                 cur = self.dossiers.get(w.code)
                 if (cur["rev"] if cur else 0) != w.prev_rev:
                     raise StaleWrite(f"dossier {w.code} changed by another instance")
+            for w in findings:
+                if w.new and w.finding_id in self.findings:
+                    raise StaleWrite(f"finding {w.finding_id} created by another instance")
             for w in dossiers:
-                self.dossiers[w.code] = copy.deepcopy(_dossier_doc(w, now))
+                self.dossiers[w.code] = copy.deepcopy(dossier_doc(w, now))
             for w in findings:
                 self.findings[w.finding_id] = copy.deepcopy(finding_doc(w, now))
 
@@ -281,6 +308,16 @@ class InMemoryRepository:
         with self._lock:
             return [(c, d["next_check_at"], d["partition"]) for c, d in self.dossiers.items()
                     if d.get("partition") in parts and d.get("next_check_at") is not None]
+
+    def dossiers_in(self, partitions):
+        parts = set(partitions)
+        with self._lock:
+            return [copy.deepcopy(d) for d in self.dossiers.values() if d.get("partition") in parts]
+
+    def findings_in(self, partitions):
+        parts = set(partitions)
+        with self._lock:
+            return [copy.deepcopy(d) for d in self.findings.values() if d.get("partition") in parts]
 
     def get_dossier(self, code):
         with self._lock:

@@ -77,13 +77,14 @@ def build_worker(settings: Settings, clock: Clock | None = None, *, ctx=None, en
     if ctx is None:
         ctx = engine_context(settings)
     handler = SlaHandler(repo, publisher, settings.topic_findings, clock, ctx, engine=engine,
-                         metrics=metrics)
+                         metrics=metrics, defer_marks=True)
     consumer = kafka_consumer(settings.kafka_bootstrap_servers, [settings.topic_events], group_id,
                               client_id="motcua-sla", **(consumer_config or {}))
     dead = DeadLetters(publisher, settings.topic_events_dlq, clock, metrics,
                        max_in_a_row=max_dead_letters_in_a_row)
     loop = ConsumerLoop(consumer, handler, dead, poll_timeout=poll_timeout,
                         check_interval=check_interval)
+    consumer.subscribe([settings.topic_events], listener=loop.listener())   # before the first poll
     return Worker(loop, handler, repo, publisher, metrics)
 
 

@@ -144,3 +144,58 @@ def test_detection_lag_with_many_open_dossiers(settings, db):
     print(f"  {'baseline produce->consume':<34} p50 {pct(base, 50) * 1000:7.1f} ms   p99 {pct(base, 99) * 1000:7.1f} ms")
     print(f"  {'clock move -> finding published':<34} p50 {pct(lags, 50) * 1000:7.1f} ms   "
           f"p99 {pct(lags, 99) * 1000:7.1f} ms   (mean {statistics.mean(lags) * 1000:.1f} ms)")
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS")
+
+
+def test_memory_of_held_states():
+    """RSS of the in-memory copy (StateCache + scheduler heap) of SLA_PERF_HELD open dossiers.
+
+    States come from the real engine (one dossier.received each, as stored); to keep the run short
+    on a shared machine, SLA_PERF_HELD_REAL distinct states are computed and each is held under
+    several dossier codes (same document size, distinct keys and event ids)."""
+    import gc
+    from shared.clock import VirtualClock as VC
+    from services.sla.handlers import SlaHandler
+    from services.sla.repository import DossierWrite, dossier_doc
+    from services.sla.worker import engine_context
+    from shared.config import Settings
+    import shared.engine as engine
+
+    held = int(os.environ.get("SLA_PERF_HELD", "100000"))
+    real = int(os.environ.get("SLA_PERF_HELD_REAL", "2000"))
+    ctx = engine_context(Settings.from_env())
+    now = T0
+    docs = []
+    for i in range(real):
+        ev = _received(f"M-{i}", "2024-11-05T08:15:00+07:00")
+        from shared.events import load_stored
+        st = engine.apply(engine.new_state(f"M-{i}"), load_stored(ev), ctx)
+        ev_ = engine.evaluate(st, now, ctx)
+        docs.append((st.to_doc(), ev_.next_check_at or now + timedelta(days=3)))
+    h = SlaHandler(None, None, "x", VC(now), ctx)
+    gc.collect()
+    before = _rss_bytes()
+    part = h.cache.docs.setdefault(0, {})
+    for n in range(held):
+        doc, nxt = docs[n % real]
+        code = f"H-{n:07d}"
+        d = dict(doc, dossier_code=code, event_ids=[str(uuid.uuid4())])
+        w = DossierWrite(code, d, 0, nxt, 0, agencies=["000.00.17.H56"],
+                         summary={"procedure_code": "1.001193", "due_at": nxt}, finding_ids=[])
+        h.cache.put_dossier(0, dossier_doc(w, now))
+        h._push(code, nxt, 0)
+    gc.collect()
+    used = _rss_bytes() - before
+    per = used / held
+    bson_avg = sum(len(b) for b in part.values()) / held
+    print(f"\n[sla held states] {held} open dossiers held ({real} distinct real-engine states)")
+    print(f"  {'RSS growth':<34}{used / 2**20:>10.1f} MB   ({per:.0f} B/dossier, BSON doc avg {bson_avg:.0f} B)")
+    print(f"  {'extrapolated to 1,000,000':<34}{per * 1e6 / 2**20:>10.1f} MB   (issue target <= 300 MB)")
+    assert h.cache.size() == held and len(h._heap) == held

@@ -1,0 +1,152 @@
+"""The sla handler's in-memory copy of its partitions (StateCache): loaded on assignment, kept in
+step with its writes, dropped on revocation, never trusted over the store when another instance
+wrote in between (fakes: in-memory repository and bus, the tiny engine of test_sla_handlers)."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from kafka import TopicPartition
+
+from shared.clock import VirtualClock
+from shared.messaging import InMemoryBus
+from services.sla.dlq import DeadLetters
+from services.sla.handlers import SlaHandler
+from services.sla.loop import ConsumerLoop
+from services.sla.repository import InMemoryRepository, StaleWrite
+
+from test_sla_handlers import FINDINGS, T0, FakeConsumer, FakeEngine, event, incoming, published, rec
+
+
+@pytest.fixture
+def two():
+    clock = VirtualClock(T0)
+    repo = InMemoryRepository()
+    bus = InMemoryBus()
+    a = SlaHandler(repo, bus, FINDINGS, clock, ctx=None, engine=FakeEngine)
+    b = SlaHandler(repo, bus, FINDINGS, clock, ctx=None, engine=FakeEngine)
+    return clock, repo, bus, a, b
+
+
+def test_held_partition_needs_no_store_reads(two):
+    clock, repo, bus, a, _ = two
+    a.handle([incoming(event("D-1"))])
+    assert a.assign([0]) == (1, 0)
+    reads = []
+    orig = repo.load_dossiers
+    repo.load_dossiers = lambda codes: reads.append(list(codes)) or orig(codes)
+    a.handle([incoming(event("D-2")), incoming(event("D-1", "dossier.resolved"), 1)])
+    assert reads == []                       # D-2 is new, D-1 is held: no lookups
+    assert repo.dossiers["D-1"]["closed"] is True and "D-2" in repo.dossiers
+    clock.advance(timedelta(hours=1, seconds=1))
+    a.check_due([0])
+    assert reads == []
+    assert published(bus) == [("D-2", "D-2:OVERDUE", "open", 1)]
+
+
+def test_revoked_then_reassigned_sees_what_the_other_instance_did(two):
+    clock, repo, bus, a, b = two
+    a.assign([0])
+    a.handle([incoming(event("D-3"))])
+    a.forget_partitions([0])                 # rebalance: b owns partition 0 now
+    assert a.cache.size() == 0
+    b.assign([0])
+    resolved = event("D-3", "dossier.resolved", when=T0 + timedelta(minutes=5))
+    b.handle([incoming(resolved, 1)])
+    b.forget_partitions([0])
+    a.assign([0])                            # back to a: reloaded from the store
+    clock.set(T0 + timedelta(hours=2))
+    assert a.check_due([0]) == 0             # resolved by b: nothing due, no finding
+    late = event("D-3", "dossier.resolved", when=clock.now())
+    a.handle([incoming(late, 2)])
+    assert repo.dossiers["D-3"]["event_ids"][-2:] == [resolved["event_id"], late["event_id"]]
+    assert repo.dossiers["D-3"]["rev"] == 3 and published(bus) == []
+
+
+def test_stale_copy_without_revocation_notice_is_refused_then_reloaded(two):
+    clock, repo, bus, a, b = two
+    a.assign([0])
+    first = event("D-4")
+    a.handle([incoming(first)])
+    b.assign([0])                            # a missed its revocation
+    other = event("D-4", "dossier.resolved", when=T0 + timedelta(minutes=1))
+    b.handle([incoming(other, 1)])
+    mine = event("D-4", "dossier.resolved", when=T0 + timedelta(minutes=2))
+    with pytest.raises(StaleWrite):
+        a.handle([incoming(mine, 2)])
+    assert repo.dossiers["D-4"]["event_ids"] == [first["event_id"], other["event_id"]]
+    a.handle([incoming(mine, 2)])            # the loop re-reads the batch: now on fresh state
+    assert repo.dossiers["D-4"]["event_ids"] == [first["event_id"], other["event_id"], mine["event_id"]]
+
+
+def test_new_dossier_created_elsewhere_is_refused_not_overwritten(two):
+    clock, repo, bus, a, b = two
+    a.assign([0])
+    b.assign([0])
+    theirs = event("D-5")
+    b.handle([incoming(theirs)])
+    mine = event("D-5", "dossier.resolved")
+    with pytest.raises(StaleWrite):
+        a.handle([incoming(mine, 1)])        # a believed D-5 did not exist
+    a.handle([incoming(mine, 1)])
+    assert repo.dossiers["D-5"]["event_ids"] == [theirs["event_id"], mine["event_id"]]
+
+
+def test_scheduled_check_on_stale_copy_opens_nothing_for_a_resolved_dossier(two):
+    clock, repo, bus, a, b = two
+    a.assign([0])
+    a.handle([incoming(event("D-6"))])
+    b.assign([0])
+    b.handle([incoming(event("D-6", "dossier.resolved", when=T0 + timedelta(minutes=1)), 1)])
+    clock.set(T0 + timedelta(hours=2))
+    with pytest.raises(StaleWrite):
+        a.check_due([0])                     # a's copy says due; the store says resolved
+    assert a.check_due([0]) == 0
+    assert published(bus) == [] and repo.findings == {}
+
+
+def test_assignment_publishes_what_was_stored_but_not_published(two):
+    clock, repo, bus, a, b = two
+    clock.set(T0 + timedelta(hours=2))
+    bus.fail_with = RuntimeError("broker down")
+    b.assign([0])
+    with pytest.raises(RuntimeError):
+        b.handle([incoming(event("D-7"))])   # stored, then the instance dies
+    bus.fail_with = None
+    assert a.assign([0]) == (1, 1)
+    assert published(bus) == [("D-7", "D-7:OVERDUE", "open", 1)]
+    assert repo.findings["D-7:OVERDUE"]["pending"] is False
+
+
+def test_deferred_marks_are_written_later_and_not_republished_meanwhile(two):
+    clock, repo, bus, a, _ = two
+    a.defer_marks = True
+    a.assign([0])
+    clock.set(T0 + timedelta(hours=2))
+    ev = event("D-8")
+    a.handle([incoming(ev)])
+    assert repo.findings["D-8:OVERDUE"]["pending"] is True and a.pending_marks() == 1
+    a.handle([incoming(ev)])                 # redelivered: the held copy knows it went out
+    assert published(bus) == [("D-8", "D-8:OVERDUE", "open", 1)]
+    assert a.flush_marks() == 1
+    f = repo.findings["D-8:OVERDUE"]
+    assert (f["pending"], f["published_revision"]) == (False, 1)
+
+
+def test_loop_reloads_a_partition_revoked_and_given_back_within_one_poll(two):
+    clock, repo, bus, a, b = two
+    consumer = FakeConsumer([[rec(event("D-9"), 0)], [], []], partitions=(0,))
+    loop = ConsumerLoop(consumer, a, DeadLetters(bus, "dlq", clock), check_interval=0)
+    loop.run_once()                          # assigned 0, D-9 stored and held
+    assert a.cache.holds(0) and "D-9" in a.cache.docs[0]
+    b.assign([0])
+    b.handle([incoming(event("D-9", "dossier.resolved", when=T0 + timedelta(minutes=1)), 1)])
+    tp = TopicPartition("dossier.events", 0)
+    listener = loop.listener()
+    listener.on_partitions_revoked({tp})     # both inside one poll: assignment() looks unchanged
+    listener.on_partitions_assigned({tp})
+    clock.set(T0 + timedelta(hours=2))
+    loop.run_once()
+    assert a.cache.decode(a.cache.docs[0]["D-9"]) if a.cache.docs[0]["D-9"] else True
+    assert published(bus) == [] and a.metrics.stale_retries._value.get() == 0
+    assert repo.dossiers["D-9"]["closed"] is True
