@@ -20,6 +20,8 @@ REPO = Path(__file__).resolve().parents[2]
 AGENCY = "000.00.17.H56"                       # UBND phường Tân An (sample directory)
 HEAD_EMAIL = "chutich@phuongtanan.longan.local"
 PROCEDURE = "1.004873"                         # Cấp Giấy xác nhận tình trạng hôn nhân, 3wd
+# Monday 02/11/2026 09:00 in Vietnam: a working day, far from holidays
+VIRTUAL_START = datetime(2026, 11, 2, 2, 0, tzinfo=timezone.utc)
 
 
 def _free_port() -> int:
@@ -60,7 +62,13 @@ class Services:
 
 
 @pytest.fixture
-def stack(kafka_bootstrap, mongo_uri, mongo_db, topics, smtp_server, tmp_path):
+def clock_file(request, tmp_path):
+    """None: the services use the system clock. A path: they share this virtual clock (FileClock)."""
+    return getattr(request, "param", None) and tmp_path / "clock.txt"
+
+
+@pytest.fixture
+def stack(kafka_bootstrap, mongo_uri, mongo_db, topics, smtp_server, tmp_path, clock_file):
     missing = [p for p in ("services/intake/app.py", "services/sla/__main__.py", "services/notify/__main__.py")
                if not (REPO / p).exists()]
     if missing:
@@ -75,6 +83,10 @@ def stack(kafka_bootstrap, mongo_uri, mongo_db, topics, smtp_server, tmp_path):
                NOTIFY_SECRET=uuid.uuid4().hex, NOTIFY_URL="http://127.0.0.1:9",
                PYTHONUNBUFFERED="1", INTAKE_WORKERS="1", INTAKE_THREADS="4")
     env.pop("MOTCUA_CLOCK_FILE", None)
+    if clock_file:
+        from shared.clock import FileClock
+        FileClock(clock_file).set(VIRTUAL_START)
+        env["MOTCUA_CLOCK_FILE"] = str(clock_file)
     services = Services(env, tmp_path)
     group = f"e2e-{uuid.uuid4().hex[:8]}"
     services.start("intake", "-m", "gunicorn", "-c", "services/intake/gunicorn.conf.py",
@@ -110,7 +122,21 @@ def test_overdue_dossier_reaches_the_agency_head_by_email(stack, smtp_server):
     url, key, services = stack
     received = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(days=21)
     code = f"{AGENCY}-{received:%y%m%d}-{uuid.uuid4().int % 10000:04d}"
-    event = {
+    event = _received(code, received)
+    resp = requests.post(url + "/v1/events", json=event, headers={"Authorization": f"Bearer {key}"},
+                         timeout=15)
+    assert resp.status_code in (200, 202), resp.text
+
+    found = _wait_for_mail(smtp_server, services, code)
+    assert code in found.subject
+    assert code in found.text()
+    body = found.raw.decode("utf-8", "replace") + found.text()
+    for secret in ("080123456789", "0912345678"):       # no citizen id/phone in alerts
+        assert secret not in body
+
+
+def _received(code: str, received: datetime) -> dict:
+    return {
         "event_id": str(uuid.uuid4()), "type": "dossier.received", "dossier_code": code,
         "occurred_at": received.isoformat(), "agency_code": AGENCY,
         "data": {"procedure_code": PROCEDURE, "channel": "direct",
@@ -118,16 +144,24 @@ def test_overdue_dossier_reaches_the_agency_head_by_email(stack, smtp_server):
                  "applicant": {"kind": "citizen", "name": "Trần Thị Mai", "id_number": "080123456789",
                                "phone": "0912345678"}},
     }
-    resp = requests.post(url + "/v1/events", json=event, headers={"Authorization": f"Bearer {key}"},
-                         timeout=15)
-    assert resp.status_code in (200, 202), resp.text
 
-    deadline = time.monotonic() + 90
+
+OVERDUE_SUBJECT = "Hồ sơ quá hạn"                  # the rule's Vietnamese title opens the subject
+
+
+def _overdue_mails(smtp_server, code: str) -> list:
+    return [m for m in list(smtp_server.messages)
+            if HEAD_EMAIL in m.rcpt_tos and code in m.subject and m.subject.startswith(OVERDUE_SUBJECT)]
+
+
+def _wait_for_mail(smtp_server, services, code: str, timeout: float = 90, subject_prefix: str = ""):
+    deadline = time.monotonic() + timeout
     found = None
     while found is None and time.monotonic() < deadline:
         services.check_alive()
         for mail in list(smtp_server.messages):
-            if HEAD_EMAIL in mail.rcpt_tos and code in mail.subject + mail.text():
+            if (HEAD_EMAIL in mail.rcpt_tos and code in mail.subject + mail.text()
+                    and mail.subject.startswith(subject_prefix)):
                 found = mail
         if found is None:
             try:
@@ -135,11 +169,31 @@ def test_overdue_dossier_reaches_the_agency_head_by_email(stack, smtp_server):
             except AssertionError:
                 pass
     assert found is not None, (
-        f"no e-mail to {HEAD_EMAIL} about {code} within 90s; got {len(smtp_server.messages)} e-mail(s) "
-        f"to {[m.rcpt_tos for m in smtp_server.messages]}\n--- sla-worker:\n{services.tail('sla-worker')}"
-        f"\n--- notify-worker:\n{services.tail('notify-worker')}")
-    assert code in found.subject
-    assert code in found.text()
-    body = found.raw.decode("utf-8", "replace") + found.text()
-    for secret in ("080123456789", "0912345678"):       # no citizen id/phone in alerts
-        assert secret not in body
+        f"no e-mail to {HEAD_EMAIL} about {code} within {timeout:.0f}s; got {len(smtp_server.messages)} "
+        f"e-mail(s) to {[m.rcpt_tos for m in smtp_server.messages]}\n--- sla-worker:\n"
+        f"{services.tail('sla-worker')}\n--- notify-worker:\n{services.tail('notify-worker')}")
+    return found
+
+
+@pytest.mark.parametrize("clock_file", [True], indirect=True)
+def test_virtual_clock_moves_a_dossier_past_its_deadline(stack, smtp_server, clock_file):
+    """Time is injected: the services share a file clock; the dossier is on time until the test
+    moves the clock past its due date (3 working days: Thursday 05/11/2026 09:00), then the
+    agency head gets the OVERDUE e-mail."""
+    from shared.clock import FileClock
+
+    url, key, services = stack
+    code = f"{AGENCY}-261102-{uuid.uuid4().int % 10000:04d}"
+    resp = requests.post(url + "/v1/events", json=_received(code, VIRTUAL_START),
+                         headers={"Authorization": f"Bearer {key}"}, timeout=15)
+    assert resp.status_code == 202, resp.text
+
+    # one working day later the dossier is not overdue: no OVERDUE mail may come
+    FileClock(clock_file).set(VIRTUAL_START + timedelta(days=1))
+    time.sleep(6)
+    services.check_alive()
+    assert _overdue_mails(smtp_server, code) == []
+
+    FileClock(clock_file).set(datetime(2026, 11, 5, 2, 30, tzinfo=timezone.utc))   # 09:30 Thursday
+    found = _wait_for_mail(smtp_server, services, code, timeout=60, subject_prefix=OVERDUE_SUBJECT)
+    assert "05/11/2026 09:00" in found.text()           # the legal due date, Vietnam time
