@@ -16,6 +16,7 @@ from __future__ import annotations
 import heapq
 import logging
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Iterable
@@ -187,6 +188,7 @@ class SlaHandler:
         # (defer_marks) — losing them in a crash only republishes the same revision
         self.defer_marks = defer_marks
         self._marks: list[tuple[str, int]] = []
+        self._owner: dict[int, str] = {}    # held partition -> token written at its assignment
 
     # -- events ---------------------------------------------------------------------------------
     def handle(self, items: list[Incoming]) -> list[Rejected]:
@@ -246,13 +248,17 @@ class SlaHandler:
         return rejected
 
     # -- partitions -----------------------------------------------------------------------------
-    def assign(self, partitions: Iterable[int]) -> tuple[int, int]:
-        """Hold newly assigned partitions: load their dossiers and findings (one scan of each
-        collection), index their next checks, publish what was stored but never published.
-        Returns (dossiers held, findings republished)."""
+    def assign(self, partitions: Iterable[int], *, claim: bool = True) -> tuple[int, int]:
+        """Hold newly assigned partitions: record this instance as their latest owner (`claim`),
+        load their dossiers and findings (one scan of each collection), index their next checks,
+        publish what was stored but never published. Returns (dossiers held, findings republished)."""
         parts = sorted(set(partitions))
         if not parts:
             return 0, 0
+        if claim:
+            token = uuid.uuid4().hex
+            self.repo.claim_partitions(parts, token, self.clock.now())
+            self._owner.update({p: token for p in parts})
         self.cache.drop(parts)
         for p in parts:
             self.cache.docs[p] = {}
@@ -279,6 +285,8 @@ class SlaHandler:
     def forget_partitions(self, partitions: Iterable[int]) -> None:
         """Revoked: drop what is held for these partitions (the new owner reloads from the store)."""
         gone = set(partitions)
+        for p in gone:
+            self._owner.pop(p, None)
         self.cache.drop(gone)
         self._heap = [e for e in self._heap if e[1] not in gone]
         heapq.heapify(self._heap)
@@ -323,7 +331,7 @@ class SlaHandler:
         if due:
             states = {c: self._state_of(c, d) for c, d in due.items()}
             partitions_of = {c: d.get("partition") for c, d in due.items()}
-            self._evaluate_and_store(list(due), states, due, partitions_of, now=now)
+            self._evaluate_and_store(list(due), states, due, partitions_of, now=now, scheduled=True)
             self.metrics.dossiers_checked.inc(len(due))
         return len(picked)
 
@@ -409,11 +417,12 @@ class SlaHandler:
         ask: list[str] = []
         for c in codes:
             d = stored.get(c)
-            if not d or not d.get("finding_ids"):
+            if not d:
                 continue
             if self.cache.holds(d.get("partition")):
-                previous[c] = self.cache.findings_of(c)     # complete for held partitions
-            else:
+                # complete for held partitions (even a finding whose dossier write was lost)
+                previous[c] = self.cache.findings_of(c)
+            elif d.get("finding_ids"):
                 ask.extend(d["finding_ids"])
         for fid, d in self.repo.load_findings(ask).items():
             previous.setdefault(d["dossier_code"], {})[fid] = d
@@ -427,7 +436,7 @@ class SlaHandler:
     def _evaluate_and_store(self, codes: list[str], states: dict, stored: dict[str, dict],
                             partitions: dict[str, int | None], now: datetime | None = None,
                             agencies: dict[str, set] | None = None,
-                            summaries: dict[str, dict] | None = None) -> None:
+                            summaries: dict[str, dict] | None = None, scheduled: bool = False) -> None:
         now = now or self.clock.now()
         previous = self._previous_findings(codes, stored)
         dossier_writes: list[DossierWrite] = []
@@ -451,7 +460,7 @@ class SlaHandler:
                 summary["due_at"] = due
             if getattr(state, "procedure_field", None):
                 summary["field"] = state.procedure_field
-            fids = set((old or {}).get("finding_ids", ()))
+            fids = set((old or {}).get("finding_ids", ())) | set(prev)
             mine: list[FindingWrite] = []
             for ch in changes:
                 msg = change_message(ch)
@@ -474,16 +483,17 @@ class SlaHandler:
                 continue            # nothing to write (a redelivered event, a no-op check)
             finding_writes.extend(mine)
             dossier_writes.append(w)
+        held = {w.partition for w in dossier_writes if self.cache.holds(w.partition)}
+        if scheduled and dossier_writes and all(self.cache.holds(w.partition) for w in dossier_writes):
+            self._store_scheduled(dossier_writes, finding_writes, previous, to_publish, held, now)
+            return
         t0 = time.perf_counter()
         try:
             self.repo.save(dossier_writes, finding_writes, now)
         except StaleWrite:
             # another instance wrote some of these dossiers: what we hold for their partitions is
             # stale; reload it from the store (the loop re-reads the batch)
-            held = {w.partition for w in dossier_writes if self.cache.holds(w.partition)}
-            if held:
-                self.forget_partitions(held)
-                self.assign(held)
+            self._reload(held)
             raise
         log.debug("stored", extra={"fields": {
             "dossiers": len(dossier_writes), "findings": len(finding_writes),
@@ -492,6 +502,47 @@ class SlaHandler:
         for w in dossier_writes:
             self._push(w.code, w.next_check_at, w.partition)
         self._publish(to_publish)
+
+    def _store_scheduled(self, dossier_writes, finding_writes, previous, to_publish, held, now) -> None:
+        """Scheduled checks of held dossiers: findings first, then the dossiers.
+
+        On FerretDB an update costs ~20 ms (one SQLite transaction each) and an insert a fraction of
+        a millisecond when batched, so the new findings are inserted and published before the
+        dossier documents are replaced. Still stored before published (a crash republishes the same
+        revision; a lost dossier write only makes the next owner re-evaluate at the old
+        next_check_at and find nothing new). Guards: each held partition's ownership token is read
+        back first (another instance assigned since: nothing is written, the partition is dropped),
+        a finding created elsewhere fails its insert, and the dossier writes stay conditional on
+        the revision we hold.
+        """
+        owners = self.repo.owners(sorted(held))
+        lost = {p for p in held if owners.get(p) != self._owner.get(p)}
+        if lost:
+            log.warning("partitions owned by another instance", extra={"fields": {"partitions": sorted(lost)}})
+            self.forget_partitions(lost)
+            raise StaleWrite(f"partitions {sorted(lost)} were assigned to another instance")
+        try:
+            self.repo.save([], finding_writes, now)
+        except StaleWrite:
+            self._reload(held)
+            raise
+        self._remember(dossier_writes, finding_writes, previous, now)
+        self._publish(to_publish)
+        try:
+            self.repo.save(dossier_writes, [], now)
+        except Exception:
+            self._reload(held)      # what we hold says written: read back what is
+            raise
+        for w in dossier_writes:
+            self._push(w.code, w.next_check_at, w.partition)
+
+    def _reload(self, partitions: set[int]) -> None:
+        """Re-read held partitions from the store (ownership unchanged)."""
+        if partitions:
+            owners = {p: self._owner.get(p) for p in partitions}
+            self.forget_partitions(partitions)
+            self._owner.update({p: t for p, t in owners.items() if t})
+            self.assign(partitions, claim=False)
 
     def _remember(self, dossiers: list[DossierWrite], findings: list[FindingWrite],
                   previous: dict[str, dict[str, dict]], now: datetime) -> None:

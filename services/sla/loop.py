@@ -28,7 +28,7 @@ log = logging.getLogger("motcua.sla.loop")
 
 class ConsumerLoop:
     def __init__(self, consumer, handler: SlaHandler, dead_letters: DeadLetters, *,
-                 poll_timeout: float = 0.5, check_interval: float = 0.5, check_limit: int = 40,
+                 poll_timeout: float = 0.5, check_interval: float = 0.5, check_limit: int = 400,
                  lag_interval: float = 5.0, max_records: int = 500):
         self.consumer = consumer
         self.handler = handler

@@ -71,6 +71,8 @@ class Repository(Protocol):
     def mark_published(self, done: list[tuple[str, int]]) -> None: ...
     def next_checks(self, partitions: Iterable[int]) -> list[tuple[str, datetime, int]]: ...
     def dossiers_in(self, partitions: Iterable[int]) -> Iterable[dict]: ...
+    def claim_partitions(self, partitions: Iterable[int], token: str, now: datetime) -> None: ...
+    def owners(self, partitions: Iterable[int]) -> dict[int, str | None]: ...
     def findings_in(self, partitions: Iterable[int]) -> Iterable[dict]: ...
 
 
@@ -115,6 +117,8 @@ class MongoRepository:
         opts = CodecOptions(tz_aware=True)   # tzinfo defaults to UTC
         self.dossiers = db.get_collection(self.names.dossiers, codec_options=opts)
         self.findings = db.get_collection(self.names.findings, codec_options=opts)
+        # {_id: partition, owner: token of the instance's latest assignment of it}
+        self.owner_docs = db.get_collection(self.names.dossiers + "_owners", codec_options=opts)
 
     # -- set-up -----------------------------------------------------------------------------
     @classmethod
@@ -229,6 +233,19 @@ class MongoRepository:
         parts = list(partitions)
         return self.findings.find({"partition": {"$in": parts}}) if parts else []
 
+    # Ownership tokens: written (last writer wins) when Kafka assigns partitions, read by _id
+    # before the scheduler publishes findings it stored ahead of the dossier writes.
+    def claim_partitions(self, partitions, token, now):
+        for p in partitions:
+            self.owner_docs.replace_one({"_id": p}, {"_id": p, "owner": token, "at": now}, upsert=True)
+
+    def owners(self, partitions):
+        out = {}
+        for p in dict.fromkeys(partitions):
+            d = self.owner_docs.find_one({"_id": p})
+            out[p] = d["owner"] if d else None
+        return out
+
     # -- the read API -------------------------------------------------------------------------
     def get_dossier(self, code: str) -> dict | None:
         return self.dossiers.find_one({"_id": code})
@@ -262,6 +279,7 @@ class InMemoryRepository:
         self.findings: dict[str, dict] = {}
         self._lock = threading.Lock()
         self.fail_save_with: Exception | None = None
+        self.owner_docs: dict[int, str] = {}
 
     def load_dossiers(self, codes):
         with self._lock:
@@ -318,6 +336,15 @@ class InMemoryRepository:
         parts = set(partitions)
         with self._lock:
             return [copy.deepcopy(d) for d in self.findings.values() if d.get("partition") in parts]
+
+    def claim_partitions(self, partitions, token, now):
+        with self._lock:
+            for p in partitions:
+                self.owner_docs[p] = token
+
+    def owners(self, partitions):
+        with self._lock:
+            return {p: self.owner_docs.get(p) for p in partitions}
 
     def get_dossier(self, code):
         with self._lock:

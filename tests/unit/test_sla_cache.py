@@ -100,7 +100,8 @@ def test_scheduled_check_on_stale_copy_opens_nothing_for_a_resolved_dossier(two)
     b.handle([incoming(event("D-6", "dossier.resolved", when=T0 + timedelta(minutes=1)), 1)])
     clock.set(T0 + timedelta(hours=2))
     with pytest.raises(StaleWrite):
-        a.check_due([0])                     # a's copy says due; the store says resolved
+        a.check_due([0])                     # b was assigned partition 0 after a: a writes nothing
+    assert not a.cache.holds(0)
     assert a.check_due([0]) == 0
     assert published(bus) == [] and repo.findings == {}
 
@@ -150,3 +151,30 @@ def test_loop_reloads_a_partition_revoked_and_given_back_within_one_poll(two):
     assert a.cache.decode(a.cache.docs[0]["D-9"]) if a.cache.docs[0]["D-9"] else True
     assert published(bus) == [] and a.metrics.stale_retries._value.get() == 0
     assert repo.dossiers["D-9"]["closed"] is True
+
+
+def test_scheduled_check_publishes_before_the_dossier_write_and_survives_its_failure(two):
+    clock, repo, bus, a, _ = two
+    a.assign([0])
+    a.handle([incoming(event("D-10"))])
+    clock.set(T0 + timedelta(hours=2))
+    saves = []
+    orig = repo.save
+
+    def save(dossiers, findings, now):
+        saves.append((len(dossiers), len(findings)))
+        if dossiers and not findings:
+            raise ConnectionError("store gone after the findings were stored")
+        return orig(dossiers, findings, now)
+    repo.save = save
+    with pytest.raises(ConnectionError):
+        a.check_due([0])
+    assert saves == [(0, 1), (1, 0)]         # finding stored, published, then the dossier
+    assert published(bus) == [("D-10", "D-10:OVERDUE", "open", 1)]
+    assert repo.dossiers["D-10"]["next_check_at"] is not None and "D-10:OVERDUE" not in repo.dossiers["D-10"]["finding_ids"]
+    repo.save = orig
+    a.check_due([0])                         # re-evaluated from the store: nothing new to publish
+    assert published(bus) == [("D-10", "D-10:OVERDUE", "open", 1)]
+    d = repo.dossiers["D-10"]
+    assert d["next_check_at"] is None and d["finding_ids"] == ["D-10:OVERDUE"]
+    assert repo.findings["D-10:OVERDUE"]["revision"] == 1
