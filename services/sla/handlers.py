@@ -33,6 +33,9 @@ log = logging.getLogger("motcua.sla")
 
 # a dossier whose evaluation gives a next check in the past is looked at again after this
 MIN_RECHECK = timedelta(seconds=60)
+# held dossiers whose next check is further than this go to day buckets instead of the heap
+FAR_HORIZON_S = 6 * 3600
+FAR_BUCKET_S = 86400
 
 
 @dataclass
@@ -194,6 +197,9 @@ class SlaHandler:
         # scheduler: min-heap of (next_check_at as POSIX seconds, partition, code); an entry is
         # current when the dossier's document still has that next_check_at (stale ones skipped)
         self._heap: list[tuple[float, int | None, str]] = []
+        # held dossiers whose next check is beyond FAR_HORIZON_S: only their code, in day buckets
+        # (8 bytes each instead of a ~100-byte heap entry); moved into the heap as the day nears
+        self._far: dict[int, list[str]] = {}
         # "published" marks (fid, revision) not yet written: the loop writes them when idle
         # (defer_marks) — losing them in a crash only republishes the same revision
         self.defer_marks = defer_marks
@@ -300,6 +306,9 @@ class SlaHandler:
         self.cache.drop(gone)
         self._heap = [e for e in self._heap if e[1] not in gone]
         heapq.heapify(self._heap)
+        held = list(self.cache.docs.values())
+        self._far = {k: kept for k, codes in self._far.items()
+                     if (kept := [c for c in codes if any(c in part for part in held)])}
 
     def load_due_index(self, partitions: Iterable[int]) -> int:
         """Compatibility name of `assign()` (returns the number of dossiers held)."""
@@ -317,6 +326,7 @@ class SlaHandler:
         now_ts = now.timestamp()
         picked: dict[str, int | None] = {}
         others: list[tuple[float, int | None, str]] = []
+        self._promote(now_ts)
         while self._heap and self._heap[0][0] <= now_ts and len(picked) < limit:
             entry = heapq.heappop(self._heap)
             if entry[1] not in parts:
@@ -399,8 +409,33 @@ class SlaHandler:
 
     # -- internals ------------------------------------------------------------------------------
     def _push(self, code: str, t: datetime | None, partition: int | None) -> None:
-        if t is not None:
-            heapq.heappush(self._heap, (t.timestamp(), partition, code))
+        if t is None:
+            return
+        ts = t.timestamp()
+        if self.cache.holds(partition) and ts > self.clock.now().timestamp() + FAR_HORIZON_S:
+            self._far.setdefault(int(ts // FAR_BUCKET_S), []).append(code)
+        else:
+            heapq.heappush(self._heap, (ts, partition, code))
+
+    def _promote(self, now_ts: float) -> None:
+        """Move the far buckets that come within FAR_HORIZON_S into the heap (their documents say
+        when; a code no longer held, or without a next check, is dropped)."""
+        if not self._far:
+            return
+        limit = int((now_ts + FAR_HORIZON_S) // FAR_BUCKET_S)
+        for key in sorted(k for k in self._far if k <= limit):
+            for code in self._far.pop(key):
+                for p, part in self.cache.docs.items():
+                    if code in part:
+                        raw = part[code]
+                        t = self.cache.decode(raw).get("next_check_at") if raw is not None else None
+                        if t is not None:
+                            heapq.heappush(self._heap, (t.timestamp(), p, code))
+                        break
+
+    def scheduled(self) -> int:
+        """Entries in the scheduler (heap and far buckets; stale ones included)."""
+        return len(self._heap) + sum(len(v) for v in self._far.values())
 
     def _load(self, where: dict[str, int | None]) -> dict[str, dict]:
         """Stored documents of these dossiers (code -> its partition, None when unknown): from the

@@ -178,3 +178,18 @@ def test_scheduled_check_publishes_before_the_dossier_write_and_survives_its_fai
     d = repo.dossiers["D-10"]
     assert d["next_check_at"] is None and d["finding_ids"] == ["D-10:OVERDUE"]
     assert repo.findings["D-10:OVERDUE"]["revision"] == 1
+
+
+def test_far_next_checks_wait_in_day_buckets_and_still_fall_due(two):
+    clock, repo, bus, a, _ = two
+    a.assign([0])
+    a.handle([incoming(event("D-11"))])                          # due T0 + 1 h: in the heap
+    far = event("D-12", when=T0 + timedelta(days=3))             # due three days later
+    a.handle([incoming(far)])
+    assert [e[2] for e in a._heap] == ["D-11"] and sum(map(len, a._far.values())) == 1
+    a.forget_partitions([0])
+    a.assign([0])                                                # reloaded: same split
+    assert sorted(e[2] for e in a._heap) == ["D-11"] and a.scheduled() == 2
+    clock.set(T0 + timedelta(days=3, hours=1, seconds=1))
+    a.check_due([0])
+    assert sorted(p[1] for p in published(bus)) == ["D-11:OVERDUE", "D-12:OVERDUE"]
