@@ -349,3 +349,52 @@ def test_rebuild_cli_refuses_while_workers_run_and_lag_is_reported(settings, db)
     finally:
         w.stop()
         pub.close()
+
+
+def test_partition_back_from_another_instance_is_reloaded_not_stale(settings, db):
+    """A holds every partition, B takes some and resolves dossiers there, B leaves: A, given the
+    partitions back, works on what B stored (re-read at assignment), not on what it held before."""
+    clock = VirtualClock(T0)
+    group = "g-" + uuid.uuid4().hex[:6]
+    pub = KafkaPublisher(settings.kafka_bootstrap_servers, linger_ms=5)
+    repo = MongoRepository(db)
+    n = 24
+    a = Running(settings, clock, group)
+    b = None
+    try:
+        for i in range(n):
+            pub.send(settings.topic_events, f"S-{i}", event(f"S-{i}"))
+        pub.flush()
+        wait_for(lambda: repo.dossiers.count_documents({}) == n, what="A stored every dossier")
+        b = Running(settings, clock, group)
+        wait_for(lambda: len(b.worker.loop.consumer.assignment()) > 0
+                 and len(a.worker.loop.consumer.assignment()) < 6, timeout=30, what="B assigned")
+        resolved = {f"S-{i}": event(f"S-{i}", "dossier.resolved", when=T0 + timedelta(minutes=5))
+                    for i in range(n)}
+        for code, ev in resolved.items():
+            pub.send(settings.topic_events, code, ev)
+        pub.flush()
+        wait_for(lambda: repo.dossiers.count_documents({"closed": True}) == n, what="all resolved")
+        assert b.worker.handler.metrics.events_applied._value.get() > 0     # B resolved some
+        b.stop()
+        b = None
+        wait_for(lambda: len(a.worker.loop.consumer.assignment()) == 6, timeout=30, what="A has all back")
+        wait_for(lambda: a.worker.handler.cache.partitions() == set(range(6)), what="A holds all")
+        # past every due instant: a stale copy would see open dossiers and report them overdue
+        clock.set(T0 + timedelta(hours=2))
+        late = {f"S-{i}": event(f"S-{i}", "dossier.resolved", when=clock.now()) for i in range(n)}
+        for code, ev in late.items():
+            pub.send(settings.topic_events, code, ev)
+        pub.flush()
+        wait_for(lambda: all(len(d["event_ids"]) == 3 for d in repo.dossiers.find({}, {"event_ids": 1})),
+                 what="A applied the third event on every dossier")
+        time.sleep(1.5)                                   # three scheduler rounds
+        assert a.worker.handler.metrics.stale_retries._value.get() == 0   # reloaded, never refused
+        assert repo.findings.count_documents({}) == 0     # nothing was ever overdue
+        for d in repo.dossiers.find({}):
+            assert d["event_ids"][1:] == [resolved[d["_id"]]["event_id"], late[d["_id"]]["event_id"]]
+    finally:
+        if b:
+            b.stop()
+        a.stop()
+        pub.close()
