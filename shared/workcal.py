@@ -28,6 +28,7 @@ from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
+from time import monotonic
 from typing import Any, Iterable, Sequence
 from zoneinfo import ZoneInfo
 
@@ -681,12 +682,30 @@ def _calendar_cached(office: str, stamps: tuple, offices_stamp: tuple) -> Workin
     return WorkingCalendar(spec, [load_overrides(f) for f in files])
 
 
+# calendar_for() is on the hot path of every rule evaluation: the files behind a calendar are
+# stat()ed again at most this often per (office, overrides, offices file).
+RECHECK_SECONDS = 1.0
+_recent: dict[tuple, tuple[WorkingCalendar, float]] = {}
+
+
 def calendar_for(office: str = "default", overrides: str | Path | Iterable[str | Path] | None = None,
                  *, offices_file: str | Path | None = None) -> WorkingCalendar:
     """The calendar of an office from offices.yaml, with its own override files and `overrides`
-    applied after them. Cached; a changed file (mtime/size) builds a new calendar."""
+    applied after them. Cached; a changed file (mtime/size) builds a new calendar, seen within
+    RECHECK_SECONDS."""
+    if overrides is None or isinstance(overrides, (str, Path)):
+        key = (office, overrides and str(overrides), offices_file and str(offices_file))
+    else:
+        overrides = [str(p) for p in overrides]
+        key = (office, tuple(overrides), offices_file and str(offices_file))
+    hit = _recent.get(key)
+    now = monotonic()
+    if hit is not None and now - hit[1] < RECHECK_SECONDS:
+        return hit[0]
     stamps = tuple(_stamp(p) for p in _resolve_overrides(overrides))
-    return _calendar_cached(office, stamps, _stamp(str(Path(offices_file or OFFICES_FILE).resolve())))
+    cal = _calendar_cached(office, stamps, _stamp(str(Path(offices_file or OFFICES_FILE).resolve())))
+    _recent[key] = (cal, now)
+    return cal
 
 
 # --------------------------------------------------------------------------- explanation

@@ -3,6 +3,7 @@ explanations, override validation, the CLI."""
 from __future__ import annotations
 
 import json
+import os
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -289,3 +290,19 @@ def test_explain_cd_with_open_pause_and_counter_session():
     assert "không tính vào thời hạn" in text
     assert not cal.is_working_instant(received) and cal.is_counter_open(received)
     assert not cal.is_counter_open(datetime(2025, 3, 1, 13, 0, tzinfo=TZ))
+
+
+def test_calendar_for_sees_a_changed_override_file_after_the_recheck_interval(tmp_path, monkeypatch):
+    from shared import workcal
+
+    path = _write(tmp_path, "province: Tỉnh A\ndays_off:\n  - {date: 2026-11-25, name: Nghỉ A}\n")
+    first = calendar_for("default", path)
+    assert not first.is_working_day(date(2026, 11, 25))
+    path.write_text("province: Tỉnh A\ndays_off:\n  - {date: 2026-11-26, name: Nghỉ B}\n", encoding="utf-8")
+    monkeypatch.setattr(workcal, "RECHECK_SECONDS", 3600.0)
+    assert calendar_for("default", path) is first          # within the interval: no stat, same calendar
+    monkeypatch.setattr(workcal, "RECHECK_SECONDS", 0.0)
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    second = calendar_for("default", path)
+    assert second.version != first.version
+    assert second.is_working_day(date(2026, 11, 25)) and not second.is_working_day(date(2026, 11, 26))
