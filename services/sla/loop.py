@@ -19,6 +19,8 @@ import logging
 import threading
 import time
 
+from shared.consumer import commit_batch, rewind
+
 from .dlq import DeadLetters, Origin
 from .handlers import Incoming, SlaHandler
 from .repository import StaleWrite
@@ -158,34 +160,10 @@ class ConsumerLoop:
         self.handler.metrics.batch_seconds.observe(time.perf_counter() - t0)
 
     def _commit(self, batch) -> None:
-        from kafka import TopicPartition
-        from kafka.errors import CommitFailedError
-        from kafka.structs import OffsetAndMetadata
-
-        last: dict = {}
-        for r in batch:
-            tp = TopicPartition(r.topic, r.partition)
-            last[tp] = max(last.get(tp, -1), r.offset)
-        offsets = {tp: OffsetAndMetadata(o + 1, "", -1) for tp, o in last.items()}
-        try:
-            self.consumer.commit(offsets)
-        except CommitFailedError:
-            # the group rebalanced under us: the new owner re-reads from the committed offsets,
-            # and our effects are idempotent.
-            log.warning("commit failed after a rebalance; the new owner will re-read the batch")
+        commit_batch(self.consumer, batch)
 
     def _rewind(self, tps) -> None:
-        from kafka import TopicPartition
-
-        for topic, partition in tps:
-            tp = TopicPartition(topic, partition)
-            if tp not in self.consumer.assignment():
-                continue
-            committed = self.consumer.committed(tp)
-            if committed is None:
-                self.consumer.seek_to_beginning(tp)
-            else:
-                self.consumer.seek(tp, committed)
+        rewind(self.consumer, tps)
 
     def _check_due(self) -> None:
         # small batches: each batch's findings are published before the next is evaluated, so a
