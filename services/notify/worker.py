@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 from dataclasses import dataclass
 
 from shared.clock import Clock, clock_from_env
 from shared.config import Settings, env
+from shared.consumer import serve_until_signalled
 from shared.messaging import KafkaPublisher, ensure_topics, kafka_consumer
 
 from .channels import SmsChannel, SmtpChannel, WebhookChannel
@@ -160,16 +160,6 @@ def run_worker(settings: Settings | None = None, metrics_port: int | None = None
     configure_json_logging()
     settings = settings or Settings.from_env()
     worker = build_worker(settings)
-    if metrics_port:
-        from prometheus_client import start_http_server
-        start_http_server(metrics_port, addr="127.0.0.1", registry=worker.metrics.registry)
-
-    def _stop(signum, frame):
-        log.info("stopping", extra={"fields": {"signal": signum}})
-        worker.stop()
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
-    log.info("notify worker started", extra={"fields": {"topic": settings.topic_findings, "group": GROUP_ID}})
-    worker.run()
-    return 0
+    return serve_until_signalled(worker, name="notify", metrics_port=metrics_port,
+                                 registry=worker.metrics.registry,
+                                 fields={"topic": settings.topic_findings, "group": GROUP_ID})
