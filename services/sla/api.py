@@ -100,10 +100,8 @@ def create_app(config: dict | None = None, *, db=None, clock=None):
 
     @app.errorhandler(AuthError)
     def _auth_error(exc: AuthError):
-        from shared.httpapi import error_response
-        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
-        return error_response(exc.status, [{"code": exc.code, "field": "Authorization",
-                                            "message": exc.message}], headers)
+        from shared.httpapi import auth_error_response
+        return auth_error_response(exc)
 
     # -- helpers --------------------------------------------------------------------------------
     def principal():
