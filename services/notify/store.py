@@ -28,8 +28,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from pymongo import ASCENDING, DESCENDING
-from pymongo.errors import DuplicateKeyError
+from pymongo import ASCENDING, DESCENDING, DeleteOne, UpdateOne
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 FINDINGS = "notify_findings"
 NOTIFICATIONS = "notifications"
@@ -38,6 +38,7 @@ ACKS = "acks"
 CLAIMS = "notification_claims"
 QUEUE = "notify_queue"
 ALERTED = "notify_alerted"
+WRITE_CHUNK = 20          # operations per bulk write
 NOTIFICATION_KEY = ("finding_id", "episode", "recipient", "level", "kind", "seq")
 # scheduler state of a finding, set when notify first stores it and never overwritten by revisions
 SCHEDULE_DEFAULTS = {"episode": 0, "level": 0, "next_escalation_at": None, "next_repeat_at": None,
@@ -117,16 +118,22 @@ class NotifyStore:
         return sorted(self.findings.distinct("agency_code", {"state": {"$ne": "resolved"}}))
 
     # --- notifications ----------------------------------------------------------------------
-    def create_notification(self, doc: dict) -> bool:
+    def create_notification(self, doc: dict, leased_until: datetime | None = None) -> bool:
         """Insert (claim) a notification, and queue it when pending; False when one with the
-        same key exists."""
+        same key exists.
+
+        `leased_until`: the caller sends it itself right away (no queue scan, no claim
+        round trips): its queue entry starts as claimed once (`n` = 1) and leased until then, so
+        no other sender takes it unless the caller crashes before marking it."""
         try:
             self.notifications.insert_one(doc)
         except DuplicateKeyError:
             return False
         if doc.get("status") == "pending":
-            self.queue.insert_one({"_id": doc["_id"], "due_at": doc["due_at"], "n": 0,
-                                   "finding_id": doc["finding_id"], "kind": doc["kind"], "level": doc["level"]})
+            leased = leased_until is not None
+            self.queue.insert_one({"_id": doc["_id"], "due_at": leased_until if leased else doc["due_at"],
+                                   "n": 1 if leased else 0, "finding_id": doc["finding_id"],
+                                   "kind": doc["kind"], "level": doc["level"]})
         return True
 
     def claim_due(self, now: datetime, lease: timedelta, limit: int = 50) -> list[dict]:
@@ -151,6 +158,14 @@ class NotifyStore:
         """A notification reached a final state (sent, failed, cancelled): out of the queue."""
         self.notifications.update_one({"_id": nid}, {"$set": fields})
         self.queue.delete_one({"_id": nid})
+
+    def finish_many(self, items: list[tuple]) -> None:
+        """`finish` for many notifications: bulk writes of at most WRITE_CHUNK operations, by
+        `_id` only (larger FerretDB bulk updates can deadlock)."""
+        for i in range(0, len(items), WRITE_CHUNK):
+            chunk = items[i:i + WRITE_CHUNK]
+            _bulk(self.notifications, [UpdateOne({"_id": nid}, {"$set": fields}) for nid, fields in chunk])
+            _bulk(self.queue, [DeleteOne({"_id": nid}) for nid, _ in chunk])
 
     def retry_at(self, nid, due: datetime, fields: dict) -> None:
         self.notifications.update_one({"_id": nid}, {"$set": {**fields, "status": "pending", "due_at": due}})
@@ -182,6 +197,15 @@ class NotifyStore:
         except DuplicateKeyError:
             pass
 
+    def add_alerted_many(self, items: list[tuple[str, dict]]) -> None:
+        """`add_alerted` for many (finding id, recipient) pairs: one insert, repeats ignored."""
+        docs = {}
+        for finding_id, recipient in items:
+            key = "|".join(str(recipient.get(k)) for k in ("episode", "recipient", "level", "kind"))
+            docs.setdefault(f"{finding_id}|{key}", {"_id": f"{finding_id}|{key}", "finding_id": finding_id,
+                                                   **recipient})
+        _insert_ignoring_repeats(self.alerted, list(docs.values()))
+
     def alerted_for(self, finding_id: str, episode: int) -> list[dict]:
         return list(self.alerted.find({"finding_id": finding_id, "episode": episode}).sort("_id", ASCENDING))
 
@@ -194,6 +218,10 @@ class NotifyStore:
     # --- deliveries -------------------------------------------------------------------------
     def record_delivery(self, doc: dict) -> None:
         self.deliveries.insert_one(doc)
+
+    def record_deliveries(self, docs: list[dict]) -> None:
+        if docs:
+            self.deliveries.insert_many(docs, ordered=False)
 
     def list_deliveries(self, q: dict, limit: int = 100, skip: int = 0) -> list[dict]:
         return list(self.deliveries.find(q).sort([("at", DESCENDING), ("_id", DESCENDING)]).skip(skip).limit(limit))
@@ -208,3 +236,28 @@ class NotifyStore:
                                        {"$set": {"acked_at": now, "acked_by": by, "acked_recipient": person,
                                                  "next_escalation_at": None, "next_repeat_at": None}})
         return res.modified_count == 1
+
+
+def _insert_ignoring_repeats(coll, docs: list[dict]) -> None:
+    """insert_many (unordered) where an existing `_id` is not an error."""
+    if not docs:
+        return
+    try:
+        coll.insert_many(docs, ordered=False)
+    except BulkWriteError as exc:
+        if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])) or \
+                exc.details.get("writeConcernErrors"):
+            raise
+
+
+def _bulk(coll, ops: list) -> None:
+    """Unordered bulk write; one by one where the driver's bulk API is not supported (mongomock
+    does not accept current pymongo's UpdateOne: a TypeError before anything is written)."""
+    try:
+        coll.bulk_write(ops, ordered=False)
+    except TypeError:
+        for op in ops:
+            if isinstance(op, UpdateOne):
+                coll.update_one(op._filter, op._doc)
+            else:
+                coll.delete_one(op._filter)

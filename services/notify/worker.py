@@ -145,6 +145,7 @@ def build_worker(settings: Settings, clock: Clock | None = None, *, db=None, gro
     db = db if db is not None else mongo_db(settings)
     metrics = NotifyMetrics()
     service = build_service(settings, clock, db, metrics=metrics, **service_kw)
+    service.direct_send = True   # alerts due at once are sent after the batch, not found by a queue scan
     publisher = KafkaPublisher(settings.kafka_bootstrap_servers, client_id="motcua-notify")
     consumer = kafka_consumer(settings.kafka_bootstrap_servers, [settings.topic_findings], group_id,
                               client_id="motcua-notify", **(consumer_config or {}))

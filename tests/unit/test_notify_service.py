@@ -170,3 +170,85 @@ def test_two_claimers_of_one_entry_only_one_wins(env):
     entry = env.db.notify_queue.find_one({})
     env.db.notification_claims.insert_one({"_id": f"{entry['_id']}:0"})   # the other instance won
     assert env.store.claim_due(MON_10H, env.svc.lease) == []
+
+
+def _direct_env(start=MON_10H):
+    e = Env(start=start)
+    e.svc.direct_send = True
+    return e
+
+
+def test_direct_send_leases_at_insert_and_sends_without_a_queue_claim():
+    env = _direct_env()
+    env.svc.handle(finding(rule="TRANSFER_LATE", severity="warning", responsible_role="one_stop_chief",
+                           title="Chuyển hồ sơ chậm", overdue_working_hours=None))
+    entry = env.db.notify_queue.find_one({})
+    assert entry["n"] == 1                                        # claimed once, by this instance
+    assert entry["due_at"].astimezone(timezone.utc) == MON_10H + env.svc.lease
+    assert env.store.claim_due(MON_10H, env.svc.lease) == []      # another instance's scan: leased
+    assert env.db.notification_claims.count_documents({}) == 0
+    assert env.svc.dispatch_due() == 1
+    assert [m.address for m in env.email.sent] == ["motcua@stp.longan.example.org"]
+    n = env.db.notifications.find_one({})
+    assert n["status"] == "sent" and n["reclaims"] == 0 and n["attempts"] == 1
+    assert env.db.notify_queue.count_documents({}) == 0
+    assert env.svc.dispatch_due() == 0 and len(env.email.sent) == 1
+    [d] = env.deliveries()
+    assert d["outcome"] == "sent" and d["reclaimed"] == 0
+
+
+def test_direct_send_crash_before_send_is_sent_once_after_the_lease():
+    env = _direct_env()
+    env.svc.handle(finding(rule="TRANSFER_LATE", severity="warning", responsible_role="one_stop_chief",
+                           title="Chuyển hồ sơ chậm", overdue_working_hours=None))
+    env.svc._direct.clear()                                      # the instance dies before sending
+    other = NotifyService(env.store, load_policy(), env.directory, {"email": env.email}, env.clock,
+                          direct_send=True)
+    assert other.dispatch_due() == 0                             # leased: nobody else sends it yet
+    env.clock.advance(env.svc.lease + timedelta(seconds=1))
+    assert other.dispatch_due() == 1
+    n = env.db.notifications.find_one({})
+    assert n["status"] == "sent" and n["reclaims"] == 1          # visible: an earlier sender died
+    assert len(env.email.sent) == 1 and other.dispatch_due() == 0
+    [d] = env.deliveries()
+    assert d["reclaimed"] == 1
+
+
+def test_direct_send_crash_between_send_and_mark_duplicates_at_most_once_visibly():
+    env = _direct_env()
+    env.svc.handle(finding(rule="TRANSFER_LATE", severity="warning", responsible_role="one_stop_chief",
+                           title="Chuyển hồ sơ chậm", overdue_working_hours=None))
+    [doc] = env.svc._direct
+    env.svc._direct.clear()
+    env.email.send(env.svc._outgoing(doc, MON_10H))              # sent, then the instance dies
+    env.clock.advance(env.svc.lease + timedelta(seconds=1))
+    assert env.svc.dispatch_due() == 1
+    env.clock.advance(env.svc.lease + timedelta(seconds=1))
+    assert env.svc.dispatch_due() == 0
+    assert len(env.email.sent) == 2                              # one duplicate, no more
+    [d] = env.deliveries()
+    assert d["reclaimed"] == 1                                   # and the log says so
+
+
+def test_direct_send_leaves_deferred_alerts_to_the_queue():
+    env = _direct_env(start=MON_20H)
+    env.svc.handle(finding(rule="TRANSFER_LATE", severity="warning", responsible_role="one_stop_chief",
+                           title="Chuyển hồ sơ chậm", overdue_working_hours=None))
+    assert env.svc._direct == []
+    entry = env.db.notify_queue.find_one({})
+    assert entry["n"] == 0 and entry["due_at"].astimezone(timezone.utc) == WED_0730
+    env.clock.set(WED_0730)
+    assert env.svc.dispatch_due() == 1 and len(env.email.sent) == 1
+
+
+def test_direct_send_does_not_send_what_was_resolved_in_the_same_batch():
+    env = _direct_env()
+    env.svc.handle(finding(rule="TRANSFER_LATE", severity="warning", responsible_role="one_stop_chief",
+                           title="Chuyển hồ sơ chậm", overdue_working_hours=None))
+    env.svc.handle(finding(rule="TRANSFER_LATE", severity="warning", responsible_role="one_stop_chief",
+                           title="Chuyển hồ sơ chậm", overdue_working_hours=None, state="resolved",
+                           revision=2, change="resolved"))
+    env.svc.dispatch_due()
+    assert env.email.sent == []
+    assert env.db.notifications.find_one({"kind": "alert"})["status"] == "cancelled"
+    assert env.db.notify_queue.count_documents({}) == 0
