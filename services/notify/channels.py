@@ -10,6 +10,7 @@ import json
 import smtplib
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from email.header import Header
 from email.mime.multipart import MIMEMultipart
@@ -56,9 +57,14 @@ class SmtpChannel:
     name = "email"
 
     def __init__(self, host: str, port: int, sender: str, *, user: str = "", password: str = "",
-                 starttls: bool = False, timeout: float = 15.0):
+                 starttls: bool = False, timeout: float = 15.0, reuse: bool = True,
+                 max_per_connection: int = 100, idle_seconds: float = 30.0):
         self.host, self.port, self.sender = host, int(port), sender
         self.user, self.password, self.starttls, self.timeout = user, password, starttls, timeout
+        # one open connection per sending thread (connect + EHLO + QUIT cost more than a message);
+        # a reused connection is checked with NOOP first, so a send is never retried on its own
+        self.reuse, self.max_per_connection, self.idle_seconds = reuse, max_per_connection, idle_seconds
+        self._local = threading.local()
 
     def build(self, msg: Outgoing):
         """multipart/alternative (plain + HTML), UTF-8. The classic email API is used on purpose:
@@ -79,15 +85,54 @@ class SmtpChannel:
             em[k] = v
         return em
 
+    def _connect(self) -> smtplib.SMTP:
+        smtp = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+        try:
+            if self.starttls:
+                smtp.starttls()
+            if self.user:
+                smtp.login(self.user, self.password)
+        except BaseException:
+            _close(smtp)
+            raise
+        return smtp
+
+    def _connection(self) -> smtplib.SMTP:
+        """This thread's open connection if it still answers NOOP, else a new one."""
+        held = getattr(self._local, "held", None)
+        self._local.held = None
+        if held is not None:
+            smtp, count, last = held
+            if count < self.max_per_connection and time.monotonic() - last < self.idle_seconds:
+                try:
+                    if smtp.noop()[0] == 250:
+                        return smtp
+                except (smtplib.SMTPException, OSError):
+                    pass
+            _close(smtp)
+        return self._connect()
+
+    def close(self) -> None:
+        """Close this thread's held connection (others close when their thread ends or idles)."""
+        held = getattr(self._local, "held", None)
+        self._local.held = None
+        if held is not None:
+            _close(held[0])
+
     def send(self, msg: Outgoing) -> None:
         em = self.build(msg)
+        smtp = None
         try:
-            with smtplib.SMTP(self.host, self.port, timeout=self.timeout) as smtp:
-                if self.starttls:
-                    smtp.starttls()
-                if self.user:
-                    smtp.login(self.user, self.password)
-                smtp.send_message(em, self.sender, [msg.address])
+            if not self.reuse:
+                with self._connect() as smtp:
+                    smtp.send_message(em, self.sender, [msg.address])
+                return
+            smtp = self._connection()
+            count = getattr(smtp, "_motcua_sent", 0) + 1
+            smtp.send_message(em, self.sender, [msg.address])
+            smtp._motcua_sent = count
+            self._local.held = (smtp, count, time.monotonic())
+            smtp = None
         except smtplib.SMTPRecipientsRefused as exc:
             codes = [c for c, _ in exc.recipients.values()]
             raise ChannelError(f"recipient refused (SMTP {codes})", permanent=all(c >= 500 for c in codes)) from None
@@ -98,6 +143,16 @@ class SmtpChannel:
                                permanent=500 <= exc.smtp_code < 600 and exc.smtp_code != 554) from None
         except (smtplib.SMTPException, OSError, socket.timeout) as exc:
             raise ChannelError(f"SMTP {type(exc).__name__}: {exc}"[:300]) from None
+        finally:
+            if smtp is not None and self.reuse:   # after any error: a fresh connection next time
+                _close(smtp)
+
+
+def _close(smtp: smtplib.SMTP) -> None:
+    try:
+        smtp.quit()
+    except (smtplib.SMTPException, OSError):
+        smtp.close()
 
 
 def _http_error(what: str, status: int, body: str) -> ChannelError:

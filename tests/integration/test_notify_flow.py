@@ -389,3 +389,26 @@ def test_concurrent_instances_send_each_alert_once(mongo_db, smtp_server):
     time.sleep(0.5)
     assert len(smtp_server.messages) == 20
     assert mongo_db.notifications.count_documents({"status": "sent"}) == 20
+
+
+def test_smtp_channel_reuses_its_connection_and_recovers_from_a_dropped_one(smtp_server):
+    from services.notify.channels import Outgoing
+    ch = SmtpChannel(smtp_server.host, smtp_server.port, "motcua@test.local", max_per_connection=3)
+    mail = lambda i: Outgoing("email", "gd@stp.longan.example.org", f"Thư {i}", f"nội dung {i}")
+    ch.send(mail(1))
+    first = ch._local.held[0]
+    ch.send(mail(2))
+    assert ch._local.held[0] is first                   # same connection for the second message
+    first.sock.shutdown(socket.SHUT_RDWR)               # the server side or network drops it
+    ch.send(mail(3))                                    # NOOP fails: a new connection, one send
+    second = ch._local.held[0]
+    assert second is not first
+    ch.send(mail(4))
+    ch.send(mail(5))
+    ch.send(mail(6))                                    # 4th on `second`: over max_per_connection
+    assert ch._local.held[0] is not second
+    got = smtp_server.wait_for(6, timeout=10)
+    assert sorted(str(m.subject) for m in got) == [f"Thư {i}" for i in range(1, 7)]
+    ch.close()
+    time.sleep(0.3)
+    assert len(smtp_server.messages) == 6               # no message sent twice
