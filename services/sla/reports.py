@@ -9,7 +9,10 @@ v1.24 lacks). Definitions (a dossier counts in the period [from 00:00, to+1 00:0
   `on_time` (by the due instant), `late` (after it; an apology does not change this);
   `resolved_no_due` when the engine gave no due date (e.g. unknown procedure);
 - in progress at the end of the period: `in_progress_on_time`, `in_progress_overdue`;
-- refused / withdrawn in the period; supplement-request rate, online share, digitised share.
+- refused / withdrawn in the period; supplement-request rate, online share, digitised share;
+- `returned_unresolved`: resolved in the period with outcome `denied` (the agency finished the
+  dossier without granting it and returned it to the applicant with its reasons), and its rate
+  over all resolved in the period (DESIGN.md §9 "refusal and returned-unresolved rate").
 "Finished" means resolved, refused or withdrawn. The agency of a dossier is its handling agency
 (after transfers), the field comes from the procedure catalog.
 """
@@ -26,9 +29,10 @@ from shared.workcal import TZ
 GROUP_BY = ("agency", "field", "procedure")
 COUNTS = ("carried_over", "received_online", "received_direct_postal", "received_total",
           "resolved_early", "resolved_on_time", "resolved_late", "resolved_no_due", "resolved_total",
-          "in_progress_on_time", "in_progress_overdue", "in_progress_total",
+          "returned_unresolved", "in_progress_on_time", "in_progress_overdue", "in_progress_total",
           "refused", "withdrawn", "supplement_requested", "components", "components_digitized")
-RATES = ("on_time_rate", "supplement_rate", "refusal_rate", "online_share", "digitized_share")
+RATES = ("on_time_rate", "supplement_rate", "refusal_rate", "returned_unresolved_rate", "online_share",
+         "digitized_share")
 HEADERS_VI = {
     "group": "Nhóm", "name": "Tên",
     "carried_over": "Số hồ sơ kỳ trước chuyển qua", "received_online": "Tiếp nhận trực tuyến",
@@ -37,13 +41,15 @@ HEADERS_VI = {
     "resolved_early": "Đã giải quyết trước hạn", "resolved_on_time": "Đã giải quyết đúng hạn",
     "resolved_late": "Đã giải quyết quá hạn", "resolved_no_due": "Đã giải quyết (không xác định hạn)",
     "resolved_total": "Tổng số đã giải quyết",
+    "returned_unresolved": "Đã giải quyết, trả lại hồ sơ (không chấp thuận)",
     "in_progress_on_time": "Đang giải quyết trong hạn", "in_progress_overdue": "Đang giải quyết quá hạn",
     "in_progress_total": "Tổng số đang giải quyết",
     "refused": "Từ chối tiếp nhận", "withdrawn": "Rút hồ sơ",
     "supplement_requested": "Có yêu cầu bổ sung", "components": "Thành phần hồ sơ tiếp nhận",
     "components_digitized": "Thành phần đã số hóa",
     "on_time_rate": "Tỷ lệ giải quyết đúng hạn (%)", "supplement_rate": "Tỷ lệ yêu cầu bổ sung (%)",
-    "refusal_rate": "Tỷ lệ từ chối (%)", "online_share": "Tỷ lệ tiếp nhận trực tuyến (%)",
+    "refusal_rate": "Tỷ lệ từ chối (%)",
+    "returned_unresolved_rate": "Tỷ lệ trả lại hồ sơ không chấp thuận (%)", "online_share": "Tỷ lệ tiếp nhận trực tuyến (%)",
     "digitized_share": "Tỷ lệ số hóa thành phần hồ sơ (%)",
 }
 COVERED_766 = [
@@ -145,6 +151,8 @@ def tally(summaries, params: Params, catalog=None) -> dict[tuple[str, str], dict
                 g["resolved_early"] += 1
             else:
                 g["resolved_on_time"] += 1
+            if s.get("outcome") == "denied":
+                g["returned_unresolved"] += 1
         if in_period(s.get("refused_at")):
             g["refused"] += 1
         if in_period(s.get("withdrawn_at")):
@@ -164,6 +172,7 @@ def tally(summaries, params: Params, catalog=None) -> dict[tuple[str, str], dict
         g["on_time_rate"] = _pct(g["resolved_early"] + g["resolved_on_time"], judged)
         g["supplement_rate"] = _pct(g["supplement_requested"], new)
         g["refusal_rate"] = _pct(g["refused"], new)
+        g["returned_unresolved_rate"] = _pct(g["returned_unresolved"], g["resolved_total"])
         g["online_share"] = _pct(g["received_online"], new)
         g["digitized_share"] = _pct(g["components_digitized"], g["components"])
     return groups
@@ -199,6 +208,7 @@ def tally_total(rows: list[dict]) -> dict:
     total.update(on_time_rate=_pct(total["resolved_early"] + total["resolved_on_time"], judged),
                  supplement_rate=_pct(total["supplement_requested"], new),
                  refusal_rate=_pct(total["refused"], new),
+                 returned_unresolved_rate=_pct(total["returned_unresolved"], total["resolved_total"]),
                  online_share=_pct(total["received_online"], new),
                  digitized_share=_pct(total["components_digitized"], total["components"]))
     return total

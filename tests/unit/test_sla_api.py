@@ -117,7 +117,7 @@ def test_bad_findings_query_is_a_specific_400(env, query, field):
 
 # --- the report ------------------------------------------------------------------------------
 def S(received, channel="direct", due=None, resolved=None, refused=None, agency=DEPT,
-      comps=2, dig=1, supp=False):
+      comps=2, dig=1, supp=False, outcome=None):
     s = {"received_at": received, "channel": channel, "handling_agency": agency,
          "procedure_code": "1.001193", "components_n": comps, "digitized_n": dig}
     if due:
@@ -126,6 +126,8 @@ def S(received, channel="direct", due=None, resolved=None, refused=None, agency=
         s["resolved_at"] = resolved
     if refused:
         s["refused_at"] = refused
+    if outcome:
+        s["outcome"] = outcome
     if supp:
         s["supplement_requested"] = True
     return s
@@ -158,6 +160,24 @@ def test_report_figures_against_a_hand_computed_fixture():
     assert g["online_share"] == 40.0                    # 2 of 5 new
     assert g["refusal_rate"] == 20.0 and g["supplement_rate"] == 20.0
     assert g["digitized_share"] == 70.0
+    assert g["returned_unresolved"] == 0 and g["returned_unresolved_rate"] == 0.0
+
+
+def test_report_counts_a_denied_resolution_as_returned_unresolved():
+    p = Params(None, local(2024, 11, 1, 0), local(2024, 12, 1, 0), None, None, "agency")
+    denied = S(local(2024, 11, 7), due=local(2024, 11, 14, 17), resolved=local(2024, 11, 12, 10),
+               outcome="denied")                                              # early, but denied
+    approved = dict(FIXTURE[2], outcome="approved")
+    [g] = tally([*FIXTURE[:2], approved, *FIXTURE[3:], denied], p).values()
+    assert (g["resolved_early"], g["resolved_total"], g["returned_unresolved"]) == (2, 4, 1)
+    assert g["returned_unresolved_rate"] == 25.0                              # 1 of 4 resolved
+    assert g["refusal_rate"] == round(100 / 6, 2)                             # refusals stay apart
+    # a denial in a later period counts there, not here
+    late = dict(denied, resolved_at=local(2024, 12, 2, 10))
+    [g] = tally([*FIXTURE, late], p).values()
+    assert g["returned_unresolved"] == 0 and g["in_progress_overdue"] == 1 + 1
+    p_dec = Params(None, local(2024, 12, 1, 0), local(2025, 1, 1, 0), None, None, "agency")
+    assert tally([late], p_dec)[(DEPT, "")]["returned_unresolved"] == 1
 
 
 def test_report_endpoint_json_and_csv(env):
