@@ -51,6 +51,8 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "MOTCUA_INTAKE_PORT": ("8001", "local stack: intake API port"),
     "MOTCUA_SLA_PORT": ("8002", "local stack: sla API port"),
     "MOTCUA_NOTIFY_PORT": ("8003", "local stack: notify API port"),
+    "MOTCUA_SLA_METRICS_PORT": ("9101", "local stack: sla worker Prometheus /metrics port"),
+    "MOTCUA_NOTIFY_METRICS_PORT": ("9102", "local stack: notify worker Prometheus /metrics port"),
     "MOTCUA_PERF": ("", "tests: 1 runs the benchmarks of tests/perf without `-m perf`"),
 }
 

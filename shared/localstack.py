@@ -40,6 +40,8 @@ PORT_VARS = {
     "MOTCUA_INTAKE_PORT": ("intake_port", 8001),
     "MOTCUA_SLA_PORT": ("sla_port", 8002),
     "MOTCUA_NOTIFY_PORT": ("notify_port", 8003),
+    "MOTCUA_SLA_METRICS_PORT": ("sla_metrics_port", 9101),
+    "MOTCUA_NOTIFY_METRICS_PORT": ("notify_metrics_port", 9102),
 }
 
 
@@ -65,6 +67,8 @@ class StackConfig:
     intake_port: int = 8001
     sla_port: int = 8002
     notify_port: int = 8003
+    sla_metrics_port: int = 9101       # the workers' Prometheus endpoints (`--metrics-port`)
+    notify_metrics_port: int = 9102
     host: str = "127.0.0.1"
     extra_env: dict = field(default_factory=dict)
 
@@ -422,13 +426,13 @@ def smtp_healthy(host: str, port: int, timeout: float = 2.0) -> bool:
         return smtp.noop()[0] == 250
 
 
-def http_healthy(url: str, timeout: float = 2.0) -> bool:
-    """Any HTTP answer from /healthz (even 404) proves the server is serving."""
+def http_healthy(url: str, timeout: float = 2.0, path: str = "/healthz") -> bool:
+    """Any HTTP answer below 500 from `path` (even 404) proves the server is serving."""
     import urllib.error
     import urllib.request
 
     try:
-        with urllib.request.urlopen(url + "/healthz", timeout=timeout) as resp:
+        with urllib.request.urlopen(url + path, timeout=timeout) as resp:
             return resp.status < 500
     except urllib.error.HTTPError as exc:
         return exc.code < 500
@@ -563,7 +567,21 @@ class ServiceSpec:
     name: str
     needs: tuple[str, ...]        # files (relative to the repo) that must exist
     argv: tuple[str, ...]         # after the python executable
-    port_attr: str | None
+    port_attr: str                # the port it serves: an API, or a worker's /metrics
+    worker: bool = False          # a consumer: its port serves only Prometheus metrics
+
+
+def _control_socket(cfg: StackConfig, service: str) -> tuple[str, ...]:
+    """gunicorn >= 25.1 opens a control socket, by default one path ($HOME/.gunicorn/gunicorn.ctl)
+    for every instance on the machine; each stack's API gets its own under `<state>/run/`
+    (`gunicornc -s .local/dev/run/intake.ctl`), or none if that path is too long for a socket."""
+    import gunicorn
+    if tuple(getattr(gunicorn, "version_info", (0,))[:2]) < (25, 1):
+        return ()
+    path = cfg.state_dir / "run" / f"{service}.ctl"
+    if len(str(path)) > 100:
+        return ("--no-control-socket",)
+    return ("--control-socket", str(path))
 
 
 def service_specs(cfg: StackConfig) -> list[ServiceSpec]:
@@ -573,15 +591,19 @@ def service_specs(cfg: StackConfig) -> list[ServiceSpec]:
         # a service's own gunicorn.conf.py (hooks, threads) when it has one; the command line
         # still decides the address and, on a small machine, a single worker
         extra = ("-c", str(conf)) if conf.exists() else ("--timeout", "60", "--graceful-timeout", "10")
-        return ("-m", "gunicorn", *extra, "--bind", f"{cfg.host}:{port}", "--workers", "1", target)
+        return ("-m", "gunicorn", *extra, *_control_socket(cfg, port_attr.split("_")[0]),
+                "--bind", f"{cfg.host}:{port}", "--workers", "1", target)
     return [
         ServiceSpec("intake", ("services/intake/app.py",),
                     gunicorn("intake_port", "services.intake.app:create_app()"), "intake_port"),
-        ServiceSpec("sla-worker", ("services/sla/__main__.py",), ("-m", "services.sla", "worker"), None),
+        ServiceSpec("sla-worker", ("services/sla/__main__.py",),
+                    ("-m", "services.sla", "worker", "--metrics-port", str(cfg.sla_metrics_port)),
+                    "sla_metrics_port", worker=True),
         ServiceSpec("sla-api", ("services/sla/api.py",),
                     gunicorn("sla_port", "services.sla.api:create_app()"), "sla_port"),
         ServiceSpec("notify-worker", ("services/notify/__main__.py",),
-                    ("-m", "services.notify", "worker"), None),
+                    ("-m", "services.notify", "worker", "--metrics-port", str(cfg.notify_metrics_port)),
+                    "notify_metrics_port", worker=True),
         ServiceSpec("notify-api", ("services/notify/api.py",),
                     gunicorn("notify_port", "services.notify.api:create_app()"), "notify_port"),
     ]
@@ -619,20 +641,23 @@ def start_services(cfg: StackConfig, timeout: float = 60.0) -> dict[str, str]:
             continue
         if spec.port_attr:
             _check_port_free(cfg, spec.name, getattr(cfg, spec.port_attr))
-        _start(cfg, spec.name, [sys.executable, *spec.argv], env=env, marker=spec.argv[-1])
+        (cfg.state_dir / "run").mkdir(parents=True, exist_ok=True)     # gunicorn control sockets
+        marker = " ".join(spec.argv[1:3]) if spec.worker else spec.argv[-1]
+        _start(cfg, spec.name, [sys.executable, *spec.argv], env=env, marker=marker)
         started.append(spec)
     try:
         for spec in started:
-            if spec.port_attr:
-                url = cfg.url(getattr(cfg, spec.port_attr))
-                _wait_healthy(cfg, spec.name, lambda u=url: http_healthy(u), timeout)
-                report[spec.name] = f"started, {url}/healthz answers"
-            else:
-                # a worker has no port: it must still be alive once the APIs are up
+            url = cfg.url(getattr(cfg, spec.port_attr))
+            if spec.worker:
+                # a worker serves only its metrics; it must answer there and still be alive
+                _wait_healthy(cfg, spec.name, lambda u=url: http_healthy(u, path="/metrics"), timeout)
                 if _read_pid(cfg, spec.name) is None:
                     raise StackError(f"{spec.name} exited; see {cfg.log_dir / (spec.name + '.log')}:\n"
                                      f"{_tail(cfg.log_dir / (spec.name + '.log'))}")
-                report[spec.name] = "started (worker, running)"
+                report[spec.name] = f"started (worker), {url}/metrics answers"
+            else:
+                _wait_healthy(cfg, spec.name, lambda u=url: http_healthy(u), timeout)
+                report[spec.name] = f"started, {url}/healthz answers"
     except BaseException:
         for spec in started:      # nothing half-started stays behind
             _stop(cfg, spec.name)
@@ -712,11 +737,11 @@ def status(cfg: StackConfig) -> list[dict]:
         "smtp": (f"{cfg.host}:{cfg.smtp_port}", lambda: smtp_healthy(cfg.host, cfg.smtp_port, 1.0)),
     }
     for spec in service_specs(cfg):
-        if spec.port_attr:
-            url = cfg.url(getattr(cfg, spec.port_attr))
-            checks[spec.name] = (url, lambda u=url: http_healthy(u, 1.0))
+        url = cfg.url(getattr(cfg, spec.port_attr))
+        if spec.worker:
+            checks[spec.name] = (url + "/metrics", lambda u=url: http_healthy(u, 1.0, path="/metrics"))
         else:
-            checks[spec.name] = ("-", None)     # a worker has no endpoint: alive is all we know
+            checks[spec.name] = (url, lambda u=url: http_healthy(u, 1.0))
     for name, (addr, check) in checks.items():
         pid = _read_pid(cfg, name)
         health = "-"

@@ -41,6 +41,21 @@ def test_config_from_env_reads_ports_and_rejects_bad_values(tmp_path):
         StackConfig.from_env({"MOTCUA_LOCAL_NAME": "../etc"})
 
 
+def test_service_commands_use_the_stack_ports_and_their_own_control_sockets(tmp_path):
+    cfg = StackConfig.from_env({"MOTCUA_SLA_METRICS_PORT": "29101", "MOTCUA_NOTIFY_METRICS_PORT": "29102",
+                                "MOTCUA_INTAKE_PORT": "29001", "MOTCUA_LOCAL_NAME": "ci",
+                                "MOTCUA_LOCAL_DIR": str(tmp_path)})
+    specs = {s.name: s for s in localstack.service_specs(cfg)}
+    assert specs["sla-worker"].worker and specs["sla-worker"].argv[-2:] == ("--metrics-port", "29101")
+    assert specs["notify-worker"].argv[-2:] == ("--metrics-port", "29102")
+    intake = specs["intake"].argv
+    assert intake[intake.index("--bind") + 1] == "127.0.0.1:29001" and not specs["intake"].worker
+    sockets = {s.argv[s.argv.index("--control-socket") + 1] for s in specs.values() if not s.worker}
+    assert sockets == {str(tmp_path / "ci" / "run" / f"{n}.ctl") for n in ("intake", "sla", "notify")}
+    deep = StackConfig(name="ci", local_dir=tmp_path / ("x" * 100))      # too long for a unix socket
+    assert all("--no-control-socket" in s.argv for s in localstack.service_specs(deep) if not s.worker)
+
+
 def test_missing_tool_is_named(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))          # no java, mvn or go here
     cfg = StackConfig(name="x", local_dir=tmp_path, cache_dir=tmp_path / "cache")
