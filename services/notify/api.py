@@ -183,9 +183,8 @@ def create_app(config: dict | None = None, *, db=None, clock=None):
         limit, offset = page_args()
         q = scoped_query(p, "finding_agency", {"finding_id": None, "dossier_code": None,
                                                "status": STATUSES, "kind": ("alert", "repeat", "resolved", "digest")})
-        cur = get_store().notifications.find(q, {"subject": 0, "text": 0, "html": 0}).sort(
-            [("created_at", -1), ("_id", -1)]).skip(offset).limit(limit)
-        return jsonify({"items": [_json_safe(d) for d in cur], "limit": limit, "offset": offset})
+        docs = get_store().list_notifications(q, limit, offset, {"subject": 0, "text": 0, "html": 0})
+        return jsonify({"items": [_json_safe(d) for d in docs], "limit": limit, "offset": offset})
 
     # -- acknowledgement -------------------------------------------------------------------------
     def claim_of(token: str):

@@ -62,14 +62,18 @@ class NotifyLoop:
 
     def _handle(self, batch) -> bool:
         try:
+            records, values = [], []
             for r in batch:
                 try:
-                    value = decode(r.value)
-                    res = self.service.handle(value)
-                    if self.metrics is not None:
-                        self.metrics.findings.labels("stored" if res.stored else "skipped").inc()
-                except (FindingError, ValueError, UnicodeDecodeError) as exc:
+                    values.append(decode(r.value))
+                    records.append(r)
+                except (ValueError, UnicodeDecodeError) as exc:
                     self._dead_letter(r, exc)
+            for r, res in zip(records, self.service.handle_many(values)):
+                if isinstance(res, Exception):
+                    self._dead_letter(r, res)
+                elif self.metrics is not None:
+                    self.metrics.findings.labels("stored" if res.stored else "skipped").inc()
         except Exception:
             log.exception("batch failed; rewinding, retry after %.1f s", self._backoff)
             self._rewind({(r.topic, r.partition) for r in batch})

@@ -34,13 +34,12 @@ class StoreCollector:
         store = self.store_factory()
         sent = CounterMetricFamily("notify_store_sent", "notifications sent, by channel (from the store)", labels=["channel"])
         failed = CounterMetricFamily("notify_store_failed", "notifications failed, by channel (from the store)", labels=["channel"])
-        by = {}
-        for row in store.notifications.aggregate([
-                {"$match": {"status": {"$in": ["sent", "failed"]}}},
-                {"$group": {"_id": {"status": "$status", "channel": "$channel"}, "n": {"$sum": 1}}}]):
-            by[(row["_id"]["status"], row["_id"]["channel"])] = row["n"]
-        for (status, channel), n in sorted(by.items()):
-            (sent if status == "sent" else failed).add_metric([channel], n)
+        for channel, n in sorted(store.sent_counts().items()):
+            sent.add_metric([channel], n)
+        for row in sorted(store.notifications.aggregate([
+                {"$match": {"status": "failed"}},
+                {"$group": {"_id": "$channel", "n": {"$sum": 1}}}]), key=lambda row: row["_id"]):
+            failed.add_metric([row["_id"]], row["n"])
         yield sent
         yield failed
         due, deferred = store.queue_size(self.clock.now())

@@ -156,6 +156,7 @@ class NotifyService:
         # send checks it instead of re-reading the finding (this instance handles the finding's
         # partition, so it has seen any later revision, e.g. a resolution in the same batch)
         self._snapshots: dict[str, dict] = {}
+        self._batch: list | None = None   # notifications planned by handle_many, not yet inserted
 
     # --- helpers ------------------------------------------------------------------------------
     def _default_calendars(self, agency_code: str):
@@ -188,11 +189,96 @@ class NotifyService:
     # --- findings in --------------------------------------------------------------------------
     def handle(self, value: Any, now: datetime | None = None) -> Handled:
         """Store a finding message and plan its notifications; FindingError for a bad message."""
+        res = self.handle_many([value], now)[0]
+        if isinstance(res, Exception):
+            raise res
+        return res
+
+    def handle_many(self, values: list, now: datetime | None = None) -> list:
+        """`handle` for the messages of one poll, in few round trips: one Handled per message,
+        or the FindingError of a bad one (for the dead-letter topic). Store failures raise.
+
+        The first message of each finding is inserted in one unordered write; those inserted
+        are new findings (their schedule is part of the insert) and their notifications are
+        planned in one more unordered write (a duplicate key = planned already). The others
+        (revisions of stored findings, later messages of a finding in the same batch) then go
+        one by one, in their order, through the revision path (`_handle_stored`)."""
         now = ensure_utc(now or self.clock.now())
-        doc = parse_finding(value)
-        doc["received_at"] = now
+        results: list = [None] * len(values)
+        docs: list[tuple[int, dict]] = []
+        for i, value in enumerate(values):
+            try:
+                doc = parse_finding(value)
+            except FindingError as exc:
+                results[i] = exc
+                continue
+            doc["received_at"] = now
+            docs.append((i, doc))
+        first: dict[str, tuple[int, dict]] = {}
+        for i, doc in docs:
+            first.setdefault(doc["_id"], (i, doc))
+        news = {fid: self._new_finding(doc, now) for fid, (i, doc) in first.items()}
+        inserted = self.store.insert_new_findings(list(news.values()))
+        self._batch = []
+        try:
+            for fid in inserted:
+                i, _ = first[fid]
+                results[i] = self._plan_new(news[fid], now, i)
+        finally:
+            batch, self._batch = self._batch, None
+        self._flush(batch, now, results)
+        for i, doc in docs:
+            if results[i] is None:
+                results[i] = self._handle_stored(doc, now)
+        return results
+
+    def _new_finding(self, doc: dict, now: datetime) -> dict:
+        """The stored form of a finding seen for the first time, with its schedule."""
+        f = {**SCHEDULE_DEFAULTS, **doc, "first_revision": doc["revision"]}
+        route = self.policy.route(f["rule"], f["severity"])
+        if f["state"] == "resolved" or route.mode == "digest":
+            return f
+        if route.escalate_after_wh and route.max_level >= 1 and escalation_levels(f, self.directory) >= 1:
+            f["next_escalation_at"] = self._add_working(f["agency_code"], now, route.escalate_after_wh)
+        if route.repeat_every_wh and route.max_repeats > 0:
+            f["next_repeat_at"] = self._add_working(f["agency_code"], now, route.repeat_every_wh)
+        if f["state"] == "escalated":
+            f["level"] = 1   # sla escalated it already: the parent head too, level 1
+        return f
+
+    def _plan_new(self, f: dict, now: datetime, index: int | None = None) -> Handled:
+        """Plan the alerts of a new finding (`_new_finding`); idempotent (unique index)."""
+        route = self.policy.route(f["rule"], f["severity"])
+        if f["state"] == "resolved":
+            return Handled(True, 0)
+        if route.mode == "digest":
+            return Handled(True, 0, "digest only")
+        planned = self._plan(f, route, 0, now, index=index)
+        if f["state"] == "escalated" and f.get("level", 0) >= 1:
+            planned += self._plan(f, route, 1, now, index=index)
+        return Handled(True, planned)
+
+    def _flush(self, batch: list, now: datetime, results: list) -> None:
+        """Insert the notifications planned in a batch; count those new in their Handled."""
+        if not batch:
+            return
+        oks = self.store.create_notifications([(doc, leased) for doc, leased, _, _ in batch])
+        for (doc, leased, f, index), ok in zip(batch, oks):
+            if isinstance(results[index], Handled):
+                results[index].planned -= 0 if ok else 1
+            if ok:
+                self._after_insert(doc, f, leased is not None, now)
+
+    def _handle_stored(self, doc: dict, now: datetime) -> Handled:
+        """A message whose finding is stored already (a revision, or a redelivery)."""
         stored, prev = self.store.upsert_finding(doc)
         if not stored:
+            if prev is not None and prev.get("first_revision") == doc["revision"] == prev.get("revision") \
+                    and prev.get("episode", 0) == 0:
+                # the message that created the finding, again: plan its alerts again (duplicates
+                # are refused), in case the planner stopped between the finding and its alerts
+                replanned = self._plan_new({**prev, **doc, "level": prev.get("level", 0)}, now)
+                return Handled(False, replanned.planned, "repeated revision")
             return Handled(False, reason="stale or repeated revision")
         f = {**SCHEDULE_DEFAULTS, **doc} if prev is None else {**prev, **doc}
         if f["_id"] in self._snapshots:
@@ -232,7 +318,7 @@ class NotifyService:
         return Handled(True, planned)
 
     def _plan(self, f: dict, route: Route, level: int, now: datetime, *, kind: str = "alert",
-              seq: int = 0, recipients: list[Recipient] | None = None) -> int:
+              seq: int = 0, recipients: list[Recipient] | None = None, index: int | None = None) -> int:
         if recipients is None:
             ff = f
             if level == 0 and f.get("responsible_role") == "parent_head":
@@ -243,11 +329,13 @@ class NotifyService:
         for r in recipients:
             immediate = route.any_hour or r.channel == "webhook"
             due = now if immediate else self._next_working(r.agency_code, now)
-            n += self._insert(f, r, level, kind, seq, due, now)
+            n += self._insert(f, r, level, kind, seq, due, now, _index=index)
         return n
 
     def _insert(self, f: dict, r: Recipient, level: int, kind: str, seq: int, due: datetime,
-                now: datetime, **extra) -> int:
+                now: datetime, _index: int | None = None, **extra) -> int:
+        """Plan one notification: inserted now, or collected when a batch is being planned
+        (`handle_many`, `_index` = the message's position) and inserted by `_flush`."""
         doc = {
             "finding_id": f["_id"], "episode": f.get("episode", 0), "recipient": r.id, "person": r.person,
             "level": level, "kind": kind, "seq": seq, "channel": r.channel, "address": r.address,
@@ -260,19 +348,27 @@ class NotifyService:
         if r.address is None:
             doc.update(status="failed", error=f"no {r.channel} address in the directory for {r.person}")
         direct = self.direct_send and doc["status"] == "pending" and due <= now
-        if not self.store.create_notification(doc, leased_until=now + self.lease if direct else None):
+        leased_until = now + self.lease if direct else None
+        if self._batch is not None and _index is not None:
+            self._batch.append((doc, leased_until, f, _index))
+            return 1
+        if not self.store.create_notification(doc, leased_until=leased_until):
             return 0
+        self._after_insert(doc, f, direct, now)
+        return 1
+
+    def _after_insert(self, doc: dict, f: dict, direct: bool, now: datetime) -> None:
+        kind, level = doc["kind"], doc["level"]
         if direct:
             snapshot = kind == "alert" and level == 0 and "_id" in f and not str(f["_id"]).startswith("digest:")
             with self._direct_lock:
                 self._direct.append(dict(doc, reclaims=0, snapshot=snapshot))
                 if snapshot:
                     self._snapshots[f["_id"]] = f
-        if r.address is None:
+        if doc.get("address") is None:
             self._record(doc, now, "failed", doc["error"], 0.0)
-            self._count("failed", r.channel)
+            self._count("failed", doc["channel"])
             log.error("notification failed: no address", extra={"fields": self._log_fields(doc)})
-        return 1
 
     def _on_resolved(self, f: dict, route: Route, now: datetime) -> int:
         self.store.cancel_pending(f["_id"], ("alert", "repeat"), now, "finding resolved before delivery")
@@ -356,12 +452,14 @@ class NotifyService:
                 self._mark_sent(sent)
 
     def _mark_sent(self, sent: list[tuple[dict, datetime, float]]) -> None:
-        self.store.finish_many([(doc["_id"], {"status": "sent", "sent_at": at, "reclaims": doc.get("reclaims", 0),
-                                              "attempts": doc.get("attempts", 0) + 1, "error": None})
-                                for doc, at, _ in sent])
+        """Successful sends, in few inserts: the delivery log, who was alerted, the sent markers
+        (the notification documents are not updated: see store.py), then out of the queue."""
+        self.store.record_deliveries([self._delivery(doc, at, "sent", None, spent) for doc, at, spent in sent])
         self.store.add_alerted_many([(doc["finding_id"], {k: doc.get(k) for k in _ALERTED})
                                      for doc, _, _ in sent if doc["kind"] in ("alert", "repeat")])
-        self.store.record_deliveries([self._delivery(doc, at, "sent", None, spent) for doc, at, spent in sent])
+        self.store.mark_sent([{"_id": doc["_id"], "finding_id": doc["finding_id"], "channel": doc["channel"],
+                               "sent_at": at, "attempts": doc.get("attempts", 0) + 1,
+                               "reclaims": doc.get("reclaims", 0)} for doc, at, _ in sent])
         for doc, at, _ in sent:
             self._count("sent", doc["channel"])
             if self.metrics is not None and doc.get("created_at"):

@@ -9,7 +9,8 @@ Collections:
   Inserting it is the claim: a second insert for the same key fails, so each alert is sent at
   most once per recipient and level (kind `alert`, seq 0); repeats use seq 1, 2…; the closing
   notice is kind `resolved`; digests are finding_id `digest:<date>`, kind `digest`.
-  status: pending → sent | failed | cancelled (pending again with a later `due_at` to retry); while
+  status: pending → sent (shown from its `notifications_sent` marker) | failed | cancelled (pending
+  again with a later `due_at` to retry); while
   an instance sends it, its queue entry is leased (see `notify_queue`).
 - `deliveries`: every attempt (time, channel, recipient, outcome, error, latency).
 - `acks`: every acknowledgement (who, when, how).
@@ -18,6 +19,13 @@ Collections:
   filters other than `_id` by reading every document, so the queue must stay small; final
   notifications leave it. A claimed entry's `due_at` moves to the end of its lease, so an entry
   whose sender crashed becomes due again by itself.
+- `notifications_sent`: `_id` = notification id, written (insert-only) when a notification was
+  sent. A sent notification's document in `notifications` is not updated: FerretDB reads the
+  whole collection for every update, even by `_id`, so an update of the ever-growing
+  `notifications` would cost more per alert than everything else. Readers see the status
+  through `with_outcome` / `list_notifications` / `get_notification` (status `sent`, `sent_at`,
+  `attempts`, `reclaims` from the marker). Rare transitions (retry, failed, cancelled) still
+  update the document.
 - `notify_alerted`: who received an alert or repeat of a finding (insert-only), read when the
   finding repeats or resolves.
 - `notification_claims`: `_id` = `<notification id>:<n>`; inserting it is the lock that lets
@@ -26,8 +34,9 @@ Collections:
 """
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
+from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING, DeleteOne, UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
@@ -38,7 +47,9 @@ ACKS = "acks"
 CLAIMS = "notification_claims"
 QUEUE = "notify_queue"
 ALERTED = "notify_alerted"
-WRITE_CHUNK = 20          # operations per bulk write
+SENT = "notifications_sent"
+WRITE_CHUNK = 20          # operations per bulk write (updates, deletes)
+INSERT_CHUNK = 200        # documents per insert_many
 NOTIFICATION_KEY = ("finding_id", "episode", "recipient", "level", "kind", "seq")
 # scheduler state of a finding, set when notify first stores it and never overwritten by revisions
 SCHEDULE_DEFAULTS = {"episode": 0, "level": 0, "next_escalation_at": None, "next_repeat_at": None,
@@ -55,6 +66,7 @@ class NotifyStore:
         self.claims = db[CLAIMS]
         self.queue = db[QUEUE]
         self.alerted = db[ALERTED]
+        self.sent = db[SENT]
 
     def ensure_indexes(self) -> None:
         self.notifications.create_index([(k, ASCENDING) for k in NOTIFICATION_KEY], unique=True,
@@ -82,7 +94,7 @@ class NotifyStore:
         overwritten by the newer revision that follows it on the same partition."""
         fid = doc["_id"]
         try:
-            self.findings.insert_one({**SCHEDULE_DEFAULTS, **doc})
+            self.findings.insert_one({**SCHEDULE_DEFAULTS, "first_revision": doc["revision"], **doc})
             return True, None
         except DuplicateKeyError:
             pass
@@ -91,6 +103,14 @@ class NotifyStore:
             return False, prev
         self.findings.update_one({"_id": fid}, {"$set": {k: v for k, v in doc.items() if k != "_id"}})
         return True, prev
+
+    def insert_new_findings(self, docs: list[dict]) -> set:
+        """Insert findings in one unordered write (chunks of INSERT_CHUNK); returns the `_id`s
+        inserted. One already stored is no error here: the caller handles it as a revision
+        (`upsert_finding`). `docs` must have distinct `_id`s."""
+        full = [{**SCHEDULE_DEFAULTS, **d} for d in docs]
+        dups = _insert_many_new(self.findings, full)
+        return {d["_id"] for i, d in enumerate(full) if i not in dups}
 
     def get_finding(self, finding_id: str) -> dict | None:
         return self.findings.find_one({"_id": finding_id})
@@ -125,30 +145,58 @@ class NotifyStore:
         `leased_until`: the caller sends it itself right away (no queue scan, no claim
         round trips): its queue entry starts as claimed once (`n` = 1) and leased until then, so
         no other sender takes it unless the caller crashes before marking it."""
-        try:
-            self.notifications.insert_one(doc)
-        except DuplicateKeyError:
-            return False
-        if doc.get("status") == "pending":
-            leased = leased_until is not None
-            self.queue.insert_one({"_id": doc["_id"], "due_at": leased_until if leased else doc["due_at"],
-                                   "n": 1 if leased else 0, "finding_id": doc["finding_id"],
-                                   "kind": doc["kind"], "level": doc["level"]})
-        return True
+        return self.create_notifications([(doc, leased_until)])[0]
+
+    def create_notifications(self, items: list[tuple[dict, datetime | None]]) -> list[bool]:
+        """`create_notification` for many (doc, leased_until) in a few inserts: the queue entries
+        of the pending ones first, then the notifications (unordered: a duplicate key means
+        already planned, False at its index), then the queue entries of the duplicates are
+        deleted again. Queue first: a crash in between leaves a queue entry without its
+        notification (removed by `claim_due` once older than a lease), never a pending
+        notification without a queue entry (which nothing would send)."""
+        if not items:
+            return []
+        for doc, _ in items:
+            doc.setdefault("_id", ObjectId())
+        entries = [self._queue_entry(doc, leased_until) for doc, leased_until in items
+                   if doc.get("status") == "pending"]
+        for i in range(0, len(entries), INSERT_CHUNK):
+            self.queue.insert_many(entries[i:i + INSERT_CHUNK], ordered=False)
+        dups = _insert_many_new(self.notifications, [doc for doc, _ in items])
+        orphans = [items[i][0]["_id"] for i in sorted(dups) if items[i][0].get("status") == "pending"]
+        self._delete_queued(orphans)
+        return [i not in dups for i in range(len(items))]
+
+    @staticmethod
+    def _queue_entry(doc: dict, leased_until: datetime | None) -> dict:
+        leased = leased_until is not None
+        return {"_id": doc["_id"], "due_at": leased_until if leased else doc["due_at"],
+                "n": 1 if leased else 0, "finding_id": doc["finding_id"], "kind": doc["kind"],
+                "level": doc["level"], "at": doc.get("created_at")}
+
+    def _delete_queued(self, ids: list) -> None:
+        for i in range(0, len(ids), WRITE_CHUNK):
+            _bulk(self.queue, [DeleteOne({"_id": nid}) for nid in ids[i:i + WRITE_CHUNK]])
 
     def claim_due(self, now: datetime, lease: timedelta, limit: int = 50) -> list[dict]:
         """Take up to `limit` due notifications for sending; returns their documents."""
         out = []
         for entry in self.queue.find({"due_at": {"$lte": now}}).sort([("due_at", ASCENDING)]).limit(limit):
+            doc = self.notifications.find_one({"_id": entry["_id"]})
+            if doc is None:
+                # its notification is being inserted (or the planner crashed, or it was a duplicate)
+                at = entry.get("at")
+                if at is None or _aware(at) <= now - lease:
+                    self.queue.delete_one({"_id": entry["_id"]})
+                continue
+            if doc.get("status") != "pending" or (entry.get("n", 0) and self.sent.find_one({"_id": entry["_id"]})):
+                self.queue.delete_one({"_id": entry["_id"]})   # final already (sent: the sender died before dequeuing)
+                continue
             try:
                 self.claims.insert_one({"_id": f"{entry['_id']}:{entry.get('n', 0)}", "at": now})
             except DuplicateKeyError:
                 continue   # another instance took it
             self.queue.update_one({"_id": entry["_id"]}, {"$set": {"due_at": now + lease, "n": entry.get("n", 0) + 1}})
-            doc = self.notifications.find_one({"_id": entry["_id"]})
-            if doc is None or doc.get("status") != "pending":
-                self.queue.delete_one({"_id": entry["_id"]})
-                continue
             # claims beyond the attempts recorded: senders that crashed between claim and mark
             doc["reclaims"] = max(0, entry.get("n", 0) - doc.get("attempts", 0))
             out.append(doc)
@@ -159,13 +207,58 @@ class NotifyStore:
         self.notifications.update_one({"_id": nid}, {"$set": fields})
         self.queue.delete_one({"_id": nid})
 
-    def finish_many(self, items: list[tuple]) -> None:
-        """`finish` for many notifications: bulk writes of at most WRITE_CHUNK operations, by
-        `_id` only (larger FerretDB bulk updates can deadlock)."""
-        for i in range(0, len(items), WRITE_CHUNK):
-            chunk = items[i:i + WRITE_CHUNK]
-            _bulk(self.notifications, [UpdateOne({"_id": nid}, {"$set": fields}) for nid, fields in chunk])
-            _bulk(self.queue, [DeleteOne({"_id": nid}) for nid, _ in chunk])
+    def mark_sent(self, markers: list[dict]) -> None:
+        """Sent notifications: their `notifications_sent` markers (`_id` = notification id; a
+        repeat after a crash keeps the first), then out of the queue (deletes by `_id` in bulk
+        writes of at most WRITE_CHUNK: larger FerretDB bulk writes can deadlock). The
+        notification documents are not updated (see the module docstring)."""
+        _insert_many_new(self.sent, markers)
+        self._delete_queued([m["_id"] for m in markers])
+
+    def with_outcome(self, docs: list[dict]) -> list[dict]:
+        """Notification documents with the status readers should see: a pending one that has a
+        sent marker is `sent` (with `sent_at`, `attempts`, `reclaims` of the marker)."""
+        pending = [d["_id"] for d in docs if d.get("status") == "pending"]
+        marks = {}
+        for i in range(0, len(pending), 500):
+            for m in self.sent.find({"_id": {"$in": pending[i:i + 500]}}):
+                marks[m["_id"]] = m
+        for d in docs:
+            m = marks.get(d["_id"])
+            if m is not None:
+                d.update(status="sent", sent_at=m.get("sent_at"), attempts=m.get("attempts", 1),
+                         reclaims=m.get("reclaims", 0), error=None)
+        return docs
+
+    def get_notification(self, q: dict) -> dict | None:
+        doc = self.notifications.find_one(q)
+        return None if doc is None else self.with_outcome([doc])[0]
+
+    def list_notifications(self, q: dict, limit: int = 100, skip: int = 0,
+                           projection: dict | None = None) -> list[dict]:
+        """Notifications matching `q`, newest first; a `status` in `q` is the status readers see
+        (`with_outcome`), so `sent` and `pending` are filtered after the overlay."""
+        q = dict(q)
+        status = q.pop("status", None)
+        sort = [("created_at", DESCENDING), ("_id", DESCENDING)]
+        if status not in ("pending", "sent"):
+            if status is not None:
+                q["status"] = status
+            return self.with_outcome(list(self.notifications.find(q, projection).sort(sort).skip(skip).limit(limit)))
+        q["status"] = {"$in": ["pending", "sent"]}
+        docs = [d for d in self.with_outcome(list(self.notifications.find(q, projection).sort(sort)))
+                if d["status"] == status]
+        return docs[skip:skip + limit]
+
+    def sent_counts(self) -> dict[str, int]:
+        """Sent notifications by channel (markers, plus documents marked sent before markers)."""
+        by: dict[str, int] = {}
+        for row in self.sent.aggregate([{"$group": {"_id": "$channel", "n": {"$sum": 1}}}]):
+            by[row["_id"]] = by.get(row["_id"], 0) + row["n"]
+        for row in self.notifications.aggregate([{"$match": {"status": "sent"}},
+                                                 {"$group": {"_id": "$channel", "n": {"$sum": 1}}}]):
+            by[row["_id"]] = by.get(row["_id"], 0) + row["n"]
+        return by
 
     def retry_at(self, nid, due: datetime, fields: dict) -> None:
         self.notifications.update_one({"_id": nid}, {"$set": {**fields, "status": "pending", "due_at": due}})
@@ -238,16 +331,28 @@ class NotifyStore:
         return res.modified_count == 1
 
 
+def _aware(t: datetime) -> datetime:
+    return t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t
+
+
+def _insert_many_new(coll, docs: list[dict]) -> set[int]:
+    """Unordered inserts in chunks of INSERT_CHUNK; returns the indexes (into `docs`) refused as
+    duplicate keys. Any other error raises."""
+    dups: set[int] = set()
+    for start in range(0, len(docs), INSERT_CHUNK):
+        try:
+            coll.insert_many(docs[start:start + INSERT_CHUNK], ordered=False)
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if any(e.get("code") != 11000 for e in errors) or exc.details.get("writeConcernErrors"):
+                raise
+            dups.update(start + e["index"] for e in errors)
+    return dups
+
+
 def _insert_ignoring_repeats(coll, docs: list[dict]) -> None:
     """insert_many (unordered) where an existing `_id` is not an error."""
-    if not docs:
-        return
-    try:
-        coll.insert_many(docs, ordered=False)
-    except BulkWriteError as exc:
-        if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])) or \
-                exc.details.get("writeConcernErrors"):
-            raise
+    _insert_many_new(coll, docs)
 
 
 def _bulk(coll, ops: list) -> None:

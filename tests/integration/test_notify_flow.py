@@ -388,7 +388,7 @@ def test_concurrent_instances_send_each_alert_once(mongo_db, smtp_server):
     mails = smtp_server.wait_for(20, timeout=20)
     time.sleep(0.5)
     assert len(smtp_server.messages) == 20
-    assert mongo_db.notifications.count_documents({"status": "sent"}) == 20
+    assert len(NotifyStore(mongo_db).list_notifications({"status": "sent"})) == 20
 
 
 def test_smtp_channel_reuses_its_connection_and_recovers_from_a_dropped_one(smtp_server):

@@ -158,7 +158,7 @@ def test_crash_between_claim_and_mark_resends_once_after_the_lease(env):
     assert env.svc.dispatch_due() == 0                           # leased: nobody else sends it
     env.clock.advance(env.svc.lease + timedelta(seconds=1))
     assert env.svc.dispatch_due() == 1
-    n = env.db.notifications.find_one({})
+    n = env.store.get_notification({})
     assert n["status"] == "sent" and n["reclaims"] == 1
     assert env.svc.dispatch_due() == 0 and len(env.email.sent) == 1
     assert env.db.notify_queue.count_documents({}) == 0
@@ -189,7 +189,7 @@ def test_direct_send_leases_at_insert_and_sends_without_a_queue_claim():
     assert env.db.notification_claims.count_documents({}) == 0
     assert env.svc.dispatch_due() == 1
     assert [m.address for m in env.email.sent] == ["motcua@stp.longan.example.org"]
-    n = env.db.notifications.find_one({})
+    n = env.store.get_notification({})
     assert n["status"] == "sent" and n["reclaims"] == 0 and n["attempts"] == 1
     assert env.db.notify_queue.count_documents({}) == 0
     assert env.svc.dispatch_due() == 0 and len(env.email.sent) == 1
@@ -207,7 +207,7 @@ def test_direct_send_crash_before_send_is_sent_once_after_the_lease():
     assert other.dispatch_due() == 0                             # leased: nobody else sends it yet
     env.clock.advance(env.svc.lease + timedelta(seconds=1))
     assert other.dispatch_due() == 1
-    n = env.db.notifications.find_one({})
+    n = env.store.get_notification({})
     assert n["status"] == "sent" and n["reclaims"] == 1          # visible: an earlier sender died
     assert len(env.email.sent) == 1 and other.dispatch_due() == 0
     [d] = env.deliveries()
@@ -251,4 +251,74 @@ def test_direct_send_does_not_send_what_was_resolved_in_the_same_batch():
     env.svc.dispatch_due()
     assert env.email.sent == []
     assert env.db.notifications.find_one({"kind": "alert"})["status"] == "cancelled"
+    assert env.db.notify_queue.count_documents({}) == 0
+
+
+WARN = dict(rule="TRANSFER_LATE", severity="warning", responsible_role="one_stop_chief",
+            title="Chuyển hồ sơ chậm", overdue_working_hours=None)
+
+
+def fw(fid, **kw):
+    return finding(finding_id=fid, dossier_code=f"{fid}-DOSSIER", **{**WARN, **kw})
+
+
+def test_handle_many_plans_a_batch_in_order_and_dead_letters_bad_messages():
+    env = _direct_env()
+    res = env.svc.handle_many([
+        fw("F-1"), fw("F-2"), {"finding_id": "bad"},
+        fw("F-1"),                                                            # redelivered in the batch
+        fw("F-2", state="resolved", revision=2, change="resolved"),
+        fw("F-3")])
+    assert [type(r).__name__ for r in res] == ["Handled", "Handled", "FindingError", "Handled", "Handled", "Handled"]
+    assert [r.stored for r in res if not isinstance(r, Exception)] == [True, True, False, True, True]
+    assert res[0].planned == 1 and res[3].planned == 0
+    assert env.db.notifications.count_documents({}) == 3                     # one per finding
+    assert env.svc.dispatch_due() == 3                                       # F-2's cancelled at send
+    assert sorted(code for m in env.email.sent for code in ("F-1-DOSSIER", "F-2-DOSSIER", "F-3-DOSSIER")
+                  if code in m.subject) == ["F-1-DOSSIER", "F-3-DOSSIER"]
+    assert env.store.get_notification({"finding_id": "F-2"})["status"] == "cancelled"
+    assert env.db.notify_queue.count_documents({}) == 0
+
+
+def test_a_sent_notification_is_marked_by_an_insert_not_an_update(env):
+    env.svc.handle(finding(**WARN))
+    env.svc.dispatch_due()
+    raw = env.db.notifications.find_one({})
+    assert raw["status"] == "pending"                                        # the document is not rewritten
+    marker = env.db.notifications_sent.find_one({"_id": raw["_id"]})
+    assert marker["channel"] == "email" and marker["attempts"] == 1
+    assert env.store.get_notification({})["status"] == "sent"
+    assert [n["status"] for n in env.store.list_notifications({"status": "sent"})] == ["sent"]
+    assert env.store.list_notifications({"status": "pending"}) == []
+    assert env.store.sent_counts() == {"email": 1}
+
+
+def test_redelivery_plans_the_alerts_a_crashed_planner_left_out(env):
+    doc = parse_finding(finding(**WARN))
+    env.store.insert_new_findings([env.svc._new_finding(doc, MON_10H)])     # stored, then the planner died
+    assert env.db.notifications.count_documents({}) == 0
+    res = env.svc.handle(finding(**WARN))                                    # the same message, redelivered
+    assert res.stored is False and res.planned == 1
+    assert env.svc.handle(finding(**WARN)).planned == 0                      # and only once
+    assert env.svc.dispatch_due() == 1 and len(env.email.sent) == 1
+
+
+def test_sender_dying_between_marker_and_dequeue_does_not_resend():
+    env = _direct_env()
+    env.svc.handle(finding(**WARN))
+    [doc] = env.svc._direct
+    env.svc._direct.clear()
+    env.email.send(env.svc._outgoing(doc, MON_10H))
+    env.db.notifications_sent.insert_one({"_id": doc["_id"], "channel": "email", "attempts": 1})  # then died
+    env.clock.advance(env.svc.lease + timedelta(seconds=1))
+    assert env.svc.dispatch_due() == 0
+    assert len(env.email.sent) == 1 and env.db.notify_queue.count_documents({}) == 0
+
+
+def test_a_queue_entry_without_its_notification_is_dropped_after_a_lease(env):
+    env.db.notify_queue.insert_one({"_id": "orphan", "due_at": MON_10H, "n": 0, "finding_id": "F-9",
+                                    "kind": "alert", "level": 0, "at": MON_10H})
+    assert env.store.claim_due(MON_10H, env.svc.lease) == []
+    assert env.db.notify_queue.count_documents({}) == 1                     # may be being inserted
+    assert env.store.claim_due(MON_10H + env.svc.lease, env.svc.lease) == []
     assert env.db.notify_queue.count_documents({}) == 0
