@@ -1,7 +1,9 @@
 """The notify worker's loop: consume `sla.findings` (group `notify`), store and plan, commit, send.
 
-Offsets are committed after `handle` stored the finding and its notification records; sending
-happens after the commit from those records (a crash after the commit loses nothing). A bad
+Offsets are committed after `handle_many` stored the findings and their notification records;
+sending happens after the commit from those records (a crash after the commit loses nothing):
+alerts due at once by the service's background sender while the next batch is polled and planned
+(at most `max_backlog` waiting), the others from the queue. A bad
 message goes to `<topic>.dlq` with its reason; a store failure rewinds the batch and backs off.
 Between polls: due notifications are sent and, every `schedule_interval`, escalations, repeats
 and digests run.
@@ -23,11 +25,20 @@ log = logging.getLogger("motcua.notify.loop")
 class NotifyLoop:
     def __init__(self, consumer, service: NotifyService, publisher, dlq_topic: str, *, metrics=None,
                  poll_timeout: float = 0.5, schedule_interval: float = 10.0, max_records: int = 500,
-                 dispatch_batch: int = 1000):
+                 dispatch_batch: int = 1000, background_send: bool = False, max_backlog: int = 1000,
+                 dispatch_interval: float = 1.0):
         self.consumer, self.service, self.publisher, self.dlq_topic = consumer, service, publisher, dlq_topic
         self.metrics = metrics
         self.poll_timeout, self.schedule_interval, self.max_records = poll_timeout, schedule_interval, max_records
         self.dispatch_batch = dispatch_batch
+        # alerts leased at planning are sent by the service's own thread while this loop polls
+        # and plans the next batch; at most `max_backlog` of them wait (their lease is 2 min)
+        self.background_send, self.max_backlog = background_send, max_backlog
+        # the queue scan (deferred alerts, retries, expired leases) reads the whole queue on
+        # FerretDB: with a background sender it runs at most every `dispatch_interval` s, unless
+        # the previous scan found work
+        self.dispatch_interval = dispatch_interval
+        self._last_dispatch = 0.0
         self.stop_event = threading.Event()
         self._last_schedule = 0.0
         self._backoff = 0.5
@@ -36,23 +47,30 @@ class NotifyLoop:
         self.stop_event.set()
 
     def run(self) -> None:
+        if self.background_send:
+            self.service.start_sender()
         try:
             while not self.stop_event.is_set():
                 self.run_once()
         finally:
+            self.service.stop_sender()
             try:
                 self.consumer.close()
             except Exception:
                 log.debug("consumer close failed", exc_info=True)
 
     def run_once(self) -> None:
-        records = self.consumer.poll(timeout_ms=int(self.poll_timeout * 1000), max_records=self.max_records)
+        records = {}
+        if not self.background_send or self.service.wait_for_sender(self.max_backlog, self.poll_timeout):
+            records = self.consumer.poll(timeout_ms=int(self.poll_timeout * 1000), max_records=self.max_records)
         batch = [r for rs in records.values() for r in rs]
         if batch and not self._handle(batch):
             return
         try:
-            self.service.dispatch_due(max_items=self.dispatch_batch)
             mono = time.monotonic()
+            if not self.background_send or mono - self._last_dispatch >= self.dispatch_interval:
+                if self.service.dispatch_due(max_items=self.dispatch_batch) == 0:
+                    self._last_dispatch = mono
             if mono - self._last_schedule >= self.schedule_interval:
                 self._last_schedule = mono
                 self.service.run_scheduled()

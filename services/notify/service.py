@@ -152,6 +152,10 @@ class NotifyService:
         self.direct_send = direct_send
         self._direct: list[dict] = []
         self._direct_lock = threading.Lock()
+        self._direct_cv = threading.Condition(self._direct_lock)
+        self._inflight = 0                                 # taken from _direct, being sent
+        self._sender: threading.Thread | None = None       # background sender (start_sender)
+        self._sender_stop = threading.Event()
         # the latest handled revision of findings with a direct level-0 alert not yet sent: the
         # send checks it instead of re-reading the finding (this instance handles the finding's
         # partition, so it has seen any later revision, e.g. a resolution in the same batch)
@@ -361,10 +365,11 @@ class NotifyService:
         kind, level = doc["kind"], doc["level"]
         if direct:
             snapshot = kind == "alert" and level == 0 and "_id" in f and not str(f["_id"]).startswith("digest:")
-            with self._direct_lock:
-                self._direct.append(dict(doc, reclaims=0, snapshot=snapshot))
+            with self._direct_cv:
+                self._direct.append(dict(doc, reclaims=0, snapshot=snapshot, lease_end=now + self.lease))
                 if snapshot:
                     self._snapshots[f["_id"]] = f
+                self._direct_cv.notify_all()
         if doc.get("address") is None:
             self._record(doc, now, "failed", doc["error"], 0.0)
             self._count("failed", doc["channel"])
@@ -411,19 +416,12 @@ class NotifyService:
     # --- sending ----------------------------------------------------------------------------------
     def dispatch_due(self, now: datetime | None = None, max_items: int = 1000) -> int:
         """Send due notifications (at most `max_items`); returns how many were attempted.
-        A claimed batch is sent by `send_threads` threads (sends wait on the network)."""
+        A claimed batch is sent by `send_threads` threads (sends wait on the network). The
+        alerts leased at planning (direct sending) are sent first, unless the background sender
+        (`start_sender`) sends them."""
         n = 0
-        with self._direct_lock:
-            direct, self._direct = self._direct, []
-        if direct:
-            t = ensure_utc(now or self.clock.now())
-            try:
-                self._send_all(direct, t)
-            finally:
-                with self._direct_lock:
-                    for d in direct:
-                        self._snapshots.pop(d["finding_id"], None)
-            n += len(direct)
+        if self._sender is None:
+            n += self._send_direct(ensure_utc(now or self.clock.now()))
         while n < max_items:
             t = ensure_utc(now or self.clock.now())
             docs = self.store.claim_due(t, self.lease, min(self.claim_batch, max_items - n))
@@ -432,6 +430,76 @@ class NotifyService:
             self._send_all(docs, t)
             n += len(docs)
         return n
+
+    def _send_direct(self, now: datetime) -> int:
+        """Send the alerts leased at planning. One whose lease nearly ran out while it waited
+        here is left to the queue (`claim_due` takes it when the lease ends): its lease must not
+        end while it is being sent, or another sender could take it too."""
+        with self._direct_cv:
+            direct, self._direct = self._direct, []
+            self._inflight += len(direct)
+        if not direct:
+            return 0
+        keep = [d for d in direct if d.get("lease_end") is None or d["lease_end"] - now > self.lease / 4]
+        try:
+            if keep:
+                self._send_all(keep, now)
+        finally:
+            with self._direct_cv:
+                for d in direct:
+                    self._snapshots.pop(d["finding_id"], None)
+                self._inflight -= len(direct)
+                self._direct_cv.notify_all()
+        return len(keep)
+
+    # --- background sender (the worker): sends while the loop polls and plans the next batch ---
+    def start_sender(self) -> None:
+        """Send the alerts leased at planning from a thread of their own, as they come."""
+        if self._sender is not None:
+            return
+        self._sender_stop = threading.Event()
+        self._sender = threading.Thread(target=self._sender_run, name="notify-direct", daemon=True)
+        self._sender.start()
+
+    def stop_sender(self, timeout: float = 30.0) -> None:
+        """Stop the background sender once it has sent what it holds (their offsets are
+        committed; anything left is sent from the queue when its lease ends)."""
+        sender = self._sender
+        if sender is None:
+            return
+        self._sender_stop.set()
+        with self._direct_cv:
+            self._direct_cv.notify_all()
+        sender.join(timeout)
+        self._sender = None
+
+    def _sender_run(self) -> None:
+        backoff = 0.5
+        while True:
+            with self._direct_cv:
+                while not self._direct and not self._sender_stop.is_set():
+                    self._direct_cv.wait(1.0)
+                if not self._direct:
+                    return
+            try:
+                self._send_direct(ensure_utc(self.clock.now()))
+                backoff = 0.5
+            except Exception:
+                log.exception("sending leased alerts failed; the queue sends them when their lease ends")
+                self._sender_stop.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
+
+    def wait_for_sender(self, limit: int, timeout: float) -> bool:
+        """Back-pressure for the loop: wait (at most `timeout` s) until at most `limit` leased
+        alerts are waiting or being sent; False if there are still more."""
+        deadline = _time.monotonic() + timeout
+        with self._direct_cv:
+            while len(self._direct) + self._inflight > limit:
+                left = deadline - _time.monotonic()
+                if left <= 0:
+                    return False
+                self._direct_cv.wait(left)
+        return True
 
     def _send_all(self, docs: list[dict], t: datetime) -> None:
         """Send a batch; the successful sends are marked together afterwards (batched writes:

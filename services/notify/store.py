@@ -37,7 +37,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 from bson import ObjectId
-from pymongo import ASCENDING, DESCENDING, DeleteOne, UpdateOne
+from pymongo import ASCENDING, DESCENDING
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 FINDINGS = "notify_findings"
@@ -48,7 +48,6 @@ CLAIMS = "notification_claims"
 QUEUE = "notify_queue"
 ALERTED = "notify_alerted"
 SENT = "notifications_sent"
-WRITE_CHUNK = 20          # operations per bulk write (updates, deletes)
 INSERT_CHUNK = 200        # documents per insert_many
 NOTIFICATION_KEY = ("finding_id", "episode", "recipient", "level", "kind", "seq")
 # scheduler state of a finding, set when notify first stores it and never overwritten by revisions
@@ -175,8 +174,10 @@ class NotifyStore:
                 "level": doc["level"], "at": doc.get("created_at")}
 
     def _delete_queued(self, ids: list) -> None:
-        for i in range(0, len(ids), WRITE_CHUNK):
-            _bulk(self.queue, [DeleteOne({"_id": nid}) for nid in ids[i:i + WRITE_CHUNK]])
+        """Queue entries out, `INSERT_CHUNK` at a time with one `$in` delete: FerretDB reads the
+        queue once per delete statement (a bulk of DeleteOne by `_id` reads it once per entry)."""
+        for i in range(0, len(ids), INSERT_CHUNK):
+            self.queue.delete_many({"_id": {"$in": ids[i:i + INSERT_CHUNK]}})
 
     def claim_due(self, now: datetime, lease: timedelta, limit: int = 50) -> list[dict]:
         """Take up to `limit` due notifications for sending; returns their documents."""
@@ -209,20 +210,20 @@ class NotifyStore:
 
     def mark_sent(self, markers: list[dict]) -> None:
         """Sent notifications: their `notifications_sent` markers (`_id` = notification id; a
-        repeat after a crash keeps the first), then out of the queue (deletes by `_id` in bulk
-        writes of at most WRITE_CHUNK: larger FerretDB bulk writes can deadlock). The
-        notification documents are not updated (see the module docstring)."""
+        repeat after a crash keeps the first), then out of the queue. The notification documents
+        are not updated (see the module docstring)."""
         _insert_many_new(self.sent, markers)
         self._delete_queued([m["_id"] for m in markers])
 
     def with_outcome(self, docs: list[dict]) -> list[dict]:
-        """Notification documents with the status readers should see: a pending one that has a
-        sent marker is `sent` (with `sent_at`, `attempts`, `reclaims` of the marker)."""
-        pending = [d["_id"] for d in docs if d.get("status") == "pending"]
-        marks = {}
-        for i in range(0, len(pending), 500):
-            for m in self.sent.find({"_id": {"$in": pending[i:i + 500]}}):
-                marks[m["_id"]] = m
+        """Notification documents with the status readers should see: one with a sent marker is
+        `sent` (with `sent_at`, `attempts`, `reclaims` of the marker) — also when it was
+        cancelled or failed while, or after, an attempt of it was accepted."""
+        ids = [d["_id"] for d in docs]
+        if len(ids) > 500:   # one read of the markers instead of many `$in` reads (each a scan)
+            marks = {m["_id"]: m for m in self.sent.find({})}
+        else:
+            marks = {m["_id"]: m for m in self.sent.find({"_id": {"$in": ids}})} if ids else {}
         for d in docs:
             m = marks.get(d["_id"])
             if m is not None:
@@ -237,15 +238,14 @@ class NotifyStore:
     def list_notifications(self, q: dict, limit: int = 100, skip: int = 0,
                            projection: dict | None = None) -> list[dict]:
         """Notifications matching `q`, newest first; a `status` in `q` is the status readers see
-        (`with_outcome`), so `sent` and `pending` are filtered after the overlay."""
+        (`with_outcome`), so the page is cut after the overlay."""
         q = dict(q)
         status = q.pop("status", None)
         sort = [("created_at", DESCENDING), ("_id", DESCENDING)]
-        if status not in ("pending", "sent"):
-            if status is not None:
-                q["status"] = status
+        if status is None:
             return self.with_outcome(list(self.notifications.find(q, projection).sort(sort).skip(skip).limit(limit)))
-        q["status"] = {"$in": ["pending", "sent"]}
+        if status != "sent":
+            q["status"] = status
         docs = [d for d in self.with_outcome(list(self.notifications.find(q, projection).sort(sort)))
                 if d["status"] == status]
         return docs[skip:skip + limit]
@@ -353,16 +353,3 @@ def _insert_many_new(coll, docs: list[dict]) -> set[int]:
 def _insert_ignoring_repeats(coll, docs: list[dict]) -> None:
     """insert_many (unordered) where an existing `_id` is not an error."""
     _insert_many_new(coll, docs)
-
-
-def _bulk(coll, ops: list) -> None:
-    """Unordered bulk write; one by one where the driver's bulk API is not supported (mongomock
-    does not accept current pymongo's UpdateOne: a TypeError before anything is written)."""
-    try:
-        coll.bulk_write(ops, ordered=False)
-    except TypeError:
-        for op in ops:
-            if isinstance(op, UpdateOne):
-                coll.update_one(op._filter, op._doc)
-            else:
-                coll.delete_one(op._filter)

@@ -291,6 +291,9 @@ def test_a_sent_notification_is_marked_by_an_insert_not_an_update(env):
     assert [n["status"] for n in env.store.list_notifications({"status": "sent"})] == ["sent"]
     assert env.store.list_notifications({"status": "pending"}) == []
     assert env.store.sent_counts() == {"email": 1}
+    env.db.notifications.update_one({"_id": raw["_id"]}, {"$set": {"status": "cancelled"}})  # a late cancel
+    assert env.store.get_notification({})["status"] == "sent"                # it was accepted: sent
+    assert env.store.list_notifications({"status": "cancelled"}) == []
 
 
 def test_redelivery_plans_the_alerts_a_crashed_planner_left_out(env):
@@ -322,3 +325,32 @@ def test_a_queue_entry_without_its_notification_is_dropped_after_a_lease(env):
     assert env.db.notify_queue.count_documents({}) == 1                     # may be being inserted
     assert env.store.claim_due(MON_10H + env.svc.lease, env.svc.lease) == []
     assert env.db.notify_queue.count_documents({}) == 0
+
+
+def test_background_sender_sends_leased_alerts_as_they_are_planned_and_drains_on_stop():
+    import time as _t
+    env = _direct_env()
+    env.svc.start_sender()
+    try:
+        env.svc.handle_many([fw("F-1"), fw("F-2")])
+        deadline = _t.monotonic() + 5
+        while len(env.email.sent) < 2 and _t.monotonic() < deadline:
+            _t.sleep(0.01)
+        assert len(env.email.sent) == 2
+        assert env.svc.dispatch_due() == 0                     # the loop's dispatch leaves them to the sender
+        env.svc.handle(fw("F-3"))
+    finally:
+        env.svc.stop_sender()                                  # sends what it holds before it stops
+    assert len(env.email.sent) == 3 and env.db.notify_queue.count_documents({}) == 0
+    assert env.store.sent_counts() == {"email": 3}
+    assert env.svc.wait_for_sender(0, 0.1) is True
+
+
+def test_an_alert_whose_lease_nearly_ran_out_in_memory_is_left_to_the_queue():
+    env = _direct_env()
+    env.svc.handle(fw("F-1"))
+    env.clock.advance(env.svc.lease * 0.8)                     # the sender fell far behind
+    assert env.svc.dispatch_due() == 0 and env.email.sent == []
+    env.clock.advance(env.svc.lease * 0.2 + timedelta(seconds=1))
+    assert env.svc.dispatch_due() == 1 and len(env.email.sent) == 1
+    assert env.store.get_notification({})["reclaims"] == 1     # visible as a reclaimed lease
