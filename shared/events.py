@@ -260,7 +260,7 @@ def validate_event(payload: Any, stored: bool = False) -> tuple[dict | None, lis
         errors.extend(_flatten(exc.messages))
     etype = payload.get("type")
     data = payload.get("data")
-    if etype in DATA_SCHEMAS and isinstance(data, dict):
+    if isinstance(etype, str) and etype in DATA_SCHEMAS and isinstance(data, dict):
         try:
             loaded = _schema(DATA_SCHEMAS[etype]).load(data)
             if event is not None:

@@ -133,6 +133,14 @@ def test_validation_reports_every_field(env):
     assert env.published() == []
 
 
+def test_a_type_that_is_not_a_string_is_422_not_500(env):
+    for bad in ([], {"a": 1}):
+        r = env.post(ev(type=bad), env.key())
+        assert r.status_code == 422, r.get_json()
+        assert [x["field"] for x in r.get_json()["errors"]] == ["type"]
+    assert env.published() == []
+
+
 def test_unknown_references_alone(env):
     e = ev()
     e["data"]["procedure_code"] = "9.999999"
