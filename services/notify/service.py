@@ -154,7 +154,8 @@ class NotifyService:
         self._direct_lock = threading.Lock()
         self._direct_cv = threading.Condition(self._direct_lock)
         self._inflight = 0                                 # taken from _direct, being sent
-        self._sender: threading.Thread | None = None       # background sender (start_sender)
+        self._sender: list[threading.Thread] | None = None  # background sender (start_sender)
+        self._sink: list = []                              # accepted sends waiting for their marks
         self._sender_stop = threading.Event()
         # the latest handled revision of findings with a direct level-0 alert not yet sent: the
         # send checks it instead of re-reading the finding (this instance handles the finding's
@@ -454,40 +455,99 @@ class NotifyService:
 
     # --- background sender (the worker): sends while the loop polls and plans the next batch ---
     def start_sender(self) -> None:
-        """Send the alerts leased at planning from a thread of their own, as they come."""
+        """Send the alerts leased at planning as they come, each on its own from the pool of
+        `send_threads` (no batch waits for its slowest send); a marker thread writes the marks
+        of the accepted ones together (`_mark_sent`) every few milliseconds."""
         if self._sender is not None:
             return
         self._sender_stop = threading.Event()
-        self._sender = threading.Thread(target=self._sender_run, name="notify-direct", daemon=True)
-        self._sender.start()
+        self._sink = []
+        self._sender = [threading.Thread(target=self._sender_run, name="notify-direct", daemon=True),
+                        threading.Thread(target=self._marker_run, name="notify-marks", daemon=True)]
+        for t in self._sender:
+            t.start()
 
     def stop_sender(self, timeout: float = 30.0) -> None:
-        """Stop the background sender once it has sent what it holds (their offsets are
-        committed; anything left is sent from the queue when its lease ends)."""
-        sender = self._sender
-        if sender is None:
+        """Stop the background sender once it has sent and marked what it holds (their offsets
+        are committed; anything left is sent from the queue when its lease ends)."""
+        threads = self._sender
+        if threads is None:
             return
         self._sender_stop.set()
         with self._direct_cv:
             self._direct_cv.notify_all()
-        sender.join(timeout)
+        deadline = _time.monotonic() + timeout
+        for t in threads:
+            t.join(max(0.0, deadline - _time.monotonic()))
         self._sender = None
 
+    def _send_pool(self):
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+            self._pool = ThreadPoolExecutor(max(1, self.send_threads), thread_name_prefix="notify-send")
+        return self._pool
+
     def _sender_run(self) -> None:
-        backoff = 0.5
         while True:
             with self._direct_cv:
                 while not self._direct and not self._sender_stop.is_set():
                     self._direct_cv.wait(1.0)
                 if not self._direct:
                     return
+                direct, self._direct = self._direct, []
+                self._inflight += len(direct)
+            pool = self._send_pool()
+            for d in direct:
+                pool.submit(self._send_one, d)
+
+    def _send_one(self, doc: dict) -> None:
+        """One leased alert (a pool thread). One whose lease nearly ran out while it waited is
+        left to the queue, like in `_send_direct`. Accepted: into the marker thread's sink."""
+        queued = False
+        try:
+            now = ensure_utc(self.clock.now())
+            if doc.get("lease_end") is None or doc["lease_end"] - now > self.lease / 4:
+                out: list = []
+                self._deliver(doc, now, out)
+                if out:
+                    with self._direct_cv:
+                        self._sink.extend(out)
+                        self._direct_cv.notify_all()
+                    queued = True
+        except Exception:
+            log.exception("sending a leased alert failed; the queue sends it when its lease ends",
+                          extra={"fields": self._log_fields(doc)})
+        finally:
+            with self._direct_cv:
+                self._snapshots.pop(doc["finding_id"], None)
+                if not queued:
+                    self._inflight -= 1
+                    self._direct_cv.notify_all()
+
+    def _marker_run(self) -> None:
+        backoff = 0.5
+        while True:
+            with self._direct_cv:
+                while not self._sink and not (self._sender_stop.is_set() and self._inflight == 0
+                                              and not self._direct):
+                    self._direct_cv.wait(1.0)
+                if not self._sink:
+                    return
+                if len(self._sink) < 50 and self._inflight > len(self._sink):
+                    self._direct_cv.wait(0.02)   # a few more sends finish: fewer, larger writes
+                batch, self._sink = self._sink, []
             try:
-                self._send_direct(ensure_utc(self.clock.now()))
+                self._mark_sent(batch)
                 backoff = 0.5
             except Exception:
-                log.exception("sending leased alerts failed; the queue sends them when their lease ends")
+                # not marked: still leased, so sent once more when the lease ends (reclaimed > 0)
+                log.exception("marking sent alerts failed; they will be sent again after their lease")
                 self._sender_stop.wait(backoff)
                 backoff = min(backoff * 2, 30.0)
+            finally:
+                with self._direct_cv:
+                    self._inflight -= len(batch)
+                    self._direct_cv.notify_all()
 
     def wait_for_sender(self, limit: int, timeout: float) -> bool:
         """Back-pressure for the loop: wait (at most `timeout` s) until at most `limit` leased
@@ -508,10 +568,7 @@ class NotifyService:
         sent: list[tuple[dict, datetime, float]] = []
         try:
             if self.send_threads > 1 and len(docs) > 1:
-                if self._pool is None:
-                    from concurrent.futures import ThreadPoolExecutor
-                    self._pool = ThreadPoolExecutor(self.send_threads, thread_name_prefix="notify-send")
-                list(self._pool.map(lambda d: self._deliver(d, t, sent), docs))
+                list(self._send_pool().map(lambda d: self._deliver(d, t, sent), docs))
             else:
                 for d in docs:
                     self._deliver(d, t, sent)
