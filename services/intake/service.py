@@ -9,13 +9,18 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable
+
+from pymongo.errors import PyMongoError
 
 from shared.events import FieldError, to_wire, validate_event
 from shared.messaging import Published
 
+from .fastcheck import accept
 from .store import IntakeStore
 
 log = logging.getLogger("motcua.intake")
@@ -89,6 +94,8 @@ class Intake:
         self.publish_timeout = publish_timeout
         self.metrics = metrics      # object with .rejected (Counter[reason]) and .publish (Histogram)
         self.on_publish_failure = on_publish_failure   # gets the publisher that failed
+        self._executor: ThreadPoolExecutor | None = None
+        self._executor_lock = threading.Lock()
 
     # -- the use case ---------------------------------------------------------------------------
 
@@ -96,11 +103,13 @@ class Intake:
         """Validate, store and publish; one Outcome per payload, in order."""
         catalog, directory = self._catalog(), self._directory()
         outcomes: list[Outcome | None] = [None] * len(payloads)
-        candidates: list[tuple[int, dict, str]] = []     # (index, wire event, hash)
+        run: _Run | None = None                          # built at the first candidate
         seen: dict[str, tuple[int, str]] = {}            # event_id -> (first index, hash)
         follow: dict[int, int] = {}                      # duplicate index -> first index
         for i, payload in enumerate(payloads):
-            event, errors = validate_event(payload)
+            event = accept(payload)               # valid events skip marshmallow's bookkeeping
+            if event is None:
+                event, errors = validate_event(payload)
             if event is None:
                 errors = errors + self._raw_reference_errors(payload, catalog, directory, errors)
                 outcomes[i] = self._reject(422, errors)
@@ -126,10 +135,12 @@ class Intake:
                     follow[i] = first
                 continue
             seen[eid] = (i, digest)
-            candidates.append((i, wire, digest))
+            if run is None:
+                run = _Run(self, principal, outcomes)
+            run.add((i, wire, digest), more=i + 1 < len(payloads))   # stored/sent by chunks
 
-        if candidates:
-            self._store_and_publish(principal, candidates, outcomes)
+        if run is not None:
+            run.finish()
         for i, first in follow.items():
             src = outcomes[first]
             if src.status in (200, 202):
@@ -138,103 +149,47 @@ class Intake:
                 outcomes[i] = Outcome(src.status, src.body, src.headers)
         return outcomes  # type: ignore[return-value]
 
-    def _store_and_publish(self, principal, candidates, outcomes) -> None:
-        store = self._store()
-        now = self.clock.now()
-        docs = []
-        for i, wire, digest in candidates:
-            value = dict(wire, recorded_at=now.isoformat())
-            docs.append({"_id": wire["event_id"], "hash": digest, "status": "pending",
-                         "dossier_code": wire["dossier_code"], "agency_code": wire["agency_code"],
-                         "type": wire["type"], "key_id": principal.key_id, "recorded_at": now,
-                         "value": value})
-        existing_ids = store.insert_pending(docs)
-        existing = store.get_many(existing_ids)
-        to_publish: list[tuple[int, dict, bool]] = []     # (index, doc, is_retry)
-        for (i, wire, digest), doc in zip(candidates, docs):
-            if doc["_id"] not in existing_ids:
-                to_publish.append((i, doc, False))
-                continue
-            old = existing.get(doc["_id"])
-            if old is None:          # vanished between insert and read: treat as conflict-free retry
-                outcomes[i] = _err(503, [FieldError("store_unavailable", "$",
-                                                    "event store inconsistent; retry")],
-                                   {"Retry-After": "1"})
-            elif old["hash"] != digest:
-                outcomes[i] = self._conflict(doc["_id"])
-            elif old["status"] == "published":
-                outcomes[i] = Outcome(200, dict(_accepted_body(old), duplicate=True))
-            else:                    # pending: the earlier attempt may not have reached Kafka
-                to_publish.append((i, old, True))
-        results = self._publish(to_publish)
-        marks = []
-        for (i, doc, retry), res in zip(to_publish, results):
-            if isinstance(res, Published):
-                marks.append((doc["_id"], res.topic, res.partition, res.offset))
-                body = _accepted_body(dict(doc, topic=res.topic, partition=res.partition,
-                                           offset=res.offset))
-                outcomes[i] = Outcome(200, dict(body, duplicate=True)) if retry else Outcome(202, body)
-                log.info("event published", extra={"fields": {
-                    "event_id": doc["_id"], "type": doc["type"], "dossier_code": doc["dossier_code"],
-                    "agency_code": doc["agency_code"], "partition": res.partition,
-                    "offset": res.offset, "retry": retry}})
-            else:
-                outcomes[i] = self._reject(503, [FieldError(
-                    "broker_unavailable", "$",
-                    "the event could not be published to Kafka; retry with the same event_id")],
-                    {"Retry-After": "5"}, reason="broker_unavailable")
-                log.warning("publish failed", extra={"fields": {
-                    "event_id": doc["_id"], "dossier_code": doc["dossier_code"], "error": repr(res)}})
-        try:
-            store.mark_published(marks, self.clock.now())
-        except Exception as exc:   # noqa: BLE001 - published already: the 2xx stands, a retry republishes
-            log.error("could not mark events published (they stay pending)",
-                      extra={"fields": {"count": len(marks), "error": repr(exc)}})
+    def _pool(self) -> ThreadPoolExecutor:
+        """Threads that run a batch's MongoDB writes while the request thread validates and
+        sends the next chunk (built on first use: after gunicorn's fork)."""
+        if self._executor is None:
+            with self._executor_lock:
+                if self._executor is None:
+                    self._executor = ThreadPoolExecutor(4, thread_name_prefix="intake-store")
+        return self._executor
 
-    def _publish(self, items: list[tuple[int, dict, bool]]) -> list[Published | Exception]:
-        """Publish in the given order; per dossier, nothing is published after a failure."""
-        if not items:
-            return []
-        t0 = time.perf_counter()
-        try:
-            publisher = self._publisher()
-        except Exception as exc:   # noqa: BLE001 - e.g. NoBrokersAvailable while bootstrapping
-            return [BrokerUnavailable(repr(exc))] * len(items)
-        out: list[Published | Exception] = [BrokerUnavailable("not attempted")] * len(items)
-        failed_dossiers: set[str] = set()
-        deadline = time.monotonic() + self.publish_timeout
-        if hasattr(publisher, "send") and len(items) > 1:
-            futures = []
-            for k, (_, doc, _) in enumerate(items):
-                try:
-                    futures.append((k, publisher.send(self.topic, doc["dossier_code"], doc["value"],
-                                                      {"event_id": doc["_id"], "type": doc["type"]})))
-                except Exception as exc:   # noqa: BLE001
-                    out[k] = exc
-                    failed_dossiers.add(doc["dossier_code"])
-                    break                  # keep order: nothing after a failed send
-            for k, fut in futures:
-                try:
-                    md = fut.get(timeout=max(0.05, deadline - time.monotonic()))
-                    out[k] = Published(md.topic, md.partition, md.offset)
-                except Exception as exc:   # noqa: BLE001
-                    out[k] = exc
-        else:
-            for k, (_, doc, _) in enumerate(items):
-                if doc["dossier_code"] in failed_dossiers:
-                    continue
-                try:
-                    out[k] = publisher.publish(self.topic, doc["dossier_code"], doc["value"],
-                                               {"event_id": doc["_id"], "type": doc["type"]},
-                                               timeout=max(0.05, deadline - time.monotonic()))
-                except Exception as exc:   # noqa: BLE001
-                    out[k] = exc
-                    failed_dossiers.add(doc["dossier_code"])
-        if self.metrics is not None:
-            self.metrics.publish.observe(time.perf_counter() - t0)
-        if self.on_publish_failure is not None and not all(isinstance(r, Published) for r in out):
-            self.on_publish_failure(publisher)
-        return out
+    def _published(self, i: int, doc: dict, retry: bool, res: Published) -> Outcome:
+        body = _accepted_body(dict(doc, topic=res.topic, partition=res.partition, offset=res.offset))
+        return Outcome(200, dict(body, duplicate=True)) if retry else Outcome(202, body)
+
+    @staticmethod
+    def _log_published(done: list[tuple[dict, bool, Published]]) -> None:
+        """One line per event alone, one line per chunk of a batch (the logging machinery cost
+        more than the rest of accepting a batch event)."""
+        if len(done) == 1:
+            doc, retry, res = done[0]
+            log.info("event published", extra={"fields": {
+                "event_id": doc["_id"], "type": doc["type"], "dossier_code": doc["dossier_code"],
+                "agency_code": doc["agency_code"], "partition": res.partition,
+                "offset": res.offset, "retry": retry}})
+        elif done:
+            log.info("events published", extra={"fields": {"count": len(done), "events": [
+                {"event_id": doc["_id"], "type": doc["type"], "dossier_code": doc["dossier_code"],
+                 "agency_code": doc["agency_code"], "partition": res.partition,
+                 "offset": res.offset, "retry": retry} for doc, retry, res in done]}})
+
+    def _not_published(self, doc: dict, res) -> Outcome:
+        log.warning("publish failed", extra={"fields": {
+            "event_id": doc["_id"], "dossier_code": doc["dossier_code"], "error": repr(res)}})
+        return self._reject(503, [FieldError(
+            "broker_unavailable", "$",
+            "the event could not be published to Kafka; retry with the same event_id")],
+            {"Retry-After": "5"}, reason="broker_unavailable")
+
+    def _store_down(self) -> Outcome:
+        return self._reject(503, [FieldError("store_unavailable", "$",
+                                             "the event store is unavailable; retry later")],
+                            {"Retry-After": "5"}, reason="store_unavailable")
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -262,3 +217,220 @@ class Intake:
         log.info("event rejected", extra={"fields": {
             "status": status, "errors": [f"{e.field}:{e.code}" for e in errors]}})
         return _err(status, errors, headers)
+
+
+CHUNK = 100     # events stored and sent together inside one request
+
+
+class _Run:
+    """One request's accepted candidates, stored and published in order, in chunks of `CHUNK`.
+
+    For each chunk: insert the documents `pending` (the unique `_id` is the idempotency check:
+    one round trip, duplicates answered from the stored document), send the ones to publish
+    (kafka-python returns at once; its thread delivers), and once every ack of a chunk is in,
+    insert its receipts. A batch overlaps the stages: the next chunk is validated and its insert
+    runs (on `Intake._pool()`) while the previous chunk is being delivered, receipts of a chunk
+    are written while later chunks are still in flight. Guarantees are those of one chunk at a
+    time: no event is sent before its pending document is stored; the response waits for every
+    ack and receipt (a 2xx only for acknowledged events); order per dossier is send order; once a
+    send fails (or the store fails after something was sent) nothing later in the request is
+    sent — those events get a 503 and stay retryable. A single event is one chunk, inline (no
+    thread hand-off); a store failure before anything was sent raises (503 for the request).
+    """
+
+    def __init__(self, intake: "Intake", principal, outcomes: list):
+        self.intake = intake
+        self.principal = principal
+        self.outcomes = outcomes
+        self.store = intake._store()
+        self.now = intake.clock.now()
+        self.chunk: list[tuple[int, dict, str]] = []
+        self.inserting = None            # (chunk, docs, future | existing ids): stored, not sent
+        self.sent: list[tuple[list, list, float]] = []   # (items, futures, deadline), acks awaited
+        self.receipts: list = []         # (future, count) of receipt inserts in the background
+        self.publisher = None
+        self.stopped: Callable[[dict, Any], Outcome] | None = None   # once set: nothing more sent
+        self.anything_sent = False
+        self.failed = False
+        self.failed_dossiers: set[str] = set()
+        self.t0: float | None = None
+
+    # -- stages ---------------------------------------------------------------------------------
+
+    def add(self, cand: tuple[int, dict, str], more: bool) -> None:
+        self.chunk.append(cand)
+        if len(self.chunk) >= CHUNK or not more:
+            self._store_chunk(more)
+
+    def _store_chunk(self, more: bool) -> None:
+        chunk, self.chunk = self.chunk, []
+        if self.stopped is not None:            # nothing more is sent: not even stored
+            for i, wire, _ in chunk:
+                self.outcomes[i] = self.stopped({"_id": wire["event_id"],
+                                                 "dossier_code": wire["dossier_code"]}, None)
+            return
+        at = self.now.isoformat()
+        docs = [{"_id": wire["event_id"], "hash": digest, "status": "pending",
+                 "dossier_code": wire["dossier_code"], "agency_code": wire["agency_code"],
+                 "type": wire["type"], "key_id": self.principal.key_id, "recorded_at": self.now,
+                 "value": dict(wire, recorded_at=at)} for _, wire, digest in chunk]
+        previous, self.inserting = self.inserting, None
+        if more or previous is not None:       # something to overlap with: insert in the background
+            pending = self.intake._pool().submit(self.store.insert_pending, docs)
+        else:
+            pending = None
+        if previous is not None:
+            self._send(*previous)
+        if pending is None:
+            try:
+                pending = self.store.insert_pending(docs)
+            except PyMongoError:
+                if not self.anything_sent:
+                    raise
+                self.stopped = lambda doc, res: self.intake._store_down()
+                pending = set()
+        self.inserting = (chunk, docs, pending)
+        if not more:
+            current, self.inserting = self.inserting, None
+            self._send(*current)
+
+    def _send(self, chunk, docs, pending) -> None:
+        """Classify a stored chunk (new / duplicate / conflict) and send what is to publish."""
+        if self.stopped is not None:
+            for (i, _, _), doc in zip(chunk, docs):
+                self.outcomes[i] = self.stopped(doc, None)
+            return
+        try:
+            existing_ids = pending.result() if isinstance(pending, Future) else pending
+            existing = self.store.get_many(existing_ids) if existing_ids else {}
+        except PyMongoError:
+            if not self.anything_sent:
+                raise
+            self.stopped = lambda doc, res: self.intake._store_down()
+            self._send(chunk, docs, None)
+            return
+        items: list[tuple[int, dict, bool]] = []     # (index, doc, is_retry)
+        for (i, wire, digest), doc in zip(chunk, docs):
+            if doc["_id"] not in existing_ids:
+                items.append((i, doc, False))
+                continue
+            old = existing.get(doc["_id"])
+            if old is None:          # vanished between insert and read
+                self.outcomes[i] = _err(503, [FieldError("store_unavailable", "$",
+                                                         "event store inconsistent; retry")],
+                                        {"Retry-After": "1"})
+            elif old["hash"] != digest:
+                self.outcomes[i] = self.intake._conflict(doc["_id"])
+            elif old["status"] == "published":
+                self.outcomes[i] = Outcome(200, dict(_accepted_body(old), duplicate=True))
+            else:                    # pending: the earlier attempt may not have reached Kafka
+                items.append((i, old, True))
+        if not items:
+            return
+        if self.t0 is None:
+            self.t0 = time.perf_counter()
+        deadline = time.monotonic() + self.intake.publish_timeout
+        if self.publisher is None:
+            try:
+                self.publisher = self.intake._publisher()
+            except Exception as exc:   # noqa: BLE001 - e.g. NoBrokersAvailable while bootstrapping
+                self._stop_broker(BrokerUnavailable(repr(exc)))
+                self._finalize(items, [BrokerUnavailable(repr(exc))] * len(items))
+                return
+        self.anything_sent = True
+        if not hasattr(self.publisher, "send"):       # publish-only port (tests' InMemoryBus)
+            self._finalize(items, self._publish_each(items, deadline))
+            return
+        futures: list = []
+        for _, doc, _ in items:
+            try:
+                futures.append(self.publisher.send(self.intake.topic, doc["dossier_code"],
+                                                   doc["value"],
+                                                   {"event_id": doc["_id"], "type": doc["type"]}))
+            except Exception as exc:   # noqa: BLE001 - keep order: nothing after a failed send
+                futures.append(exc)
+                self._stop_broker(BrokerUnavailable("not attempted"))
+                break
+        futures += [BrokerUnavailable("not attempted")] * (len(items) - len(futures))
+        self.sent.append((items, futures, deadline))
+        self._collect(block=False)
+
+    def _publish_each(self, items, deadline) -> list:
+        out: list = []
+        for _, doc, _ in items:
+            if doc["dossier_code"] in self.failed_dossiers:
+                out.append(BrokerUnavailable("not attempted"))
+                continue
+            try:
+                out.append(self.publisher.publish(
+                    self.intake.topic, doc["dossier_code"], doc["value"],
+                    {"event_id": doc["_id"], "type": doc["type"]},
+                    timeout=max(0.05, deadline - time.monotonic())))
+            except Exception as exc:   # noqa: BLE001
+                out.append(exc)
+                self.failed_dossiers.add(doc["dossier_code"])
+        return out
+
+    def _collect(self, block: bool) -> None:
+        """Finish the sent chunks whose acks are all in (all of them when `block`), in order."""
+        while self.sent:
+            items, futures, deadline = self.sent[0]
+            if not block and not all(isinstance(f, Exception) or f.is_done for f in futures):
+                return
+            self.sent.pop(0)
+            results = []
+            for f in futures:
+                if isinstance(f, Exception):
+                    results.append(f)
+                    continue
+                try:
+                    md = f.get(timeout=max(0.05, deadline - time.monotonic()))
+                    results.append(Published(md.topic, md.partition, md.offset))
+                except Exception as exc:   # noqa: BLE001
+                    results.append(exc)
+            self._finalize(items, results, background=not block or bool(self.sent))
+
+    def _finalize(self, items, results, background: bool = False) -> None:
+        marks, done = [], []
+        for (i, doc, retry), res in zip(items, results):
+            if isinstance(res, Published):
+                marks.append((doc["_id"], res.topic, res.partition, res.offset))
+                done.append((doc, retry, res))
+                self.outcomes[i] = self.intake._published(i, doc, retry, res)
+            else:
+                self.failed = True
+                self.outcomes[i] = self.intake._not_published(doc, res)
+        self.intake._log_published(done)
+        if not marks:
+            return
+        if background:
+            self.receipts.append((self.intake._pool().submit(
+                self.store.mark_published, marks, self.intake.clock.now()), len(marks)))
+        else:
+            self._mark(lambda: self.store.mark_published(marks, self.intake.clock.now()), len(marks))
+
+    def _stop_broker(self, exc: Exception) -> None:
+        self.failed = True
+        if self.stopped is None:
+            self.stopped = lambda doc, res: self.intake._not_published(doc, exc)
+
+    def _mark(self, write: Callable[[], Any], count: int) -> None:
+        try:
+            write()
+        except Exception as exc:   # noqa: BLE001 - published already: the 2xx stands, a retry republishes
+            log.error("could not mark events published (they stay pending)",
+                      extra={"fields": {"count": count, "error": repr(exc)}})
+
+    def finish(self) -> None:
+        if self.chunk:
+            self._store_chunk(more=False)
+        if self.inserting is not None:
+            current, self.inserting = self.inserting, None
+            self._send(*current)
+        self._collect(block=True)
+        for fut, count in self.receipts:
+            self._mark(fut.result, count)
+        if self.t0 is not None and self.intake.metrics is not None:
+            self.intake.metrics.publish.observe(time.perf_counter() - self.t0)
+        if self.failed and self.publisher is not None and self.intake.on_publish_failure is not None:
+            self.intake.on_publish_failure(self.publisher)

@@ -110,7 +110,10 @@ def test_idempotency_on_real_unique_index(live):
     assert len(live.consume(1, timeout=8)) == 1 and len(live.consume(2, timeout=4)) == 1
 
 
-def test_batch_keeps_per_dossier_order(live):
+@pytest.mark.parametrize("chunk", [100, 7])     # one chunk; 9 chunks stored/sent overlapped
+def test_batch_keeps_per_dossier_order(live, chunk, monkeypatch):
+    from services.intake import service
+    monkeypatch.setattr(service, "CHUNK", chunk)
     h = live.key(PROVINCE, "admin")
     events = []
     for i in range(60):
@@ -128,6 +131,8 @@ def test_batch_keeps_per_dossier_order(live):
     for e in events:
         want[e["dossier_code"]].append(e["event_id"])
     assert got == want
+    store = IntakeStore(live.db)
+    assert all(store.get(e["event_id"])["status"] == "published" for e in events)
 
 
 @pytest.mark.parametrize("key_agency,role,event_agency,status", [

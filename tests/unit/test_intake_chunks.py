@@ -1,0 +1,142 @@
+"""A batch is stored and sent in chunks (services.intake.service._Run): same answers and order as
+one piece, nothing sent after a failed send, and a store failure after a chunk was sent answers
+the rest 503 (nothing of theirs sent) while the sent ones keep their 202."""
+import threading
+from types import SimpleNamespace
+
+import pytest
+from pymongo.errors import AutoReconnect
+
+from services.intake import service
+from services.intake.store import IntakeStore
+from shared.messaging import InMemoryBus
+
+from test_intake import COMMUNE, DEPT, TOPIC, Env, ev  # noqa: F401
+
+
+class Ack:
+    is_done = True
+
+    def __init__(self, md=None, exc=None):
+        self.md, self.exc = md, exc
+
+    def get(self, timeout=None):
+        if self.exc is not None:
+            raise self.exc
+        return self.md
+
+
+class SendingBus(InMemoryBus):
+    """InMemoryBus with kafka-python's `send` (a future per message); can fail the n-th send."""
+
+    def __init__(self):
+        super().__init__()
+        self.sends = 0
+        self.fail_send_at: int | None = None
+
+    def send(self, topic, key, value, headers=None):
+        self.sends += 1
+        if self.sends == self.fail_send_at:
+            raise TimeoutError("buffer full")
+        p = self.publish(topic, key, value, headers)
+        return Ack(SimpleNamespace(topic=p.topic, partition=p.partition, offset=p.offset))
+
+
+def make_env(bus):
+    env = Env()
+    env.bus = bus
+    env.app.extensions["intake"]["service"]._publisher = lambda: bus
+    return env
+
+
+@pytest.fixture(autouse=True)
+def small_chunks(monkeypatch):
+    monkeypatch.setattr(service, "CHUNK", 3)
+
+
+def batch(env, events, h):
+    return env.post({"events": events}, h, "/v1/events:batch")
+
+
+@pytest.mark.parametrize("bus", [InMemoryBus, SendingBus])
+def test_chunks_publish_everything_in_order_with_the_same_answers(bus):
+    env = make_env(bus())
+    h = env.key()
+    old = ev(dossier_code="HS-0")
+    assert env.post(old, h).status_code == 202
+    events = [ev(dossier_code=f"HS-{k % 3}") for k in range(10)]
+    events.insert(4, old)                                     # already published: 200
+    events.insert(7, dict(events[2]))                         # same id twice in the batch: 200
+    events.insert(9, ev(agency_code="999.99.99.H99"))         # invalid: 422
+    events.insert(11, dict(events[0], dossier_code="HS-X"))   # same id, other body: 409
+    r = batch(env, events, h).get_json()
+    statuses = [x["status"] for x in r["results"]]
+    assert statuses == [202, 202, 202, 202, 200, 202, 202, 200, 202, 422, 202, 409, 202, 202]
+    assert r["accepted"] == 12
+    sent = [m.value["event_id"] for m in env.published()][1:]
+    fresh = [e["event_id"] for k, e in enumerate(events) if statuses[k] == 202]
+    assert sent == fresh                                      # input order, each once
+    store = IntakeStore(env.db)
+    assert all(store.get(eid)["status"] == "published" for eid in fresh)
+
+
+def test_nothing_is_sent_after_a_failed_send_and_a_retry_completes():
+    bus = SendingBus()
+    env = make_env(bus)
+    h = env.key()
+    events = [ev(dossier_code=f"HS-{k % 2}") for k in range(10)]
+    bus.fail_send_at = 5
+    r = batch(env, events, h)
+    assert r.headers["Retry-After"]
+    results = r.get_json()["results"]
+    assert [x["status"] for x in results] == [202] * 4 + [503] * 6
+    assert {x["errors"][0]["code"] for x in results[4:]} == {"broker_unavailable"}
+    assert [m.value["event_id"] for m in env.published()] == [e["event_id"] for e in events[:4]]
+    store = IntakeStore(env.db)
+    states = [(store.get(e["event_id"]) or {}).get("status") for e in events]
+    assert states[:4] == ["published"] * 4
+    assert set(states[4:]) <= {"pending", None}     # stored or not (once stopped), never published
+    bus.fail_send_at = None
+    again = batch(env, events, h).get_json()["results"]
+    assert [x["status"] for x in again] == [200 if s else 202 for s in states]
+    assert [m.value["event_id"] for m in env.published()] == [e["event_id"] for e in events]
+
+
+def test_store_failure_after_a_sent_chunk_answers_the_rest_503(monkeypatch):
+    env = make_env(SendingBus())
+    h = env.key()
+    real = IntakeStore.insert_pending
+    calls = {"n": 0}
+    lock = threading.Lock()
+
+    def flaky(self, docs):
+        with lock:
+            calls["n"] += 1
+            n = calls["n"]
+        if n >= 2:
+            raise AutoReconnect("connection refused")
+        return real(self, docs)
+    monkeypatch.setattr(IntakeStore, "insert_pending", flaky)
+    events = [ev(dossier_code=f"HS-{k}") for k in range(8)]
+    r = batch(env, events, h)
+    results = r.get_json()["results"]
+    assert [x["status"] for x in results] == [202] * 3 + [503] * 5
+    assert {x["errors"][0]["code"] for x in results[3:]} == {"store_unavailable"}
+    assert r.headers["Retry-After"]
+    assert [m.value["event_id"] for m in env.published()] == [e["event_id"] for e in events[:3]]
+    monkeypatch.setattr(IntakeStore, "insert_pending", real)
+    again = batch(env, events, h).get_json()["results"]
+    assert [x["status"] for x in again] == [200] * 3 + [202] * 5
+    assert len(env.published()) == 8
+
+
+def test_store_failure_before_anything_was_sent_is_a_503_for_the_request(monkeypatch):
+    env = make_env(SendingBus())
+    h = env.key()
+
+    def down(self, docs):
+        raise AutoReconnect("connection refused")
+    monkeypatch.setattr(IntakeStore, "insert_pending", down)
+    r = batch(env, [ev() for _ in range(7)], h)
+    assert r.status_code == 503 and r.get_json()["errors"][0]["code"] == "store_unavailable"
+    assert env.published() == []

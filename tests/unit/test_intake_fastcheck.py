@@ -1,0 +1,87 @@
+"""The fast path of the event contract (services.intake.fastcheck) never disagrees with marshmallow:
+for any payload it returns None or exactly the event `validate_event` loads (same values, same
+types, same key order); every example event takes the fast path."""
+import copy
+import json
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from services.intake.fastcheck import accept
+from services.intake.openapi import EXAMPLES, example_event
+from shared.events import validate_event
+
+POOL = [None, "", "x", "HS-1\n", "HS 1", 0, 1, -1, 1.5, True, False, 3650, 3651, [], ["a"], ["A"],
+        ["a", 1], {}, {"id": "x"}, {"id": ""}, {"id": "x", "extra": 1}, "2024-11-05T08:15:00",
+        "2024-11-05T08:15:00Z", "2024-11-05T08:15:00+07:00", "2024-11-05", "2024-13-05T08:15:00Z",
+        "not a date", "citizen", "organization", "approved", "wd", "x" * 65, "x" * 2001,
+        "a@b.vn", "not-an-email", "0901234567", "+84 90 123 4567", "000.00.17.H56", "1.001234",
+        "7f0c1a523b1e4d4a9a536a0e2f1b0001", "{7f0c1a52-3b1e-4d4a-9a53-6a0e2f1b0001}",
+        "urn:uuid:7f0c1a52-3b1e-4d4a-9a53-6a0e2f1b0001", "7F0C1A52-3B1E-4D4A-9A53-6A0E2F1B0001",
+        "dossier.received", "dossier.resolved", "direct", "reception", {"value": 5, "unit": "wd"},
+        {"value": True, "unit": "wd"}, {"value": "5", "unit": "wd"}]
+
+
+def _paths(obj, prefix=()):
+    yield prefix
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _paths(v, prefix + (k,))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from _paths(v, prefix + (i,))
+
+
+def _dump(event) -> str:
+    return json.dumps(event, default=lambda o: f"{type(o).__name__}:{o.isoformat()}", ensure_ascii=False)
+
+
+@st.composite
+def payloads(draw):
+    event = copy.deepcopy(example_event(draw(st.sampled_from(sorted(EXAMPLES)))))
+    for _ in range(draw(st.integers(0, 3))):
+        path = draw(st.sampled_from([p for p in _paths(event) if p]))
+        parent = event
+        for k in path[:-1]:
+            parent = parent[k]
+        op = draw(st.sampled_from(["set", "set", "delete", "add"]))
+        if op == "delete":
+            del parent[path[-1]]
+        elif op == "add" and isinstance(parent, dict):
+            parent[draw(st.sampled_from(["extra", "note", "digitized", "actor"]))] = \
+                copy.deepcopy(draw(st.sampled_from(POOL)))
+        else:
+            parent[path[-1]] = copy.deepcopy(draw(st.sampled_from(POOL)))
+    return event
+
+
+def test_every_example_takes_the_fast_path_with_the_same_result():
+    for etype in EXAMPLES:
+        e = example_event(etype)
+        fast = accept(copy.deepcopy(e))
+        assert fast is not None, etype
+        assert _dump(fast) == _dump(validate_event(e)[0]), etype
+
+
+@settings(max_examples=1500, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@given(payloads())
+def test_fast_path_agrees_with_marshmallow(payload):
+    slow, errors = validate_event(copy.deepcopy(payload))
+    fast = accept(copy.deepcopy(payload))
+    if fast is not None:
+        assert slow is not None, errors
+        assert _dump(fast) == _dump(slow)
+
+
+def test_not_an_object_or_unknown_type_is_left_to_marshmallow():
+    assert accept([]) is None and accept("x") is None and accept(None) is None
+    assert accept(dict(example_event("dossier.received"), type="dossier.unknown")) is None
+    assert accept(dict(example_event("dossier.received"), data=[])) is None
+
+
+def test_a_type_that_is_not_a_string_is_an_error_not_a_crash():
+    for bad in ([], {}, ["dossier.received"]):
+        payload = dict(example_event("dossier.received"), type=bad)
+        assert accept(payload) is None
+        event, errors = validate_event(payload)
+        assert event is None and [e.field for e in errors] == ["type"]
