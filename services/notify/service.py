@@ -162,6 +162,7 @@ class NotifyService:
         # partition, so it has seen any later revision, e.g. a resolution in the same batch)
         self._snapshots: dict[str, dict] = {}
         self._batch: list | None = None   # notifications planned by handle_many, not yet inserted
+        self._holding: list | None = None  # alerts leased during handle_many, not yet given to the sender
 
     # --- helpers ------------------------------------------------------------------------------
     def _default_calendars(self, agency_code: str):
@@ -224,17 +225,25 @@ class NotifyService:
             first.setdefault(doc["_id"], (i, doc))
         news = {fid: self._new_finding(doc, now) for fid, (i, doc) in first.items()}
         inserted = self.store.insert_new_findings(list(news.values()))
-        self._batch = []
+        self._batch, self._holding = [], []
         try:
-            for fid in inserted:
-                i, _ = first[fid]
-                results[i] = self._plan_new(news[fid], now, i)
+            try:
+                for fid in inserted:
+                    i, _ = first[fid]
+                    results[i] = self._plan_new(news[fid], now, i)
+            finally:
+                batch, self._batch = self._batch, None
+            self._flush(batch, now, results)
+            for i, doc in docs:
+                if results[i] is None:
+                    results[i] = self._handle_stored(doc, now)
         finally:
-            batch, self._batch = self._batch, None
-        self._flush(batch, now, results)
-        for i, doc in docs:
-            if results[i] is None:
-                results[i] = self._handle_stored(doc, now)
+            # the batch's alerts go to the sender only now: a finding resolved later in the same
+            # batch has its snapshot updated, so its alert is not sent
+            with self._direct_cv:
+                self._direct.extend(self._holding)
+                self._holding = None
+                self._direct_cv.notify_all()
         return results
 
     def _new_finding(self, doc: dict, now: datetime) -> dict:
@@ -367,7 +376,8 @@ class NotifyService:
         if direct:
             snapshot = kind == "alert" and level == 0 and "_id" in f and not str(f["_id"]).startswith("digest:")
             with self._direct_cv:
-                self._direct.append(dict(doc, reclaims=0, snapshot=snapshot, lease_end=now + self.lease))
+                item = dict(doc, reclaims=0, snapshot=snapshot, lease_end=now + self.lease)
+                (self._holding if self._holding is not None else self._direct).append(item)
                 if snapshot:
                     self._snapshots[f["_id"]] = f
                 self._direct_cv.notify_all()

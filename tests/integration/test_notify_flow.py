@@ -412,3 +412,58 @@ def test_smtp_channel_reuses_its_connection_and_recovers_from_a_dropped_one(smtp
     ch.close()
     time.sleep(0.3)
     assert len(smtp_server.messages) == 6               # no message sent twice
+
+
+def test_batches_on_two_instances_with_background_senders_send_each_alert_once(mongo_db, smtp_server):
+    """One poll's messages planned in a few unordered inserts on FerretDB, sent by the
+    background senders of two instances that both got the batch (a partition handed over while
+    its old owner still runs): each alert once, readers see `sent`, every send logged."""
+    clock = VirtualClock(MON_10H)
+    policy = parse_policy({"defaults": {"critical": {"roles": ["head"], "channels": ["email"]}}})
+    a = make_service(mongo_db, smtp_server, clock, policy)
+    b = make_service(mongo_db, smtp_server, clock, policy)
+    batch = [finding(f"B{i}", dossier_code=f"000.00.10.H56-B{i}") for i in range(15)]
+    batch += [finding("B3", dossier_code="000.00.10.H56-B3"), {"finding_id": "bad"}]
+    for s in (a, b):
+        s.direct_send = True
+        s.start_sender()
+    try:
+        results = []
+        ths = [threading.Thread(target=lambda s=s: results.append(s.handle_many(batch))) for s in (a, b)]
+        for t in ths:
+            t.start()
+        for t in ths:
+            t.join(30)
+        assert len(results) == 2 and all(type(r[16]).__name__ == "FindingError" for r in results)
+    finally:
+        a.stop_sender()
+        b.stop_sender()
+    smtp_server.wait_for(15, timeout=30)
+    time.sleep(0.5)
+    codes = sorted(m.subject.split("hồ sơ ")[1].split()[0] for m in smtp_server.messages)
+    assert codes == sorted(f"000.00.10.H56-B{i}" for i in range(15))
+    assert mongo_db.notifications.count_documents({}) == 15
+    assert len(NotifyStore(mongo_db).list_notifications({"status": "sent"})) == 15
+    assert mongo_db.deliveries.count_documents({"outcome": "sent"}) == 15
+    assert mongo_db.notify_queue.count_documents({}) == 0
+
+
+def test_background_sender_does_not_send_what_the_same_batch_resolves(mongo_db, smtp_server):
+    clock = VirtualClock(MON_10H)
+    policy = parse_policy({"defaults": {"critical": {"roles": ["head"], "channels": ["email"]}}})
+    svc = make_service(mongo_db, smtp_server, clock, policy)
+    svc.direct_send = True
+    svc.start_sender()
+    try:
+        svc.handle_many([finding(f"R{i}", dossier_code=f"000.00.10.H56-R{i}") for i in range(5)]
+                        + [finding("R2", dossier_code="000.00.10.H56-R2", state="resolved", revision=2,
+                                   change="resolved")])
+    finally:
+        svc.stop_sender()
+    smtp_server.wait_for(4, timeout=30)
+    time.sleep(0.5)
+    codes = sorted(m.subject.split("hồ sơ ")[1].split()[0] for m in smtp_server.messages)
+    assert codes == [f"000.00.10.H56-R{i}" for i in (0, 1, 3, 4)]
+    store = NotifyStore(mongo_db)
+    assert [n["finding_id"] for n in store.list_notifications({"status": "cancelled"})] == ["R2"]
+    assert mongo_db.notify_queue.count_documents({}) == 0
