@@ -113,6 +113,50 @@ def due_at_of(state, evaluation) -> datetime | None:
     return None
 
 
+def parse_item(item: Incoming) -> dict | Rejected:
+    """The event a raw message carries, or why it must be dead-lettered."""
+    try:
+        value = decode(item.raw)
+    except (UnicodeDecodeError, ValueError) as exc:
+        return Rejected(item, "invalid_json", f"not UTF-8 JSON: {exc.__class__.__name__}")
+    try:
+        event = load_stored(value)
+    except ValueError as exc:
+        return Rejected(item, "invalid_event", str(exc)[:2000])
+    if item.key is not None and item.key != event["dossier_code"]:
+        return Rejected(item, "key_mismatch", "message key differs from dossier_code")
+    return event
+
+
+def evaluate_dossier(engine, ctx, code: str, state, now: datetime, prev: dict[str, dict],
+                     partition: int | None, summary: dict) -> tuple[datetime | None, dict, list[FindingWrite]]:
+    """Evaluate one dossier at `now` against its stored findings `prev` (id -> stored document):
+    its next check, its summary with the due date and field, and the finding changes to store
+    (each at the next revision). Shared by the worker and `motcua rebuild`."""
+    evaluation = engine.evaluate(state, now, ctx)
+    changes = engine.reconcile({fid: finding_message(d) for fid, d in prev.items()}, evaluation, now)
+    next_check = evaluation.next_check_at
+    if next_check is not None and next_check <= now:
+        log.warning("engine gave a next check in the past", extra={"fields": {"dossier_code": code}})
+        next_check = now + MIN_RECHECK
+    summary = dict(summary)
+    due = due_at_of(state, evaluation)
+    if due is not None:
+        summary["due_at"] = due
+    if getattr(state, "procedure_field", None):
+        summary["field"] = state.procedure_field
+    writes: list[FindingWrite] = []
+    for ch in changes:
+        msg = change_message(ch)
+        fid = msg["finding_id"]
+        before = prev.get(fid)
+        writes.append(FindingWrite(fid, msg, partition,
+                                   revision=(before["revision"] if before else 0) + 1,
+                                   published_revision=(before.get("published_revision", 0) if before else 0),
+                                   new=before is None))
+    return next_check, summary, writes
+
+
 def _default_engine():
     import shared.engine as engine
     return engine
@@ -181,6 +225,33 @@ class StateCache:
         return sum(len(d) for d in self.docs.values())
 
 
+class Loading:
+    """Partitions being loaded into the held copy (`SlaHandler.start_assign`), step by step."""
+
+    def __init__(self, partitions: list[int], steps):
+        self.partitions = partitions
+        self._steps = steps
+        self.result: tuple[int, int] | None = None
+        self.started = time.perf_counter()
+
+    def step(self, budget_s: float) -> bool:
+        """Load for about `budget_s` seconds; True once everything is loaded."""
+        if self.result is not None:
+            return True
+        end = time.monotonic() + budget_s
+        try:
+            while True:
+                next(self._steps)
+                if time.monotonic() >= end:
+                    return False
+        except StopIteration as stop:
+            self.result = stop.value or (0, 0)
+            return True
+
+    def cancel(self) -> None:
+        self._steps.close()
+
+
 class SlaHandler:
     """Applies events and scheduled checks; owns no Kafka offsets."""
 
@@ -212,21 +283,11 @@ class SlaHandler:
         rejected: list[Rejected] = []
         parsed: list[tuple[Incoming, dict]] = []
         for item in items:
-            try:
-                value = decode(item.raw)
-            except (UnicodeDecodeError, ValueError) as exc:
-                rejected.append(Rejected(item, "invalid_json", f"not UTF-8 JSON: {exc.__class__.__name__}"))
-                continue
-            try:
-                event = load_stored(value)
-            except ValueError as exc:
-                rejected.append(Rejected(item, "invalid_event", str(exc)[:2000]))
-                continue
-            if item.key is not None and item.key != event["dossier_code"]:
-                rejected.append(Rejected(item, "key_mismatch",
-                                         "message key differs from dossier_code"))
-                continue
-            parsed.append((item, event))
+            event = parse_item(item)
+            if isinstance(event, Rejected):
+                rejected.append(event)
+            else:
+                parsed.append((item, event))
         if not parsed:
             return rejected
 
@@ -268,16 +329,30 @@ class SlaHandler:
         """Hold newly assigned partitions: record this instance as their latest owner (`claim`),
         load their dossiers and findings (one scan of each collection), index their next checks,
         publish what was stored but never published. Returns (dossiers held, findings republished)."""
+        loading = self.start_assign(partitions, claim=claim)
+        while not loading.step(3600.0):
+            pass
+        return loading.result
+
+    def start_assign(self, partitions: Iterable[int], *, claim: bool = True) -> "Loading":
+        """`assign()` in steps: the loop drives `Loading.step()` between polls, so that loading a
+        large partition (10^5-10^6 dossiers: minutes on FerretDB) never keeps it from polling
+        (a consumer that does not poll within max.poll.interval.ms is put out of the group)."""
         parts = sorted(set(partitions))
-        if not parts:
-            return 0, 0
-        if claim:
+        if parts and claim:
             token = uuid.uuid4().hex
             self.repo.claim_partitions(parts, token, self.clock.now())
             self._owner.update({p: token for p in parts})
         self.cache.drop(parts)
         for p in parts:
             self.cache.docs[p] = {}
+        return Loading(parts, self._load_steps(parts))
+
+    def _load_steps(self, parts: list[int]):
+        """Generator behind `Loading`: yields every few hundred documents, returns
+        (dossiers held, findings republished)."""
+        if not parts:
+            return 0, 0
         n = 0
         for d in self.repo.dossiers_in(parts):
             p = d.get("partition")
@@ -286,13 +361,17 @@ class SlaHandler:
             self.cache.put_dossier(p, d)
             self._push(d["_id"], d.get("next_check_at"), p)
             n += 1
+            if n % 200 == 0:
+                yield
         by_code: dict[str, list[dict]] = {}
         pending: list[dict] = []
-        for f in self.repo.findings_in(parts):
+        for i, f in enumerate(self.repo.findings_in(parts)):
             if f.get("partition") in self.cache.docs:
                 by_code.setdefault(f["dossier_code"], []).append(f)
                 if f.get("pending"):
                     pending.append(f)
+            if i % 500 == 499:
+                yield
         for code, docs in by_code.items():
             self.cache.put_findings(code, docs)
         pending.sort(key=lambda d: d["updated_at"])
@@ -489,35 +568,16 @@ class SlaHandler:
         to_publish: list[dict] = []
         for code in codes:
             state = states[code]
-            evaluation = self.engine.evaluate(state, now, self.ctx)
             prev = previous.get(code, {})
-            changes = self.engine.reconcile({fid: finding_message(d) for fid, d in prev.items()},
-                                            evaluation, now)
-            next_check = evaluation.next_check_at
-            if next_check is not None and next_check <= now:
-                log.warning("engine gave a next check in the past", extra={"fields": {"dossier_code": code}})
-                next_check = now + MIN_RECHECK
             old = stored.get(code)
             seen = agencies[code] if agencies else set((old or {}).get("agencies", ()))
-            summary = dict(summaries[code] if summaries else (old or {}).get("summary") or {})
-            due = due_at_of(state, evaluation)
-            if due is not None:
-                summary["due_at"] = due
-            if getattr(state, "procedure_field", None):
-                summary["field"] = state.procedure_field
+            next_check, summary, mine = evaluate_dossier(
+                self.engine, self.ctx, code, state, now, prev, partitions.get(code),
+                summaries[code] if summaries else (old or {}).get("summary") or {})
             fids = set((old or {}).get("finding_ids", ())) | set(prev)
-            mine: list[FindingWrite] = []
-            for ch in changes:
-                msg = change_message(ch)
-                fid = msg["finding_id"]
-                before = prev.get(fid)
-                w = FindingWrite(fid, msg, partitions.get(code),
-                                 revision=(before["revision"] if before else 0) + 1,
-                                 published_revision=(before.get("published_revision", 0) if before else 0),
-                                 new=before is None)
-                mine.append(w)
+            for w in mine:
                 to_publish.append(finding_doc(w, now))
-                fids.add(fid)
+                fids.add(w.finding_id)
             changed = {w.finding_id for w in mine}
             # changes stored earlier but never published (a crash): out with this touch
             to_publish.extend(d for fid, d in prev.items() if d.get("pending") and fid not in changed)

@@ -7,10 +7,13 @@ is only ever written by the instance that owns its partition, and a rebalance ha
 events and its checks to the new owner. On a newly assigned partition, finding changes stored but
 never published (a crash between store and publish) are published first.
 
-The handler holds the documents of the assigned partitions in memory (`SlaHandler.assign`); a
+The handler holds the documents of the assigned partitions in memory (`SlaHandler.start_assign`); a
 rebalance listener (`listener()`) reports every revocation and assignment, including a partition
 revoked and given back within one poll, so a partition is always reloaded from the store when it
-comes (back) to this instance. "Published" marks are written once per loop turn, after the batch
+comes (back) to this instance. A load runs in steps of about `load_step` seconds between polls (a
+partition of 10^5-10^6 dossiers takes minutes on FerretDB, longer than max.poll.interval.ms);
+until its load is complete a partition is paused, its records are read again later (rewound to the
+committed offset) and it gets no scheduled checks. "Published" marks are written once per loop turn, after the batch
 and the scheduled checks (so a burst of due dossiers is published before any mark is written).
 """
 from __future__ import annotations
@@ -31,7 +34,7 @@ log = logging.getLogger("motcua.sla.loop")
 class ConsumerLoop:
     def __init__(self, consumer, handler: SlaHandler, dead_letters: DeadLetters, *,
                  poll_timeout: float = 0.5, check_interval: float = 0.5, check_limit: int = 400,
-                 lag_interval: float = 5.0, max_records: int = 500):
+                 lag_interval: float = 5.0, max_records: int = 500, load_step: float = 1.0):
         self.consumer = consumer
         self.handler = handler
         self.dead_letters = dead_letters
@@ -40,6 +43,9 @@ class ConsumerLoop:
         self.check_limit = check_limit
         self.lag_interval = lag_interval
         self.max_records = max_records
+        self.load_step = load_step
+        self._loads: list = []          # handlers.Loading in progress, oldest first
+        self._paused: set = set()
         self._revoked: set = set()
         self._newly: set = set()
         self.stop_event = threading.Event()
@@ -68,10 +74,19 @@ class ConsumerLoop:
                 log.exception("consumer close failed")
 
     def run_once(self) -> None:
-        records = self.consumer.poll(timeout_ms=int(self.poll_timeout * 1000),
+        records = self.consumer.poll(timeout_ms=0 if self._loads else int(self.poll_timeout * 1000),
                                      max_records=self.max_records)
         self._track_assignment()
+        if self._loads:
+            self._load()
         batch = [r for rs in records.values() for r in rs]
+        loading = self._loading()
+        if loading and batch:
+            # not held yet: these records are read again once their partition is loaded
+            later = {(r.topic, r.partition) for r in batch if r.partition in loading}
+            if later:
+                self._rewind(later)
+                batch = [r for r in batch if (r.topic, r.partition) not in later]
         if batch:
             self._handle(batch)
         now = time.monotonic()
@@ -113,7 +128,38 @@ class ConsumerLoop:
             log.exception("writing published marks failed")
 
     def _partitions(self) -> list[int]:
-        return sorted(tp.partition for tp in self._assigned)
+        """Assigned and held (loaded) partitions."""
+        loading = self._loading()
+        return sorted(tp.partition for tp in self._assigned if tp.partition not in loading)
+
+    def _loading(self) -> set[int]:
+        return {p for ld in self._loads for p in ld.partitions}
+
+    def _tps(self, partitions) -> set:
+        return {tp for tp in self._assigned if tp.partition in set(partitions)}
+
+    def _load(self) -> None:
+        """Drive the loads in progress for about `load_step` seconds; pause what is not loaded
+        yet, resume what is."""
+        end = time.monotonic() + self.load_step
+        while self._loads:
+            ld = self._loads[0]
+            if not ld.step(max(0.0, end - time.monotonic())):
+                break
+            self._loads.pop(0)
+            held, n = ld.result
+            log.info("partitions assigned", extra={"fields": {
+                "partitions": ld.partitions, "republished": n, "held": held,
+                "seconds": round(time.perf_counter() - ld.started, 3)}})
+        waiting = self._tps(self._loading())
+        if waiting - self._paused:
+            self.consumer.pause(*(waiting - self._paused))
+        done = self._paused - waiting
+        if done:
+            live = done & set(self.consumer.assignment())
+            if live:
+                self.consumer.resume(*live)
+        self._paused = waiting
 
     def _track_assignment(self) -> None:
         current = set(self.consumer.assignment())
@@ -122,15 +168,21 @@ class ConsumerLoop:
         self._revoked.clear()
         self._newly.clear()
         self._assigned = current
+        self._paused = (self._paused & current) - gone     # kafka-python unpauses on reassignment
         if gone:
-            self.handler.forget_partitions(tp.partition for tp in gone)
+            lost = {tp.partition for tp in gone}
+            # a load that includes a revoked partition starts again without it (fresh scan)
+            again = []
+            for ld in [ld for ld in self._loads if lost & set(ld.partitions)]:
+                ld.cancel()
+                self._loads.remove(ld)
+                again.extend(p for p in ld.partitions if p not in lost)
+            self.handler.forget_partitions(lost)
+            if again:
+                self._loads.append(self.handler.start_assign(again, claim=False))
         if new:
             parts = sorted(tp.partition for tp in new)
-            t0 = time.perf_counter()
-            held, n = self.handler.assign(parts)
-            log.info("partitions assigned", extra={"fields": {
-                "partitions": parts, "republished": n, "held": held,
-                "seconds": round(time.perf_counter() - t0, 3)}})
+            self._loads.append(self.handler.start_assign(parts))
 
     def _handle(self, batch) -> None:
         items = [Incoming(r.key, r.value, r.partition, Origin(r.topic, r.partition, r.offset))

@@ -193,3 +193,24 @@ def test_far_next_checks_wait_in_day_buckets_and_still_fall_due(two):
     clock.set(T0 + timedelta(days=3, hours=1, seconds=1))
     a.check_due([0])
     assert sorted(p[1] for p in published(bus)) == ["D-11:OVERDUE", "D-12:OVERDUE"]
+
+
+def test_a_large_partition_is_loaded_between_polls_paused_and_its_records_read_again(two):
+    """Loading is done in steps between polls (the consumer keeps polling: it stays in the group);
+    until the partition is held it is paused, its records are rewound, it gets no checks."""
+    clock, repo, bus, a, b = two
+    b.handle([incoming(event(f"D-{i}"), i) for i in range(450)])      # stored by another instance
+    clock.set(T0 + timedelta(hours=2))                                 # every one of them is due
+    new = rec(event("N-1"), 0)
+    consumer = FakeConsumer([[new], [new], [new], [new]], partitions=(0,))
+    loop = ConsumerLoop(consumer, a, DeadLetters(bus, "dlq", clock), check_interval=0, load_step=0)
+    loop.run_once()                          # 200 of 450 loaded: paused, N-1 rewound, no checks
+    tp = TopicPartition("dossier.events", 0)
+    assert consumer.paused == {tp} and consumer.seeks == [0] and consumer.commits == []
+    assert "N-1" not in repo.dossiers and published(bus) == [] and loop._partitions() == []
+    loop.run_once()                          # 400
+    assert consumer.paused == {tp} and consumer.seeks == [0, 0] and "N-1" not in repo.dossiers
+    loop.run_once()                          # all held: resumed, N-1 applied, the due ones checked
+    assert consumer.paused == set() and a.cache.size() == 451 and consumer.commits == [{0: 1}]
+    assert {m[0] for m in published(bus)} == {f"D-{i}" for i in range(450)} | {"N-1"}
+    assert len(published(bus)) == 451 and a.metrics.stale_retries._value.get() == 0

@@ -239,6 +239,14 @@ class FakeConsumer:
     def assignment(self):
         return set(self.tps)
 
+    paused: set = frozenset()
+
+    def pause(self, *tps):
+        self.paused = set(self.paused) | set(tps)
+
+    def resume(self, *tps):
+        self.paused = set(self.paused) - set(tps)
+
     def commit(self, offsets):
         self.commits.append({tp.partition: om.offset for tp, om in offsets.items()})
 
