@@ -70,11 +70,14 @@ def greeting(name: str, title: str) -> str:
 
 
 class Renderer:
-    def __init__(self, template_dir: Path = TEMPLATE_DIR):
+    def __init__(self, template_dir: Path = TEMPLATE_DIR, *, auto_reload: bool = False):
+        # templates are code, read once: Jinja's default re-stats every template file on every
+        # render (several stat calls per alert, each a GIL hand-off under the send threads)
         self.text_env = Environment(loader=FileSystemLoader(template_dir), autoescape=False,
-                                    undefined=StrictUndefined, keep_trailing_newline=True)
+                                    undefined=StrictUndefined, keep_trailing_newline=True,
+                                    auto_reload=auto_reload)
         self.html_env = Environment(loader=FileSystemLoader(template_dir), autoescape=True,
-                                    undefined=StrictUndefined)
+                                    undefined=StrictUndefined, auto_reload=auto_reload)
 
     def _rule_blocks(self, rule: str, ctx: dict) -> tuple[str, str]:
         try:
