@@ -53,6 +53,26 @@ class Channel(Protocol):
         """Deliver or raise ChannelError."""
 
 
+class _DeadBeforeMessage(smtplib.SMTPServerDisconnected):
+    """A reused connection found closed at MAIL FROM: nothing of the message was sent."""
+
+
+class _SMTP(smtplib.SMTP):
+    """smtplib.SMTP telling apart a connection that is dead at MAIL FROM (the first command of
+    a message: safe to send again on a fresh connection) from any later failure (not safe: the
+    server may have taken the message)."""
+
+    def mail(self, sender, options=()):
+        try:
+            code, resp = super().mail(sender, options)
+        except (smtplib.SMTPServerDisconnected, OSError) as exc:
+            raise _DeadBeforeMessage(f"connection closed at MAIL FROM: {exc}") from None
+        if code == 421:   # the server is closing this connection
+            self.close()
+            raise _DeadBeforeMessage(f"SMTP 421 at MAIL FROM: {resp!r}")
+        return code, resp
+
+
 class SmtpChannel:
     name = "email"
 
@@ -62,7 +82,9 @@ class SmtpChannel:
         self.host, self.port, self.sender = host, int(port), sender
         self.user, self.password, self.starttls, self.timeout = user, password, starttls, timeout
         # one open connection per sending thread (connect + EHLO + QUIT cost more than a message);
-        # a reused connection is checked with NOOP first, so a send is never retried on its own
+        # a reused connection is not checked with a NOOP round trip: MAIL FROM is the check — if
+        # the server closed it, nothing of the message was sent yet and the message goes once on
+        # a fresh connection; a failure after MAIL FROM is never retried here
         self.reuse, self.max_per_connection, self.idle_seconds = reuse, max_per_connection, idle_seconds
         self._local = threading.local()
 
@@ -86,7 +108,7 @@ class SmtpChannel:
         return em
 
     def _connect(self) -> smtplib.SMTP:
-        smtp = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+        smtp = _SMTP(self.host, self.port, timeout=self.timeout)
         try:
             if self.starttls:
                 smtp.starttls()
@@ -97,20 +119,17 @@ class SmtpChannel:
             raise
         return smtp
 
-    def _connection(self) -> smtplib.SMTP:
-        """This thread's open connection if it still answers NOOP, else a new one."""
+    def _connection(self) -> tuple[smtplib.SMTP, bool]:
+        """(this thread's open connection, True) unless it is used up or idle too long, else
+        (a new one, False)."""
         held = getattr(self._local, "held", None)
         self._local.held = None
         if held is not None:
             smtp, count, last = held
             if count < self.max_per_connection and time.monotonic() - last < self.idle_seconds:
-                try:
-                    if smtp.noop()[0] == 250:
-                        return smtp
-                except (smtplib.SMTPException, OSError):
-                    pass
+                return smtp, True
             _close(smtp)
-        return self._connect()
+        return self._connect(), False
 
     def close(self) -> None:
         """Close this thread's held connection (others close when their thread ends or idles)."""
@@ -127,9 +146,17 @@ class SmtpChannel:
                 with self._connect() as smtp:
                     smtp.send_message(em, self.sender, [msg.address])
                 return
-            smtp = self._connection()
+            smtp, reused = self._connection()
+            try:
+                smtp.send_message(em, self.sender, [msg.address])
+            except _DeadBeforeMessage:
+                if not reused:
+                    raise
+                _close(smtp)
+                smtp = None
+                smtp = self._connect()
+                smtp.send_message(em, self.sender, [msg.address])
             count = getattr(smtp, "_motcua_sent", 0) + 1
-            smtp.send_message(em, self.sender, [msg.address])
             smtp._motcua_sent = count
             self._local.held = (smtp, count, time.monotonic())
             smtp = None

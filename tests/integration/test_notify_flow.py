@@ -467,3 +467,25 @@ def test_background_sender_does_not_send_what_the_same_batch_resolves(mongo_db, 
     store = NotifyStore(mongo_db)
     assert [n["finding_id"] for n in store.list_notifications({"status": "cancelled"})] == ["R2"]
     assert mongo_db.notify_queue.count_documents({}) == 0
+
+
+@pytest.mark.parametrize("goodbye", [b"", b"421 4.4.2 idle too long, closing\r\n"])
+def test_smtp_channel_sends_once_on_a_fresh_connection_when_the_held_one_was_closed(smtp_server, goodbye):
+    """No NOOP before a reused connection: MAIL FROM finds out. The server closed it (EOF, or a
+    421 it sent before closing): nothing of the message went, so it goes once on a new one."""
+    from services.notify.channels import Outgoing
+    ch = SmtpChannel(smtp_server.host, smtp_server.port, "motcua@test.local")
+    mail = lambda i: Outgoing("email", "gd@stp.longan.example.org", f"Thư {i}", f"nội dung {i}")
+    ch.send(mail(1))
+    held = ch._local.held[0]
+    ours, theirs = socket.socketpair()
+    theirs.sendall(goodbye)
+    theirs.close()                                       # the server's side is gone
+    held.sock.close()
+    held.sock, held.file = ours, None
+    ch.send(mail(2))
+    assert ch._local.held[0] is not held
+    got = smtp_server.wait_for(2, timeout=10)
+    time.sleep(0.3)
+    assert sorted(str(m.subject) for m in got) == ["Thư 1", "Thư 2"] and len(smtp_server.messages) == 2
+    ch.close()
