@@ -3,9 +3,12 @@
 - `handle(message)`: validate a `sla.findings` message, store the finding revision in the
   service's own store, and plan notifications (insert = claim, unique per finding, episode,
   recipient, level, kind, seq). Nothing is sent here, so the consumer can commit its offsets as
-  soon as `handle` returns: the delivery records are stored.
+  soon as `handle` returns: the delivery records are stored. `handle_many(messages)`: the same
+  for one poll's messages in a few unordered inserts.
 - `dispatch_due()`: take due notifications one by one (a lease in MongoDB, so several instances
-  can share the work), render, send, record the attempt in `deliveries`, mark sent; on a channel
+  can share the work), render, send, record the attempt in `deliveries`, mark sent (an insert
+  into `notifications_sent`, see store.py); alerts due at once are leased when planned and sent
+  without a queue scan (by the background sender of `start_sender` in the worker); on a channel
   error retry with exponential backoff, and after the last retry mark `failed` (metric, error log,
   delivery log and API) — never dropped.
 - `run_scheduled()`: escalations (unacknowledged after N working hours → the parent agency's
@@ -13,7 +16,7 @@
 - `acknowledge(...)`: stop escalation and repeats of a finding, recorded with who and when.
 
 Guarantee: a notification is inserted before it is sent and marked sent after; a crash between
-the send and the mark leaves it `sending` with a lease, and when the lease expires it is sent
+the send and the mark leaves its queue entry leased, and when the lease expires it is sent
 once more (`reclaims` counts it, and both attempts are in the delivery log). So each
 (finding, recipient, level) gets at most one alert, plus at most one duplicate per crash.
 """
