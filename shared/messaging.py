@@ -62,9 +62,11 @@ class KafkaPublisher:
         self._producer = KafkaProducer(**params)
 
     def send(self, topic: str, key: str, value: Any, headers: dict[str, str] | None = None):
-        """Send without waiting; returns kafka-python's future."""
+        """Send without waiting; returns kafka-python's future. `value` is JSON-encoded, unless
+        it is `bytes` already (a message the caller encoded)."""
         hdrs = [(k, v.encode("utf-8")) for k, v in (headers or {}).items()]
-        return self._producer.send(topic, key=key.encode("utf-8"), value=encode(value), headers=hdrs)
+        raw = value if isinstance(value, bytes) else encode(value)
+        return self._producer.send(topic, key=key.encode("utf-8"), value=raw, headers=hdrs)
 
     def publish(self, topic, key, value, headers=None, timeout=10.0) -> Published:
         md = self.send(topic, key, value, headers).get(timeout=timeout)
@@ -100,7 +102,8 @@ class InMemoryBus:
             raise self.fail_with
         with self._lock:
             log = self.topics[topic]
-            msg = Message(topic, 0, len(log), key, decode(encode(value)), dict(headers or {}))
+            raw = value if isinstance(value, bytes) else encode(value)
+            msg = Message(topic, 0, len(log), key, decode(raw), dict(headers or {}))
             log.append(msg)
             return Published(topic, 0, msg.offset)
 

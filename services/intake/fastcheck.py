@@ -1,16 +1,17 @@
 """A fast path for the event contract: the marshmallow schemas of `shared.events`, compiled once
 into plain functions, for events that are valid.
 
-`accept(payload)` returns exactly what `shared.events.validate_event(payload)` returns as the
-event (same values, same key order) when the payload is valid, and None whenever anything is
+`accept(payload)` returns exactly what `shared.events.to_wire(validate_event(payload)[0])` is
+(same values, same key order) when the payload is valid, and None whenever anything is
 unusual — wrong type, missing or unknown field, a field or validator error. The caller then runs
 `validate_event`, which reports every error at once; so the answers never differ, only valid
 events skip marshmallow's per-field bookkeeping (Schema.load costs ≈ 4× this for a
 `dossier.received` event).
 
 Nothing is re-implemented: each leaf field is loaded by the schema's own field object
-(`Field.deserialize`: required/null checks, conversion, validators), only the schema walk is
-compiled. A schema with hooks, renamed keys, `unknown` other than RAISE or a nested field with
+(`Field.deserialize`: required/null checks, conversion, validators; strings and lists of strings
+inlined: a type check and the field's own validators), only the schema walk is compiled, and
+instants are put in wire form as they are loaded (no second walk). A schema with hooks, renamed keys, `unknown` other than RAISE or a nested field with
 options this compiler does not know is not compiled: such events always take marshmallow.
 """
 from __future__ import annotations
@@ -22,7 +23,7 @@ from marshmallow import RAISE, fields
 from marshmallow.exceptions import ValidationError
 from marshmallow.utils import missing
 
-from shared.events import DATA_SCHEMAS, Envelope
+from shared.events import DATA_SCHEMAS, Envelope, to_wire
 
 
 class _Bail(Exception):
@@ -69,7 +70,7 @@ def _leaf_loader(name: str, field) -> Callable[[Any], Any]:
                     raise _Bail
             return out
         return load_list
-    return lambda value: field.deserialize(value, name, None)
+    return lambda value: to_wire(field.deserialize(value, name, None))
 
 
 def _compile(schema_cls) -> Callable[[Any], dict] | None:
@@ -137,7 +138,8 @@ def _schemas() -> _Compiled:
 
 
 def accept(payload: Any) -> dict | None:
-    """The loaded event if `payload` is certainly valid (as `validate_event` loads it), else None."""
+    """The event in wire form if `payload` is certainly valid — exactly
+    `to_wire(validate_event(payload)[0])`: instants already UTC ISO 8601 strings — else None."""
     c = _schemas()
     if c.envelope is None or type(payload) is not dict:
         return None
@@ -149,7 +151,7 @@ def accept(payload: Any) -> dict | None:
     try:
         event = c.envelope(payload)
         event["data"] = data_load(data)
-    except (_Bail, ValidationError):
+    except (_Bail, ValidationError, OverflowError):   # OverflowError: an instant beyond UTC's range
         return None
     event["event_id"] = str(event["event_id"])
     return event

@@ -13,6 +13,7 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any, Callable
 
 from pymongo.errors import PyMongoError
@@ -39,10 +40,23 @@ class Outcome:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-def body_hash(event: dict) -> str:
+def canonical(event: dict) -> str:
+    """The normalised event as canonical JSON (sorted keys, compact, UTF-8 kept)."""
+    return json.dumps(event, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def body_hash(event: dict, canon: str | None = None) -> str:
     """SHA-256 of the normalised event (canonical JSON): "same body" for idempotency."""
-    canon = json.dumps(event, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(canon.encode("utf-8")).hexdigest()
+    return hashlib.sha256((canon or canonical(event)).encode("utf-8")).hexdigest()
+
+
+def message_bytes(value: dict, canon: str | None = None) -> bytes:
+    """The Kafka message of a stored `value` (the event plus `recorded_at`): the event's canonical
+    JSON with `recorded_at` as last member. The same bytes whether built from the hash's
+    canonical text (first publish: one encoding per event) or from the stored value (a retry)."""
+    if canon is None:
+        canon = canonical({k: v for k, v in value.items() if k != "recorded_at"})
+    return (canon[:-1] + ',"recorded_at":' + json.dumps(value["recorded_at"]) + "}").encode("utf-8")
 
 
 def reference_errors(event: dict, catalog, directory) -> list[FieldError]:
@@ -67,6 +81,21 @@ def reference_errors(event: dict, catalog, directory) -> list[FieldError]:
         errors.append(FieldError("unknown_procedure", "data.procedure_code",
                                  f"procedure {code!r} is not in the procedure catalog"))
     return errors
+
+
+def _out_of_range(obj: Any, path: str = "") -> list[FieldError]:
+    """The instants of a loaded event that cannot be converted to UTC."""
+    if isinstance(obj, datetime):
+        try:
+            obj.astimezone(timezone.utc)
+        except OverflowError:
+            return [FieldError("out_of_range", path or "$", "instant out of range once in UTC")]
+        return []
+    if isinstance(obj, dict):
+        return [e for k, v in obj.items() for e in _out_of_range(v, f"{path}.{k}" if path else k)]
+    if isinstance(obj, list):
+        return [e for v in obj for e in _out_of_range(v, path)]
+    return []
 
 
 def _err(status: int, errors: list, headers=None) -> Outcome:
@@ -107,7 +136,8 @@ class Intake:
         seen: dict[str, tuple[int, str]] = {}            # event_id -> (first index, hash)
         follow: dict[int, int] = {}                      # duplicate index -> first index
         for i, payload in enumerate(payloads):
-            event = accept(payload)               # valid events skip marshmallow's bookkeeping
+            wire = accept(payload)      # valid events: wire form, without marshmallow's bookkeeping
+            event = wire
             if event is None:
                 event, errors = validate_event(payload)
             if event is None:
@@ -124,8 +154,14 @@ class Intake:
                     f"this API key may only post events of agency {principal.agency_code} "
                     f"and its subordinate agencies")])
                 continue
-            wire = to_wire(event)
-            digest = body_hash(wire)
+            if wire is None:
+                try:
+                    wire = to_wire(event)
+                except OverflowError:      # e.g. 0001-01-01T00:00:00+07:00 has no UTC form
+                    outcomes[i] = self._reject(422, _out_of_range(event))
+                    continue
+            canon = canonical(wire)
+            digest = body_hash(wire, canon)
             eid = wire["event_id"]
             if eid in seen:
                 first, first_hash = seen[eid]
@@ -137,7 +173,7 @@ class Intake:
             seen[eid] = (i, digest)
             if run is None:
                 run = _Run(self, principal, outcomes)
-            run.add((i, wire, digest), more=i + 1 < len(payloads))   # stored/sent by chunks
+            run.add((i, wire, digest, canon), more=i + 1 < len(payloads))   # stored/sent by chunks
 
         if run is not None:
             run.finish()
@@ -244,7 +280,8 @@ class _Run:
         self.outcomes = outcomes
         self.store = intake._store()
         self.now = intake.clock.now()
-        self.chunk: list[tuple[int, dict, str]] = []
+        self.chunk: list[tuple[int, dict, str, str]] = []   # (index, wire, hash, canonical)
+        self.messages: dict[str, bytes] = {}     # event id -> Kafka message, for new documents
         self.inserting = None            # (chunk, docs, future | existing ids): stored, not sent
         self.sent: list[tuple[list, list, float]] = []   # (items, futures, deadline), acks awaited
         self.receipts: list = []         # (future, count) of receipt inserts in the background
@@ -257,7 +294,7 @@ class _Run:
 
     # -- stages ---------------------------------------------------------------------------------
 
-    def add(self, cand: tuple[int, dict, str], more: bool) -> None:
+    def add(self, cand: tuple[int, dict, str, str], more: bool) -> None:
         self.chunk.append(cand)
         if len(self.chunk) >= CHUNK or not more:
             self._store_chunk(more)
@@ -265,7 +302,7 @@ class _Run:
     def _store_chunk(self, more: bool) -> None:
         chunk, self.chunk = self.chunk, []
         if self.stopped is not None:            # nothing more is sent: not even stored
-            for i, wire, _ in chunk:
+            for i, wire, _, _ in chunk:
                 self.outcomes[i] = self.stopped({"_id": wire["event_id"],
                                                  "dossier_code": wire["dossier_code"]}, None)
             return
@@ -273,7 +310,9 @@ class _Run:
         docs = [{"_id": wire["event_id"], "hash": digest, "status": "pending",
                  "dossier_code": wire["dossier_code"], "agency_code": wire["agency_code"],
                  "type": wire["type"], "key_id": self.principal.key_id, "recorded_at": self.now,
-                 "value": dict(wire, recorded_at=at)} for _, wire, digest in chunk]
+                 "value": dict(wire, recorded_at=at)} for _, wire, digest, _ in chunk]
+        for (_, wire, _, canon), doc in zip(chunk, docs):
+            self.messages[wire["event_id"]] = message_bytes(doc["value"], canon)
         previous, self.inserting = self.inserting, None
         if more or previous is not None:       # something to overlap with: insert in the background
             pending = self.intake._pool().submit(self.store.insert_pending, docs)
@@ -297,7 +336,7 @@ class _Run:
     def _send(self, chunk, docs, pending) -> None:
         """Classify a stored chunk (new / duplicate / conflict) and send what is to publish."""
         if self.stopped is not None:
-            for (i, _, _), doc in zip(chunk, docs):
+            for (i, _, _, _), doc in zip(chunk, docs):
                 self.outcomes[i] = self.stopped(doc, None)
             return
         try:
@@ -310,7 +349,7 @@ class _Run:
             self._send(chunk, docs, None)
             return
         items: list[tuple[int, dict, bool]] = []     # (index, doc, is_retry)
-        for (i, wire, digest), doc in zip(chunk, docs):
+        for (i, wire, digest, _), doc in zip(chunk, docs):
             if doc["_id"] not in existing_ids:
                 items.append((i, doc, False))
                 continue
@@ -342,10 +381,10 @@ class _Run:
             self._finalize(items, self._publish_each(items, deadline))
             return
         futures: list = []
-        for _, doc, _ in items:
+        for _, doc, retry in items:
             try:
                 futures.append(self.publisher.send(self.intake.topic, doc["dossier_code"],
-                                                   doc["value"],
+                                                   self._message(doc, retry),
                                                    {"event_id": doc["_id"], "type": doc["type"]}))
             except Exception as exc:   # noqa: BLE001 - keep order: nothing after a failed send
                 futures.append(exc)
@@ -370,6 +409,12 @@ class _Run:
                 out.append(exc)
                 self.failed_dossiers.add(doc["dossier_code"])
         return out
+
+    def _message(self, doc: dict, retry: bool) -> bytes:
+        """A new event's message was encoded with its hash; a retry's is rebuilt from the stored
+        value (the same bytes for anything stored by this version)."""
+        raw = None if retry else self.messages.get(doc["_id"])
+        return raw if raw is not None else message_bytes(doc["value"])
 
     def _collect(self, block: bool) -> None:
         """Finish the sent chunks whose acks are all in (all of them when `block`), in order."""

@@ -141,6 +141,18 @@ def test_a_type_that_is_not_a_string_is_422_not_500(env):
     assert env.published() == []
 
 
+def test_an_instant_with_no_utc_form_is_422_not_500(env):
+    e = ev(occurred_at="0001-01-01T00:00:00+07:00")
+    r = env.post(e, env.key())
+    assert r.status_code == 422, r.get_json()
+    assert [(x["field"], x["code"]) for x in r.get_json()["errors"]] == [("occurred_at", "out_of_range")]
+    e = ev()
+    e["data"]["appointment_at"] = "0001-01-01T03:00:00+05:00"
+    r = env.post({"events": [e, ev()]}, env.key(), "/v1/events:batch").get_json()
+    assert [x["status"] for x in r["results"]] == [422, 202]
+    assert r["results"][0]["errors"][0]["field"] == "data.appointment_at"
+
+
 def test_unknown_references_alone(env):
     e = ev()
     e["data"]["procedure_code"] = "9.999999"

@@ -140,3 +140,15 @@ def test_store_failure_before_anything_was_sent_is_a_503_for_the_request(monkeyp
     r = batch(env, [ev() for _ in range(7)], h)
     assert r.status_code == 503 and r.get_json()["errors"][0]["code"] == "store_unavailable"
     assert env.published() == []
+
+
+def test_message_bytes_are_encoded_once_and_the_same_on_a_retry():
+    from services.intake.service import canonical, message_bytes
+    import json
+    wire = {"event_id": "e-1", "type": "dossier.returned", "dossier_code": "HS-1",
+            "data": {"z": 1, "a": ["Nguyễn", {"y": None, "b": True}]}}
+    value = dict(wire, recorded_at="2024-11-05T01:20:00+00:00")
+    first = message_bytes(value, canonical(wire))
+    assert first == message_bytes(value)                    # rebuilt from the stored value
+    assert json.loads(first) == value and list(json.loads(first))[-1] == "recorded_at"
+    assert "Nguyễn".encode() in first                       # UTF-8 kept, as shared.messaging.encode
