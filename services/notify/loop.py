@@ -6,7 +6,8 @@ alerts due at once by the service's background sender while the next batch is po
 (at most `max_backlog` waiting), the others from the queue. A bad
 message goes to `<topic>.dlq` with its reason; a store failure rewinds the batch and backs off.
 Between polls: due notifications are sent and, every `schedule_interval`, escalations, repeats
-and digests run.
+and digests run (in the worker: on a scheduler thread of their own, so their scans of the
+findings store never stall consumption).
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ class NotifyLoop:
     def __init__(self, consumer, service: NotifyService, publisher, dlq_topic: str, *, metrics=None,
                  poll_timeout: float = 0.5, schedule_interval: float = 10.0, max_records: int = 500,
                  dispatch_batch: int = 1000, background_send: bool = False, max_backlog: int = 1000,
-                 dispatch_interval: float = 1.0):
+                 dispatch_interval: float = 1.0, background_schedule: bool = False):
         self.consumer, self.service, self.publisher, self.dlq_topic = consumer, service, publisher, dlq_topic
         self.metrics = metrics
         self.poll_timeout, self.schedule_interval, self.max_records = poll_timeout, schedule_interval, max_records
@@ -39,6 +40,9 @@ class NotifyLoop:
         # the previous scan found work
         self.dispatch_interval = dispatch_interval
         self._last_dispatch = 0.0
+        # escalations, repeats and digests scan notify_findings (every document, on FerretDB):
+        # in the worker they run on a thread of their own, so a long scan never stalls polling
+        self.background_schedule = background_schedule
         self.stop_event = threading.Event()
         self._last_schedule = 0.0
         self._backoff = 0.5
@@ -49,10 +53,17 @@ class NotifyLoop:
     def run(self) -> None:
         if self.background_send:
             self.service.start_sender()
+        scheduler = None
+        if self.background_schedule:
+            scheduler = threading.Thread(target=self._schedule_forever, name="notify-scheduler", daemon=True)
+            scheduler.start()
         try:
             while not self.stop_event.is_set():
                 self.run_once()
         finally:
+            self.stop_event.set()
+            if scheduler is not None:
+                scheduler.join(30)
             self.service.stop_sender()
             try:
                 self.consumer.close()
@@ -71,12 +82,27 @@ class NotifyLoop:
             if not self.background_send or mono - self._last_dispatch >= self.dispatch_interval:
                 if self.service.dispatch_due(max_items=self.dispatch_batch) == 0:
                     self._last_dispatch = mono
-            if mono - self._last_schedule >= self.schedule_interval:
+            if not self.background_schedule and mono - self._last_schedule >= self.schedule_interval:
                 self._last_schedule = mono
                 self.service.run_scheduled()
         except Exception:
             log.exception("dispatch/scheduler failed; will retry")
             self.stop_event.wait(self._backoff)
+
+    def _schedule_forever(self) -> None:
+        """The scheduler thread: `run_scheduled`, then `schedule_interval` s of rest (a run that
+        scans a large store must not keep the database busy back to back)."""
+        backoff = 0.5
+        while not self.stop_event.is_set():
+            try:
+                self.service.run_scheduled()
+                backoff = 0.5
+            except Exception:
+                log.exception("scheduler failed; will retry in %.1f s", backoff)
+                self.stop_event.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
+                continue
+            self.stop_event.wait(self.schedule_interval)
 
     def _handle(self, batch) -> bool:
         try:

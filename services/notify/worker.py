@@ -150,7 +150,8 @@ def build_worker(settings: Settings, clock: Clock | None = None, *, db=None, gro
     consumer = kafka_consumer(settings.kafka_bootstrap_servers, [settings.topic_findings], group_id,
                               client_id="motcua-notify", **(consumer_config or {}))
     loop = NotifyLoop(consumer, service, publisher, settings.topic_findings + ".dlq", metrics=metrics,
-                      poll_timeout=poll_timeout, schedule_interval=schedule_interval, background_send=True)
+                      poll_timeout=poll_timeout, schedule_interval=schedule_interval, background_send=True,
+                      background_schedule=True)
     return Worker(loop, service, publisher, metrics)
 
 

@@ -354,3 +354,45 @@ def test_an_alert_whose_lease_nearly_ran_out_in_memory_is_left_to_the_queue():
     env.clock.advance(env.svc.lease * 0.2 + timedelta(seconds=1))
     assert env.svc.dispatch_due() == 1 and len(env.email.sent) == 1
     assert env.store.get_notification({})["reclaims"] == 1     # visible as a reclaimed lease
+
+
+def test_worker_loop_keeps_polling_while_a_long_scheduler_run_scans():
+    """Escalation/repeat scans read the whole findings store on FerretDB (seconds on a large
+    one): in the worker they run on their own thread, so consumption never waits for them."""
+    import threading
+    import time as _t
+    from services.notify.loop import NotifyLoop
+
+    class Consumer:
+        polls = 0
+
+        def poll(self, timeout_ms, max_records):
+            Consumer.polls += 1
+            _t.sleep(0.01)
+            return {}
+
+        def close(self):
+            pass
+
+    env = _direct_env()
+    release, started = threading.Event(), threading.Event()
+
+    def slow_scheduled(now=None):
+        started.set()
+        release.wait(10)
+        return {}
+    env.svc.run_scheduled = slow_scheduled
+    loop = NotifyLoop(Consumer(), env.svc, None, "dlq", poll_timeout=0.01, schedule_interval=3600,
+                      background_send=True, background_schedule=True)
+    th = threading.Thread(target=loop.run, daemon=True)
+    th.start()
+    try:
+        assert started.wait(5)
+        before = Consumer.polls
+        _t.sleep(0.3)
+        assert Consumer.polls > before + 5             # polling went on during the scan
+    finally:
+        release.set()
+        loop.stop()
+        th.join(10)
+    assert not th.is_alive()
