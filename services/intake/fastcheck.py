@@ -73,7 +73,20 @@ def _leaf_loader(name: str, field) -> Callable[[Any], Any]:
     return lambda value: to_wire(field.deserialize(value, name, None))
 
 
-def _compile(schema_cls) -> Callable[[Any], dict] | None:
+def _placeholder(field) -> Callable[[Any], Any] | None:
+    """A plain `fields.Dict` whose value the caller replaces (the envelope's `data`, loaded by
+    its type's schema): only its position in the output is kept here."""
+    if type(field) is fields.Dict and _plain(field) and not field.validators \
+            and field.key_field is None and field.value_field is None:
+        def keep(value):
+            if type(value) is not dict:
+                raise _Bail
+            return value
+        return keep
+    return None
+
+
+def _compile(schema_cls, replaced: frozenset = frozenset()) -> Callable[[Any], dict] | None:
     schema = schema_cls()
     if any(schema._hooks.values()) or schema.unknown != RAISE or schema.many or schema.partial:
         return None
@@ -90,6 +103,10 @@ def _compile(schema_cls) -> Callable[[Any], dict] | None:
                 return None
             sub = _compile(nested)
             if sub is None:
+                return None
+        elif name in replaced:
+            leaf = _placeholder(field)
+            if leaf is None:
                 return None
         else:
             leaf = _leaf_loader(name, field)
@@ -120,7 +137,7 @@ def _compile(schema_cls) -> Callable[[Any], dict] | None:
 
 class _Compiled:
     def __init__(self):
-        self.envelope = _compile(Envelope)
+        self.envelope = _compile(Envelope, replaced=frozenset({"data"}))
         self.data = {etype: _compile(cls) for etype, cls in DATA_SCHEMAS.items()}
 
 

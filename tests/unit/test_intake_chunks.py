@@ -152,3 +152,15 @@ def test_message_bytes_are_encoded_once_and_the_same_on_a_retry():
     assert first == message_bytes(value)                    # rebuilt from the stored value
     assert json.loads(first) == value and list(json.loads(first))[-1] == "recorded_at"
     assert "Nguyễn".encode() in first                       # UTF-8 kept, as shared.messaging.encode
+
+
+def test_batch_counts_accepted_events_per_label():
+    env = make_env(SendingBus())
+    h = env.key()
+    old = ev()
+    assert env.post(old, h).status_code == 202
+    r = batch(env, [ev(), old, ev(), ev(agency_code="999.99.99.H99")], h).get_json()
+    assert [x["status"] for x in r["results"]] == [202, 200, 202, 422]
+    m = env.client.get("/metrics").get_data(as_text=True)
+    assert 'intake_events_accepted_total{replay="false"} 3.0' in m    # 1 single + 2 in the batch
+    assert 'intake_events_accepted_total{replay="true"} 1.0' in m
