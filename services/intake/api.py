@@ -18,6 +18,8 @@ from pymongo.errors import PyMongoError
 from shared.auth import WRITE_ROLES, AuthError, authenticate
 from shared.httpapi import ApiError, auth_error_response, error_response
 
+from .service import stored_value
+
 bp = Blueprint("intake", __name__)
 
 
@@ -126,7 +128,7 @@ def get_event(event_id: str):
                            field="event_id")
     body = {"event_id": eid, "status": doc["status"], "type": doc["type"],
             "dossier_code": doc["dossier_code"], "agency_code": doc["agency_code"],
-            "recorded_at": doc["value"]["recorded_at"]}
+            "recorded_at": stored_value(doc)["recorded_at"]}
     if doc["status"] == "published":
         body.update(topic=doc["topic"], partition=doc["partition"], offset=doc["offset"])
     return jsonify(body)

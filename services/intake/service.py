@@ -50,13 +50,17 @@ def body_hash(event: dict, canon: str | None = None) -> str:
     return hashlib.sha256((canon or canonical(event)).encode("utf-8")).hexdigest()
 
 
+def message_text(canon: str, recorded_at: str) -> str:
+    """The Kafka message (as text) of an event whose canonical JSON is `canon`: that JSON with
+    `recorded_at` as last member — the hashed text is encoded once, and stored as is."""
+    return canon[:-1] + ',"recorded_at":' + json.dumps(recorded_at) + "}"
+
+
 def message_bytes(value: dict, canon: str | None = None) -> bytes:
-    """The Kafka message of a stored `value` (the event plus `recorded_at`): the event's canonical
-    JSON with `recorded_at` as last member. The same bytes whether built from the hash's
-    canonical text (first publish: one encoding per event) or from the stored value (a retry)."""
+    """The Kafka message of `value` (the event plus `recorded_at`), as `message_text` builds it."""
     if canon is None:
         canon = canonical({k: v for k, v in value.items() if k != "recorded_at"})
-    return (canon[:-1] + ',"recorded_at":' + json.dumps(value["recorded_at"]) + "}").encode("utf-8")
+    return message_text(canon, value["recorded_at"]).encode("utf-8")
 
 
 def reference_errors(event: dict, catalog, directory) -> list[FieldError]:
@@ -103,10 +107,21 @@ def _err(status: int, errors: list, headers=None) -> Outcome:
                    dict(headers or {}))
 
 
-def _accepted_body(doc: dict) -> dict:
+def stored_value(doc: dict) -> dict:
+    """The event plus `recorded_at` of a stored document: its `message` (documents written before
+    `message` existed carry it as the `value` sub-document)."""
+    return doc["value"] if "value" in doc else json.loads(doc["message"])
+
+
+def stored_message(doc: dict) -> bytes:
+    """The Kafka message of a stored document, for a retry: the bytes first sent."""
+    return doc["message"].encode("utf-8") if "message" in doc else message_bytes(doc["value"])
+
+
+def _accepted_body(doc: dict, recorded_at: str | None = None) -> dict:
     return {"event_id": doc["_id"], "status": "published", "topic": doc["topic"],
             "partition": doc["partition"], "offset": doc["offset"],
-            "recorded_at": doc["value"]["recorded_at"]}
+            "recorded_at": recorded_at or stored_value(doc)["recorded_at"]}
 
 
 class Intake:
@@ -194,8 +209,10 @@ class Intake:
                     self._executor = ThreadPoolExecutor(4, thread_name_prefix="intake-store")
         return self._executor
 
-    def _published(self, i: int, doc: dict, retry: bool, res: Published) -> Outcome:
-        body = _accepted_body(dict(doc, topic=res.topic, partition=res.partition, offset=res.offset))
+    def _published(self, i: int, doc: dict, retry: bool, res: Published,
+                   recorded_at: str | None = None) -> Outcome:
+        body = _accepted_body(dict(doc, topic=res.topic, partition=res.partition, offset=res.offset),
+                              recorded_at)
         return Outcome(200, dict(body, duplicate=True)) if retry else Outcome(202, body)
 
     @staticmethod
@@ -282,6 +299,7 @@ class _Run:
         self.now = intake.clock.now()
         self.chunk: list[tuple[int, dict, str, str]] = []   # (index, wire, hash, canonical)
         self.messages: dict[str, bytes] = {}     # event id -> Kafka message, for new documents
+        self.at = self.now.isoformat()
         self.inserting = None            # (chunk, docs, future | existing ids): stored, not sent
         self.sent: list[tuple[list, list, float]] = []   # (items, futures, deadline), acks awaited
         self.receipts: list = []         # (future, count) of receipt inserts in the background
@@ -306,13 +324,15 @@ class _Run:
                 self.outcomes[i] = self.stopped({"_id": wire["event_id"],
                                                  "dossier_code": wire["dossier_code"]}, None)
             return
-        at = self.now.isoformat()
-        docs = [{"_id": wire["event_id"], "hash": digest, "status": "pending",
-                 "dossier_code": wire["dossier_code"], "agency_code": wire["agency_code"],
-                 "type": wire["type"], "key_id": self.principal.key_id, "recorded_at": self.now,
-                 "value": dict(wire, recorded_at=at)} for _, wire, digest, _ in chunk]
-        for (_, wire, _, canon), doc in zip(chunk, docs):
-            self.messages[wire["event_id"]] = message_bytes(doc["value"], canon)
+        docs = []
+        for _, wire, digest, canon in chunk:
+            text = message_text(canon, self.at)
+            # the message as one string: FerretDB stores it ~2x faster than the same sub-document
+            docs.append({"_id": wire["event_id"], "hash": digest, "status": "pending",
+                         "dossier_code": wire["dossier_code"], "agency_code": wire["agency_code"],
+                         "type": wire["type"], "key_id": self.principal.key_id,
+                         "recorded_at": self.now, "message": text})
+            self.messages[wire["event_id"]] = text.encode("utf-8")
         previous, self.inserting = self.inserting, None
         if more or previous is not None:       # something to overlap with: insert in the background
             pending = self.intake._pool().submit(self.store.insert_pending, docs)
@@ -402,7 +422,7 @@ class _Run:
                 continue
             try:
                 out.append(self.publisher.publish(
-                    self.intake.topic, doc["dossier_code"], doc["value"],
+                    self.intake.topic, doc["dossier_code"], stored_value(doc),
                     {"event_id": doc["_id"], "type": doc["type"]},
                     timeout=max(0.05, deadline - time.monotonic())))
             except Exception as exc:   # noqa: BLE001
@@ -414,7 +434,7 @@ class _Run:
         """A new event's message was encoded with its hash; a retry's is rebuilt from the stored
         value (the same bytes for anything stored by this version)."""
         raw = None if retry else self.messages.get(doc["_id"])
-        return raw if raw is not None else message_bytes(doc["value"])
+        return raw if raw is not None else stored_message(doc)
 
     def _collect(self, block: bool) -> None:
         """Finish the sent chunks whose acks are all in (all of them when `block`), in order."""
@@ -441,7 +461,8 @@ class _Run:
             if isinstance(res, Published):
                 marks.append((doc["_id"], res.topic, res.partition, res.offset))
                 done.append((doc, retry, res))
-                self.outcomes[i] = self.intake._published(i, doc, retry, res)
+                self.outcomes[i] = self.intake._published(i, doc, retry, res,
+                                                          None if retry else self.at)
             else:
                 self.failed = True
                 self.outcomes[i] = self.intake._not_published(doc, res)

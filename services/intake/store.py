@@ -2,7 +2,9 @@
 
 - `intake_events`: one document per event id: `_id` = event_id (unique), `hash` (SHA-256 of the
   normalised event), `status: "pending"` as written, `dossier_code`, `agency_code`, `type`,
-  `key_id`, `recorded_at`, `value` (the exact Kafka message: a retry republishes the same bytes);
+  `key_id`, `recorded_at`, `message` (the exact Kafka message as UTF-8 JSON text: a retry
+  republishes the same bytes; one string is stored ~2× faster by FerretDB than the same data as a
+  sub-document — documents written before this carry it as the sub-document `value` instead);
 - `intake_published`: one receipt per published event: `_id` = event_id, `topic`, `partition`,
   `offset`, `published_at`. An event is `published` iff it has a receipt (readers merge them).
 

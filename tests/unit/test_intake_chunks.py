@@ -1,6 +1,7 @@
 """A batch is stored and sent in chunks (services.intake.service._Run): same answers and order as
 one piece, nothing sent after a failed send, and a store failure after a chunk was sent answers
 the rest 503 (nothing of theirs sent) while the sent ones keep their 202."""
+import json
 import threading
 from types import SimpleNamespace
 
@@ -11,7 +12,7 @@ from services.intake import service
 from services.intake.store import IntakeStore
 from shared.messaging import InMemoryBus
 
-from test_intake import COMMUNE, DEPT, TOPIC, Env, ev  # noqa: F401
+from test_intake import COMMUNE, DEPT, NOW, TOPIC, Env, ev  # noqa: F401
 
 
 class Ack:
@@ -78,6 +79,9 @@ def test_chunks_publish_everything_in_order_with_the_same_answers(bus):
     assert sent == fresh                                      # input order, each once
     store = IntakeStore(env.db)
     assert all(store.get(eid)["status"] == "published" for eid in fresh)
+    stored = {d["_id"]: d["message"] for d in env.db["intake_events"].find()}
+    for m in env.published():                     # the stored text is the message sent
+        assert m.value == json.loads(stored[m.value["event_id"]])
 
 
 def test_nothing_is_sent_after_a_failed_send_and_a_retry_completes():
@@ -144,7 +148,6 @@ def test_store_failure_before_anything_was_sent_is_a_503_for_the_request(monkeyp
 
 def test_message_bytes_are_encoded_once_and_the_same_on_a_retry():
     from services.intake.service import canonical, message_bytes
-    import json
     wire = {"event_id": "e-1", "type": "dossier.returned", "dossier_code": "HS-1",
             "data": {"z": 1, "a": ["Nguyễn", {"y": None, "b": True}]}}
     value = dict(wire, recorded_at="2024-11-05T01:20:00+00:00")
@@ -164,3 +167,34 @@ def test_batch_counts_accepted_events_per_label():
     m = env.client.get("/metrics").get_data(as_text=True)
     assert 'intake_events_accepted_total{replay="false"} 3.0' in m    # 1 single + 2 in the batch
     assert 'intake_events_accepted_total{replay="true"} 1.0' in m
+
+
+@pytest.mark.parametrize("published", [False, True])
+def test_documents_stored_before_the_message_field_are_still_answered_and_republished(published):
+    """Older documents carry the message as the sub-document `value` (no `message`)."""
+    from services.intake.service import body_hash
+    from shared.events import to_wire, validate_event
+    bus = SendingBus()
+    env = make_env(bus)
+    h = env.key()
+    e = ev()
+    wire = to_wire(validate_event(e)[0])
+    value = dict(wire, recorded_at="2024-11-04T09:00:00+00:00")   # declared order, as then written
+    env.db["intake_events"].insert_one({
+        "_id": e["event_id"], "hash": body_hash(wire), "status": "pending",
+        "dossier_code": e["dossier_code"], "agency_code": e["agency_code"], "type": e["type"],
+        "key_id": "old", "recorded_at": NOW, "value": value})
+    if published:
+        env.db["intake_published"].insert_one({"_id": e["event_id"], "topic": TOPIC, "partition": 0,
+                                               "offset": 41, "published_at": NOW})
+    r = env.post(e, h)
+    assert r.status_code == 200 and r.get_json()["duplicate"] is True
+    assert r.get_json()["recorded_at"] == "2024-11-04T09:00:00+00:00"
+    if published:
+        assert r.get_json()["offset"] == 41 and env.published() == []
+    else:
+        [msg] = env.published()
+        assert msg.value == value
+    assert env.post(dict(e, dossier_code="HS-OTHER"), h).status_code == 409
+    got = env.client.get(f"/v1/events/{e['event_id']}", headers=h).get_json()
+    assert got["status"] == "published" and got["recorded_at"] == value["recorded_at"]
