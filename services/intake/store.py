@@ -5,8 +5,12 @@
   `key_id`, `recorded_at`, `message` (the exact Kafka message as UTF-8 JSON text: a retry
   republishes the same bytes; one string is stored ~2× faster by FerretDB than the same data as a
   sub-document — documents written before this carry it as the sub-document `value` instead);
-- `intake_published`: one receipt per published event: `_id` = event_id, `topic`, `partition`,
+- receipts, one per published event, in the same collection: `_id` = `<event_id>/published`
+  (an event id is a UUID: never such a string), `receipt_of` = event_id, `topic`, `partition`,
   `offset`, `published_at`. An event is `published` iff it has a receipt (readers merge them).
+  Same collection so that one group write (below) carries both the pending documents of new
+  requests and the receipts of finished ones: under load one FerretDB round trip instead of two.
+  Receipts written before this are in `intake_published` (`_id` = event_id; read only);
 
 Protocol (at-least-once, never a 2xx without an acknowledged publish):
 1. insert the event `pending` (a duplicate id fails on the unique `_id`);
@@ -29,7 +33,8 @@ from typing import Iterable
 from pymongo.errors import BulkWriteError
 
 COLLECTION = "intake_events"
-RECEIPTS = "intake_published"
+RECEIPTS = "intake_published"      # receipts of earlier versions: read, never written
+RECEIPT_SUFFIX = "/published"
 
 
 class _Slot:
@@ -122,8 +127,7 @@ class IntakeStore:
     def __init__(self, db):
         self.coll = db[COLLECTION]
         self.receipts = db[RECEIPTS]
-        self._events_writer = GroupInsert(self.coll)
-        self._receipts_writer = GroupInsert(self.receipts)
+        self._writer = GroupInsert(self.coll)     # pending documents and receipts alike
 
     def ensure_indexes(self) -> None:
         """`_id` is unique by itself; these serve lookups by dossier and ops queries of pending."""
@@ -131,7 +135,7 @@ class IntakeStore:
 
     def insert_pending(self, docs: list[dict]) -> set[str]:
         """Insert pending documents; returns the ids that already existed (not inserted)."""
-        return self._events_writer.insert(docs)
+        return self._writer.insert(docs)
 
     def get_many(self, ids: Iterable[str]) -> dict[str, dict]:
         """Event documents by id, each with its receipt merged in (status `published`).
@@ -143,7 +147,8 @@ class IntakeStore:
         for eid in dict.fromkeys(ids):
             doc = self.coll.find_one({"_id": eid})
             if doc is not None:
-                receipt = self.receipts.find_one({"_id": eid})
+                receipt = (self.coll.find_one({"_id": eid + RECEIPT_SUFFIX})
+                           or self.receipts.find_one({"_id": eid}))
                 if receipt is not None:
                     doc.update(status="published", topic=receipt["topic"],
                                partition=receipt["partition"], offset=receipt["offset"],
@@ -160,9 +165,9 @@ class IntakeStore:
         receipt for a republished event is ignored, the first one stands."""
         if not results:
             return
-        docs = [{"_id": eid, "topic": t, "partition": p, "offset": o, "published_at": at}
-                for eid, t, p, o in results]
-        self._receipts_writer.insert(docs)     # duplicates (a second receipt) are ignored
+        docs = [{"_id": eid + RECEIPT_SUFFIX, "receipt_of": eid, "topic": t, "partition": p,
+                 "offset": o, "published_at": at} for eid, t, p, o in results]
+        self._writer.insert(docs)     # duplicates (a second receipt) are ignored
 
     def ping(self) -> None:
         self.coll.database.command("ping")

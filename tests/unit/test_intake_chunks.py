@@ -79,7 +79,7 @@ def test_chunks_publish_everything_in_order_with_the_same_answers(bus):
     assert sent == fresh                                      # input order, each once
     store = IntakeStore(env.db)
     assert all(store.get(eid)["status"] == "published" for eid in fresh)
-    stored = {d["_id"]: d["message"] for d in env.db["intake_events"].find()}
+    stored = {d["_id"]: d["message"] for d in env.db["intake_events"].find() if "message" in d}
     for m in env.published():                     # the stored text is the message sent
         assert m.value == json.loads(stored[m.value["event_id"]])
 

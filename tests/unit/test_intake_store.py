@@ -113,3 +113,24 @@ def test_batches_are_capped():
     assert errors == [None] * 8
     assert max(coll.calls) <= 10 and sum(coll.calls) == 32
     assert g.insert([]) == set()
+
+
+def test_receipts_share_the_events_collection_and_old_receipts_are_still_read():
+    from datetime import datetime, timezone
+
+    from services.intake.store import IntakeStore
+    db = mongomock.MongoClient()["t"]
+    store = IntakeStore(db)
+    at = datetime(2024, 11, 5, tzinfo=timezone.utc)
+    for eid in ("e-new", "e-old", "e-pending"):
+        store.insert_pending([{"_id": eid, "hash": "h", "status": "pending"}])
+    store.mark_published([("e-new", "t", 1, 7)], at)
+    store.mark_published([("e-new", "t", 2, 9)], at)            # a second receipt: ignored
+    db["intake_published"].insert_one({"_id": "e-old", "topic": "t", "partition": 0, "offset": 3,
+                                       "published_at": at})      # written by an earlier version
+    got = store.get_many(["e-new", "e-old", "e-pending", "e-missing"])
+    assert (got["e-new"]["status"], got["e-new"]["partition"], got["e-new"]["offset"]) == ("published", 1, 7)
+    assert (got["e-old"]["status"], got["e-old"]["offset"]) == ("published", 3)
+    assert got["e-pending"]["status"] == "pending" and "e-missing" not in got
+    assert db["intake_events"].find_one({"_id": "e-new/published"})["receipt_of"] == "e-new"
+    assert db["intake_published"].count_documents({}) == 1      # nothing new written there
