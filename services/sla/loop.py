@@ -34,7 +34,8 @@ log = logging.getLogger("motcua.sla.loop")
 class ConsumerLoop:
     def __init__(self, consumer, handler: SlaHandler, dead_letters: DeadLetters, *,
                  poll_timeout: float = 0.5, check_interval: float = 0.5, check_limit: int = 400,
-                 lag_interval: float = 5.0, max_records: int = 500, load_step: float = 1.0):
+                 lag_interval: float = 5.0, max_records: int = 500, load_step: float = 1.0,
+                 check_budget: float = 10.0):
         self.consumer = consumer
         self.handler = handler
         self.dead_letters = dead_letters
@@ -44,6 +45,7 @@ class ConsumerLoop:
         self.lag_interval = lag_interval
         self.max_records = max_records
         self.load_step = load_step
+        self.check_budget = check_budget
         self._loads: list = []          # handlers.Loading in progress, oldest first
         self._paused: set = set()
         self._revoked: set = set()
@@ -220,12 +222,18 @@ class ConsumerLoop:
     def _check_due(self) -> None:
         # small batches: each batch's findings are published before the next is evaluated, so a
         # burst of due dossiers is reported progressively rather than all at the end
+        # at most ~check_budget seconds per loop turn (a burst of 10^4-10^5 due dossiers takes
+        # minutes of FerretDB updates): the rest on the next turns, polling in between
         parts = self._partitions()
         if not parts:
             return
+        end = time.monotonic() + self.check_budget
         try:
             while self.handler.check_due(parts, self.check_limit) == self.check_limit:
                 if self.stop_event.is_set():
+                    break
+                if time.monotonic() >= end:
+                    self._last_check = 0.0      # more is due: go on right after the next poll
                     break
         except StaleWrite:
             self.handler.metrics.stale_retries.inc()

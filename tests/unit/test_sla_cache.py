@@ -214,3 +214,22 @@ def test_a_large_partition_is_loaded_between_polls_paused_and_its_records_read_a
     assert consumer.paused == set() and a.cache.size() == 451 and consumer.commits == [{0: 1}]
     assert {m[0] for m in published(bus)} == {f"D-{i}" for i in range(450)} | {"N-1"}
     assert len(published(bus)) == 451 and a.metrics.stale_retries._value.get() == 0
+
+
+def test_a_burst_of_due_checks_is_spread_over_loop_turns(two):
+    """Scheduled checks stop after check_budget seconds in a loop turn and go on after the next
+    poll (a long burst must not keep the consumer from polling)."""
+    clock, repo, bus, a, _ = two
+    a.assign([0])
+    a.handle([incoming(event(f"D-{i}"), i) for i in range(30)])
+    clock.set(T0 + timedelta(hours=2))
+    consumer = FakeConsumer([[], [], []], partitions=(0,))
+    loop = ConsumerLoop(consumer, a, DeadLetters(bus, "dlq", clock), check_interval=3600,
+                        check_limit=10, check_budget=0)
+    loop._assigned = set(consumer.assignment())      # already held
+    loop.run_once()
+    assert len(published(bus)) == 10                 # one batch of 10, then the budget is spent
+    loop.run_once()                                  # not check_interval later: more was due
+    assert len(published(bus)) == 20
+    loop.run_once()
+    assert len(published(bus)) == 30
