@@ -584,3 +584,10 @@ class CatalogStore(VersionedStore):
 
     def import_catalog(self, catalog: Catalog, imported_at: datetime, source: str = "") -> str:
         return self.store(catalog, imported_at, source)
+
+
+def catalog_for(path: str | Path, db=None) -> Catalog:
+    """The catalog a service uses: the version imported into `db` if any, else the file `path`."""
+    from shared.versioned import current_or_file
+    return current_or_file(CatalogStore(db) if db is not None else None, lambda: load_catalog(path),
+                           "catalog")

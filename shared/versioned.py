@@ -8,6 +8,7 @@ import. Old versions stay, so past alerts and due dates keep the data in force t
 """
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import Any, Callable
 
@@ -60,3 +61,20 @@ class VersionedStore:
             for imp in doc.get("imports", []):
                 out.append({"version": doc["_id"], "at": imp["at"], "source": imp.get("source", "")})
         return sorted(out, key=lambda r: r["at"])
+
+
+def current_or_file(store: VersionedStore | None, load_file: Callable[[], Any], what: str):
+    """The reference data services use: the version last imported into MongoDB (`motcua catalog
+    import`, `motcua directory import`) when `store` is given and holds one, else the file.
+
+    A store that cannot be read raises (pymongo's error): a service must not quietly run on other
+    reference data than its peers. Read once by each service at start (no live reload)."""
+    if store is not None:
+        version = store.current_version()
+        if version is not None:
+            obj = store.at(version)
+            if obj is not None:
+                logging.getLogger("motcua.refdata").info("%s: version %s imported into MongoDB",
+                                                         what, version)
+                return obj
+    return load_file()

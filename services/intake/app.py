@@ -113,15 +113,18 @@ class Resources:
                          name="intake-discard-producer").start()
 
     def catalog(self):
+        """The catalog imported into MongoDB (`motcua catalog import`), else CATALOG_FILE; read
+        once per worker. A MongoDB error propagates (a 503 for the request) and is retried."""
         if self._catalog is None:
-            from shared.catalog import load_catalog
-            self._catalog = load_catalog(self.cfg["CATALOG_FILE"])
+            from shared.catalog import catalog_for
+            self._catalog = catalog_for(self.cfg["CATALOG_FILE"], self.db())
         return self._catalog
 
     def directory(self):
+        """The directory imported into MongoDB (`motcua directory import`), else DIRECTORY_FILE."""
         if self._directory is None:
-            from shared.directory import load_directory
-            self._directory = load_directory(self.cfg["DIRECTORY_FILE"])
+            from shared.directory import directory_for
+            self._directory = directory_for(self.cfg["DIRECTORY_FILE"], self.db())
         return self._directory
 
     def close(self) -> None:

@@ -34,17 +34,11 @@ def load_notify_policy(environ: dict | None = None) -> Policy:
 
 
 def load_agencies(settings: Settings, db=None):
-    """The directory last imported into MongoDB (`motcua directory import`), else DIRECTORY_FILE."""
-    from shared.directory import DirectoryStore, load_directory
+    """The directory last imported into MongoDB (`motcua directory import`), else DIRECTORY_FILE
+    (the same choice as intake and sla: shared.directory.directory_for)."""
+    from shared.directory import directory_for
 
-    if db is not None:
-        try:
-            current = DirectoryStore(db).current()
-            if current is not None:
-                return current
-        except Exception:
-            log.warning("directory store unavailable; using %s", settings.directory_file)
-    return load_directory(settings.directory_file)
+    return directory_for(settings.directory_file, db)
 
 
 def build_channels(policy: Policy, environ: dict | None = None) -> dict:

@@ -63,20 +63,20 @@ def create_app(config: dict | None = None, *, db=None, clock=None):
     def _directory():
         if app.config.get("DIRECTORY") is not None:
             return app.config["DIRECTORY"]
-        from shared.directory import load_directory
-        return load_directory(settings.directory_file)
+        from shared.directory import directory_for
+        return directory_for(settings.directory_file, get_db())
 
     def _catalog():
         if app.config.get("CATALOG") is not None:
             return app.config["CATALOG"]
-        from shared.catalog import load_catalog
-        return load_catalog(settings.catalog_file)
+        from shared.catalog import catalog_for
+        return catalog_for(settings.catalog_file, get_db())
 
     def _ctx():
         if app.config.get("ENGINE_CTX") is not None:
             return app.config["ENGINE_CTX"]
         from .worker import engine_context
-        return engine_context(settings)
+        return engine_context(settings, get_db())
 
     get_directory, get_catalog, get_ctx = _Lazy(_directory), _Lazy(_catalog), _Lazy(_ctx)
     store = app.config.get("KEY_STORE") or _Lazy(lambda: KeyStore(get_db(), clock, cache_seconds=5))

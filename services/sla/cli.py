@@ -155,7 +155,8 @@ def _rebuild(args) -> int:
         if members:
             raise CliError(f"{members} consumer(s) in group {args.group!r}: stop the sla workers "
                            "first (or --force)")
-    res = rebuild(settings, mongo_db(settings), clock_from_env(), engine_context(settings),
+    db = mongo_db(settings)
+    res = rebuild(settings, db, clock_from_env(), engine_context(settings, db),
                   switch=not args.no_switch)
     print(f"replayed {res.messages} message(s) ({res.rejected} rejected) into "
           f"{res.names.dossiers} ({res.dossiers} dossiers) and {res.names.findings} ({res.findings} findings)")

@@ -23,10 +23,11 @@ FINDING_PARTITIONS = 6
 DLQ_PARTITIONS = 1
 
 
-def engine_context(settings: Settings):
-    """The legal engine's context (catalog, calendars, rule sets, directory) from the settings."""
+def engine_context(settings: Settings, db=None):
+    """The legal engine's context (catalog, calendars, rule sets, directory): the catalog and
+    directory imported into `db` when present, else the files the settings name."""
     from shared.engine.context import context_from_settings
-    return context_from_settings(settings)
+    return context_from_settings(settings, db)
 
 
 def mongo_db(settings: Settings):
@@ -75,7 +76,7 @@ def build_worker(settings: Settings, clock: Clock | None = None, *, ctx=None, en
     metrics = SlaMetrics()
     publisher = KafkaPublisher(settings.kafka_bootstrap_servers, client_id="motcua-sla")
     if ctx is None:
-        ctx = engine_context(settings)
+        ctx = engine_context(settings, db)
     handler = SlaHandler(repo, publisher, settings.topic_findings, clock, ctx, engine=engine,
                          metrics=metrics, defer_marks=True)
     consumer = kafka_consumer(settings.kafka_bootstrap_servers, [settings.topic_events], group_id,

@@ -42,24 +42,21 @@ def default_context(directory: Any | None = None) -> EngineContext:
                          rulesets=default_rulesets(), directory=directory)
 
 
-def context_from_settings(settings: Any) -> EngineContext:
-    """The engine context for a service: files named by the settings (CATALOG_FILE,
-    DIRECTORY_FILE; `extra["rulesets_file"]` for another rule-set binding)."""
+def context_from_settings(settings: Any, db=None) -> EngineContext:
+    """The engine context for a service: the catalog and directory imported into `db` (MongoDB)
+    when given and present, else the files named by the settings (CATALOG_FILE, DIRECTORY_FILE);
+    `extra["rulesets_file"]` for another rule-set binding."""
     from pathlib import Path
 
     from shared import catalog as catalog_mod
+    from shared import directory as directory_mod
     from shared import workcal
-    catalog = catalog_mod.load_catalog(settings.catalog_file)
+    catalog = catalog_mod.catalog_for(settings.catalog_file, db)
     extra = getattr(settings, "extra", None) or {}
     rulesets = load_rulesets(extra["rulesets_file"]) if extra.get("rulesets_file") else default_rulesets()
-    directory = None
     directory_file = getattr(settings, "directory_file", None)
-    if directory_file and Path(directory_file).exists():
-        try:
-            from shared import directory as directory_mod
-        except ImportError:          # the directory module is optional for the engine
-            directory_mod = None
-        if directory_mod is not None:
-            directory = directory_mod.load_directory(directory_file)
+    directory = directory_mod.DirectoryStore(db).current() if db is not None else None
+    if directory is None and directory_file and Path(directory_file).exists():
+        directory = directory_mod.load_directory(directory_file)
     return EngineContext(catalog=catalog, calendars=workcal.calendar_for, rulesets=rulesets,
                          directory=directory)

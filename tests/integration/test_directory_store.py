@@ -110,3 +110,40 @@ def test_cli_import_of_an_invalid_file_changes_nothing(mongo_db, monkeypatch, tm
     assert "cycle" in err and "dir.yaml" in err
     assert mongo_db[DirectoryStore.VERSIONS].count_documents({}) == 0
     assert DirectoryStore(mongo_db).current() is None
+
+
+def test_services_use_the_imported_catalog_and_directory_else_the_files(mongo_db):
+    """intake, the sla engine/API and notify read the version imported into MongoDB
+    (shared.catalog.catalog_for / shared.directory.directory_for), else CATALOG_FILE/DIRECTORY_FILE."""
+    from shared.catalog import catalog_for, load_catalog
+    from shared.config import PACKAGE_DATA, Settings
+    from shared.directory import directory_for
+    from shared.engine.context import context_from_settings
+    from services.intake.app import Resources, load_config
+    from services.notify.worker import load_agencies
+
+    settings = Settings.from_env(catalog_file=str(PACKAGE_DATA / "catalog.yaml"),
+                                 directory_file=str(PACKAGE_DATA / "directory.yaml"))
+    shipped = load_catalog(settings.catalog_file)
+    # nothing imported: the files
+    assert catalog_for(settings.catalog_file, mongo_db).version == shipped.version
+    assert directory_for(settings.directory_file, mongo_db).version == default_directory().version
+    assert context_from_settings(settings, mongo_db).directory.version == default_directory().version
+
+    # a catalog in which 1.001193 takes 2 working days, and a directory with a new chairman
+    records = [dict(r, limit="2wd") if r["code"] == "1.001193" else r for r in shipped.records]
+    mine = catalog_from_records(records, "mine.yaml")
+    CatalogStore(mongo_db).import_catalog(mine, T0, source="mine.yaml")
+    d = small_directory("Lê Thị Cúc")
+    DirectoryStore(mongo_db).import_directory(d, T0, source="dir.yaml")
+
+    ctx = context_from_settings(settings, mongo_db)                      # sla worker, API, rebuild
+    assert ctx.catalog.version == mine.version != shipped.version
+    assert str(ctx.catalog.get("1.001193").limit) != str(shipped.get("1.001193").limit)
+    assert ctx.directory.version == d.version
+    res = Resources(load_config({"CATALOG_FILE": settings.catalog_file,      # intake
+                                 "DIRECTORY_FILE": settings.directory_file}), db=mongo_db)
+    assert res.catalog().version == mine.version and res.directory().version == d.version
+    assert load_agencies(settings, mongo_db).get("000.00.00.H56").head.name == "Lê Thị Cúc"  # notify
+    # without a store: the files
+    assert context_from_settings(settings).catalog.version == shipped.version
