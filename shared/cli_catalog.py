@@ -7,7 +7,6 @@ The file format is in docs/CATALOG.md.
 """
 from __future__ import annotations
 
-import argparse
 import json
 
 from shared.catalog import CatalogError, CatalogStore, load_catalog
@@ -48,26 +47,17 @@ def _catalog_check(args) -> int:
     return 0
 
 
-def _catalog_import(args) -> int:
-    catalog = _load_catalog(args.file)
-    settings = Settings.from_env()
-    now = clock_from_env().now()
-    version = CatalogStore(_db(settings)).import_catalog(catalog, now, source=str(args.file))
-    print(f"imported {len(catalog)} procedures from {args.file} into "
-          f"{settings.mongo_db}.{CatalogStore.VERSIONS}")
-    print(f"catalog version {version}")
-    return 0
-
-
-def _directory_import(args) -> int:
-    directory = _load_directory(args.file)
-    settings = Settings.from_env()
-    now = clock_from_env().now()
-    version = DirectoryStore(_db(settings)).import_directory(directory, now, source=str(args.file))
-    print(f"imported {len(directory)} agencies from {args.file} into "
-          f"{settings.mongo_db}.{DirectoryStore.VERSIONS}")
-    print(f"directory version {version}")
-    return 0
+def _importer(store_cls, load, kind: str, unit: str):
+    """`motcua <kind> import FILE`: validate with `load`, store as the current version."""
+    def run(args) -> int:
+        obj = load(args.file)
+        settings = Settings.from_env()
+        version = store_cls(_db(settings)).store(obj, clock_from_env().now(), source=str(args.file))
+        print(f"imported {len(obj)} {unit} from {args.file} into "
+              f"{settings.mongo_db}.{store_cls.VERSIONS}")
+        print(f"{kind} version {version}")
+        return 0
+    return run
 
 
 def _directory_check(args) -> int:
@@ -97,7 +87,7 @@ def register(subparsers) -> None:
                              description="Validate, then store into MongoDB (MONGO_URI, MONGO_DB), "
                                          "collection catalog_versions; prints the version.")
     imp.add_argument("file", metavar="FILE", help="catalog file (YAML or JSON)")
-    imp.set_defaults(func=_catalog_import)
+    imp.set_defaults(func=_importer(CatalogStore, _load_catalog, "catalog", "procedures"))
     cat.set_defaults(func=lambda a: (cat.print_help(), 2)[1])
 
     dire = subparsers.add_parser("directory", help="agency directory: check or import a file",
@@ -112,5 +102,5 @@ def register(subparsers) -> None:
                               description="Validate, then store into MongoDB (MONGO_URI, MONGO_DB), "
                                           "collection directory_versions; prints the version.")
     dimp.add_argument("file", metavar="FILE", help="directory file (YAML or JSON)")
-    dimp.set_defaults(func=_directory_import)
+    dimp.set_defaults(func=_importer(DirectoryStore, _load_directory, "directory", "agencies"))
     dire.set_defaults(func=lambda a: (dire.print_help(), 2)[1])
