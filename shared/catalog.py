@@ -580,14 +580,9 @@ class CatalogStore(VersionedStore):
     VERSIONS = "catalog_versions"
     CURRENT = "catalog_current"
     FIELD = "procedures"
+    load_file = staticmethod(load_catalog)
     from_records = staticmethod(lambda records, name: catalog_from_records(records, name))
 
     def import_catalog(self, catalog: Catalog, imported_at: datetime, source: str = "") -> str:
         return self.store(catalog, imported_at, source)
 
-
-def catalog_for(path: str | Path, db=None) -> Catalog:
-    """The catalog a service uses: the version imported into `db` if any, else the file `path`."""
-    from shared.versioned import current_or_file
-    return current_or_file(CatalogStore(db) if db is not None else None, lambda: load_catalog(path),
-                           "catalog")

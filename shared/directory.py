@@ -333,15 +333,10 @@ class DirectoryStore(VersionedStore):
     VERSIONS = "directory_versions"
     CURRENT = "directory_current"
     FIELD = "agencies"
+    load_file = staticmethod(load_directory)
     from_records = staticmethod(lambda records, name: directory_from_records(records, name))
 
     def import_directory(self, directory: Directory, imported_at: datetime, source: str = "") -> str:
         """Store `directory` as the current version; returns its version."""
         return self.store(directory, imported_at, source)
 
-
-def directory_for(path: str | Path, db=None) -> Directory:
-    """The directory a service uses: the version imported into `db` if any, else the file `path`."""
-    from shared.versioned import current_or_file
-    return current_or_file(DirectoryStore(db) if db is not None else None, lambda: load_directory(path),
-                           "directory")

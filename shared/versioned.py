@@ -20,9 +20,27 @@ class VersionedStore:
     CURRENT: str
     FIELD: str                                   # key of the records in a version document
     from_records: Callable[[list, str], Any]     # records, origin name -> loaded object
+    load_file: Callable[[Any], Any]              # file path -> loaded object (validated)
 
     def __init__(self, db):
         self.db = db
+
+    @classmethod
+    def current_or_file(cls, path, db=None):
+        """The reference data services use: the version last imported into `db` (`motcua catalog
+        import`, `motcua directory import`) when given and holding one, else the file `path`.
+
+        A store that cannot be read raises (pymongo's error): a service must not quietly run on
+        other reference data than its peers. Read once by each service at start (no live reload)."""
+        if db is not None:
+            store = cls(db)
+            version = store.current_version()
+            obj = store.at(version) if version is not None else None
+            if obj is not None:
+                logging.getLogger("motcua.refdata").info("%s: version %s imported into MongoDB",
+                                                         cls.VERSIONS, version)
+                return obj
+        return cls.load_file(path)
 
     def store(self, obj, imported_at: datetime, source: str = "") -> str:
         """Store `obj` (having `.version` and `.records`) as the current version; returns it."""
@@ -62,19 +80,3 @@ class VersionedStore:
                 out.append({"version": doc["_id"], "at": imp["at"], "source": imp.get("source", "")})
         return sorted(out, key=lambda r: r["at"])
 
-
-def current_or_file(store: VersionedStore | None, load_file: Callable[[], Any], what: str):
-    """The reference data services use: the version last imported into MongoDB (`motcua catalog
-    import`, `motcua directory import`) when `store` is given and holds one, else the file.
-
-    A store that cannot be read raises (pymongo's error): a service must not quietly run on other
-    reference data than its peers. Read once by each service at start (no live reload)."""
-    if store is not None:
-        version = store.current_version()
-        if version is not None:
-            obj = store.at(version)
-            if obj is not None:
-                logging.getLogger("motcua.refdata").info("%s: version %s imported into MongoDB",
-                                                         what, version)
-                return obj
-    return load_file()

@@ -116,15 +116,15 @@ class Resources:
         """The catalog imported into MongoDB (`motcua catalog import`), else CATALOG_FILE; read
         once per worker. A MongoDB error propagates (a 503 for the request) and is retried."""
         if self._catalog is None:
-            from shared.catalog import catalog_for
-            self._catalog = catalog_for(self.cfg["CATALOG_FILE"], self.db())
+            from shared.catalog import CatalogStore
+            self._catalog = CatalogStore.current_or_file(self.cfg["CATALOG_FILE"], self.db())
         return self._catalog
 
     def directory(self):
         """The directory imported into MongoDB (`motcua directory import`), else DIRECTORY_FILE."""
         if self._directory is None:
-            from shared.directory import directory_for
-            self._directory = directory_for(self.cfg["DIRECTORY_FILE"], self.db())
+            from shared.directory import DirectoryStore
+            self._directory = DirectoryStore.current_or_file(self.cfg["DIRECTORY_FILE"], self.db())
         return self._directory
 
     def close(self) -> None:

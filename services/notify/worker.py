@@ -35,10 +35,10 @@ def load_notify_policy(environ: dict | None = None) -> Policy:
 
 def load_agencies(settings: Settings, db=None):
     """The directory last imported into MongoDB (`motcua directory import`), else DIRECTORY_FILE
-    (the same choice as intake and sla: shared.directory.directory_for)."""
-    from shared.directory import directory_for
+    (the same choice as intake and sla: VersionedStore.current_or_file)."""
+    from shared.directory import DirectoryStore
 
-    return directory_for(settings.directory_file, db)
+    return DirectoryStore.current_or_file(settings.directory_file, db)
 
 
 def build_channels(policy: Policy, environ: dict | None = None) -> dict:

@@ -63,14 +63,14 @@ def create_app(config: dict | None = None, *, db=None, clock=None):
     def _directory():
         if app.config.get("DIRECTORY") is not None:
             return app.config["DIRECTORY"]
-        from shared.directory import directory_for
-        return directory_for(settings.directory_file, get_db())
+        from shared.directory import DirectoryStore
+        return DirectoryStore.current_or_file(settings.directory_file, get_db())
 
     def _catalog():
         if app.config.get("CATALOG") is not None:
             return app.config["CATALOG"]
-        from shared.catalog import catalog_for
-        return catalog_for(settings.catalog_file, get_db())
+        from shared.catalog import CatalogStore
+        return CatalogStore.current_or_file(settings.catalog_file, get_db())
 
     def _ctx():
         if app.config.get("ENGINE_CTX") is not None:

@@ -51,7 +51,7 @@ def context_from_settings(settings: Any, db=None) -> EngineContext:
     from shared import catalog as catalog_mod
     from shared import directory as directory_mod
     from shared import workcal
-    catalog = catalog_mod.catalog_for(settings.catalog_file, db)
+    catalog = catalog_mod.CatalogStore.current_or_file(settings.catalog_file, db)
     extra = getattr(settings, "extra", None) or {}
     rulesets = load_rulesets(extra["rulesets_file"]) if extra.get("rulesets_file") else default_rulesets()
     directory_file = getattr(settings, "directory_file", None)

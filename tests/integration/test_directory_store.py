@@ -114,10 +114,9 @@ def test_cli_import_of_an_invalid_file_changes_nothing(mongo_db, monkeypatch, tm
 
 def test_services_use_the_imported_catalog_and_directory_else_the_files(mongo_db):
     """intake, the sla engine/API and notify read the version imported into MongoDB
-    (shared.catalog.catalog_for / shared.directory.directory_for), else CATALOG_FILE/DIRECTORY_FILE."""
-    from shared.catalog import catalog_for, load_catalog
+    (VersionedStore.current_or_file), else CATALOG_FILE/DIRECTORY_FILE."""
+    from shared.catalog import load_catalog
     from shared.config import PACKAGE_DATA, Settings
-    from shared.directory import directory_for
     from shared.engine.context import context_from_settings
     from services.intake.app import Resources, load_config
     from services.notify.worker import load_agencies
@@ -126,8 +125,8 @@ def test_services_use_the_imported_catalog_and_directory_else_the_files(mongo_db
                                  directory_file=str(PACKAGE_DATA / "directory.yaml"))
     shipped = load_catalog(settings.catalog_file)
     # nothing imported: the files
-    assert catalog_for(settings.catalog_file, mongo_db).version == shipped.version
-    assert directory_for(settings.directory_file, mongo_db).version == default_directory().version
+    assert CatalogStore.current_or_file(settings.catalog_file, mongo_db).version == shipped.version
+    assert DirectoryStore.current_or_file(settings.directory_file, mongo_db).version == default_directory().version
     assert context_from_settings(settings, mongo_db).directory.version == default_directory().version
 
     # a catalog in which 1.001193 takes 2 working days, and a directory with a new chairman
