@@ -145,13 +145,16 @@ def metrics(app) -> Metrics:
 
 
 def init_http(app, service: str, readiness=None) -> Metrics:
-    """Register JSON error handlers, request ids, access logs, /healthz, /readyz and /metrics.
+    """Register JSON error handlers (ApiError, shared.auth.AuthError, HTTP errors, the unexpected),
+    request ids, access logs, /healthz, /readyz and /metrics.
 
     `readiness` is a callable returning {check name: error message or None}; /readyz answers 503
     when any check has an error.
     """
     from flask import Response, g, jsonify, request
     from werkzeug.exceptions import HTTPException
+
+    from shared.auth import AuthError
 
     reg = CollectorRegistry()
     m = Metrics(
@@ -188,6 +191,8 @@ def init_http(app, service: str, readiness=None) -> Metrics:
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError):
         return error_response(exc.status, exc.errors, exc.headers)
+
+    app.register_error_handler(AuthError, auth_error_response)
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):

@@ -15,8 +15,8 @@ import uuid
 from flask import Blueprint, current_app, jsonify, request
 from pymongo.errors import PyMongoError
 
-from shared.auth import WRITE_ROLES, AuthError, authenticate
-from shared.httpapi import ApiError, auth_error_response, error_response
+from shared.auth import WRITE_ROLES, authenticate
+from shared.httpapi import ApiError, error_response
 
 from .service import stored_value
 
@@ -25,11 +25,6 @@ bp = Blueprint("intake", __name__)
 
 def _ext() -> dict:
     return current_app.extensions["intake"]
-
-
-@bp.app_errorhandler(AuthError)
-def _auth_error(exc: AuthError):
-    return auth_error_response(exc)
 
 
 @bp.app_errorhandler(PyMongoError)

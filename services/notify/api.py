@@ -23,10 +23,10 @@ import os
 import threading
 from datetime import datetime, timezone
 
-from shared.auth import AuthError, KeyStore, authenticate, init_auth
+from shared.auth import KeyStore, authenticate, init_auth
 from shared.clock import clock_from_env
 from shared.config import Settings, env
-from shared.httpapi import ApiError, auth_error_response, init_http
+from shared.httpapi import ApiError, init_http
 
 from .service import NotifyService
 from .store import NotifyStore
@@ -116,10 +116,6 @@ def create_app(config: dict | None = None, *, db=None, clock=None):
     m = init_http(app, "notify", readiness=readiness)
     from .metrics import StoreCollector
     m.registry.register(StoreCollector(get_store, clock))
-
-    @app.errorhandler(AuthError)
-    def _auth_error(exc: AuthError):
-        return auth_error_response(exc)
 
     # -- helpers -----------------------------------------------------------------------------
     def reader():

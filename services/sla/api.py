@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 from datetime import datetime, timezone
 
-from shared.auth import AuthError, KeyStore, RateLimiter, authenticate, init_auth
+from shared.auth import KeyStore, RateLimiter, authenticate, init_auth
 from shared.clock import clock_from_env
 from shared.config import Settings
 from shared.events import DOSSIER_CODE, redact
@@ -97,11 +97,6 @@ def create_app(config: dict | None = None, *, db=None, clock=None):
 
     m = init_http(app, "sla", readiness=readiness)
     m.registry.register(_StoreCollector(repo, settings, app.config.get("CONSUMER_GROUP", "sla")))
-
-    @app.errorhandler(AuthError)
-    def _auth_error(exc: AuthError):
-        from shared.httpapi import auth_error_response
-        return auth_error_response(exc)
 
     # -- helpers --------------------------------------------------------------------------------
     def principal():
