@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -35,23 +34,13 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 FAST = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000, "max_poll_interval_ms": 30000}
 
 
-def _reachable(hostport: str) -> bool:
-    host, _, port = hostport.split(",")[0].rpartition(":")
-    try:
-        with socket.create_connection((host, int(port)), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
 @pytest.fixture
-def settings():
-    base = Settings.from_env()
-    if not (_reachable(base.kafka_bootstrap_servers)
-            and _reachable(base.mongo_uri.split("//", 1)[1].split("/", 1)[0])):
-        pytest.skip("no Kafka/MongoDB-wire server (source .local/dev.env)")
+def settings(kafka_bootstrap, mongo_uri):
+    """Settings on the session's broker and store (tests/conftest.py: the environment, else
+    testcontainers, else a private local stack), with this test's own topics and database."""
     tag = uuid.uuid4().hex[:10]
-    s = Settings.from_env(topic_events=f"t{tag}.events", topic_findings=f"t{tag}.findings",
+    s = Settings.from_env(kafka_bootstrap_servers=kafka_bootstrap, mongo_uri=mongo_uri,
+                          topic_events=f"t{tag}.events", topic_findings=f"t{tag}.findings",
                           mongo_db=f"sla_{tag}")
     yield s
     from kafka.admin import KafkaAdminClient
