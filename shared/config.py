@@ -66,6 +66,17 @@ def env(name: str, environ: dict | None = None) -> str:
     return value if value not in (None, "") else ENV_VARS[name][0]
 
 
+def _int_env(name: str, environ: dict | None = None) -> int:
+    raw = env(name, environ)
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a whole number") from None
+    if value < 0:
+        raise ValueError(f"{name} must not be negative")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     """The settings every service shares."""
@@ -77,6 +88,7 @@ class Settings:
     catalog_file: str
     directory_file: str
     extra: dict = field(default_factory=dict)
+    mongo_timeout_ms: int = 3000      # MONGO_TIMEOUT_MS: the APIs answer 503 after it
 
     @property
     def topic_events_dlq(self) -> str:
@@ -92,6 +104,7 @@ class Settings:
             topic_findings=env("TOPIC_FINDINGS", environ),
             catalog_file=env("CATALOG_FILE", environ),
             directory_file=env("DIRECTORY_FILE", environ),
+            mongo_timeout_ms=_int_env("MONGO_TIMEOUT_MS", environ),
         )
         values.update(overrides)
         return cls(**values)

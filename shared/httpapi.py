@@ -140,18 +140,36 @@ class Metrics:
         return generate_latest(self.registry)
 
 
+def mongo_timeouts(ms: int) -> dict:
+    """MongoClient timeouts of an API (MONGO_TIMEOUT_MS): a request waits at most about this long
+    for an unreachable store before its 503 (socket reads get at least 20 s: a slow report is
+    not an outage)."""
+    return {"serverSelectionTimeoutMS": ms, "connectTimeoutMS": ms,
+            "socketTimeoutMS": max(ms, 20000)}
+
+
+def store_unavailable_response(exc):
+    """503 + Retry-After for a MongoDB error (store down, timed out, failed over): the request
+    changed nothing it reports, a retry is safe."""
+    log.warning("MongoDB error: %s", type(exc).__name__)
+    return error_response(503, [{"code": "store_unavailable", "field": "$",
+                                 "message": "the database is unavailable; retry later"}],
+                          {"Retry-After": "5"})
+
+
 def metrics(app) -> Metrics:
     return app.extensions["motcua.metrics"]
 
 
 def init_http(app, service: str, readiness=None) -> Metrics:
-    """Register JSON error handlers (ApiError, shared.auth.AuthError, HTTP errors, the unexpected),
-    request ids, access logs, /healthz, /readyz and /metrics.
+    """Register JSON error handlers (ApiError, shared.auth.AuthError, MongoDB errors → 503
+    `store_unavailable`, HTTP errors, the unexpected), request ids, access logs, /healthz, /readyz and /metrics.
 
     `readiness` is a callable returning {check name: error message or None}; /readyz answers 503
     when any check has an error.
     """
     from flask import Response, g, jsonify, request
+    from pymongo.errors import PyMongoError
     from werkzeug.exceptions import HTTPException
 
     from shared.auth import AuthError
@@ -193,6 +211,7 @@ def init_http(app, service: str, readiness=None) -> Metrics:
         return error_response(exc.status, exc.errors, exc.headers)
 
     app.register_error_handler(AuthError, auth_error_response)
+    app.register_error_handler(PyMongoError, store_unavailable_response)
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):

@@ -13,10 +13,9 @@ import json
 import uuid
 
 from flask import Blueprint, current_app, jsonify, request
-from pymongo.errors import PyMongoError
 
 from shared.auth import WRITE_ROLES, authenticate
-from shared.httpapi import ApiError, error_response
+from shared.httpapi import ApiError
 
 from .service import stored_value
 
@@ -25,14 +24,6 @@ bp = Blueprint("intake", __name__)
 
 def _ext() -> dict:
     return current_app.extensions["intake"]
-
-
-@bp.app_errorhandler(PyMongoError)
-def _store_down(exc: PyMongoError):
-    current_app.logger.warning("MongoDB error: %s", type(exc).__name__)
-    return error_response(503, [{"code": "store_unavailable", "field": "$",
-                                 "message": "the event store is unavailable; retry later"}],
-                          {"Retry-After": "5"})
 
 
 def _json_body():

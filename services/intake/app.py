@@ -23,7 +23,7 @@ from flask import Flask
 from shared.auth import KeyStore, RateLimiter, init_auth
 from shared.clock import clock_from_env
 from shared.config import env
-from shared.httpapi import configure_json_logging, init_http
+from shared.httpapi import configure_json_logging, init_http, mongo_timeouts
 
 from .service import Intake
 from .store import IntakeStore
@@ -73,10 +73,9 @@ class Resources:
             with self._lock:
                 if self._db is None:
                     from pymongo import MongoClient
-                    t = self.cfg["MONGO_TIMEOUT_MS"]
-                    self._client = MongoClient(self.cfg["MONGO_URI"], serverSelectionTimeoutMS=t,
-                                               connectTimeoutMS=t, socketTimeoutMS=max(t, 20000),
-                                               appname="motcua-intake", tz_aware=True)
+                    self._client = MongoClient(self.cfg["MONGO_URI"], appname="motcua-intake",
+                                               tz_aware=True,
+                                               **mongo_timeouts(self.cfg["MONGO_TIMEOUT_MS"]))
                     self._db = self._client[self.cfg["MONGO_DB"]]
         return self._db
 

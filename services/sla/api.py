@@ -17,7 +17,7 @@ from shared.auth import KeyStore, RateLimiter, authenticate, init_auth
 from shared.clock import clock_from_env
 from shared.config import Settings
 from shared.events import DOSSIER_CODE, redact
-from shared.httpapi import ApiError, init_http
+from shared.httpapi import ApiError, init_http, mongo_timeouts
 
 from .repository import MongoRepository, finding_message, live_names, strip_dossier
 
@@ -56,7 +56,7 @@ def create_app(config: dict | None = None, *, db=None, clock=None):
             return db
         from pymongo import MongoClient
         return MongoClient(settings.mongo_uri, tz_aware=True,
-                           serverSelectionTimeoutMS=3000)[settings.mongo_db]
+                           **mongo_timeouts(settings.mongo_timeout_ms))[settings.mongo_db]
 
     get_db = _Lazy(_db)
 
