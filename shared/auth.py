@@ -35,6 +35,7 @@ per request, with the overshoot bound given in the class docstring.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 import threading
 import time
@@ -137,7 +138,7 @@ class KeyStore:
                 hit = self._cache.get(digest)
             if hit and hit[0] > time.monotonic():
                 return hit[1]
-        doc = self.coll.find_one({"hash": digest})
+        doc = self._lookup(secret, digest)
         principal = None
         if doc is not None and doc.get("revoked_at") is None:
             principal = Principal(doc["_id"], doc["agency_code"], doc["role"])
@@ -147,6 +148,20 @@ class KeyStore:
                     self._cache.clear()
                 self._cache[digest] = (time.monotonic() + self.cache_seconds, principal)
         return principal
+
+    def _lookup(self, secret: str, digest: str) -> dict | None:
+        """The key document of `secret`: by `_id` (the key id is part of the secret:
+        `mck_<key_id>_<random>`), the hash compared in constant time. An `_id` lookup is a
+        primary-key read on FerretDB; a query on `hash` reads the whole collection there.
+        Secrets of another shape fall back to the hash index."""
+        if secret.startswith(SECRET_PREFIX):
+            key_id, sep, _ = secret[len(SECRET_PREFIX):].partition("_")
+            if sep and key_id:
+                doc = self.coll.find_one({"_id": key_id})
+                if doc is not None and hmac.compare_digest(doc.get("hash", ""), digest):
+                    return doc
+                return None
+        return self.coll.find_one({"hash": digest})
 
     def revoke(self, key_id: str) -> bool:
         """Revoke a key; False when there is no such (unrevoked) key."""

@@ -44,6 +44,30 @@ def test_create_stores_only_hash_and_verify_roundtrip(db, clock):
     assert [k["key_id"] for k in store.list()] == [key_id]
 
 
+def test_verify_by_key_id_needs_the_whole_secret(db, clock):
+    """The key id inside the secret selects the document; the hash must still match."""
+    store = KeyStore(db, clock, cache_seconds=0)
+    a_id, a_secret = store.create("D1", "counter")
+    b_id, b_secret = store.create("D2", "admin")
+    assert store.verify(a_secret) == Principal(a_id, "D1", "counter")
+    assert store.verify(b_secret) == Principal(b_id, "D2", "admin")
+    # key A's id with key B's random part, and a made-up id with a real random part
+    assert store.verify(f"mck_{a_id}_" + b_secret.split("_", 2)[2]) is None
+    assert store.verify("mck_0000000000000000_" + a_secret.split("_", 2)[2]) is None
+    assert store.verify(f"mck_{a_id}_") is None
+    assert store.verify("mck_") is None and store.verify("mck__x") is None
+
+
+def test_verify_secret_of_another_shape_by_hash(db, clock):
+    """A key stored with a secret not shaped `mck_<id>_…` (imported) is found by its hash."""
+    db["api_keys"].insert_one({"_id": "imported-1", "hash": hash_secret("legacy-secret-123"),
+                               "agency_code": "D1", "role": "agency", "label": "",
+                               "created_at": clock.now(), "revoked_at": None})
+    store = KeyStore(db, clock, cache_seconds=0)
+    assert store.verify("legacy-secret-123") == Principal("imported-1", "D1", "agency")
+    assert store.verify("legacy-secret-124") is None
+
+
 def test_revoke(db, clock):
     store = KeyStore(db, clock)
     key_id, secret = store.create("D1", "agency")
