@@ -8,15 +8,20 @@ unusual — wrong type, missing or unknown field, a field or validator error. Th
 events skip marshmallow's per-field bookkeeping (Schema.load costs ≈ 4× this for a
 `dossier.received` event).
 
-Nothing is re-implemented: each leaf field is loaded by the schema's own field object
-(`Field.deserialize`: required/null checks, conversion, validators; strings and lists of strings
-inlined: a type check and the field's own validators), only the schema walk is compiled, and
-instants are put in wire form as they are loaded (no second walk). A schema with hooks, renamed keys, `unknown` other than RAISE or a nested field with
+Little is re-implemented: each leaf field is loaded by the schema's own field object
+(`Field.deserialize`: required/null checks, conversion, validators) and only the schema walk is
+compiled — except the common leaves, inlined with the field's own parts: strings and lists of
+strings (a type check, the field's validators), ISO instants (`AwareDateTime`: the field's own
+parse function, the awareness check, validators, then the wire form — no second walk), UUIDs and
+strict integers. Anything unusual about a value (another type, a parse error) bails to
+marshmallow. A schema with hooks, renamed keys, `unknown` other than RAISE or a nested field with
 options this compiler does not know is not compiled: such events always take marshmallow.
 """
 from __future__ import annotations
 
 import threading
+import uuid
+from datetime import timezone
 from typing import Any, Callable
 
 from marshmallow import RAISE, fields
@@ -52,11 +57,77 @@ def _string_loader(field) -> Callable[[Any], Any] | None:
     return load
 
 
+def _checked(validators: tuple, value):
+    """The field's own validators, as `validate.And` runs them (a ValidationError propagates)."""
+    for v in validators:
+        if v(value) is False:
+            raise _Bail
+    return value
+
+
+def _instant_loader(field) -> Callable[[Any], Any] | None:
+    """`AwareDateTime(format="iso")` for a present value, inlined, in wire form: a `str` parsed by
+    the field's own ISO function, aware (no default time zone), the field's validators, then
+    UTC ISO 8601 as `to_wire` writes it (an OverflowError propagates: marshmallow explains)."""
+    fmt = getattr(field, "format", None) or getattr(field, "DEFAULT_FORMAT", None)
+    if not (type(field) is fields.AwareDateTime and _plain(field)
+            and field.default_timezone is None and fmt in ("iso", "iso8601")):
+        return None
+    parse = field.DESERIALIZATION_FUNCS[fmt]
+    validators = tuple(field.validators)
+    utc = timezone.utc
+
+    def load(value):
+        if type(value) is not str:
+            raise _Bail
+        try:
+            ret = parse(value)
+        except (TypeError, AttributeError, ValueError):
+            raise _Bail from None
+        tz = ret.tzinfo
+        if tz is None or tz.utcoffset(ret) is None:
+            raise _Bail
+        return _checked(validators, ret).astimezone(utc).isoformat()
+    return load
+
+
+def _uuid_loader(field) -> Callable[[Any], Any] | None:
+    """`UUID.deserialize` for a present `str`, inlined (`uuid.UUID(value)`, then validators)."""
+    if not (type(field) is fields.UUID and _plain(field)):
+        return None
+    validators = tuple(field.validators)
+
+    def load(value):
+        if type(value) is not str:
+            raise _Bail
+        try:
+            ret = uuid.UUID(value)
+        except (ValueError, AttributeError, TypeError):
+            raise _Bail from None
+        return _checked(validators, ret)
+    return load
+
+
+def _int_loader(field) -> Callable[[Any], Any] | None:
+    """`Integer(strict=True)` for a present value, inlined: an `int` (never a bool), validators."""
+    if not (type(field) is fields.Integer and _plain(field) and field.strict
+            and not field.as_string):
+        return None
+    validators = tuple(field.validators)
+
+    def load(value):
+        if type(value) is not int:
+            raise _Bail
+        return _checked(validators, value)
+    return load
+
+
 def _leaf_loader(name: str, field) -> Callable[[Any], Any]:
     """A present value of a non-nested field, loaded as `field.deserialize` would."""
-    fast = _string_loader(field)
-    if fast is not None:
-        return fast
+    for special in (_string_loader, _instant_loader, _uuid_loader, _int_loader):
+        fast = special(field)
+        if fast is not None:
+            return fast
     if (type(field) is fields.List and _plain(field)
             and (item := _string_loader(field.inner)) is not None):
         validators = tuple(field.validators)
