@@ -13,7 +13,8 @@ them) into an immutable `DossierState`.
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
+from dataclasses import replace as _dataclass_replace
 from datetime import date, datetime, timedelta, timezone
 from typing import Any, Iterable
 from zoneinfo import ZoneInfo
@@ -262,6 +263,32 @@ class DossierState:
             else:
                 kw[f.name] = v
         return cls(**kw)
+
+
+_INIT_FIELDS: dict[type, frozenset[str] | None] = {}
+
+
+def replace(obj, /, **changes):
+    """`dataclasses.replace` for this module's frozen dataclasses: the new instance's dict is a
+    copy of the old one updated with `changes`, without calling `__init__` (same result for
+    dataclasses with no `__post_init__`, no `init=False` field and no cached attribute; others
+    go through `dataclasses.replace`). ~10x faster on DossierState's 50 fields: `apply` of a
+    dossier.received spent half its time in replace."""
+    cls = type(obj)
+    names = _INIT_FIELDS.get(cls, ())
+    if names == ():
+        plain = (not hasattr(cls, "__post_init__") and hasattr(obj, "__dict__")
+                 and all(f.init for f in fields(cls)))
+        names = _INIT_FIELDS[cls] = frozenset(f.name for f in fields(cls)) if plain else None
+    if names is None:
+        return _dataclass_replace(obj, **changes)
+    if not changes.keys() <= names:
+        raise TypeError(f"{cls.__name__} has no field(s) {sorted(changes.keys() - names)}")
+    new = object.__new__(cls)
+    attrs = new.__dict__
+    attrs.update(obj.__dict__)
+    attrs.update(changes)
+    return new
 
 
 def _record(cls, d: dict):

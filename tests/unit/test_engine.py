@@ -312,6 +312,24 @@ def test_to_doc_is_bson_and_round_trips_with_millisecond_naive_datetimes(ctx):
         DossierState.from_doc({**s.to_doc(), "colour": "red"})
 
 
+def test_state_replace_is_dataclasses_replace(ctx):
+    """The engine's fast replace (dict copy, no __init__) gives what dataclasses.replace gives."""
+    import dataclasses
+
+    from shared.engine import state as state_mod
+    s = replay([ev("received", "2024-11-04T09:00:00+07:00"), ev("paused", "2024-11-05T09:00:00+07:00")], ctx)
+    changes = {"status": "handling", "due_at": T("2024-11-20T17:00:00+07:00"), "anomalies": ("x",)}
+    fast, slow = state_mod.replace(s, **changes), dataclasses.replace(s, **changes)
+    assert fast == slow and fast.to_doc() == slow.to_doc() and hash(fast.pauses) == hash(slow.pauses)
+    assert s.status == "paused" and fast is not s
+    p = s.pauses[0]
+    assert state_mod.replace(p, counted=False) == dataclasses.replace(p, counted=False)
+    with pytest.raises(TypeError, match="colour"):
+        state_mod.replace(s, colour="red")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fast.status = "x"
+
+
 # ----------------------------------------------------------------------------- findings
 
 def test_finding_ids_are_deterministic_and_messages_complete(ctx):
