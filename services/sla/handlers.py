@@ -18,7 +18,7 @@ import logging
 import time
 import uuid
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Iterable
 
@@ -52,6 +52,24 @@ class Rejected:
     item: Incoming
     reason: str          # machine code: invalid_json, invalid_event, key_mismatch, not_applicable
     error: str           # human-readable, no personal data
+
+
+_ABSENT = object()      # in an undo entry: nothing was held
+
+
+@dataclass
+class Pending:
+    """A batch applied in memory (`SlaHandler.prepare`) whose store write and publish are to do."""
+    rejected: list[Rejected]
+    dossiers: list[DossierWrite]
+    findings: list[FindingWrite]
+    to_publish: list[dict]          # stored finding documents to publish after the write
+    now: datetime
+    held: set                       # held partitions it writes
+    undo: list                      # previous held copies (SlaHandler._undo)
+    items: int = 0                  # messages in the batch (dead-letter accounting)
+    stored: bool = False            # the store write completed
+    done: list = field(default_factory=list)   # (finding id, revision) published
 
 
 def change_message(change: Any) -> dict:
@@ -276,10 +294,39 @@ class SlaHandler:
         self.defer_marks = defer_marks
         self._marks: list[tuple[str, int]] = []
         self._owner: dict[int, str] = {}    # held partition -> token written at its assignment
+        # (finding id, revision) -> prepared batches publishing it, not finished yet
+        self._publishing: dict[tuple[str, int], int] = {}
 
     # -- events ---------------------------------------------------------------------------------
     def handle(self, items: list[Incoming]) -> list[Rejected]:
-        """Apply a batch of raw messages; returns the ones to dead-letter."""
+        """Apply a batch of raw messages, store and publish its effects; returns the ones to
+        dead-letter. `prepare()`, `write()` and `finish()` (or `abandon()`) in one call."""
+        pending = self.prepare(items)
+        try:
+            self.write(pending)
+        except BaseException as exc:
+            self.abandon(pending, exc)
+            raise
+        self.finish(pending)
+        return pending.rejected
+
+    def in_memory(self, items: list[Incoming]) -> bool:
+        """True when `prepare(items)` reads nothing from the store: every message's dossier is in
+        a held partition (new there, or held open). The loop overlaps only such batches with the
+        store writes still in flight (a store read could miss a write not yet done)."""
+        for it in items:
+            if it.key is None or not self.cache.holds(it.partition):
+                return False
+            part = self.cache.docs[it.partition]
+            if it.key in part and part[it.key] is None:
+                return False            # held as a closed marker: read by _id
+        return True
+
+    def prepare(self, items: list[Incoming]) -> "Pending":
+        """Apply a batch in memory: parse, engine, evaluate, reconcile; the held copies of its
+        dossiers and findings take the new documents at once (their previous ones are kept in
+        `Pending.undo`). Nothing is stored or published: `write()` does that, then `finish()`;
+        `abandon()` after a failure."""
         rejected: list[Rejected] = []
         parsed: list[tuple[Incoming, dict]] = []
         for item in items:
@@ -289,7 +336,7 @@ class SlaHandler:
             else:
                 parsed.append((item, event))
         if not parsed:
-            return rejected
+            return self._stage([], [], {}, [], self.clock.now(), rejected, len(items))
 
         where: dict[str, int | None] = {}
         for item, ev in parsed:
@@ -317,12 +364,70 @@ class SlaHandler:
             update_summary(summaries[code], event)
             if code not in touched:
                 touched.append(code)
-        if touched:
-            self._evaluate_and_store(touched, states, stored, partitions, agencies=agencies,
-                                     summaries=summaries)
+        now = self.clock.now()
+        dossier_writes, finding_writes, previous, to_publish = self._evaluate(
+            touched, states, stored, partitions, now, agencies=agencies, summaries=summaries)
         order = {id(item): i for i, item in enumerate(items)}
         rejected.sort(key=lambda r: order[id(r.item)])
-        return rejected
+        return self._stage(dossier_writes, finding_writes, previous, to_publish, now, rejected, len(items))
+
+    def write(self, pending: "Pending") -> None:
+        """Store a prepared batch, then publish its finding changes and wait for the acks.
+
+        Only I/O on the repository and the publisher (both thread-safe), no held state: the loop
+        runs it on its writer thread while the next batch is prepared. `pending.stored` says
+        whether the store write completed (a failure after it is a failed publish)."""
+        if pending.dossiers or pending.findings:
+            self.repo.save(pending.dossiers, pending.findings, pending.now)
+        pending.stored = True
+        log.debug("stored", extra={"fields": {
+            "dossiers": len(pending.dossiers), "findings": len(pending.findings)}})
+        pending.done = self._send(pending.to_publish)
+
+    def finish(self, pending: "Pending") -> None:
+        """After `write()` succeeded: schedule the dossiers' next checks, record the findings as
+        published (held copies, deferred marks, metrics)."""
+        self._release(pending)
+        for w in pending.dossiers:
+            self._push(w.code, w.next_check_at, w.partition)
+        self._published(pending.to_publish, pending.done)
+
+    def abandon(self, pending: "Pending", exc: BaseException | None) -> None:
+        """After `write()` failed (or was skipped because an earlier batch failed), newest batch
+        first: nothing stored → the held copies go back to what they were before `prepare()`;
+        stored but not published → they stay (they match the store; the pending findings go
+        out on the next touch or assignment); StaleWrite → another instance wrote: the held
+        partitions are reloaded from the store."""
+        self._release(pending)
+        if isinstance(exc, StaleWrite):
+            self._undo(pending.undo)
+            self._reload(pending.held)
+        elif pending.stored:
+            for w in pending.dossiers:
+                self._push(w.code, w.next_check_at, w.partition)
+        else:
+            self._undo(pending.undo)
+
+    def warm_up(self) -> None:
+        """Build the working calendars of the offices the directory names: python-holidays'
+        import and the day tables (~0.2 s) that the first event would otherwise pay. The loop
+        runs it while it joins the consumer group."""
+        calendars = getattr(self.ctx, "calendars", None)
+        if calendars is None:
+            return
+        directory = getattr(self.ctx, "directory", None)
+        offices = {"default"} | {a.office for a in (directory or ()) if getattr(a, "office", None)}
+        for office in sorted(offices):
+            try:
+                calendars(office)
+            except Exception:   # the first event naming it reports the problem
+                log.warning("calendar not built", extra={"fields": {"office": office}}, exc_info=True)
+
+    def due_now(self) -> bool:
+        """True when the scheduler has a check due now (maybe a stale entry)."""
+        now_ts = self.clock.now().timestamp()
+        self._promote(now_ts)
+        return bool(self._heap) and self._heap[0][0] <= now_ts
 
     # -- partitions -----------------------------------------------------------------------------
     def assign(self, partitions: Iterable[int], *, claim: bool = True) -> tuple[int, int]:
@@ -430,7 +535,7 @@ class SlaHandler:
         if due:
             states = {c: self._state_of(c, d) for c, d in due.items()}
             partitions_of = {c: d.get("partition") for c, d in due.items()}
-            self._evaluate_and_store(list(due), states, due, partitions_of, now=now, scheduled=True)
+            self._evaluate_and_store(list(due), states, due, partitions_of, now, scheduled=True)
             self.metrics.dossiers_checked.inc(len(due))
         return len(picked)
 
@@ -457,34 +562,42 @@ class SlaHandler:
         """Publish stored finding documents, wait for the acks, then mark them published."""
         if not docs:
             return 0
+        self._published(docs, self._send(docs))
+        return len(docs)
+
+    def _send(self, docs: list[dict]) -> list[tuple[str, int]]:
+        """Publish stored finding documents and wait for the acks; (finding id, revision) of each.
+        Thread-safe (the publisher only)."""
         futures = []
         send = getattr(self.publisher, "send", None)
         for d in docs:
             msg = finding_message(d)
             if send is not None:
-                futures.append((d, send(self.topic_findings, d["dossier_code"], msg)))
+                futures.append(send(self.topic_findings, d["dossier_code"], msg))
             else:
                 self.publisher.publish(self.topic_findings, d["dossier_code"], msg)
-                futures.append((d, None))
-        for d, fut in futures:
-            if fut is not None:
-                fut.get(timeout=30)
-        done = [(d["_id"], d["revision"]) for d, _ in futures]
+        for fut in futures:
+            fut.get(timeout=30)
+        return [(d["_id"], d["revision"]) for d in docs]
+
+    def _published(self, docs: list[dict], done: list[tuple[str, int]]) -> None:
+        """Record published finding documents: deferred marks, held copies, metrics."""
+        if not docs:
+            return
         self._marks.extend(done)
         if not self.defer_marks:
             self.flush_marks()
         # the held copies are published now (the store follows with the marks)
         revs = dict(done)
-        for code in {d["dossier_code"] for d, _ in futures}:
+        for code in {d["dossier_code"] for d in docs}:
             if code in self.cache.findings:
                 held = self.cache.findings_of(code)
                 for fid, f in held.items():
                     if revs.get(fid) == f["revision"]:
                         f["pending"], f["published_revision"] = False, f["revision"]
                 self.cache.put_findings(code, list(held.values()))
-        for d, _ in futures:
+        for d in docs:
             self.metrics.findings_published.labels(d.get("state", "?")).inc()
-        return len(futures)
 
     # -- internals ------------------------------------------------------------------------------
     def _push(self, code: str, t: datetime | None, partition: int | None) -> None:
@@ -557,11 +670,11 @@ class SlaHandler:
             return self.engine.new_state(code)
         return self.engine.DossierState.from_doc(strip_dossier(doc))
 
-    def _evaluate_and_store(self, codes: list[str], states: dict, stored: dict[str, dict],
-                            partitions: dict[str, int | None], now: datetime | None = None,
-                            agencies: dict[str, set] | None = None,
-                            summaries: dict[str, dict] | None = None, scheduled: bool = False) -> None:
-        now = now or self.clock.now()
+    def _evaluate(self, codes: list[str], states: dict, stored: dict[str, dict],
+                  partitions: dict[str, int | None], now: datetime,
+                  agencies: dict[str, set] | None = None, summaries: dict[str, dict] | None = None):
+        """Evaluate touched dossiers: (dossier writes, finding writes, their stored findings by
+        dossier, finding documents to publish)."""
         previous = self._previous_findings(codes, stored)
         dossier_writes: list[DossierWrite] = []
         finding_writes: list[FindingWrite] = []
@@ -579,8 +692,10 @@ class SlaHandler:
                 to_publish.append(finding_doc(w, now))
                 fids.add(w.finding_id)
             changed = {w.finding_id for w in mine}
-            # changes stored earlier but never published (a crash): out with this touch
-            to_publish.extend(d for fid, d in prev.items() if d.get("pending") and fid not in changed)
+            # changes stored earlier but never published (a crash): out with this touch, unless
+            # a batch still being written publishes them
+            to_publish.extend(d for fid, d in prev.items() if d.get("pending") and fid not in changed
+                              and (fid, d["revision"]) not in self._publishing)
             w = DossierWrite(code, state.to_doc(), partitions.get(code), next_check,
                              old["rev"] if old and "rev" in old else 0,
                              agencies=sorted(seen), summary=summary, finding_ids=sorted(fids))
@@ -588,25 +703,69 @@ class SlaHandler:
                 continue            # nothing to write (a redelivered event, a no-op check)
             finding_writes.extend(mine)
             dossier_writes.append(w)
+        return dossier_writes, finding_writes, previous, to_publish
+
+    def _evaluate_and_store(self, codes: list[str], states: dict, stored: dict[str, dict],
+                            partitions: dict[str, int | None], now: datetime,
+                            scheduled: bool = False) -> None:
+        dossier_writes, finding_writes, previous, to_publish = self._evaluate(
+            codes, states, stored, partitions, now)
         held = {w.partition for w in dossier_writes if self.cache.holds(w.partition)}
         if scheduled and dossier_writes and all(self.cache.holds(w.partition) for w in dossier_writes):
             self._store_scheduled(dossier_writes, finding_writes, previous, to_publish, held, now)
             return
-        t0 = time.perf_counter()
+        pending = self._stage(dossier_writes, finding_writes, previous, to_publish, now, [], 0)
         try:
-            self.repo.save(dossier_writes, finding_writes, now)
-        except StaleWrite:
-            # another instance wrote some of these dossiers: what we hold for their partitions is
-            # stale; reload it from the store (the loop re-reads the batch)
-            self._reload(held)
+            self.write(pending)
+        except BaseException as exc:
+            self.abandon(pending, exc)
             raise
-        log.debug("stored", extra={"fields": {
-            "dossiers": len(dossier_writes), "findings": len(finding_writes),
-            "seconds": round(time.perf_counter() - t0, 4)}})
-        self._remember(dossier_writes, finding_writes, previous, now)
-        for w in dossier_writes:
-            self._push(w.code, w.next_check_at, w.partition)
-        self._publish(to_publish)
+        self.finish(pending)
+
+    def _stage(self, dossier_writes, finding_writes, previous, to_publish, now, rejected, n) -> "Pending":
+        """A prepared batch: the held copies take its documents now (undo kept), its findings
+        to publish are noted as in flight (a later batch does not publish them again)."""
+        held = {w.partition for w in dossier_writes if self.cache.holds(w.partition)}
+        undo: list = []
+        self._remember(dossier_writes, finding_writes, previous, now, undo)
+        for d in to_publish:
+            key = (d["_id"], d["revision"])
+            self._publishing[key] = self._publishing.get(key, 0) + 1
+        return Pending(rejected, dossier_writes, finding_writes, to_publish, now, held, undo, n)
+
+    def _release(self, pending: "Pending") -> None:
+        for d in pending.to_publish:
+            key = (d["_id"], d["revision"])
+            left = self._publishing.get(key, 0) - 1
+            if left > 0:
+                self._publishing[key] = left
+            else:
+                self._publishing.pop(key, None)
+
+    def _undo(self, undo: list) -> None:
+        """Put back the held copies a prepared batch replaced (newest change first). A finding
+        recorded as published since keeps that mark (it went out with an earlier batch)."""
+        for p, code, old_doc, old_findings in reversed(undo):
+            part = self.cache.docs.get(p)
+            if part is None:
+                continue                # dropped since (revoked): nothing held to put back
+            if old_doc is _ABSENT:
+                part.pop(code, None)
+            else:
+                part[code] = old_doc
+            cur = self.cache.findings.get(code)
+            if old_findings is _ABSENT:
+                self.cache.findings.pop(code, None)
+                continue
+            self.cache.findings[code] = old_findings
+            if cur is not None and cur is not old_findings:
+                sent = {d["_id"]: d["revision"] for d in self.cache.decode(cur)["f"] if not d.get("pending")}
+                docs = self.cache.decode(old_findings)["f"]
+                flip = [d for d in docs if d.get("pending") and sent.get(d["_id"]) == d["revision"]]
+                for d in flip:
+                    d["pending"], d["published_revision"] = False, d["revision"]
+                if flip:
+                    self.cache.put_findings(code, docs)
 
     def _store_scheduled(self, dossier_writes, finding_writes, previous, to_publish, held, now) -> None:
         """Scheduled checks of held dossiers: findings first, then the dossiers.
@@ -650,16 +809,20 @@ class SlaHandler:
             self.assign(partitions, claim=False)
 
     def _remember(self, dossiers: list[DossierWrite], findings: list[FindingWrite],
-                  previous: dict[str, dict[str, dict]], now: datetime) -> None:
-        """Keep the held copies in step with what was just stored."""
+                  previous: dict[str, dict[str, dict]], now: datetime, undo: list | None = None) -> None:
+        """Keep the held copies in step with what is stored (or about to be: `undo` receives
+        (partition, code, previous dossier, previous findings) for each held dossier replaced).
+        Held copies are BSON: instants are kept at the store's millisecond precision."""
         by_code: dict[str, list[FindingWrite]] = {}
         for f in findings:
             by_code.setdefault(f.message["dossier_code"], []).append(f)
         for w in dossiers:
             if not self.cache.holds(w.partition):
                 continue
-            doc = self.cache.decode(self.cache.encode(dossier_doc(w, now)))   # as the store has it
-            self.cache.put_dossier(w.partition, doc)
+            if undo is not None:
+                undo.append((w.partition, w.code, self.cache.docs[w.partition].get(w.code, _ABSENT),
+                             self.cache.findings.get(w.code, _ABSENT)))
+            self.cache.put_dossier(w.partition, dossier_doc(w, now))
             if w.code in by_code or w.code in self.cache.findings:
                 held = dict(previous.get(w.code) or {})
                 for f in by_code.get(w.code, ()):

@@ -15,12 +15,31 @@ partition of 10^5-10^6 dossiers takes minutes on FerretDB, longer than max.poll.
 until its load is complete a partition is paused, its records are read again later (rewound to the
 committed offset) and it gets no scheduled checks. "Published" marks are written once per loop turn, after the batch
 and the scheduled checks (so a burst of due dossiers is published before any mark is written).
+
+Pipelined writes (`pipeline=True`, the worker's setting): a batch is applied in memory
+(`SlaHandler.prepare`: parse, engine, evaluate; the held copies take the new documents at once)
+and its store write and publish (`SlaHandler.write`) go to one writer thread, while the loop polls
+and prepares the next batch on top of the held copies; at most `max_inflight` batches wait. The
+writer runs batches in order; a batch's offsets are committed by the loop (the consumer is not
+thread-safe) only after ITS write and publish are done, in order. A batch is overlapped only when
+it reads nothing from the store (`SlaHandler.in_memory`: every dossier in a held partition, none
+held as a closed marker); otherwise, and before scheduled checks that are due, partition
+changes and shutdown, the writes in flight are drained first. A failed write stops the writer:
+the batches after it are skipped, every batch not committed is abandoned newest first (held
+copies put back, or reloaded after a StaleWrite), their partitions and those of records polled
+since are rewound to the committed offsets, and nothing after the failure is committed. On a
+revocation the listener waits for the writes in flight (a partition is handed over with its
+writes done); their offsets are committed after the poll, except on revoked partitions (the new
+owner re-reads those records: idempotent).
 """
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass
 
 from shared.consumer import commit_batch, rewind
 
@@ -31,11 +50,23 @@ from .repository import StaleWrite
 log = logging.getLogger("motcua.sla.loop")
 
 
+class Skipped(Exception):
+    """A batch's write was not run: an earlier batch's write failed."""
+
+
+@dataclass
+class _InFlight:
+    pending: object          # handlers.Pending
+    batch: list              # its Kafka records
+    future: object           # concurrent.futures.Future of its write
+    started: float
+
+
 class ConsumerLoop:
     def __init__(self, consumer, handler: SlaHandler, dead_letters: DeadLetters, *,
                  poll_timeout: float = 0.5, check_interval: float = 0.5, check_limit: int = 400,
                  lag_interval: float = 5.0, max_records: int = 500, load_step: float = 1.0,
-                 check_budget: float = 10.0):
+                 check_budget: float = 10.0, pipeline: bool = False, max_inflight: int = 2):
         self.consumer = consumer
         self.handler = handler
         self.dead_letters = dead_letters
@@ -56,16 +87,32 @@ class ConsumerLoop:
         self._last_lag = 0.0
         self.batches = 0
         self._backoff = 0.5
+        self.pipeline = pipeline
+        self.max_inflight = max(1, max_inflight)
+        self._inflight: deque[_InFlight] = deque()
+        self._broken = threading.Event()    # a write failed: the writer skips the batches after it
+        self.write_failures = 0             # failed batch writes handled (_fail)
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="sla-writer") if pipeline else None
+        self._warming: threading.Thread | None = None
 
     def stop(self) -> None:
         self.stop_event.set()
 
     def run(self) -> None:
         """Run until stop() (SIGTERM in the worker); commits and leaves the group on the way out."""
+        # build the engine's calendars while the first poll joins the group
+        self._warming = threading.Thread(target=self.handler.warm_up, name="sla-warm-up", daemon=True)
+        self._warming.start()
         try:
             while not self.stop_event.is_set():
                 self.run_once()
         finally:
+            try:
+                self._drain()
+            except Exception:   # not committed: re-read by the next owner (idempotent)
+                log.exception("writes in flight failed at shutdown")
+            if self._writer is not None:
+                self._writer.shutdown(wait=True)
             try:
                 self.handler.flush_marks()
             except Exception:   # a crash here only republishes the same revisions later
@@ -76,12 +123,21 @@ class ConsumerLoop:
                 log.exception("consumer close failed")
 
     def run_once(self) -> None:
-        records = self.consumer.poll(timeout_ms=0 if self._loads else int(self.poll_timeout * 1000),
+        busy = self._loads or self._inflight
+        records = self.consumer.poll(timeout_ms=0 if busy else int(self.poll_timeout * 1000),
                                      max_records=self.max_records)
+        batch = [r for rs in records.values() for r in rs]
+        failures = self.write_failures
+        # writes that ended (during the poll, or waited for by a revocation): commit or fail them
+        # before the assignment changes what is held
+        self._reap(block=False)
         self._track_assignment()
         if self._loads:
             self._load()
-        batch = [r for rs in records.values() for r in rs]
+        if batch and self.write_failures != failures:
+            # read after a batch that failed to be written: read again after it, not committed
+            self._rewind({(r.topic, r.partition) for r in batch})
+            batch = []
         loading = self._loading()
         if loading and batch:
             # not held yet: these records are read again once their partition is loaded
@@ -91,6 +147,8 @@ class ConsumerLoop:
                 batch = [r for r in batch if (r.topic, r.partition) not in later]
         if batch:
             self._handle(batch)
+        elif self._inflight:
+            self._reap(block=True)      # nothing new to prepare: wait for the writes, commit
         now = time.monotonic()
         if now - self._last_check >= self.check_interval:
             self._last_check = now
@@ -112,6 +170,9 @@ class ConsumerLoop:
             def on_partitions_revoked(self, revoked):
                 loop._revoked.update(revoked)
                 loop._newly.difference_update(revoked)
+                # hand the partitions over with their writes done (committed after the poll;
+                # no blocking consumer call may be made from a rebalance callback)
+                loop._wait_writes()
                 try:    # the new owner would otherwise republish them (same revisions)
                     loop.handler.flush_marks()
                 except Exception:
@@ -167,6 +228,8 @@ class ConsumerLoop:
         current = set(self.consumer.assignment())
         new = (current - self._assigned) | (self._newly & current)
         gone = (self._assigned - current) | (self._revoked & self._assigned)
+        if (new or gone) and self._inflight:
+            self._drain()
         self._revoked.clear()
         self._newly.clear()
         self._assigned = current
@@ -186,9 +249,21 @@ class ConsumerLoop:
             parts = sorted(tp.partition for tp in new)
             self._loads.append(self.handler.start_assign(parts))
 
+    def _warmed(self) -> None:
+        if self._warming is not None:
+            self._warming.join()
+            self._warming = None
+
     def _handle(self, batch) -> None:
+        self._warmed()
         items = [Incoming(r.key, r.value, r.partition, Origin(r.topic, r.partition, r.offset))
                  for r in batch]
+        if self.pipeline and self.handler.in_memory(items):
+            self._submit(batch, items)
+            return
+        if not self._drain():
+            self._rewind({(r.topic, r.partition) for r in batch})   # read after a failed batch
+            return
         t0 = time.perf_counter()
         try:
             rejected = self.handler.handle(items)
@@ -214,7 +289,105 @@ class ConsumerLoop:
         self.handler.metrics.batch_seconds.observe(time.perf_counter() - t0)
 
     def _commit(self, batch) -> None:
-        commit_batch(self.consumer, batch)
+        if self._revoked:   # revoked during the poll: the new owner re-reads those records
+            batch = [r for r in batch if (r.topic, r.partition) not in
+                     {(tp.topic, tp.partition) for tp in self._revoked}]
+        if batch:
+            commit_batch(self.consumer, batch)
+
+    # -- pipelined writes -----------------------------------------------------------------------
+    def _submit(self, batch, items) -> None:
+        """Prepare a batch on the held copies and queue its write; commit what has been written."""
+        t0 = time.perf_counter()
+        try:
+            pending = self.handler.prepare(items)
+        except Exception:
+            # a bug (prepare reads nothing from the store): nothing of this batch is held or
+            # committed; the writes before it go on
+            log.exception("batch failed; retrying after %.1f s", self._backoff)
+            self._drain()
+            self._rewind({(r.topic, r.partition) for r in batch})
+            self.stop_event.wait(self._backoff)
+            self._backoff = min(self._backoff * 2, 30.0)
+            return
+        self._inflight.append(_InFlight(pending, batch, self._writer.submit(self._write, pending), t0))
+        self._reap(block=False)
+        while len(self._inflight) > self.max_inflight:
+            self._reap(block=True, upto=1)
+
+    def _write(self, pending) -> None:
+        """On the writer thread: store and publish one batch, unless an earlier one failed."""
+        if self._broken.is_set():
+            raise Skipped()
+        try:
+            self.handler.write(pending)
+        except BaseException:
+            self._broken.set()
+            raise
+
+    def _wait_writes(self) -> None:
+        """Wait until every write in flight has ended (no commit: see _reap)."""
+        if self._inflight:
+            wait([f.future for f in self._inflight])
+
+    def _drain(self) -> bool:
+        """Wait for the writes in flight and commit them; False when one failed (see _fail)."""
+        return self._reap(block=True)
+
+    def _reap(self, block: bool, upto: int | None = None) -> bool:
+        """Commit, oldest first, the batches whose write and publish are done (waiting for them
+        when `block`, for at most `upto` batches; consecutive ones in one commit); False when a
+        write failed (handled by _fail: nothing after it is committed)."""
+        done: list[_InFlight] = []
+        failed: BaseException | None = None
+        dead_letter_failure = False
+        while self._inflight and (upto is None or len(done) < upto):
+            job = self._inflight[0]
+            if not block and not job.future.done():
+                break
+            failed = job.future.exception()
+            if failed is None:
+                try:
+                    self.dead_letters.send(job.pending.rejected, job.pending.items)
+                except BaseException as exc:    # stored, not committed; nothing later either
+                    failed, dead_letter_failure = exc, True
+            if failed is not None:
+                break
+            self._inflight.popleft()
+            self.handler.finish(job.pending)
+            done.append(job)
+        if done:
+            self._commit([r for job in done for r in job.batch])
+            self._backoff = 0.5
+            self.batches += len(done)
+            now = time.perf_counter()
+            for job in done:
+                self.handler.metrics.batch_seconds.observe(now - job.started)
+        if failed is not None:
+            self._fail(failed)
+            if dead_letter_failure:
+                raise failed
+            return False
+        return True
+
+    def _fail(self, exc: BaseException) -> None:
+        """The oldest batch in flight failed: abandon it and every batch after it (newest first),
+        rewind their partitions to the committed offsets, back off unless it was a StaleWrite."""
+        self.write_failures += 1
+        chain = list(self._inflight)
+        self._inflight.clear()
+        wait([j.future for j in chain])     # the ones after it end at once (Skipped)
+        self._broken.clear()
+        for job in reversed(chain):
+            self.handler.abandon(job.pending, job.future.exception() or (exc if job is chain[0] else None))
+        self._rewind({(r.topic, r.partition) for j in chain for r in j.batch})
+        if isinstance(exc, StaleWrite):
+            self.handler.metrics.stale_retries.inc()
+            return
+        log.error("batch write failed; %d batch(es) re-read after %.1f s", len(chain), self._backoff,
+                  exc_info=exc)
+        self.stop_event.wait(self._backoff)
+        self._backoff = min(self._backoff * 2, 30.0)
 
     def _rewind(self, tps) -> None:
         rewind(self.consumer, tps)
@@ -227,6 +400,9 @@ class ConsumerLoop:
         parts = self._partitions()
         if not parts:
             return
+        self._warmed()
+        if self._inflight and self.handler.due_now() and not self._drain():
+            return              # a write failed: its batches are read again first
         end = time.monotonic() + self.check_budget
         try:
             while self.handler.check_due(parts, self.check_limit) == self.check_limit:

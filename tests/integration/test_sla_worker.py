@@ -393,3 +393,68 @@ def test_partition_back_from_another_instance_is_reloaded_not_stale(settings, db
             b.stop()
         a.stop()
         pub.close()
+
+
+def test_a_failed_background_write_rewinds_and_commits_nothing_after_it(settings, db):
+    """Pipelined writes (the worker's default): a batch's store write fails on the writer thread
+    while the next batches are prepared on the held copies. When the failure is handled the group's
+    committed offsets are still at or before its first record on each of its partitions (nothing
+    after it was committed), the batches queued behind it were not written, and in the end every
+    event is applied once and every finding is published once."""
+    from kafka import TopicPartition
+
+    clock = VirtualClock(T0 + timedelta(hours=2))           # overdue on receipt: one finding each
+    group = "g-" + uuid.uuid4().hex[:6]
+    n = 300
+    pub = KafkaPublisher(settings.kafka_bootstrap_servers, linger_ms=5)
+    for i in range(n):
+        pub.send(settings.topic_events, f"F-{i}", event(f"F-{i}"))
+    pub.flush()
+    pub.close()
+    worker = build_worker(settings, clock, ctx=object(), engine=FakeEngine, group_id=group,
+                          consumer_config=FAST, max_records=20)
+    loop = worker.loop
+    assert loop.pipeline
+    writes = []
+    write = worker.handler.write
+
+    def failing_write(pending):
+        writes.append(len(pending.dossiers))
+        if len(writes) == 3:
+            time.sleep(0.5)                                 # the next batches are prepared meanwhile
+            raise ConnectionError("store unavailable (injected)")
+        return write(pending)
+    worker.handler.write = failing_write
+    failures = []
+    fail = loop._fail
+
+    def recording_fail(exc):
+        chain = list(loop._inflight)
+        first: dict[int, int] = {}
+        for r in chain[0].batch:
+            first[r.partition] = min(first.get(r.partition, r.offset), r.offset)
+        calls_before = len(writes)
+        fail(exc)
+        committed = {p: loop.consumer.committed(TopicPartition(settings.topic_events, p)) or 0 for p in first}
+        failures.append((len(chain), first, committed, calls_before))
+    loop._fail = recording_fail
+    th = threading.Thread(target=worker.run, daemon=True)
+    th.start()
+    repo = MongoRepository(db)
+    try:
+        wait_for(lambda: repo.findings.count_documents({"pending": False}) == n, timeout=90,
+                 what="every finding stored and published")
+        tps = [TopicPartition(settings.topic_events, p) for p in range(6)]
+        wait_for(lambda: sum(loop.consumer.committed(tp) or 0 for tp in tps) == n, timeout=30,
+                 what="every offset committed")
+    finally:
+        worker.stop()
+        th.join(20)
+    [(chain, first, committed, calls)] = failures
+    assert chain >= 2, "no batch was queued behind the failed one"
+    assert calls == 3                                       # the ones behind it were skipped
+    assert all(committed[p] <= first[p] for p in first), (first, committed)
+    assert repo.dossiers.count_documents({}) == n and repo.findings.count_documents({"revision": 1}) == n
+    msgs = consume(settings, settings.topic_findings, lambda rs: len(rs) >= n)
+    assert sorted((v["finding_id"], v["revision"]) for _, v in msgs) == sorted(
+        (f"F-{i}:OVERDUE", 1) for i in range(n))
