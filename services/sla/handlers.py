@@ -209,7 +209,10 @@ class StateCache:
     # names, codes, rule sets). ~1.5 KB of BSON becomes ~0.1-0.3 KB for ~10 us per encode.
     def encode(self, doc: dict) -> bytes:
         import bson
-        raw = bson.encode(doc)
+        return self.compress(bson.encode(doc))
+
+    def compress(self, raw: bytes) -> bytes:
+        """A document's BSON, compressed as held."""
         if self._zdict is None:
             self._zdict = raw
         c = zlib.compressobj(6, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, self._zdict)
@@ -220,9 +223,13 @@ class StateCache:
         d = zlib.decompressobj(-15, self._zdict)
         return bson.decode(d.decompress(packed) + d.flush(), codec_options=self._opts)
 
-    def put_dossier(self, partition: int, doc: dict) -> None:
+    def put_dossier(self, partition: int, doc: dict, raw: bytes | None = None) -> None:
+        """Hold a stored dossier document (`raw`: its BSON when already encoded)."""
         part = self.docs.setdefault(partition, {})
-        part[doc["_id"]] = self.encode(doc) if doc.get("next_check_at") is not None else None
+        if doc.get("next_check_at") is None:
+            part[doc["_id"]] = None
+        else:
+            part[doc["_id"]] = self.compress(raw) if raw is not None else self.encode(doc)
 
     def put_findings(self, code: str, docs: list[dict]) -> None:
         if docs:
@@ -813,6 +820,8 @@ class SlaHandler:
         """Keep the held copies in step with what is stored (or about to be: `undo` receives
         (partition, code, previous dossier, previous findings) for each held dossier replaced).
         Held copies are BSON: instants are kept at the store's millisecond precision."""
+        import bson
+
         by_code: dict[str, list[FindingWrite]] = {}
         for f in findings:
             by_code.setdefault(f.message["dossier_code"], []).append(f)
@@ -822,7 +831,9 @@ class SlaHandler:
             if undo is not None:
                 undo.append((w.partition, w.code, self.cache.docs[w.partition].get(w.code, _ABSENT),
                              self.cache.findings.get(w.code, _ABSENT)))
-            self.cache.put_dossier(w.partition, dossier_doc(w, now))
+            doc = dossier_doc(w, now)
+            w.raw = bson.encode(doc)        # the store write sends these bytes as they are
+            self.cache.put_dossier(w.partition, doc, w.raw)
             if w.code in by_code or w.code in self.cache.findings:
                 held = dict(previous.get(w.code) or {})
                 for f in by_code.get(w.code, ()):

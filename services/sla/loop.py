@@ -34,6 +34,7 @@ owner re-reads those records: idempotent).
 """
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -66,7 +67,8 @@ class ConsumerLoop:
     def __init__(self, consumer, handler: SlaHandler, dead_letters: DeadLetters, *,
                  poll_timeout: float = 0.5, check_interval: float = 0.5, check_limit: int = 400,
                  lag_interval: float = 5.0, max_records: int = 500, load_step: float = 1.0,
-                 check_budget: float = 10.0, pipeline: bool = False, max_inflight: int = 2):
+                 check_budget: float = 10.0, pipeline: bool = False, max_inflight: int = 4,
+                 write_batch: int = 100, freeze_gc: bool = False):
         self.consumer = consumer
         self.handler = handler
         self.dead_letters = dead_letters
@@ -89,6 +91,8 @@ class ConsumerLoop:
         self._backoff = 0.5
         self.pipeline = pipeline
         self.max_inflight = max(1, max_inflight)
+        self.write_batch = max(1, write_batch)
+        self.freeze_gc = freeze_gc
         self._inflight: deque[_InFlight] = deque()
         self._broken = threading.Event()    # a write failed: the writer skips the batches after it
         self.write_failures = 0             # failed batch writes handled (_fail)
@@ -101,7 +105,7 @@ class ConsumerLoop:
     def run(self) -> None:
         """Run until stop() (SIGTERM in the worker); commits and leaves the group on the way out."""
         # build the engine's calendars while the first poll joins the group
-        self._warming = threading.Thread(target=self.handler.warm_up, name="sla-warm-up", daemon=True)
+        self._warming = threading.Thread(target=self._warm_up, name="sla-warm-up", daemon=True)
         self._warming.start()
         try:
             while not self.stop_event.is_set():
@@ -249,6 +253,13 @@ class ConsumerLoop:
             parts = sorted(tp.partition for tp in new)
             self._loads.append(self.handler.start_assign(parts))
 
+    def _warm_up(self) -> None:
+        self.handler.warm_up()
+        if self.freeze_gc and not gc.get_freeze_count():
+            # what is loaded by now (modules, catalog, calendars, clients) lives as long as the
+            # process: out of the collector's generations, a full collection no longer walks it
+            gc.freeze()
+
     def _warmed(self) -> None:
         if self._warming is not None:
             self._warming.join()
@@ -256,10 +267,18 @@ class ConsumerLoop:
 
     def _handle(self, batch) -> None:
         self._warmed()
+        failures = self.write_failures
         items = [Incoming(r.key, r.value, r.partition, Origin(r.topic, r.partition, r.offset))
                  for r in batch]
         if self.pipeline and self.handler.in_memory(items):
-            self._submit(batch, items)
+            # in parts of write_batch records: the first part's write starts while the next ones
+            # are prepared, and only the last part's write is left when the poll's work is done
+            n = self.write_batch
+            for i in range(0, len(batch), n):
+                self._submit(batch[i:i + n], items[i:i + n])
+                if self.write_failures != failures:
+                    self._rewind({(r.topic, r.partition) for r in batch[i + n:]})
+                    return
             return
         if not self._drain():
             self._rewind({(r.topic, r.partition) for r in batch})   # read after a failed batch

@@ -48,6 +48,7 @@ class DossierWrite:
     agencies: list[str] = field(default_factory=list)   # every agency its events named (tenancy)
     summary: dict = field(default_factory=dict)          # facts the reports need (handlers.update_summary)
     finding_ids: list[str] = field(default_factory=list) # every finding this dossier ever had
+    raw: bytes | None = None  # dossier_doc(self, now) as BSON, when the handler encoded it already
 
 
 @dataclass
@@ -100,6 +101,15 @@ def dossier_doc(w: DossierWrite, now: datetime) -> dict:
                rev=w.prev_rev + 1, updated_at=now, agencies=sorted(w.agencies),
                summary=w.summary, finding_ids=sorted(w.finding_ids))
     return doc
+
+
+def stored_dossier(w: DossierWrite, now: datetime):
+    """What MongoRepository sends for a dossier write: its BSON as encoded by the handler (for the
+    held copy: one encoding, not two), else the document."""
+    if w.raw is not None:
+        from bson.raw_bson import RawBSONDocument
+        return RawBSONDocument(w.raw)
+    return dossier_doc(w, now)
 
 
 def finding_doc(w: FindingWrite, now: datetime) -> dict:
@@ -173,7 +183,7 @@ class MongoRepository:
         if dossiers:
             # new dossiers are inserted (a duplicate key means another instance created it),
             # existing ones replaced only at the revision we read (optimistic concurrency)
-            new = [dossier_doc(w, now) for w in dossiers if w.prev_rev == 0]
+            new = [stored_dossier(w, now) for w in dossiers if w.prev_rev == 0]
             for i in range(0, len(new), INSERT_CHUNK):
                 try:
                     self.dossiers.insert_many(new[i:i + INSERT_CHUNK], ordered=False)
@@ -181,7 +191,7 @@ class MongoRepository:
                     if any(e.get("code") == 11000 for e in exc.details.get("writeErrors", [])):
                         raise StaleWrite("a dossier was created by another instance") from exc
                     raise
-            ops = [ReplaceOne({"_id": w.code, "rev": w.prev_rev}, dossier_doc(w, now))
+            ops = [ReplaceOne({"_id": w.code, "rev": w.prev_rev}, stored_dossier(w, now))
                    for w in dossiers if w.prev_rev != 0]
             matched, _ = self._bulk(self.dossiers, ops)
             if matched != len(ops):

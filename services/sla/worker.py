@@ -67,7 +67,7 @@ def build_worker(settings: Settings, clock: Clock | None = None, *, ctx=None, en
                  db=None, names: Names | None = None, group_id: str = GROUP_ID,
                  consumer_config: dict | None = None, poll_timeout: float = 0.5,
                  check_interval: float = 0.5, max_dead_letters_in_a_row: int = 1000,
-                 pipeline: bool = True, max_records: int = 500) -> Worker:
+                 pipeline: bool = True, max_records: int = 500, write_batch: int = 100) -> Worker:
     """Build a worker on real Kafka and MongoDB; `run()` consumes until `stop()`. `pipeline`:
     a batch's store write overlaps the preparation of the next (loop.py)."""
     clock = clock or clock_from_env()
@@ -86,7 +86,8 @@ def build_worker(settings: Settings, clock: Clock | None = None, *, ctx=None, en
     dead = DeadLetters(publisher, settings.topic_events_dlq, clock, metrics,
                        max_in_a_row=max_dead_letters_in_a_row)
     loop = ConsumerLoop(consumer, handler, dead, poll_timeout=poll_timeout,
-                        check_interval=check_interval, pipeline=pipeline, max_records=max_records)
+                        check_interval=check_interval, pipeline=pipeline, max_records=max_records,
+                        write_batch=write_batch, freeze_gc=True)
     consumer.subscribe([settings.topic_events], listener=loop.listener())   # before the first poll
     return Worker(loop, handler, repo, publisher, metrics)
 

@@ -221,3 +221,38 @@ def test_records_polled_with_a_new_assignment_are_not_applied_after_a_failed_wri
     assert loop.write_failures == 1 and consumer.commits == []
     assert "D-12" not in a.cache.docs[0] and "D-12" not in repo.dossiers
     assert consumer.seeks == [0, 0]                  # D-11's batch, then the batch polled after it
+
+
+def test_a_poll_is_written_in_parts_and_a_failed_part_stops_the_rest(world):
+    clock, repo, bus, a = world
+    evs = [event(f"E-{i}") for i in range(5)]
+    consumer = FakeConsumer([[rec(e, i) for i, e in enumerate(evs)], [], []])
+    loop = pipelined(consumer, a, bus, clock, write_batch=2)
+    saves = []
+    orig = repo.save
+
+    def save(dossiers, findings, now):
+        saves.append(sorted(w.code for w in dossiers))
+        if len(saves) == 2:
+            raise ConnectionError("store down")
+        return orig(dossiers, findings, now)
+    repo.save = save
+    loop.run_once()
+    loop.run_once()
+    assert saves[0] == ["E-0", "E-1"] and saves[1] == ["E-2", "E-3"] and len(saves) == 2
+    assert consumer.commits == [{0: 2}]              # the first part only
+    assert set(repo.dossiers) == {"E-0", "E-1"} and set(a.cache.docs[0]) == {"E-0", "E-1"}
+    assert loop.write_failures == 1 and consumer.seeks == [0]
+
+
+def test_held_dossiers_are_sent_as_the_bson_the_held_copy_was_made_from(world):
+    import bson
+
+    from services.sla.repository import dossier_doc, stored_dossier
+    clock, repo, bus, a = world
+    pending = a.prepare([incoming(event("B-1"))])
+    [w] = pending.dossiers
+    assert w.raw is not None and bson.decode(w.raw) == bson.decode(bson.encode(dossier_doc(w, pending.now)))
+    assert stored_dossier(w, pending.now).raw == w.raw
+    a.abandon(pending, None)                         # nothing stored: the held copy goes back
+    assert "B-1" not in a.cache.docs[0]
