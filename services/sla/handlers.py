@@ -7,6 +7,12 @@ publish the stored-but-unpublished finding changes to `sla.findings` (key = doss
 Messages that cannot be parsed or applied come back as `Rejected`: the loop sends them to the
 dead-letter topic before it commits.
 
+`handle()` runs in three steps the loop can also drive apart (pipelined writes, loop.py):
+`prepare()` does all of the above in memory and updates the held copies at once (an undo log keeps
+what they held), `write()` stores and publishes (I/O only, safe on another thread), `finish()`
+schedules the next checks and records the findings as published — or `abandon()` after a failed
+write puts the held copies back (or reloads them after a StaleWrite).
+
 Idempotent: the engine records applied event ids in the state, findings have deterministic ids,
 and a finding change is stored with a revision before it is published, so a crash between store
 and publish republishes the same (finding id, revision) on the next touch or at start-up.
