@@ -28,9 +28,10 @@ changes and shutdown, the writes in flight are drained first. A failed write sto
 the batches after it are skipped, every batch not committed is abandoned newest first (held
 copies put back, or reloaded after a StaleWrite), their partitions and those of records polled
 since are rewound to the committed offsets, and nothing after the failure is committed. On a
-revocation the listener waits for the writes in flight (a partition is handed over with its
-writes done); their offsets are committed after the poll, except on revoked partitions (the new
-owner re-reads those records: idempotent).
+revocation the listener waits for the writes in flight and records them as published (the marks
+are written before the hand-over); a partition is handed over with its writes done. Their offsets
+are committed after the poll, except on revoked partitions (the new owner re-reads those records:
+idempotent).
 """
 from __future__ import annotations
 
@@ -61,6 +62,7 @@ class _InFlight:
     batch: list              # its Kafka records
     future: object           # concurrent.futures.Future of its write
     started: float
+    finished: bool = False   # handler.finish() done (by the rebalance listener), not committed yet
 
 
 class ConsumerLoop:
@@ -174,9 +176,10 @@ class ConsumerLoop:
             def on_partitions_revoked(self, revoked):
                 loop._revoked.update(revoked)
                 loop._newly.difference_update(revoked)
-                # hand the partitions over with their writes done (committed after the poll;
-                # no blocking consumer call may be made from a rebalance callback)
-                loop._wait_writes()
+                # hand the partitions over with their writes done and recorded as published
+                # (the marks below); committed after the poll: no blocking consumer call may be
+                # made from a rebalance callback
+                loop._settle_writes()
                 try:    # the new owner would otherwise republish them (same revisions)
                     loop.handler.flush_marks()
                 except Exception:
@@ -344,10 +347,18 @@ class ConsumerLoop:
             self._broken.set()
             raise
 
-    def _wait_writes(self) -> None:
-        """Wait until every write in flight has ended (no commit: see _reap)."""
-        if self._inflight:
-            wait([f.future for f in self._inflight])
+    def _settle_writes(self) -> None:
+        """Wait until every write in flight has ended and record the successful ones (oldest
+        first, up to a failure) as finished; their dead letters and commit wait for _reap."""
+        if not self._inflight:
+            return
+        wait([job.future for job in self._inflight])
+        for job in self._inflight:
+            if job.future.exception() is not None:
+                break
+            if not job.finished:
+                self.handler.finish(job.pending)
+                job.finished = True
 
     def _drain(self) -> bool:
         """Wait for the writes in flight and commit them; False when one failed (see _fail)."""
@@ -373,7 +384,8 @@ class ConsumerLoop:
             if failed is not None:
                 break
             self._inflight.popleft()
-            self.handler.finish(job.pending)
+            if not job.finished:
+                self.handler.finish(job.pending)
             done.append(job)
         if done:
             self._commit([r for job in done for r in job.batch])
@@ -398,7 +410,8 @@ class ConsumerLoop:
         wait([j.future for j in chain])     # the ones after it end at once (Skipped)
         self._broken.clear()
         for job in reversed(chain):
-            self.handler.abandon(job.pending, job.future.exception() or (exc if job is chain[0] else None))
+            if not job.finished:        # finished: stored, published and recorded already
+                self.handler.abandon(job.pending, job.future.exception() or (exc if job is chain[0] else None))
         self._rewind({(r.topic, r.partition) for j in chain for r in j.batch})
         if isinstance(exc, StaleWrite):
             self.handler.metrics.stale_retries.inc()

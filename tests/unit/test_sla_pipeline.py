@@ -178,6 +178,8 @@ def test_a_batch_that_needs_a_store_read_waits_for_the_writes_in_flight(world):
 
 def test_revocation_waits_for_the_writes_and_their_offsets_on_revoked_partitions_stay_uncommitted(world):
     clock, repo, bus, a = world
+    a.defer_marks = True                             # as in the worker
+    clock.set(T0 + timedelta(hours=2))
     consumer = FakeConsumer([[rec(event("D-9"), 0)], []])
     loop = pipelined(consumer, a, bus, clock)
     repo.gate.clear()
@@ -185,6 +187,9 @@ def test_revocation_waits_for_the_writes_and_their_offsets_on_revoked_partitions
     threading.Timer(0.2, repo.gate.set).start()
     loop.listener().on_partitions_revoked({TP0})     # inside poll: waits for the write
     assert "D-9" in repo.dossiers and loop._inflight[0].future.done()
+    # recorded as published before the hand-over: the new owner does not publish it again
+    assert repo.findings["D-9:OVERDUE"]["pending"] is False
+    assert published(bus) == [("D-9", "D-9:OVERDUE", "open", 1)]
     consumer.tps = set()                             # handed over
     loop.run_once()
     assert consumer.commits == [] and not loop._inflight and not a.cache.holds(0)
