@@ -70,7 +70,7 @@ class ConsumerLoop:
                  poll_timeout: float = 0.5, check_interval: float = 0.5, check_limit: int = 400,
                  lag_interval: float = 5.0, max_records: int = 500, load_step: float = 1.0,
                  check_budget: float = 10.0, pipeline: bool = False, max_inflight: int = 4,
-                 write_batch: int = 100, freeze_gc: bool = False):
+                 write_batch: int = 100, freeze_gc: bool = False, commit_interval: float = 0.2):
         self.consumer = consumer
         self.handler = handler
         self.dead_letters = dead_letters
@@ -95,6 +95,9 @@ class ConsumerLoop:
         self.max_inflight = max(1, max_inflight)
         self.write_batch = max(1, write_batch)
         self.freeze_gc = freeze_gc
+        self.commit_interval = commit_interval
+        self._committable: list = []        # records of written batches not committed yet
+        self._last_commit = 0.0
         self._inflight: deque[_InFlight] = deque()
         self._broken = threading.Event()    # a write failed: the writer skips the batches after it
         self.write_failures = 0             # failed batch writes handled (_fail)
@@ -153,7 +156,7 @@ class ConsumerLoop:
                 batch = [r for r in batch if (r.topic, r.partition) not in later]
         if batch:
             self._handle(batch)
-        elif self._inflight:
+        elif self._inflight or self._committable:
             self._reap(block=True)      # nothing new to prepare: wait for the writes, commit
         now = time.monotonic()
         if now - self._last_check >= self.check_interval:
@@ -388,12 +391,20 @@ class ConsumerLoop:
                 self.handler.finish(job.pending)
             done.append(job)
         if done:
-            self._commit([r for job in done for r in job.batch])
+            self._committable.extend(r for job in done for r in job.batch)
             self._backoff = 0.5
             self.batches += len(done)
             now = time.perf_counter()
             for job in done:
                 self.handler.metrics.batch_seconds.observe(now - job.started)
+        # while batches keep coming, at most one commit per commit_interval (each is a broker
+        # round trip on this thread); at once when waiting for the writes, after a failure and
+        # right after a revocation (before the assignment is updated)
+        if self._committable and ((block and upto is None) or failed is not None or self._revoked
+                                  or time.monotonic() - self._last_commit >= self.commit_interval):
+            self._commit(self._committable)
+            self._committable = []
+            self._last_commit = time.monotonic()
         if failed is not None:
             self._fail(failed)
             if dead_letter_failure:

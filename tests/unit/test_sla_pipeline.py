@@ -261,3 +261,16 @@ def test_held_dossiers_are_sent_as_the_bson_the_held_copy_was_made_from(world):
     assert stored_dossier(w, pending.now).raw == w.raw
     a.abandon(pending, None)                         # nothing stored: the held copy goes back
     assert "B-1" not in a.cache.docs[0]
+
+
+def test_commits_while_batches_keep_coming_are_spaced_and_all_made_when_idle(world):
+    clock, repo, bus, a = world
+    consumer = FakeConsumer([[rec(event(f"C-{i}"), i)] for i in range(4)] + [[]])
+    loop = pipelined(consumer, a, bus, clock, commit_interval=3600)
+    loop._last_commit = time.monotonic()
+    for _ in range(4):
+        loop.run_once()
+    wait_until(lambda: len(repo.dossiers) == 4)
+    assert consumer.commits == []                    # written, not committed yet: the interval
+    loop.run_once()                                  # nothing polled: everything written is committed
+    assert consumer.commits == [{0: 4}]
