@@ -10,7 +10,7 @@
    read of the same topic from the beginning (the issue's target: <= 3x the raw read).
 4. RSS of held open dossiers (the worker's in-memory copy).
 Sizes are scaled down from 100,000 dossiers for a 2-core machine shared by several engineers:
-SLA_PERF_EVENTS (default 1000), SLA_PERF_OPEN (default 2000), SLA_PERF_DUE (default 200),
+SLA_PERF_EVENTS (default 10,000: at 1,000 the group join both consumers pay dominates), SLA_PERF_OPEN (default 2000), SLA_PERF_DUE (default 200),
 SLA_PERF_REBUILD_EVENTS (default 100,000; the issue asks for 1,000,000), SLA_PERF_HELD (default
 100,000).
 """
@@ -37,7 +37,7 @@ from shared.messaging import KafkaPublisher, decode  # noqa: E402
 from services.sla.worker import build_worker, ensure_sla_topics  # noqa: E402
 
 pytestmark = pytest.mark.perf
-N_EVENTS = int(os.environ.get("SLA_PERF_EVENTS", "1000"))
+N_EVENTS = int(os.environ.get("SLA_PERF_EVENTS", "10000"))
 N_OPEN = int(os.environ.get("SLA_PERF_OPEN", "2000"))
 N_DUE = int(os.environ.get("SLA_PERF_DUE", "200"))
 
@@ -51,20 +51,32 @@ def _publish(settings, events):
 
 
 def _raw_read(settings, n):
-    from kafka import KafkaConsumer
-    c = KafkaConsumer(settings.topic_events, bootstrap_servers=settings.kafka_bootstrap_servers.split(","),
+    """Seconds for a raw kafka-python consumer (own group) to read and decode `n` records:
+    (whole run including the group join, from partition assignment on)."""
+    from kafka import ConsumerRebalanceListener, KafkaConsumer
+    c = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers.split(","),
                       group_id="raw-" + uuid.uuid4().hex[:6], auto_offset_reset="earliest",
                       enable_auto_commit=False)
+    assigned = []
+
+    class _Listener(ConsumerRebalanceListener):
+        def on_partitions_revoked(self, revoked):
+            pass
+
+        def on_partitions_assigned(self, parts):
+            if parts and not assigned:
+                assigned.append(time.perf_counter())
     got, t0 = 0, time.perf_counter()
+    c.subscribe([settings.topic_events], listener=_Listener())
     while got < n:
         for rs in c.poll(timeout_ms=500).values():
             for r in rs:
                 decode(r.value)
                 got += 1
         c.commit()
-    dt = time.perf_counter() - t0
+    end = time.perf_counter()
     c.close()
-    return dt
+    return end - t0, end - assigned[0]
 
 
 def _count(db, coll, q=None):
@@ -83,7 +95,7 @@ def test_apply_rate_vs_raw_consumer(settings, db):
     ensure_sla_topics(settings)
     events = [_received(f"P-{i}", "2024-11-05T08:15:00+07:00") for i in range(N_EVENTS)]
     _publish(settings, events)
-    raw = _raw_read(settings, N_EVENTS)
+    raw, raw_run = _raw_read(settings, N_EVENTS)
     clock = VirtualClock(T0)        # 08:00 local: nothing due yet, no findings
     group = "g-" + uuid.uuid4().hex[:6]
     worker = build_worker(settings, clock, group_id=group, consumer_config=FAST)
@@ -126,12 +138,16 @@ def test_apply_rate_vs_raw_consumer(settings, db):
         mem.handle(items[i:i + 500])
     mem_dt = time.perf_counter() - t1
     print(f"\n[sla apply rate] {N_EVENTS} dossier.received events (real engine, FerretDB)")
-    print(f"  {'raw kafka-python consumer':<34}{N_EVENTS / raw:>10.0f} events/s  ({raw:.2f} s)")
-    print(f"  {'sla worker (apply+store+commit)':<34}{N_EVENTS / dt:>10.0f} events/s  ({dt:.2f} s, "
-          f"includes group join)")
-    print(f"  {'  same, from partition assignment':<34}{N_EVENTS / dt_run:>10.0f} events/s  ({dt_run:.2f} s)")
-    print(f"  {'handler alone (in-memory store)':<34}{N_EVENTS / mem_dt:>10.0f} events/s  ({mem_dt:.2f} s, "
+    print(f"  {'':34}{'whole run (with group join)':>34}{'from partition assignment':>34}")
+    print(f"  {'raw kafka-python consumer':<34}{N_EVENTS / raw:>16.0f} events/s ({raw:6.2f} s)"
+          f"{N_EVENTS / raw_run:>16.0f} events/s ({raw_run:6.2f} s)")
+    print(f"  {'sla worker (apply+store+commit)':<34}{N_EVENTS / dt:>16.0f} events/s ({dt:6.2f} s)"
+          f"{N_EVENTS / dt_run:>16.0f} events/s ({dt_run:6.2f} s)")
+    print(f"  {'ratio (target >= 0.3)':<34}{raw / dt:>16.2f}{'':17}{raw_run / dt_run:>16.2f}")
+    print(f"  {'handler alone (in-memory store)':<34}{N_EVENTS / mem_dt:>16.0f} events/s ({mem_dt:6.2f} s, "
           "engine + parsing: the ceiling)")
+    print("  (the group join, ~0.2-0.5 s for both, dominates small runs: the steady-state ratio is "
+          "the right-hand column, at SLA_PERF_EVENTS >= 10,000)")
     assert worker.handler.metrics.events_applied._value.get() >= N_EVENTS
 
 
@@ -288,7 +304,7 @@ def test_rebuild_vs_raw_read(settings, db):
     t_pub = time.perf_counter() - t
     n = len(events)
     del events
-    raw = _raw_read(settings, n)
+    raw, _ = _raw_read(settings, n)     # the whole read: rebuild also pays its consumer start-up
     ctx = engine_context(settings)
     t = time.perf_counter()
     res = rebuild(settings, db, VirtualClock(T0), ctx, suffix="bench", switch=False, workers=workers)
