@@ -279,9 +279,27 @@ def load_stored(value: dict) -> dict:
     Raises ValueError naming every problem: a poison message goes to the dead-letter topic.
     """
     event, errors = validate_event(value, stored=True)
-    if errors:
-        raise ValueError("; ".join(f"{e.field}: {e.message}" for e in errors))
-    return to_utc(event)
+    if not errors:
+        try:
+            return to_utc(event)
+        except OverflowError:       # e.g. 0001-01-01T00:00:00+07:00: valid ISO, no UTC form
+            errors = out_of_range(event)
+    raise ValueError("; ".join(f"{e.field}: {e.message}" for e in errors))
+
+
+def out_of_range(obj: Any, path: str = "") -> list[FieldError]:
+    """The instants of a loaded event that cannot be converted to UTC (field paths)."""
+    if isinstance(obj, datetime):
+        try:
+            obj.astimezone(timezone.utc)
+        except OverflowError:
+            return [FieldError("out_of_range", path or "$", "instant out of range once in UTC")]
+        return []
+    if isinstance(obj, dict):
+        return [e for k, v in obj.items() for e in out_of_range(v, f"{path}.{k}" if path else k)]
+    if isinstance(obj, list):
+        return [e for v in obj for e in out_of_range(v, path)]
+    return []
 
 
 def to_utc(obj: Any) -> Any:

@@ -13,15 +13,14 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any, Callable
 
 from pymongo.errors import PyMongoError
 
-from shared.events import FieldError, to_wire, validate_event
+from shared.eventcheck import accept
+from shared.events import FieldError, out_of_range, to_wire, validate_event
 from shared.messaging import Published
 
-from .fastcheck import accept
 from .store import IntakeStore
 
 log = logging.getLogger("motcua.intake")
@@ -85,21 +84,6 @@ def reference_errors(event: dict, catalog, directory) -> list[FieldError]:
         errors.append(FieldError("unknown_procedure", "data.procedure_code",
                                  f"procedure {code!r} is not in the procedure catalog"))
     return errors
-
-
-def _out_of_range(obj: Any, path: str = "") -> list[FieldError]:
-    """The instants of a loaded event that cannot be converted to UTC."""
-    if isinstance(obj, datetime):
-        try:
-            obj.astimezone(timezone.utc)
-        except OverflowError:
-            return [FieldError("out_of_range", path or "$", "instant out of range once in UTC")]
-        return []
-    if isinstance(obj, dict):
-        return [e for k, v in obj.items() for e in _out_of_range(v, f"{path}.{k}" if path else k)]
-    if isinstance(obj, list):
-        return [e for v in obj for e in _out_of_range(v, path)]
-    return []
 
 
 def _err(status: int, errors: list, headers=None) -> Outcome:
@@ -173,7 +157,7 @@ class Intake:
                 try:
                     wire = to_wire(event)
                 except OverflowError:      # e.g. 0001-01-01T00:00:00+07:00 has no UTC form
-                    outcomes[i] = self._reject(422, _out_of_range(event))
+                    outcomes[i] = self._reject(422, out_of_range(event))
                     continue
             canon = canonical(wire)
             digest = body_hash(wire, canon)

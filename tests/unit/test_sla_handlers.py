@@ -198,6 +198,18 @@ def test_poison_and_refused_events_are_rejected_others_applied(world):
     assert repo.dossiers["D-5"]["event_ids"] == [good["event_id"]]
 
 
+def test_instant_without_utc_form_is_dead_lettered_not_raised(world):
+    """A valid ISO instant that overflows once in UTC (a message intake would refuse, written by
+    something else) is a poison message: rejected with the field named, the batch goes on."""
+    clock, repo, bus, handler = world
+    good = event("D-7")
+    bad = dict(event("D-7"), recorded_at="0001-01-01T00:00:00+07:00")
+    rej = handler.handle([incoming(bad, 0), incoming(good, 1)])
+    assert [r.reason for r in rej] == ["invalid_event"]
+    assert "recorded_at" in rej[0].error and "out of range" in rej[0].error
+    assert repo.dossiers["D-7"]["event_ids"] == [good["event_id"]]
+
+
 def test_stale_write_is_detected(world):
     clock, repo, bus, handler = world
     handler.handle([incoming(event("D-6"))])

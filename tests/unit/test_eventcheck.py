@@ -1,15 +1,17 @@
-"""The fast path of the event contract (services.intake.fastcheck) never disagrees with marshmallow:
-for any payload it returns None or exactly the event `validate_event` loads, in wire form
-(`to_wire`: same values, same types, same key order); every example event takes the fast path."""
+"""The fast path of the event contract (shared.eventcheck) never disagrees with marshmallow: for
+any payload `accept` returns None or exactly the event `validate_event` loads, in wire form
+(`to_wire`: same values, same types, same key order), and for any message `accept_stored`
+returns None or exactly what `load_stored` returns (UTC datetimes); every example event takes
+the fast path."""
 import copy
 import json
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.intake.fastcheck import accept
+from shared.eventcheck import accept, accept_stored
 from services.intake.openapi import EXAMPLES, example_event
-from shared.events import to_wire, validate_event
+from shared.events import load_stored, to_wire, validate_event
 
 POOL = [None, "", "x", "HS-1\n", "HS 1", 0, 1, -1, 1.5, True, False, 3650, 3651, [], ["a"], ["A"],
         ["a", 1], {}, {"id": "x"}, {"id": ""}, {"id": "x", "extra": 1}, "2024-11-05T08:15:00",
@@ -112,4 +114,60 @@ def test_every_single_replacement_agrees_with_marshmallow():
                     fast_taken += 1
                     assert slow is not None, (etype, path, value, errors)
                     assert _dump(fast) == _dump(to_wire(slow)), (etype, path, value)
+    assert checked > 5000 and fast_taken > 100, (checked, fast_taken)
+
+
+def _stored(event: dict, recorded_at="2024-11-05T01:16:02.123456+00:00") -> dict:
+    """The Kafka message of a posted event: the event plus `recorded_at`."""
+    return dict(event, recorded_at=recorded_at)
+
+
+def _slow_stored(message):
+    try:
+        return load_stored(copy.deepcopy(message))
+    except ValueError:
+        return None
+
+
+def test_every_example_message_takes_the_stored_fast_path_with_the_same_result():
+    for etype in EXAMPLES:
+        message = _stored(example_event(etype))
+        fast = accept_stored(copy.deepcopy(message))
+        assert fast is not None, etype
+        assert _dump(fast) == _dump(load_stored(message)), etype
+        assert list(fast) == list(load_stored(message))           # same key order
+
+
+@settings(max_examples=1500, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@given(payloads(), st.sampled_from(["2024-11-05T01:16:02.123456+00:00", "2024-11-05T08:16:02+07:00",
+                                    "2024-11-05T01:16:02", None, 5, "x"]))
+def test_stored_fast_path_agrees_with_load_stored(payload, recorded_at):
+    message = dict(payload) if isinstance(payload, dict) else payload
+    if recorded_at is not None:
+        message["recorded_at"] = recorded_at
+    slow = _slow_stored(message)
+    fast = accept_stored(copy.deepcopy(message))
+    if fast is not None:
+        assert slow is not None
+        assert _dump(fast) == _dump(slow)
+
+
+def test_every_single_replacement_in_a_message_agrees_with_load_stored():
+    checked = fast_taken = 0
+    for etype in sorted(EXAMPLES):
+        base = _stored(example_event(etype))
+        for path in [p for p in _paths(base) if p]:
+            for value in POOL:
+                message = copy.deepcopy(base)
+                parent = message
+                for k in path[:-1]:
+                    parent = parent[k]
+                parent[path[-1]] = copy.deepcopy(value)
+                slow = _slow_stored(message)
+                fast = accept_stored(copy.deepcopy(message))
+                checked += 1
+                if fast is not None:
+                    fast_taken += 1
+                    assert slow is not None, (etype, path, value)
+                    assert _dump(fast) == _dump(slow), (etype, path, value)
     assert checked > 5000 and fast_taken > 100, (checked, fast_taken)

@@ -1,12 +1,17 @@
 """A fast path for the event contract: the marshmallow schemas of `shared.events`, compiled once
-into plain functions, for events that are valid.
+into plain functions, for events that are valid. Two entry points, one compiler:
 
-`accept(payload)` returns exactly what `shared.events.to_wire(validate_event(payload)[0])` is
-(same values, same key order) when the payload is valid, and None whenever anything is
-unusual — wrong type, missing or unknown field, a field or validator error. The caller then runs
-`validate_event`, which reports every error at once; so the answers never differ, only valid
-events skip marshmallow's per-field bookkeeping (Schema.load costs ≈ 4× this for a
-`dossier.received` event).
+- `accept(payload)` (intake: a posted event) returns exactly what
+  `shared.events.to_wire(validate_event(payload)[0])` is — instants as UTC ISO 8601 strings;
+- `accept_stored(value)` (sla and `motcua rebuild`: a message of `dossier.events`, with
+  `recorded_at`) returns exactly what `shared.events.load_stored(value)` does — instants as aware
+  UTC datetimes.
+
+Both give the same values in the same key order when the input is valid, and None whenever
+anything is unusual — wrong type, missing or unknown field, a field or validator error. The caller
+then runs marshmallow (`validate_event` / `load_stored`), which reports every error at once; so the
+answers never differ, only valid events skip marshmallow's per-field bookkeeping (Schema.load
+costs ≈ 4× this for a `dossier.received` event).
 
 Little is re-implemented: each leaf field is loaded by the schema's own field object
 (`Field.deserialize`: required/null checks, conversion, validators) and only the schema walk is
@@ -28,7 +33,17 @@ from marshmallow import RAISE, fields
 from marshmallow.exceptions import ValidationError
 from marshmallow.utils import missing
 
-from shared.events import DATA_SCHEMAS, Envelope, to_wire
+from shared.events import DATA_SCHEMAS, Envelope, StoredEnvelope, to_utc, to_wire
+
+_UTC = timezone.utc
+
+
+def _wire_instant(value):
+    return value.astimezone(_UTC).isoformat()
+
+
+def _utc_instant(value):
+    return value.astimezone(_UTC)
 
 
 class _Bail(Exception):
@@ -65,17 +80,17 @@ def _checked(validators: tuple, value):
     return value
 
 
-def _instant_loader(field) -> Callable[[Any], Any] | None:
+def _instant_loader(field, out: Callable) -> Callable[[Any], Any] | None:
     """`AwareDateTime(format="iso")` for a present value, inlined, in wire form: a `str` parsed by
     the field's own ISO function, aware (no default time zone), the field's validators, then
-    UTC ISO 8601 as `to_wire` writes it (an OverflowError propagates: marshmallow explains)."""
+    `out` (UTC ISO 8601 as `to_wire` writes it, or the UTC datetime as `to_utc` gives it; an
+    OverflowError propagates: marshmallow explains)."""
     fmt = getattr(field, "format", None) or getattr(field, "DEFAULT_FORMAT", None)
     if not (type(field) is fields.AwareDateTime and _plain(field)
             and field.default_timezone is None and fmt in ("iso", "iso8601")):
         return None
     parse = field.DESERIALIZATION_FUNCS[fmt]
     validators = tuple(field.validators)
-    utc = timezone.utc
 
     def load(value):
         if type(value) is not str:
@@ -87,7 +102,7 @@ def _instant_loader(field) -> Callable[[Any], Any] | None:
         tz = ret.tzinfo
         if tz is None or tz.utcoffset(ret) is None:
             raise _Bail
-        return _checked(validators, ret).astimezone(utc).isoformat()
+        return out(_checked(validators, ret))
     return load
 
 
@@ -122,10 +137,11 @@ def _int_loader(field) -> Callable[[Any], Any] | None:
     return load
 
 
-def _leaf_loader(name: str, field) -> Callable[[Any], Any]:
-    """A present value of a non-nested field, loaded as `field.deserialize` would."""
-    for special in (_string_loader, _instant_loader, _uuid_loader, _int_loader):
-        fast = special(field)
+def _leaf_loader(name: str, field, instant: Callable) -> Callable[[Any], Any]:
+    """A present value of a non-nested field, loaded as `field.deserialize` would, its instants
+    put in the output form (`instant`: wire string or UTC datetime)."""
+    for fast in (_string_loader(field), _instant_loader(field, instant), _uuid_loader(field),
+                 _int_loader(field)):
         if fast is not None:
             return fast
     if (type(field) is fields.List and _plain(field)
@@ -141,7 +157,8 @@ def _leaf_loader(name: str, field) -> Callable[[Any], Any]:
                     raise _Bail
             return out
         return load_list
-    return lambda value: to_wire(field.deserialize(value, name, None))
+    convert = to_wire if instant is _wire_instant else to_utc
+    return lambda value: convert(field.deserialize(value, name, None))
 
 
 def _placeholder(field) -> Callable[[Any], Any] | None:
@@ -157,7 +174,8 @@ def _placeholder(field) -> Callable[[Any], Any] | None:
     return None
 
 
-def _compile(schema_cls, replaced: frozenset = frozenset()) -> Callable[[Any], dict] | None:
+def _compile(schema_cls, instant: Callable, replaced: frozenset = frozenset()
+             ) -> Callable[[Any], dict] | None:
     schema = schema_cls()
     if any(schema._hooks.values()) or schema.unknown != RAISE or schema.many or schema.partial:
         return None
@@ -172,7 +190,7 @@ def _compile(schema_cls, replaced: frozenset = frozenset()) -> Callable[[Any], d
                     or field.only or field.exclude or field.pre_load or field.post_load
                     or field.load_default is not missing):
                 return None
-            sub = _compile(nested)
+            sub = _compile(nested, instant)
             if sub is None:
                 return None
         elif name in replaced:
@@ -180,7 +198,7 @@ def _compile(schema_cls, replaced: frozenset = frozenset()) -> Callable[[Any], d
             if leaf is None:
                 return None
         else:
-            leaf = _leaf_loader(name, field)
+            leaf = _leaf_loader(name, field, instant)
         specs.append((name, field, sub, leaf))
     names = frozenset(n for n, _, _, _ in specs)
 
@@ -207,28 +225,27 @@ def _compile(schema_cls, replaced: frozenset = frozenset()) -> Callable[[Any], d
 
 
 class _Compiled:
-    def __init__(self):
-        self.envelope = _compile(Envelope, replaced=frozenset({"data"}))
-        self.data = {etype: _compile(cls) for etype, cls in DATA_SCHEMAS.items()}
+    def __init__(self, envelope, instant: Callable):
+        self.envelope = _compile(envelope, instant, replaced=frozenset({"data"}))
+        self.data = {etype: _compile(cls, instant) for etype, cls in DATA_SCHEMAS.items()}
 
 
-_compiled: _Compiled | None = None
+_compiled: dict[str, _Compiled] = {}
 _lock = threading.Lock()
 
 
-def _schemas() -> _Compiled:
-    global _compiled
-    if _compiled is None:
+def _schemas(kind: str) -> _Compiled:
+    c = _compiled.get(kind)
+    if c is None:
         with _lock:
-            if _compiled is None:
-                _compiled = _Compiled()
-    return _compiled
+            c = _compiled.get(kind)
+            if c is None:
+                c = _compiled[kind] = (_Compiled(Envelope, _wire_instant) if kind == "wire"
+                                       else _Compiled(StoredEnvelope, _utc_instant))
+    return c
 
 
-def accept(payload: Any) -> dict | None:
-    """The event in wire form if `payload` is certainly valid — exactly
-    `to_wire(validate_event(payload)[0])`: instants already UTC ISO 8601 strings — else None."""
-    c = _schemas()
+def _accept(c: _Compiled, payload: Any) -> dict | None:
     if c.envelope is None or type(payload) is not dict:
         return None
     etype = payload.get("type")
@@ -243,3 +260,16 @@ def accept(payload: Any) -> dict | None:
         return None
     event["event_id"] = str(event["event_id"])
     return event
+
+
+def accept(payload: Any) -> dict | None:
+    """The posted event in wire form if `payload` is certainly valid — exactly
+    `to_wire(validate_event(payload)[0])`: instants already UTC ISO 8601 strings — else None."""
+    return _accept(_schemas("wire"), payload)
+
+
+def accept_stored(value: Any) -> dict | None:
+    """The event of a `dossier.events` message if `value` is certainly valid — exactly
+    `load_stored(value)`: instants as aware UTC datetimes — else None (then `load_stored` says
+    what is wrong)."""
+    return _accept(_schemas("stored"), value)
