@@ -319,13 +319,18 @@ class SlaHandler:
         """Apply a batch of raw messages, store and publish its effects; returns the ones to
         dead-letter. `prepare()`, `write()` and `finish()` (or `abandon()`) in one call."""
         pending = self.prepare(items)
+        self._write_through(pending)
+        return pending.rejected
+
+    def _write_through(self, pending: "Pending") -> None:
+        """Store and publish a prepared batch now: `write()` then `finish()`, or `abandon()` and
+        raise."""
         try:
             self.write(pending)
         except BaseException as exc:
             self.abandon(pending, exc)
             raise
         self.finish(pending)
-        return pending.rejected
 
     def in_memory(self, items: list[Incoming]) -> bool:
         """True when `prepare(items)` reads nothing from the store: every message's dossier is in
@@ -731,13 +736,7 @@ class SlaHandler:
         if scheduled and dossier_writes and all(self.cache.holds(w.partition) for w in dossier_writes):
             self._store_scheduled(dossier_writes, finding_writes, previous, to_publish, held, now)
             return
-        pending = self._stage(dossier_writes, finding_writes, previous, to_publish, now, [], 0)
-        try:
-            self.write(pending)
-        except BaseException as exc:
-            self.abandon(pending, exc)
-            raise
-        self.finish(pending)
+        self._write_through(self._stage(dossier_writes, finding_writes, previous, to_publish, now, [], 0))
 
     def _stage(self, dossier_writes, finding_writes, previous, to_publish, now, rejected, n) -> "Pending":
         """A prepared batch: the held copies take its documents now (undo kept), its findings
