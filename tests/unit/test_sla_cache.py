@@ -195,6 +195,23 @@ def test_far_next_checks_wait_in_day_buckets_and_still_fall_due(two):
     assert sorted(p[1] for p in published(bus)) == ["D-11:OVERDUE", "D-12:OVERDUE"]
 
 
+def test_a_check_beyond_the_horizon_in_the_bucket_it_reaches_goes_straight_to_the_heap(two):
+    """More than FAR_HORIZON_S away but in the day bucket that _promote takes now: into the heap
+    at once (a far bucket would be promoted at the next look, decoding the held document)."""
+    from services.sla.handlers import FAR_BUCKET_S, FAR_HORIZON_S
+    clock, repo, bus, a, _ = two
+    a.assign([0])
+    later = event("D-13", when=T0 + timedelta(hours=9))           # due T0 + 10 h: 11:00 UTC
+    due = (T0 + timedelta(hours=10)).timestamp()
+    now = clock.now().timestamp()
+    assert due > now + FAR_HORIZON_S and due // FAR_BUCKET_S == (now + FAR_HORIZON_S) // FAR_BUCKET_S
+    a.handle([incoming(later)])
+    assert [e[2] for e in a._heap] == ["D-13"] and not a._far
+    clock.set(T0 + timedelta(hours=10, seconds=1))
+    a.check_due([0])
+    assert [p[1] for p in published(bus)] == ["D-13:OVERDUE"]
+
+
 def test_a_large_partition_is_loaded_between_polls_paused_and_its_records_read_again(two):
     """Loading is done in steps between polls (the consumer keeps polling: it stays in the group);
     until the partition is held it is paused, its records are rewound, it gets no checks."""
