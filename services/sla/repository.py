@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import threading
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Iterable, Protocol
 
 META = "sla_meta"            # collection holding the pointer document
@@ -176,21 +176,27 @@ class MongoRepository:
             upserted += res.upserted_count
         return matched, upserted
 
+    @staticmethod
+    def _insert_new(coll, docs: list, what: str) -> None:
+        """Insert new documents in chunks of INSERT_CHUNK; a duplicate `_id` means another
+        instance created one first: StaleWrite."""
+        from pymongo.errors import BulkWriteError
+        for i in range(0, len(docs), INSERT_CHUNK):
+            try:
+                coll.insert_many(docs[i:i + INSERT_CHUNK], ordered=False)
+            except BulkWriteError as exc:
+                if any(e.get("code") == 11000 for e in exc.details.get("writeErrors", [])):
+                    raise StaleWrite(f"{what} was created by another instance") from exc
+                raise
+
     def save(self, dossiers, findings, now):
         from pymongo import ReplaceOne
-        from pymongo.errors import BulkWriteError
 
         if dossiers:
             # new dossiers are inserted (a duplicate key means another instance created it),
             # existing ones replaced only at the revision we read (optimistic concurrency)
-            new = [stored_dossier(w, now) for w in dossiers if w.prev_rev == 0]
-            for i in range(0, len(new), INSERT_CHUNK):
-                try:
-                    self.dossiers.insert_many(new[i:i + INSERT_CHUNK], ordered=False)
-                except BulkWriteError as exc:
-                    if any(e.get("code") == 11000 for e in exc.details.get("writeErrors", [])):
-                        raise StaleWrite("a dossier was created by another instance") from exc
-                    raise
+            self._insert_new(self.dossiers, [stored_dossier(w, now) for w in dossiers if w.prev_rev == 0],
+                             "a dossier")
             ops = [ReplaceOne({"_id": w.code, "rev": w.prev_rev}, stored_dossier(w, now))
                    for w in dossiers if w.prev_rev != 0]
             matched, _ = self._bulk(self.dossiers, ops)
@@ -199,14 +205,7 @@ class MongoRepository:
         if findings:
             # new findings are inserted (FerretDB: an upsert that inserts costs ~15x an insert),
             # changed ones replaced by _id (the dossier write above was checked at its revision)
-            new = [finding_doc(w, now) for w in findings if w.new]
-            for i in range(0, len(new), INSERT_CHUNK):
-                try:
-                    self.findings.insert_many(new[i:i + INSERT_CHUNK], ordered=False)
-                except BulkWriteError as exc:
-                    if any(e.get("code") == 11000 for e in exc.details.get("writeErrors", [])):
-                        raise StaleWrite("a finding was created by another instance") from exc
-                    raise
+            self._insert_new(self.findings, [finding_doc(w, now) for w in findings if w.new], "a finding")
             ops = [ReplaceOne({"_id": w.finding_id}, finding_doc(w, now), upsert=True)
                    for w in findings if not w.new]
             self._bulk(self.findings, ops)
