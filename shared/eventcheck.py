@@ -54,6 +54,14 @@ def _plain(field) -> bool:
     return not (field.pre_load or field.post_load or field.allow_none)
 
 
+def _checked(validators: tuple, value):
+    """The field's own validators, as `validate.And` runs them (a ValidationError propagates)."""
+    for v in validators:
+        if v(value) is False:
+            raise _Bail
+    return value
+
+
 def _string_loader(field) -> Callable[[Any], Any] | None:
     """`String.deserialize` for a present value, inlined: a `str` (bytes and everything else go
     to marshmallow), then the field's own validators (as `validate.And` runs them)."""
@@ -65,19 +73,8 @@ def _string_loader(field) -> Callable[[Any], Any] | None:
     def load(value):
         if type(value) is not str:
             raise _Bail
-        for v in validators:
-            if v(value) is False:
-                raise _Bail
-        return value
+        return _checked(validators, value)
     return load
-
-
-def _checked(validators: tuple, value):
-    """The field's own validators, as `validate.And` runs them (a ValidationError propagates)."""
-    for v in validators:
-        if v(value) is False:
-            raise _Bail
-    return value
 
 
 def _instant_loader(field, out: Callable) -> Callable[[Any], Any] | None:
@@ -151,11 +148,7 @@ def _leaf_loader(name: str, field, instant: Callable) -> Callable[[Any], Any]:
         def load_list(value):
             if type(value) is not list:
                 raise _Bail
-            out = [item(x) for x in value]
-            for v in validators:
-                if v(out) is False:
-                    raise _Bail
-            return out
+            return _checked(validators, [item(x) for x in value])
         return load_list
     convert = to_wire if instant is _wire_instant else to_utc
     return lambda value: convert(field.deserialize(value, name, None))
