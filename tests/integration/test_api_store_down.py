@@ -2,18 +2,12 @@
 unreachable — a real refused TCP connection, no mock — and /readyz says which check failed."""
 from __future__ import annotations
 
-import socket
 import time
 
 import pytest
+from test_intake_api import closed_port
 
 from shared.config import Settings
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]      # closed again when the socket is
 
 
 def _settings() -> Settings:
