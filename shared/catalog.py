@@ -24,7 +24,7 @@ from shared.versioned import VersionedStore
 SUPPLEMENT_POLICIES = ("pause", "restart")
 DEFAULT_WARNING = ("wh", 8)          # LEGAL.md DUE_SOON: 8 working hours unless the procedure says otherwise
 _WARNING = re.compile(r"^(?:(\d+)wh|(\d+)%)$")
-_DATE = re.compile(r"^(\d{4})-(\d{1,2})-(\d{1,2})$")     # what YAML reads as a date
+_DATE = re.compile(r"^(\d{4})-(\d\d)-(\d\d)$")     # YYYY-MM-DD, what YAML reads as a date
 _INSTANT = re.compile(r"^\d{4}-\d{1,2}-\d{1,2}(?:[Tt]|[ \t]+)\d{1,2}:")
 _STEP_ROLE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 

@@ -302,11 +302,15 @@ def test_an_impossible_unquoted_date_names_entry_and_field(tmp_path):
 
 
 @pytest.mark.parametrize("value, expected", [
-    ("2018-06-21", date(2018, 6, 21)), ("2018-6-1", date(2018, 6, 1)), ('"2018-06-21"', date(2018, 6, 21)),
+    ("2018-06-21", date(2018, 6, 21)), ('"2018-06-21"', date(2018, 6, 21)), ("2018-6-1", None),
 ])
 def test_unquoted_and_quoted_dates_are_read(tmp_path, value, expected):
     text = MINIMAL.replace("effective_from: 2018-06-21", f"effective_from: {value}")
-    assert load_catalog(write(tmp_path, text)).get("1.001193").effective_from == expected
+    if expected is None:
+        with pytest.raises(CatalogError, match="YYYY-MM-DD"):
+            load_catalog(write(tmp_path, text))
+    else:
+        assert load_catalog(write(tmp_path, text)).get("1.001193").effective_from == expected
 
 
 def test_an_unquoted_instant_is_not_a_date(tmp_path):
