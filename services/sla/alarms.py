@@ -3,7 +3,7 @@ reference data (the agency's office is not in the offices file, an office's over
 broken, an instant outside the years the working calendar covers).
 
 Such an event is dead-lettered like any event the engine refuses (reason `not_applicable`), and
-it is also an operational problem, never a quiet one (docs/OPERATIONS.md "Reference-data alarm"):
+it is also an operational problem, never a quiet one (docs/reference-data.md, "The alarm"):
 - the counter `sla_reference_data_errors_total{reason}` on the worker's /metrics;
 - one ERROR log line per batch and problem (`reference data error`), codes only: no personal data;
 - an ops alert in MongoDB, collection `ops_alerts`: one document per problem (reason + subject),
