@@ -24,6 +24,8 @@ from shared.versioned import VersionedStore
 SUPPLEMENT_POLICIES = ("pause", "restart")
 DEFAULT_WARNING = ("wh", 8)          # LEGAL.md DUE_SOON: 8 working hours unless the procedure says otherwise
 _WARNING = re.compile(r"^(?:(\d+)wh|(\d+)%)$")
+_DATE = re.compile(r"^(\d{4})-(\d\d)-(\d\d)$")     # YYYY-MM-DD, what YAML reads as a date
+_INSTANT = re.compile(r"^\d{4}-\d{1,2}-\d{1,2}(?:[Tt]|[ \t]+)\d{1,2}:")
 _STEP_ROLE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 
 _PROCEDURE_KEYS = {
@@ -84,6 +86,15 @@ class _Collector:
             raise self.error_cls(first.file, first.entry, first.field, first.message, self.errors)
 
 
+class _TextDates(yaml.SafeLoader):
+    """Safe YAML that keeps unquoted dates as text: an impossible one (`2026-13-01`) is then
+    reported by the field's own check with its entry and field, not raised by the YAML reader."""
+
+
+_TextDates.add_constructor("tag:yaml.org,2002:timestamp",
+                           lambda loader, node: loader.construct_scalar(node))
+
+
 def read_records(path: str | Path, error_cls=CatalogError, what: str = "procedures") -> tuple[str, list]:
     """Read a YAML or JSON file holding a list of mappings; (file name, list)."""
     p = Path(path)
@@ -98,8 +109,8 @@ def read_records(path: str | Path, error_cls=CatalogError, what: str = "procedur
         if p.suffix.lower() == ".json":
             data = json.loads(text)
         else:
-            data = yaml.safe_load(text)
-    except (yaml.YAMLError, json.JSONDecodeError) as exc:
+            data = yaml.load(text, Loader=_TextDates)  # noqa: S506 (a SafeLoader subclass)
+    except (yaml.YAMLError, json.JSONDecodeError, ValueError) as exc:
         raise error_cls(name, None, None, f"not valid YAML/JSON: {exc}") from None
     if not isinstance(data, list):
         raise error_cls(name, None, None,
@@ -325,10 +336,16 @@ def _date(col, entry, fieldname, value) -> date | None:
     if isinstance(value, date):
         return value
     if isinstance(value, str):
-        try:
-            return date.fromisoformat(value.strip())
-        except ValueError:
-            pass
+        m = _DATE.match(value.strip())
+        if m:
+            try:
+                return date(*map(int, m.groups()))
+            except ValueError as exc:       # 2026-13-01, 2025-02-30
+                col.add(entry, fieldname, f"{value.strip()} is not a date: {exc}")
+                return None
+        if _INSTANT.match(value.strip()):
+            col.add(entry, fieldname, "must be a date (YYYY-MM-DD), not an instant")
+            return None
     col.add(entry, fieldname, f"must be a date YYYY-MM-DD, found {value!r}")
     return None
 
@@ -533,29 +550,62 @@ def _parse_procedure(col, idx, raw) -> tuple[Procedure, dict] | None:
     return proc, record
 
 
+def _dating(raw) -> tuple[str, date, date | None] | None:
+    """(code, effective_from, effective_to) of a raw entry when those three are valid."""
+    if not isinstance(raw, dict):
+        return None
+    code = raw.get("code")
+    if not isinstance(code, str) or not PROCEDURE_CODE.match(code):
+        return None
+    quiet = _Collector("")
+    start = _date(quiet, None, "effective_from", raw.get("effective_from"))
+    end = _date(quiet, None, "effective_to", raw.get("effective_to"))
+    return None if quiet.errors else (code, start or date.min, end)
+
+
+def _entry_order(err: "DataFileError") -> int:
+    """Sort key of a problem: its entry number ("#12 (…)"), file-level ones first."""
+    m = re.match(r"#(\d+)", err.entry or "")
+    return int(m.group(1)) if m else 0
+
+
 def catalog_from_records(records: list, file: str = "<records>") -> Catalog:
     """Validate a list of procedure mappings (as read from a file or a store)."""
     col = _Collector(file)
-    procedures, normalised, entries = [], [], []
+    procedures, normalised = [], []
+    dated: list[tuple[int, str, date, date | None]] = []    # every entry whose dating is readable
     for i, raw in enumerate(records):
         parsed = _parse_procedure(col, i, raw)
         if parsed:
             procedures.append(parsed[0])
             normalised.append(parsed[1])
-            entries.append(i)
+            p = parsed[0]
+            dated.append((i, p.code, p.effective_from, p.effective_to))
+        else:
+            # an entry with other errors still takes part in the overlap check, so that one
+            # run reports every problem (not the overlap only once the rest is fixed)
+            d = _dating(raw)
+            if d is not None:
+                dated.append((i, *d))
     # versions of one code must not overlap
-    by_code: dict[str, list[tuple[int, Procedure]]] = {}
-    for i, p in zip(entries, procedures):
-        by_code.setdefault(p.code, []).append((i, p))
+    by_code: dict[str, list[tuple[int, date, date | None]]] = {}
+    for i, code, start, end in dated:
+        by_code.setdefault(code, []).append((i, start, end))
     for code, versions in by_code.items():
-        versions.sort(key=lambda ip: ip[1].effective_from)
-        for (_, a), (j, b) in zip(versions, versions[1:]):
-            if a.effective_to is None or a.effective_to >= b.effective_from:
-                start = "the beginning" if a.effective_from == date.min else a.effective_from
+        versions.sort(key=lambda v: (v[1], v[0]))
+        for (i, a_from, a_to), (j, b_from, _) in zip(versions, versions[1:]):
+            if b_from == date.min:
                 col.add(f"#{j + 1} ({code})", "effective_from",
-                        f"versions of {code} overlap: the version in force from {start} "
-                        f"runs until {a.effective_to or 'further notice'}; give it an "
-                        f"effective_to before {b.effective_from}")
+                        f"code {code} is also entry #{i + 1}, and neither says from when: give "
+                        f"each version of a code its effective_from (and the earlier one an "
+                        f"effective_to), or remove the duplicate")
+            elif a_to is None or a_to >= b_from:
+                start = "the beginning" if a_from == date.min else a_from
+                col.add(f"#{j + 1} ({code})", "effective_from",
+                        f"versions of {code} overlap: the version of entry #{i + 1}, in force "
+                        f"from {start}, runs until {a_to or 'further notice'}; give it an "
+                        f"effective_to before {b_from}")
+    col.errors.sort(key=_entry_order)
     col.raise_if_any()
     return Catalog(procedures, normalised, source=file)
 

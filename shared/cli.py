@@ -40,6 +40,33 @@ def cli_db(settings):
     return client[settings.mongo_db]
 
 
+def reference_directory(settings, db=None):
+    """The agency directory the services use (VersionedStore.current_or_file): the version
+    imported into MongoDB (`motcua directory import`), else DIRECTORY_FILE. CliError when it
+    cannot be read."""
+    from pymongo.errors import PyMongoError
+
+    from shared.directory import DirectoryStore
+
+    try:
+        return DirectoryStore.current_or_file(settings.directory_file, db if db is not None else cli_db(settings))
+    except (OSError, ValueError, PyMongoError) as exc:
+        raise CliError(f"cannot read the agency directory: {exc}") from None
+
+
+def reference_catalog(settings, db=None):
+    """The procedure catalog the services use: the version imported into MongoDB (`motcua
+    catalog import`), else CATALOG_FILE. CliError when it cannot be read."""
+    from pymongo.errors import PyMongoError
+
+    from shared.catalog import CatalogStore
+
+    try:
+        return CatalogStore.current_or_file(settings.catalog_file, db if db is not None else cli_db(settings))
+    except (OSError, ValueError, PyMongoError) as exc:
+        raise CliError(f"cannot read the procedure catalog: {exc}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="motcua", description="Ops CLI of the một cửa dossier tracking system.")

@@ -1,14 +1,15 @@
 """`motcua keys create --agency CODE --role ROLE | list | revoke ID` — API keys (shared.auth).
 
 `create` prints the key once, alone on the last line (only its SHA-256 is stored): clients send
-it as `Authorization: Bearer KEY`. The agency must exist in the directory (DIRECTORY_FILE).
+it as `Authorization: Bearer KEY`. The agency must exist in the directory the services use: the
+version imported into MongoDB (`motcua directory import`), else DIRECTORY_FILE.
 """
 from __future__ import annotations
 
 import json
 
 from shared.auth import ROLES, KeyStore
-from shared.cli import CliError, cli_db
+from shared.cli import CliError, cli_db, reference_directory
 from shared.config import Settings
 
 
@@ -17,16 +18,20 @@ _db = cli_db  # the CLI's one MongoDB opener
 
 def _create(args) -> int:
     settings = Settings.from_env()
+    db = _db(settings)
     if not args.no_directory_check:
-        from shared.directory import load_directory
-        try:
-            directory = load_directory(args.directory or settings.directory_file)
-        except (OSError, ValueError) as exc:
-            raise CliError(f"cannot read the agency directory: {exc}") from None
+        from shared.directory import DirectoryStore, load_directory
+        if args.directory:
+            try:
+                directory = load_directory(args.directory)
+            except (OSError, ValueError) as exc:
+                raise CliError(f"cannot read the agency directory: {exc}") from None
+        else:
+            directory = reference_directory(settings, db)     # the one intake checks keys against
         if args.agency not in directory:
             raise CliError(f"agency {args.agency!r} is not in the agency directory "
-                           f"({args.directory or settings.directory_file})")
-    key_id, secret = KeyStore(_db(settings)).create(args.agency, args.role, args.label or "")
+                           f"({DirectoryStore.origin(directory)})")
+    key_id, secret = KeyStore(db).create(args.agency, args.role, args.label or "")
     print(f"created key {key_id} for agency {args.agency}, role {args.role}")
     print("store it now: it is shown once and cannot be recovered (send as 'Authorization: Bearer KEY'):")
     print(secret)
@@ -63,7 +68,8 @@ def register(subparsers) -> None:
     c.add_argument("--agency", required=True, help="agency code (the key covers its subtree)")
     c.add_argument("--role", required=True, choices=ROLES, help="role of the key")
     c.add_argument("--label", help="free text, e.g. the client system's name")
-    c.add_argument("--directory", help="agency directory file (default DIRECTORY_FILE)")
+    c.add_argument("--directory", help="check against this directory file instead (default: the "
+                                        "version imported into MongoDB, else DIRECTORY_FILE)")
     c.add_argument("--no-directory-check", action="store_true",
                    help="do not require the agency to be in the directory")
     c.set_defaults(func=_create)

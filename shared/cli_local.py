@@ -236,7 +236,9 @@ def register_demo(sub) -> None:
     p.add_argument("--seed", type=int, help="random seed (same seed, same events)")
     p.add_argument("--wait", type=float, default=0.0,
                    help="then wait up to this many seconds for alert e-mails in MAIL_DIR")
-    p.add_argument("--dry-run", action="store_true", help="print the events as JSON lines, post nothing")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the events as JSON lines, post nothing (still reads the catalog and "
+                        "directory in force: MongoDB, else the files)")
     p.set_defaults(func=_demo)
 
 
@@ -244,19 +246,17 @@ def _demo(args) -> int:
     import json
     import random
 
-    from shared.catalog import load_catalog
+    from shared.cli import cli_db, reference_catalog, reference_directory
     from shared.clock import clock_from_env
     from shared.config import Settings, env
-    from shared.directory import load_directory
 
     if not 1 <= args.count <= 500:
         raise CliError("--count must be between 1 and 500")
     settings = Settings.from_env()
-    try:
-        catalog = load_catalog(settings.catalog_file)
-        directory = load_directory(settings.directory_file)
-    except (OSError, ValueError) as exc:
-        raise CliError(f"cannot load the catalog/directory: {exc}") from None
+    # the stack's own reference data (imported into MongoDB, else the files), so that intake
+    # accepts the agencies and procedures the demo posts
+    db = cli_db(settings)
+    catalog, directory = reference_catalog(settings, db), reference_directory(settings, db)
     rng = random.Random(args.seed)
     events = demo_events(catalog, directory, clock_from_env().now(), rng, args.count)
     if args.dry_run:

@@ -11,7 +11,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Iterable
 
-from shared.catalog import DataFileError, _Collector, check_keys, content_hash, read_records
+from shared.catalog import (DataFileError, _Collector, _entry_order, check_keys, content_hash,
+                            read_records)
 from shared.config import PACKAGE_DATA
 from shared.versioned import VersionedStore
 
@@ -215,7 +216,7 @@ def _person(col, entry, fieldname, raw) -> tuple[Person | None, dict | None]:
     return Person(name=name, title=title, **ch), {k: v for k, v in record.items() if v is not None}
 
 
-def _parse_agency(col, idx, raw):
+def _parse_agency(col, idx, raw, offices: frozenset[str] | None = None, offices_file: str = ""):
     code = raw.get("code") if isinstance(raw, dict) else None
     entry = f"#{idx + 1}" + (f" ({code})" if isinstance(code, str) else "")
     if not isinstance(raw, dict):
@@ -249,6 +250,11 @@ def _parse_agency(col, idx, raw):
     office = raw.get("office", "default")
     if not isinstance(office, str) or not OFFICE.match(office):
         col.add(entry, "office", f"must be an office calendar id such as \"default\", found {office!r}")
+    elif offices is not None and office not in offices:
+        # checked here, not first when an event of the agency arrives: the engine could not
+        # compute any deadline of that agency (its events would all be dead-lettered)
+        col.add(entry, "office", f"unknown office {office!r}: the offices file {offices_file} "
+                                 f"defines {', '.join(sorted(offices))}")
     contacts, contacts_r = Contacts(), {}
     raw_contacts = raw.get("contacts")
     if raw_contacts is not None:
@@ -273,42 +279,59 @@ def _parse_agency(col, idx, raw):
     return agency, record
 
 
-def directory_from_records(records: list, file: str = "<records>") -> Directory:
-    """Validate a list of agency mappings (as read from a file or a store)."""
+def directory_from_records(records: list, file: str = "<records>", *,
+                           offices_file: str | Path | None = None,
+                           check_offices: bool = True) -> Directory:
+    """Validate a list of agency mappings (as read from a file or a store). With `check_offices`,
+    every `office` must be an office of the offices file (`offices_file`, default
+    shared/data/offices.yaml, the one the engine's calendars read). Every problem is reported in
+    one run: duplicate codes, parents and cycles are checked over all entries, including those
+    with other errors."""
+    from shared import workcal
+
+    offices_path = Path(offices_file) if offices_file is not None else workcal.OFFICES_FILE
+    offices = None
+    if check_offices:
+        try:
+            offices = workcal.office_ids(offices_path)
+        except workcal.CalendarConfigError as exc:
+            raise DirectoryError(file, None, "office", f"cannot check the offices: {exc}") from None
     col = _Collector(file, DirectoryError)
-    agencies, normalised, entries = [], [], []
-    seen: dict[str, int] = {}
+    agencies, normalised = [], []
+    # code -> (entry index, parent) of every entry with a valid code, parsed or not
+    first: dict[str, tuple[int, str | None]] = {}
     for i, raw in enumerate(records):
-        parsed = _parse_agency(col, i, raw)
-        if not parsed:
+        parsed = _parse_agency(col, i, raw, offices, str(offices_path))
+        code = raw.get("code") if isinstance(raw, dict) else None
+        if not isinstance(code, str) or not AGENCY_CODE.match(code):
             continue
-        a, rec = parsed
-        if a.code in seen:
-            col.add(f"#{i + 1} ({a.code})", "code",
-                    f"duplicate agency code, already used by entry #{seen[a.code] + 1}")
+        if code in first:
+            col.add(f"#{i + 1} ({code})", "code",
+                    f"duplicate agency code, already used by entry #{first[code][0] + 1}")
             continue
-        seen[a.code] = i
-        agencies.append(a)
-        normalised.append(rec)
-        entries.append(i)
-    by_code = {a.code: (i, a) for i, a in zip(entries, agencies)}
-    for i, a in zip(entries, agencies):
-        if a.parent and a.parent not in by_code:
-            col.add(f"#{i + 1} ({a.code})", "parent", f"unknown parent agency {a.parent!r}")
-    # cycles: follow parents; a chain longer than the number of agencies loops
+        parent = raw.get("parent")
+        first[code] = (i, parent if isinstance(parent, str) and parent != code else None)
+        if parsed:
+            agencies.append(parsed[0])
+            normalised.append(parsed[1])
+    for code, (i, parent) in first.items():
+        if parent and parent not in first:
+            col.add(f"#{i + 1} ({code})", "parent", f"unknown parent agency {parent!r}")
+    # cycles: follow parents; a chain that comes back to one of its codes loops
     reported: set[str] = set()
-    for i, a in zip(entries, agencies):
-        chain, cur = [a.code], a.parent
-        while cur and cur in by_code and cur not in chain:
+    for code, (i, parent) in first.items():
+        chain, cur = [code], parent
+        while cur and cur in first and cur not in chain:
             chain.append(cur)
-            cur = by_code[cur][1].parent
+            cur = first[cur][1]
         if cur and cur in chain:
             loop = chain[chain.index(cur):] + [cur]
             key = min(loop)
             if key not in reported:
                 reported.add(key)
-                col.add(f"#{i + 1} ({a.code})", "parent",
+                col.add(f"#{i + 1} ({code})", "parent",
                         "the parent chain forms a cycle: " + " → ".join(loop))
+    col.errors.sort(key=_entry_order)
     col.raise_if_any()
     return Directory(agencies, normalised, source=file)
 
@@ -334,7 +357,11 @@ class DirectoryStore(VersionedStore):
     CURRENT = "directory_current"
     FIELD = "agencies"
     load_file = staticmethod(load_directory)
-    from_records = staticmethod(lambda records, name: directory_from_records(records, name))
+    # offices were checked at import; a version that names an office since dropped from the
+    # offices file still loads (intake and notify do not need it), and each of its events the
+    # sla engine cannot apply raises the reference-data alarm (services/sla/alarms.py)
+    from_records = staticmethod(lambda records, name: directory_from_records(records, name,
+                                                                             check_offices=False))
 
     def import_directory(self, directory: Directory, imported_at: datetime, source: str = "") -> str:
         """Store `directory` as the current version; returns its version."""

@@ -42,6 +42,15 @@ class VersionedStore:
                 return obj
         return cls.load_file(path)
 
+    @classmethod
+    def origin(cls, obj) -> str:
+        """Where `obj` (from `current_or_file`) came from, for messages: the version imported
+        into MongoDB, or the file."""
+        source = getattr(obj, "source", "") or ""
+        if source.startswith(cls.VERSIONS + "/"):
+            return f"version {obj.version} imported into MongoDB ({cls.VERSIONS})"
+        return f"file {source}"
+
     def store(self, obj, imported_at: datetime, source: str = "") -> str:
         """Store `obj` (having `.version` and `.records`) as the current version; returns it."""
         if imported_at.tzinfo is None or imported_at.utcoffset() is None:

@@ -73,6 +73,14 @@ class CalendarRangeError(CalendarError):
     """An instant outside the years the calendar covers."""
 
 
+class UnknownOfficeError(CalendarError):
+    """An office id that the offices file does not define (a directory naming a mistyped office)."""
+
+    def __init__(self, office: str, known: Iterable[str]):
+        self.office = office
+        super().__init__(f"unknown office {office!r}: known offices are {', '.join(sorted(known))}")
+
+
 class CalendarConfigError(CalendarError):
     """An invalid offices or override file; names the file, the entry and the field."""
 
@@ -202,6 +210,12 @@ def load_offices(path: str | Path | None = None) -> dict[str, Office]:
                 raise CalendarConfigError(path, entry, "overrides", f"no such override file {r!r}")
         offices[oid] = Office(oid, spec["name"].strip(), sessions, makeup, override_paths)
     return offices
+
+
+def office_ids(path: str | Path | None = None) -> frozenset[str]:
+    """The ids of the offices of an offices file (default `shared/data/offices.yaml`), the ones
+    `calendar_for` knows: what a directory's `office` may name."""
+    return frozenset(load_offices(path))
 
 
 @dataclass(frozen=True)
@@ -676,7 +690,7 @@ def _stamp(path: str) -> tuple[str, int, int]:
 def _calendar_cached(office: str, stamps: tuple, offices_stamp: tuple) -> WorkingCalendar:
     offices = load_offices(offices_stamp[0])
     if office not in offices:
-        raise CalendarError(f"unknown office {office!r}: known offices are {', '.join(sorted(offices))}")
+        raise UnknownOfficeError(office, offices)
     spec = offices[office]
     files = [str(p) for p in spec.overrides] + [s[0] for s in stamps]
     return WorkingCalendar(spec, [load_overrides(f) for f in files])

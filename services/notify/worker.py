@@ -64,18 +64,19 @@ def build_channels(policy: Policy, environ: dict | None = None) -> dict:
     return channels
 
 
-def lookups(settings: Settings):
-    """(procedure name by code, rule requirement by rule set and rule) from shared data."""
-    from shared.catalog import load_catalog
-    from shared.engine.ruledata import default_rulesets
+def lookups(settings: Settings, db=None):
+    """(procedure name by code, rule requirement by rule set and rule) from the reference data
+    sla uses: the catalog imported into `db` (else CATALOG_FILE), the rule sets of the settings."""
+    from shared.catalog import CatalogStore
+    from shared.engine.context import rulesets_from_settings
 
     try:
-        catalog = load_catalog(settings.catalog_file)
+        catalog = CatalogStore.current_or_file(settings.catalog_file, db)
     except Exception:
         log.exception("catalog not loaded: alerts will show procedure codes only")
         catalog = None
     try:
-        rulesets = default_rulesets()
+        rulesets = rulesets_from_settings(settings)
     except Exception:
         log.exception("rule sets not loaded: alerts use the templates' requirement texts")
         rulesets = None
@@ -104,7 +105,7 @@ def build_service(settings: Settings, clock: Clock, db, *, policy: Policy | None
     store.ensure_indexes()
     directory = directory if directory is not None else load_agencies(settings, db)
     channels = channels if channels is not None else build_channels(policy, environ)
-    procedure_name, requirement = lookups(settings)
+    procedure_name, requirement = lookups(settings, db)
     secret = env("NOTIFY_SECRET", environ)
     if not secret:
         log.warning("NOTIFY_SECRET is not set: alerts carry no acknowledgement link")

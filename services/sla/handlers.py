@@ -33,6 +33,7 @@ from shared.eventcheck import accept_stored
 from shared.events import load_stored
 from shared.messaging import decode
 
+from .alarms import Alarm, OpsAlerts, raise_alarms, reference_data_problem
 from .metrics import SlaMetrics
 from .repository import (DossierWrite, FindingWrite, Repository, StaleWrite, dossier_doc,
                          finding_doc, finding_message, strip_dossier)
@@ -291,8 +292,10 @@ class SlaHandler:
     """Applies events and scheduled checks; owns no Kafka offsets."""
 
     def __init__(self, repo: Repository, publisher, topic_findings: str, clock, ctx,
-                 engine=None, metrics: SlaMetrics | None = None, defer_marks: bool = False):
+                 engine=None, metrics: SlaMetrics | None = None, defer_marks: bool = False,
+                 ops_alerts: OpsAlerts | None = None):
         self.repo = repo
+        self.ops_alerts = ops_alerts        # where reference-data alarms are recorded (alarms.py)
         self.publisher = publisher
         self.topic_findings = topic_findings
         self.clock = clock
@@ -371,13 +374,20 @@ class SlaHandler:
         agencies = {c: set(stored[c].get("agencies", ())) if c in stored else set() for c in codes}
         summaries = {c: dict(stored[c].get("summary") or {}) if c in stored else {} for c in codes}
         touched: list[str] = []
+        alarms: list[Alarm] = []
         for item, event in parsed:
             code = event["dossier_code"]
             try:
                 states[code] = self.engine.apply(states[code], event, self.ctx)
             except Exception as exc:   # the engine refuses this event: dead-letter it, go on
-                log.warning("event not applicable", extra={"fields": {
-                    "event_id": event["event_id"], "type": event["type"], "error": exc.__class__.__name__}})
+                problem = reference_data_problem(exc)
+                if problem is not None:     # intake accepted it: an alarm, not only a dead letter
+                    alarms.append(Alarm(problem[0], problem[1], str(exc)[:500], event["event_id"],
+                                        event["type"], code, event.get("agency_code") or ""))
+                else:
+                    log.warning("event not applicable", extra={"fields": {
+                        "event_id": event["event_id"], "type": event["type"],
+                        "error": exc.__class__.__name__}})
                 rejected.append(Rejected(item, "not_applicable", f"{exc.__class__.__name__}: {exc}"[:2000]))
                 continue
             self.metrics.events_applied.inc()
@@ -388,6 +398,8 @@ class SlaHandler:
             if code not in touched:
                 touched.append(code)
         now = self.clock.now()
+        if alarms:
+            raise_alarms(alarms, now, self.metrics, self.ops_alerts)
         dossier_writes, finding_writes, previous, to_publish = self._evaluate(
             touched, states, stored, partitions, now, agencies=agencies, summaries=summaries)
         order = {id(item): i for i, item in enumerate(items)}

@@ -11,6 +11,10 @@ class SlaMetrics:
         self.events_applied = Counter("sla_events_applied_total", "events applied to dossier states", registry=r)
         self.dead_letters = Counter("sla_dead_letters_total", "messages sent to the dead-letter topic",
                                     ["reason"], registry=r)
+        self.reference_data_errors = Counter(
+            "sla_reference_data_errors_total",
+            "events dead-lettered because the reference data cannot apply them (alarms.py)",
+            ["reason"], registry=r)
         self.findings_published = Counter("sla_findings_published_total", "finding changes published",
                                           ["state"], registry=r)
         self.dossiers_checked = Counter("sla_scheduled_checks_total",

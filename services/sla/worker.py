@@ -9,6 +9,7 @@ from shared.config import Settings
 from shared.consumer import serve_until_signalled
 from shared.messaging import KafkaPublisher, ensure_topics, kafka_consumer
 
+from .alarms import OpsAlerts
 from .dlq import DeadLetters
 from .handlers import SlaHandler
 from .loop import ConsumerLoop
@@ -80,7 +81,7 @@ def build_worker(settings: Settings, clock: Clock | None = None, *, ctx=None, en
     if ctx is None:
         ctx = engine_context(settings, db)
     handler = SlaHandler(repo, publisher, settings.topic_findings, clock, ctx, engine=engine,
-                         metrics=metrics, defer_marks=True)
+                         metrics=metrics, defer_marks=True, ops_alerts=OpsAlerts(db))
     consumer = kafka_consumer(settings.kafka_bootstrap_servers, [settings.topic_events], group_id,
                               client_id="motcua-sla", **(consumer_config or {}))
     dead = DeadLetters(publisher, settings.topic_events_dlq, clock, metrics,

@@ -42,6 +42,13 @@ def default_context(directory: Any | None = None) -> EngineContext:
                          rulesets=default_rulesets(), directory=directory)
 
 
+def rulesets_from_settings(settings: Any) -> RuleSets:
+    """The rule sets of a service: `extra["rulesets_file"]` when the settings name one, else the
+    shipped bindings (sla and notify read them the same way)."""
+    extra = getattr(settings, "extra", None) or {}
+    return load_rulesets(extra["rulesets_file"]) if extra.get("rulesets_file") else default_rulesets()
+
+
 def context_from_settings(settings: Any, db=None) -> EngineContext:
     """The engine context for a service: the catalog and directory imported into `db` (MongoDB)
     when given and present, else the files named by the settings (CATALOG_FILE, DIRECTORY_FILE);
@@ -52,8 +59,7 @@ def context_from_settings(settings: Any, db=None) -> EngineContext:
     from shared import directory as directory_mod
     from shared import workcal
     catalog = catalog_mod.CatalogStore.current_or_file(settings.catalog_file, db)
-    extra = getattr(settings, "extra", None) or {}
-    rulesets = load_rulesets(extra["rulesets_file"]) if extra.get("rulesets_file") else default_rulesets()
+    rulesets = rulesets_from_settings(settings)
     directory_file = getattr(settings, "directory_file", None)
     directory = directory_mod.DirectoryStore(db).current() if db is not None else None
     if directory is None and directory_file and Path(directory_file).exists():

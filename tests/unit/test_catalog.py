@@ -287,3 +287,52 @@ def test_shipped_catalog_versions_and_alternatives():
     assert ks.limit == Limit(0, "same-day")
     assert ks.missing_components(["to-khai-khai-sinh", "giay-cam-doan-viec-sinh"]) == []
     assert ks.missing_components(["to-khai-khai-sinh"]) == ["giay-chung-sinh"]
+
+
+# ----------------------------------------------------------------------------- issue 11 (10, 11)
+
+def test_an_impossible_unquoted_date_names_entry_and_field(tmp_path):
+    text = MINIMAL.replace("effective_from: 2018-06-21", "effective_from: 2026-13-01")
+    with pytest.raises(CatalogError) as exc:
+        load_catalog(write(tmp_path, text))
+    err = exc.value
+    assert (err.entry, err.field) == ("#1 (1.001193)", "effective_from")
+    assert "2026-13-01" in err.message and "month" in err.message
+    assert "catalog.yaml" in str(err)
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("2018-06-21", date(2018, 6, 21)), ('"2018-06-21"', date(2018, 6, 21)), ("2018-6-1", None),
+])
+def test_unquoted_and_quoted_dates_are_read(tmp_path, value, expected):
+    text = MINIMAL.replace("effective_from: 2018-06-21", f"effective_from: {value}")
+    if expected is None:
+        with pytest.raises(CatalogError, match="YYYY-MM-DD"):
+            load_catalog(write(tmp_path, text))
+    else:
+        assert load_catalog(write(tmp_path, text)).get("1.001193").effective_from == expected
+
+
+def test_an_unquoted_instant_is_not_a_date(tmp_path):
+    text = MINIMAL.replace("effective_from: 2018-06-21", "effective_from: 2018-06-21 08:00:00")
+    with pytest.raises(CatalogError) as exc:
+        load_catalog(write(tmp_path, text))
+    assert exc.value.field == "effective_from" and "not an instant" in exc.value.message
+
+
+def test_overlaps_are_reported_with_the_other_errors_of_the_entries():
+    # the second version of 1.000001 has a bad limit AND overlaps the first: both in one run
+    err = error_of([proc(), proc(code="1.000002", warning="x"), proc(limit="1xx")])
+    found = {(e.entry, e.field) for e in err.errors}
+    assert found == {("#2 (1.000002)", "warning"), ("#3 (1.000001)", "limit"),
+                     ("#3 (1.000001)", "effective_from")}
+    overlap = [e for e in err.errors if e.field == "effective_from"][0]
+    assert "entry #1" in overlap.message
+    # sorted by entry
+    assert [e.entry for e in err.errors] == ["#2 (1.000002)", "#3 (1.000001)", "#3 (1.000001)"]
+
+
+def test_dated_overlap_is_reported_even_when_the_earlier_entry_is_invalid():
+    err = error_of([proc(name="", effective_from="2020-01-01"), proc(effective_from="2021-01-01")])
+    assert {(e.entry, e.field) for e in err.errors} == {("#1 (1.000001)", "name"),
+                                                        ("#2 (1.000001)", "effective_from")}

@@ -147,3 +147,43 @@ def test_shipped_sample_directory():
         for p in (a.head, a.acting_head, a.one_stop_chief, *a.deputies):
             if p and p.email:
                 assert p.email.endswith((".example.org", ".local")), p.email
+
+
+# ----------------------------------------------------------------------------- issue 11 (10, 11)
+
+def test_an_unknown_office_is_an_error_naming_entry_and_field():
+    err = error_of([ag("A"), ag("B", "A", office="defualt")])
+    assert (err.file, err.entry, err.field) == ("dir.yaml", "#2 (B)", "office")
+    assert "unknown office 'defualt'" in err.message and "default" in err.message
+
+
+def test_offices_of_another_offices_file(tmp_path):
+    offices = tmp_path / "offices.yaml"
+    offices.write_text("offices:\n  so-tp:\n    name: Sở Tư pháp\n", encoding="utf-8")
+    d = directory_from_records([ag("A", office="so-tp")], "dir.yaml", offices_file=offices)
+    assert d.get("A").office == "so-tp"
+    with pytest.raises(DirectoryError) as exc:
+        directory_from_records([ag("A", office="default")], "dir.yaml", offices_file=offices)
+    assert exc.value.field == "office"
+
+
+def test_every_problem_is_reported_in_one_run():
+    err = error_of([
+        ag("A", office="defualt"),
+        ag("B", "GHOST", head={"name": "X", "email": "bad"}),    # unknown parent + bad e-mail
+        ag("C", "B"),                                            # its parent has errors: not unknown
+        ag("A", head={"name": "Y", "email": "bad"}),             # duplicate + bad e-mail
+    ])
+    assert [(e.entry, e.field) for e in err.errors] == [
+        ("#1 (A)", "office"),
+        ("#2 (B)", "head.email"), ("#2 (B)", "parent"),
+        ("#4 (A)", "head.email"), ("#4 (A)", "code"),
+    ]
+    assert "unknown parent agency 'GHOST'" in err.errors[2].message
+    assert "duplicate" in err.errors[4].message
+
+
+def test_a_cycle_through_an_invalid_entry_is_reported():
+    err = error_of([ag("A", "B", name=""), ag("B", "A")])
+    assert {e.field for e in err.errors} == {"name", "parent"}
+    assert any("cycle" in e.message for e in err.errors)
