@@ -1,7 +1,9 @@
 """Benchmark: due-date computations per second, precomputed tables vs a day-by-day baseline.
 
 Run on demand: `pytest tests/perf/test_calendar_perf.py -m perf -s` (or MOTCUA_PERF=1).
-Random receipt instants in 2018–2026, limits 1–60 working days, default office.
+Random receipt instants in 2018–2026, limits 1–60 working days, default office. The rate is
+printed, not asserted (the machines are shared); the assertions are that both agree and that the
+tables beat the baseline of the same run by the target ratio.
 """
 from __future__ import annotations
 
@@ -79,6 +81,5 @@ def test_due_dates_per_second_vs_day_by_day_baseline():
     ratio = fast_rate / base_rate
     print(f"\ncalendar due_at (precomputed tables): {fast_rate:12,.0f} due dates/s  ({N_FAST:,} cases)")
     print(f"baseline (day by day, is_working_day): {base_rate:12,.0f} due dates/s  ({N_BASELINE:,} cases)")
-    print(f"ratio: {ratio:.1f}×   targets: ≥ 100,000/s and ≥ 20×")
-    assert fast_rate >= 100_000
+    print(f"ratio: {ratio:.1f}×   target: ≥ 20×")
     assert ratio >= 20
