@@ -20,23 +20,19 @@ from __future__ import annotations
 
 import os
 import statistics
-import sys
 import threading
 import time
 import uuid
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
-from test_sla_handlers import T0, FakeEngine, event  # noqa: E402
-from test_sla_worker import FAST, db, settings  # noqa: E402,F401  (fixtures)
+from shared.clock import VirtualClock
+from shared.messaging import KafkaPublisher, decode
+from services.sla.worker import build_worker, ensure_sla_topics
 
-from shared.clock import VirtualClock  # noqa: E402
-from shared.messaging import KafkaPublisher, decode  # noqa: E402
-from services.sla.worker import build_worker, ensure_sla_topics  # noqa: E402
+from helpers.sla import T0, FakeEngine, event
+from helpers.sla_stack import FAST
 
 pytestmark = pytest.mark.perf
 N_EVENTS = int(os.environ.get("SLA_PERF_EVENTS", "10000"))
