@@ -10,13 +10,15 @@ from __future__ import annotations
 import os
 import random
 import time as clock
-from datetime import datetime, time, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 
 import holidays
 import pytest
 
 from shared.limits import Limit
-from shared.workcal import TZ, calendar_for
+from shared.workcal import calendar_for
+
+from helpers.workcal import day_by_day_add
 
 pytestmark = [pytest.mark.perf]
 
@@ -28,27 +30,9 @@ def _only_on_demand(request):
     if os.environ.get("MOTCUA_PERF") != "1" and ("perf" not in markexpr or "not perf" in markexpr):
         pytest.skip("benchmark: run with -m perf or MOTCUA_PERF=1")
 
-SESSIONS = ((time(7, 30), time(11, 30)), (time(13, 0), time(17, 0)))
+
 N_FAST = 200_000
 N_BASELINE = 5_000
-
-
-def baseline_due(vn: holidays.HolidayBase, received: datetime, n_wd: int) -> datetime:
-    """Day-by-day stepping on python-holidays' is_working_day."""
-    local = received.astimezone(TZ)
-    remaining = timedelta(hours=8 * n_wd)
-    d = local.date()
-    while True:
-        if vn.is_working_day(d):
-            for s, e in SESSIONS:
-                begin = max(datetime.combine(d, s, TZ), local)
-                end = datetime.combine(d, e, TZ)
-                if begin >= end:
-                    continue
-                if remaining <= end - begin:
-                    return (begin + remaining).astimezone(timezone.utc)
-                remaining -= end - begin
-        d += timedelta(days=1)
 
 
 def _cases(n: int, seed: int):
@@ -66,7 +50,7 @@ def test_due_dates_per_second_vs_day_by_day_baseline():
 
     # same answers on a sample first (a fast wrong answer is worth nothing)
     for r, lim in cases[:500]:
-        assert cal.due_at(r, lim) == baseline_due(vn, r, lim.value)
+        assert cal.due_at(r, lim) == day_by_day_add(vn, r, timedelta(hours=8 * lim.value))
 
     t0 = clock.perf_counter()
     for r, lim in cases:
@@ -75,7 +59,7 @@ def test_due_dates_per_second_vs_day_by_day_baseline():
 
     t0 = clock.perf_counter()
     for r, lim in cases[:N_BASELINE]:
-        baseline_due(vn, r, lim.value)
+        day_by_day_add(vn, r, timedelta(hours=8 * lim.value))
     base_rate = N_BASELINE / (clock.perf_counter() - t0)
 
     ratio = fast_rate / base_rate

@@ -90,6 +90,18 @@ def _produce_consume_baseline(settings, consumer, pub, n=20):
     return base
 
 
+def _lags(consumer, rule, t_set, timeout):
+    """Seconds from `t_set` to each finding of `rule` read by `consumer`, until N_DUE of them."""
+    lags = []
+    deadline = time.monotonic() + timeout
+    while len(lags) < N_DUE and time.monotonic() < deadline:
+        for rs in consumer.poll(timeout_ms=200).values():
+            for r in rs:
+                if decode(r.value).get("rule") == rule:
+                    lags.append(time.perf_counter() - t_set)
+    return lags
+
+
 def _pct(xs, p):
     """The p-th percentile of xs (nearest rank)."""
     xs = sorted(xs)
@@ -190,13 +202,7 @@ def test_detection_lag_with_many_open_dossiers(settings, db):
     # N_DUE dossiers fall due at once
     t_set = time.perf_counter()
     clock.set(T0 + timedelta(hours=1, seconds=N_DUE - 1))
-    lags = []
-    deadline = time.monotonic() + 120
-    while len(lags) < N_DUE and time.monotonic() < deadline:
-        for rs in c.poll(timeout_ms=200).values():
-            for r in rs:
-                if decode(r.value).get("rule") == "OVERDUE":
-                    lags.append(time.perf_counter() - t_set)
+    lags = _lags(c, "OVERDUE", t_set, timeout=120)
     c.close()
     pub.close()
     worker.stop()
@@ -409,13 +415,7 @@ def test_detection_lag_at_scale_real_engine(settings, db):
     time.sleep(1.0)
     t_set = time.perf_counter()
     clock.set(x)
-    lags = []
-    deadline = time.monotonic() + 300
-    while len(lags) < N_DUE and time.monotonic() < deadline:
-        for rs in f.poll(timeout_ms=200).values():
-            for r in rs:
-                if decode(r.value).get("rule") == "DUE_SOON":
-                    lags.append(time.perf_counter() - t_set)
+    lags = _lags(f, "DUE_SOON", t_set, timeout=300)
     t_all = time.perf_counter() - t_set
     f.close()
     worker.stop()
