@@ -1,6 +1,6 @@
 """Procedure catalog (thủ tục hành chính): file format, loader and queries.
 
-The format is documented in docs/CATALOG.md. A catalog file (YAML or JSON) is a list of
+The format is documented in docs/catalog.md. A catalog file (YAML or JSON) is a list of
 procedures; a procedure code may appear several times, once per version, each with its own
 `effective_from` / `effective_to` (inclusive) dates, which must not overlap.
 """

@@ -3,7 +3,7 @@
 `check` validates a procedure catalog and prints a summary (exit 2 with every error otherwise).
 `import` validates, then stores a new version in MongoDB (MONGO_URI / MONGO_DB): collections
 `catalog_versions` + `catalog_current`, and `directory_versions` + `directory_current`.
-The file format is in docs/CATALOG.md.
+The file format is in docs/catalog.md.
 """
 from __future__ import annotations
 
@@ -76,7 +76,7 @@ def _directory_check(args) -> int:
 def register(subparsers) -> None:
     """Add `catalog` and `directory` to the `motcua` dispatcher."""
     cat = subparsers.add_parser("catalog", help="procedure catalog: check or import a file",
-                                description="Validate or import a procedure catalog (docs/CATALOG.md).")
+                                description="Validate or import a procedure catalog (docs/catalog.md).")
     cat_sub = cat.add_subparsers(dest="catalog_command", metavar="ACTION")
     check = cat_sub.add_parser("check", help="validate FILE and print a summary",
                                description="Validate a catalog file; exit 2 listing every error.")
@@ -91,7 +91,7 @@ def register(subparsers) -> None:
     cat.set_defaults(func=lambda a: (cat.print_help(), 2)[1])
 
     dire = subparsers.add_parser("directory", help="agency directory: check or import a file",
-                                 description="Validate or import an agency directory (docs/CATALOG.md).")
+                                 description="Validate or import an agency directory (docs/catalog.md).")
     dir_sub = dire.add_subparsers(dest="directory_command", metavar="ACTION")
     dcheck = dir_sub.add_parser("check", help="validate FILE and print a summary",
                                 description="Validate a directory file; exit 2 listing every error.")

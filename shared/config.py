@@ -1,5 +1,5 @@
 """Configuration from environment variables. Every variable the code reads is named here,
-with its default for a local run; docker-compose.yml and the README use the same names."""
+with its default for a local run; docker-compose.yml and docs/operations.md use the same names."""
 from __future__ import annotations
 
 import os

@@ -1,7 +1,7 @@
 """Agency directory: agencies as a tree of any depth, their heads, one-stop chiefs and
 contact channels; loader with specific errors, tree queries, and a versioned MongoDB store.
 
-The file format is documented in docs/CATALOG.md ("Agency directory").
+The file format is documented in docs/catalog.md ("Agency directory").
 """
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ raise ApiError(422, [FieldError(...)] | [{"code","field","message"}], headers={.
 metrics(app).counter / .histogram                 # per-app Prometheus metrics
 ```
 
-- Every error leaves as `{"errors": [{"code", "field", "message"}]}` (ARCHITECTURE.md), including
+- Every error leaves as `{"errors": [{"code", "field", "message"}]}` (docs/api.md), including
   Werkzeug's (404, 405, 413, 415…) and unexpected exceptions (500, no internals leaked).
 - Request id: the client's `X-Request-Id` when it is a sane token (≤ 64 chars of
   `[A-Za-z0-9._-]`), else a new UUID4; echoed in the response header and in every log line.

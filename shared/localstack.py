@@ -30,7 +30,7 @@ FERRETDB_VERSION = "v1.24.2"
 FERRETDB_MODULE = "github.com/FerretDB/FerretDB"
 DEFAULT_TOPICS = {"dossier.events": 3, "sla.findings": 3, "dossier.events.dlq": 1, "sla.findings.dlq": 1}
 
-# env var -> (attribute, default); documented in shared.config.ENV_VARS and the README
+# env var -> (attribute, default); documented in shared.config.ENV_VARS and docs/operations.md
 PORT_VARS = {
     "MOTCUA_KAFKA_PORT": ("kafka_port", 19092),
     "MOTCUA_KAFKA_CONTROLLER_PORT": ("kafka_controller_port", 0),   # 0: kafka port + 1

@@ -5,7 +5,7 @@ per weekday (`shared/data/offices.yaml`), minus public holidays, plus the make-u
 Saturdays of government swap decisions (both from python-holidays' `VN` calendar, in Vietnamese),
 plus the local decisions of a province override file (`shared/data/overrides/`).
 
-Conventions (documented in docs/ARCHITECTURE.md "Working-time calendar"):
+Conventions (documented in docs/legal-engine.md "The working-time calendar"):
 - inputs are aware datetimes (naive ones raise `ValueError`); outputs are aware UTC datetimes;
 - precision is exact to the microsecond (datetime's resolution): nothing is rounded, so seconds
   and microseconds of the receipt instant are carried into the due instant;
@@ -239,7 +239,7 @@ class CounterRule:
 
 @dataclass(frozen=True)
 class Overrides:
-    """A province override file, validated (see shared/data/overrides/README.md)."""
+    """A province override file, validated (format at the top of shared/data/overrides/example-province.yaml)."""
     path: str
     province: str
     days_off: tuple[LocalDay, ...] = ()

@@ -31,6 +31,10 @@ import pytest
 
 from shared.clock import VirtualClock
 
+# `settings` and `db` of the sla tests on the real broker and store (helpers shared between test
+# modules live in tests/helpers/, never in another test module)
+from helpers.sla_stack import db, settings  # noqa: F401
+
 KAFKA_IMAGE = "apache/kafka:4.3.1"
 MONGO_IMAGE = "mongo:7.0"
 # a Tuesday, 09:00 in Hà Nội: inside office hours, not a holiday

@@ -91,8 +91,8 @@ class Resources:
                         bootstrap_timeout_ms=ms,
                         retry_backoff_ms=100, reconnect_backoff_max_ms=1000,
                         # kafka-python computes each record batch's CRC32C in pure Python: on
-                        # gzip-compressed batches (zlib, in C) it has ≈ 5× fewer bytes to cover —
-                        # a quarter less CPU per batch event; consumers decompress transparently
+                        # gzip-compressed batches (zlib, in C) it has far fewer bytes to cover;
+                        # consumers decompress transparently
                         compression_type="gzip",
                         metrics_enabled=False)     # kafka-python's own sensors: CPU per send, never read
         return self._publisher

@@ -1,13 +1,8 @@
 """The notify worker's loop: consume `sla.findings` (group `notify`), store and plan, commit, send.
 
 Offsets are committed after `handle_many` stored the findings and their notification records;
-sending happens after the commit from those records (a crash after the commit loses nothing):
-alerts due at once by the service's background sender while the next batch is polled and planned
-(at most `max_backlog` waiting), the others from the queue. A bad
-message goes to `<topic>.dlq` with its reason; a store failure rewinds the batch and backs off.
-Between polls: due notifications are sent and, every `schedule_interval`, escalations, repeats
-and digests run (in the worker: on a scheduler thread of their own, so their scans of the
-findings store never stall consumption).
+sending happens after the commit, from those records. A bad message goes to `<topic>.dlq`; a
+store failure rewinds the batch and backs off. Protocol: docs/architecture.md, "notify".
 """
 from __future__ import annotations
 

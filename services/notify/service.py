@@ -1,24 +1,13 @@
 """The notify service's work, without Kafka: findings in, notifications planned, sent and logged.
 
-- `handle(message)`: validate a `sla.findings` message, store the finding revision in the
-  service's own store, and plan notifications (insert = claim, unique per finding, episode,
-  recipient, level, kind, seq). Nothing is sent here, so the consumer can commit its offsets as
-  soon as `handle` returns: the delivery records are stored. `handle_many(messages)`: the same
-  for one poll's messages in a few unordered inserts.
-- `dispatch_due()`: take due notifications one by one (a lease in MongoDB, so several instances
-  can share the work), render, send, record the attempt in `deliveries`, mark sent (an insert
-  into `notifications_sent`, see store.py); alerts due at once are leased when planned and sent
-  without a queue scan (by the background sender of `start_sender` in the worker); on a channel
-  error retry with exponential backoff, and after the last retry mark `failed` (metric, error log,
-  delivery log and API) — never dropped.
-- `run_scheduled()`: escalations (unacknowledged after N working hours → the parent agency's
-  head), repeats, and the daily digests.
-- `acknowledge(...)`: stop escalation and repeats of a finding, recorded with who and when.
+- `handle(message)` / `handle_many(messages)`: validate a `sla.findings` message, store the finding
+  revision, plan its notifications (insert = claim). Nothing is sent here.
+- `dispatch_due()`: claim, render, send, record, mark sent; retries with backoff, then `failed`.
+- `run_scheduled()`: escalations, repeats, daily digests.
+- `acknowledge(...)`: stop escalation and repeats of a finding.
 
-Guarantee: a notification is inserted before it is sent and marked sent after; a crash between
-the send and the mark leaves its queue entry leased, and when the lease expires it is sent
-once more (`reclaims` counts it, and both attempts are in the delivery log). So each
-(finding, recipient, level) gets at most one alert, plus at most one duplicate per crash.
+Protocol (planning, leases and claims, at most one duplicate per crash, escalation):
+docs/architecture.md, "notify".
 """
 from __future__ import annotations
 
@@ -575,8 +564,8 @@ class NotifyService:
         return True
 
     def _send_all(self, docs: list[dict], t: datetime) -> None:
-        """Send a batch; the successful sends are marked together afterwards (batched writes:
-        a FerretDB update costs ~15-20 ms alone). A crash before the marks leaves the batch's
+        """Send a batch; the successful sends are marked together afterwards (one batched write,
+        docs/ferretdb.md). A crash before the marks leaves the batch's
         sent notifications leased, so each is sent once more after the lease (`reclaimed`)."""
         sent: list[tuple[dict, datetime, float]] = []
         try:

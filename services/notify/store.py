@@ -1,36 +1,11 @@
 """MongoDB storage of the notify service (works on MongoDB and FerretDB v1.24).
 
-Collections:
-- `notify_findings`: the latest revision of every finding received (`_id` = finding id), plus
-  the scheduler's state for it (escalation level reached, next escalation/repeat instants, ack).
-  The daily digest reads this store, never the sla database.
-- `notifications`: one document per (finding_id, episode, recipient, level, kind, seq), unique
-  index (`episode` counts re-openings of a resolved finding, 0 for most).
-  Inserting it is the claim: a second insert for the same key fails, so each alert is sent at
-  most once per recipient and level (kind `alert`, seq 0); repeats use seq 1, 2…; the closing
-  notice is kind `resolved`; digests are finding_id `digest:<date>`, kind `digest`.
-  status: pending → sent (shown from its `notifications_sent` marker) | failed | cancelled (pending
-  again with a later `due_at` to retry); while
-  an instance sends it, its queue entry is leased (see `notify_queue`).
-- `deliveries`: every attempt (time, channel, recipient, outcome, error, latency).
-- `acks`: every acknowledgement (who, when, how).
-- `notify_queue`: one small document per notification not yet final (`_id` = notification id,
-  `due_at`, `n` = claims so far). The sender scans only this collection: FerretDB evaluates
-  filters other than `_id` by reading every document, so the queue must stay small; final
-  notifications leave it. A claimed entry's `due_at` moves to the end of its lease, so an entry
-  whose sender crashed becomes due again by itself.
-- `notifications_sent`: `_id` = notification id, written (insert-only) when a notification was
-  sent. A sent notification's document in `notifications` is not updated: FerretDB reads the
-  whole collection for every update, even by `_id`, so an update of the ever-growing
-  `notifications` would cost more per alert than everything else. Readers see the status
-  through `with_outcome` / `list_notifications` / `get_notification` (status `sent`, `sent_at`,
-  `attempts`, `reclaims` from the marker). Rare transitions (retry, failed, cancelled) still
-  update the document.
-- `notify_alerted`: who received an alert or repeat of a finding (insert-only), read when the
-  finding repeats or resolves.
-- `notification_claims`: `_id` = `<notification id>:<n>`; inserting it is the lock that lets
-  exactly one instance take one claim (FerretDB's findAndModify is not atomic between writers,
-  a unique key is).
+Collections: `notify_findings`, `notifications` (unique per finding, episode, recipient, level,
+kind, seq: inserting it is the claim), `deliveries`, `acks`, `notify_queue` (notifications not yet
+final), `notifications_sent` (insert-only marker: a sent notification's document is not updated,
+readers merge the marker through `with_outcome`), `notify_alerted`, `notification_claims`.
+What each holds and why: docs/architecture.md, "notify"; the FerretDB limits behind the
+insert-only collections and the small queue: docs/ferretdb.md.
 """
 from __future__ import annotations
 

@@ -1,22 +1,9 @@
 """The sla service's work, without Kafka offsets: events in, dossier states and findings out.
 
-For a batch of raw messages (one poll): parse each (`shared.eventcheck.accept_stored`, the
-compiled fast path, else `shared.events.load_stored()`), apply it to its dossier's state with the
-legal engine, evaluate every touched dossier at `clock.now()`,
-reconcile the findings with the stored ones, store states and findings (bulk writes), then
-publish the stored-but-unpublished finding changes to `sla.findings` (key = dossier code).
-Messages that cannot be parsed or applied come back as `Rejected`: the loop sends them to the
-dead-letter topic before it commits.
-
-`handle()` runs in three steps the loop can also drive apart (pipelined writes, loop.py):
-`prepare()` does all of the above in memory and updates the held copies at once (an undo log keeps
-what they held), `write()` stores and publishes (I/O only, safe on another thread), `finish()`
-schedules the next checks and records the findings as published — or `abandon()` after a failed
-write puts the held copies back (or reloads them after a StaleWrite).
-
-Idempotent: the engine records applied event ids in the state, findings have deterministic ids,
-and a finding change is stored with a revision before it is published, so a crash between store
-and publish republishes the same (finding id, revision) on the next touch or at start-up.
+`handle()` = `prepare()` (parse, engine, evaluate, reconcile; held copies updated, undo kept) +
+`write()` (store and publish: I/O only) + `finish()` or `abandon()`. Messages that cannot be
+parsed or applied come back as `Rejected` for the loop to dead-letter. Protocol (delivery, held
+partitions, scheduler, pipelined writes): docs/architecture.md, "sla".
 """
 from __future__ import annotations
 
@@ -217,7 +204,7 @@ class StateCache:
 
     # Held documents are BSON compressed with raw deflate against a preset dictionary: the first
     # document this cache encodes (documents of one office share most of their bytes: field
-    # names, codes, rule sets). ~1.5 KB of BSON becomes ~0.1-0.3 KB for ~10 us per encode.
+    # names, codes, rule sets), so a held document takes a fraction of its BSON size.
     def encode(self, doc: dict) -> bytes:
         import bson
         return self.compress(bson.encode(doc))
@@ -308,7 +295,7 @@ class SlaHandler:
         self._heap: list[tuple[float, int | None, str]] = []
         # held dossiers whose next check is in a day bucket beyond the one FAR_HORIZON_S from now
         # reaches: only their code, in day buckets
-        # (8 bytes each instead of a ~100-byte heap entry); moved into the heap as the day nears
+        # (a code costs far less memory than a heap entry); moved into the heap as the day nears
         self._far: dict[int, list[str]] = {}
         # "published" marks (fid, revision) not yet written: the loop writes them when idle
         # (defer_marks) — losing them in a crash only republishes the same revision
@@ -445,7 +432,7 @@ class SlaHandler:
 
     def warm_up(self) -> None:
         """Build the working calendars of the offices the directory names: python-holidays'
-        import and the day tables (~0.2 s) that the first event would otherwise pay. The loop
+        import and the day tables) that the first event would otherwise pay. The loop
         runs it while it joins the consumer group."""
         calendars = getattr(self.ctx, "calendars", None)
         if calendars is None:
@@ -641,8 +628,8 @@ class SlaHandler:
         ts = t.timestamp()
         key = int(ts // FAR_BUCKET_S)
         # a far bucket only when _promote would not take it back at once: promoting decodes the
-        # held document to read its next check (≈ 15% of the loop's time when every new
-        # dossier's next check fell later in the current bucket)
+        # held document to read its next check, a cost paid again for every new dossier whose
+        # next check falls later in the current bucket
         if self.cache.holds(partition) and \
                 key > int((self.clock.now().timestamp() + FAR_HORIZON_S) // FAR_BUCKET_S):
             self._far.setdefault(key, []).append(code)
@@ -804,14 +791,9 @@ class SlaHandler:
     def _store_scheduled(self, dossier_writes, finding_writes, previous, to_publish, held, now) -> None:
         """Scheduled checks of held dossiers: findings first, then the dossiers.
 
-        On FerretDB an update costs ~20 ms (one SQLite transaction each) and an insert a fraction of
-        a millisecond when batched, so the new findings are inserted and published before the
-        dossier documents are replaced. Still stored before published (a crash republishes the same
-        revision; a lost dossier write only makes the next owner re-evaluate at the old
-        next_check_at and find nothing new). Guards: each held partition's ownership token is read
-        back first (another instance assigned since: nothing is written, the partition is dropped),
-        a finding created elsewhere fails its insert, and the dossier writes stay conditional on
-        the revision we hold.
+        New findings are inserted and published before the dossier documents are replaced (an
+        update is expensive on FerretDB); the order and its guards: docs/architecture.md,
+        "Scheduler".
         """
         owners = self.repo.owners(sorted(held))
         lost = {p for p in held if owners.get(p) != self._owner.get(p)}

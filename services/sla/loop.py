@@ -1,37 +1,7 @@
 """The consumer loop: poll, hand the batch to the handler, dead-letter, commit; scheduled checks.
 
-The loop owns offsets; the handler owns the work. Offsets are committed only after the batch's
-effects are stored and published (at-least-once). Between polls, the instance evaluates the
-dossiers of the partitions it owns whose `next_check_at` has passed (the scheduler), so a dossier
-is only ever written by the instance that owns its partition, and a rebalance hands both its
-events and its checks to the new owner. On a newly assigned partition, finding changes stored but
-never published (a crash between store and publish) are published first.
-
-The handler holds the documents of the assigned partitions in memory (`SlaHandler.start_assign`); a
-rebalance listener (`listener()`) reports every revocation and assignment, including a partition
-revoked and given back within one poll, so a partition is always reloaded from the store when it
-comes (back) to this instance. A load runs in steps of about `load_step` seconds between polls (a
-partition of 10^5-10^6 dossiers takes minutes on FerretDB, longer than max.poll.interval.ms);
-until its load is complete a partition is paused, its records are read again later (rewound to the
-committed offset) and it gets no scheduled checks. "Published" marks are written once per loop turn, after the batch
-and the scheduled checks (so a burst of due dossiers is published before any mark is written).
-
-Pipelined writes (`pipeline=True`, the worker's setting): a batch is applied in memory
-(`SlaHandler.prepare`: parse, engine, evaluate; the held copies take the new documents at once)
-and its store write and publish (`SlaHandler.write`) go to one writer thread, while the loop polls
-and prepares the next batch on top of the held copies; at most `max_inflight` batches wait. The
-writer runs batches in order; a batch's offsets are committed by the loop (the consumer is not
-thread-safe) only after ITS write and publish are done, in order. A batch is overlapped only when
-it reads nothing from the store (`SlaHandler.in_memory`: every dossier in a held partition, none
-held as a closed marker); otherwise, and before scheduled checks that are due, partition
-changes and shutdown, the writes in flight are drained first. A failed write stops the writer:
-the batches after it are skipped, every batch not committed is abandoned newest first (held
-copies put back, or reloaded after a StaleWrite), their partitions and those of records polled
-since are rewound to the committed offsets, and nothing after the failure is committed. On a
-revocation the listener waits for the writes in flight and records them as published (the marks
-are written before the hand-over); a partition is handed over with its writes done. Their offsets
-are committed after the poll, except on revoked partitions (the new owner re-reads those records:
-idempotent).
+The loop owns offsets and threads; the handler owns the work. Protocol (delivery, held partitions,
+scheduler, pipelined writes and commits, rebalance): docs/architecture.md, "sla".
 """
 from __future__ import annotations
 

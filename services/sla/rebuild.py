@@ -1,16 +1,8 @@
 """Rebuild the sla projections from the event log: replay `dossier.events` from the beginning into
 fresh collections (`dossiers_<ts>`, `findings_<ts>`) and switch the live pointer to them.
 
-The replay reads every partition up to the end offsets seen when it starts and re-enacts the live
-timeline of each dossier (see `rebuild()`) with the worker's own parsing and evaluation
-(`handlers.parse_item`, `handlers.evaluate_dossier`). Dossiers are independent of one another, so
-the replay runs in memory per dossier — engine states held as objects, no store round trip per
-event — and each dossier's final document and findings are inserted in bulk into the fresh
-collections. Partitions are shared out between processes (one per CPU by default): each reads its
-partitions, replays their dossiers and writes them. Nothing is published: the rebuilt findings are
-marked published (they were, when the live worker produced them). Run it with the `sla` workers
-stopped (the command refuses while the consumer group has members unless `force`), then start
-them: they read the pointer at start-up.
+How: docs/architecture.md, "Rebuild"; when and how to run it: docs/operations.md, "Rebuild the sla
+projections".
 """
 from __future__ import annotations
 

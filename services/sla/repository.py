@@ -23,12 +23,11 @@ from typing import Any, Iterable, Protocol
 META = "sla_meta"            # collection holding the pointer document
 POINTER_ID = "live"
 # FerretDB v1.24 (SQLite) holds one SQLite connection per update of a bulk until the command
-# ends: a bulk of ~100 updates exhausts its pool and the database deadlocks (seen on the dev
-# stack). Every bulk write is therefore sent in chunks of at most this many operations.
+# ends: a large bulk of updates exhausts its pool and the database deadlocks (docs/ferretdb.md).
+# Every bulk write is therefore sent in chunks of at most this many operations.
 BULK_CHUNK = 20
 # Plain inserts are one insert command per chunk (one SQLite transaction on FerretDB, no pooled
-# connection per document): measured on the dev stack, ~3,000 documents/s in chunks of 20,
-# ~6,000 in chunks of 500, no deadlock (rebuilds insert 10^5-10^6 documents this way).
+# connection per document): large chunks do not deadlock and are faster than small ones.
 INSERT_CHUNK = 500
 BOOKKEEPING = ("_id", "partition", "next_check_at", "rev", "updated_at", "agencies", "summary", "finding_ids")
 FINDING_BOOKKEEPING = ("_id", "revision", "published_revision", "pending", "partition", "updated_at")
@@ -150,7 +149,7 @@ class MongoRepository:
 
     # -- the worker ---------------------------------------------------------------------------
     # Lookups go by _id, one query each: FerretDB v1.24 pushes only `_id` equality down to
-    # SQLite; `$in` or any other field scans the whole collection (seen: 300 ms at 2,000 docs).
+    # SQLite; `$in` or any other field scans the whole collection (docs/ferretdb.md).
     def load_dossiers(self, codes):
         out = {}
         for code in dict.fromkeys(codes):
@@ -203,7 +202,7 @@ class MongoRepository:
             if matched != len(ops):
                 raise StaleWrite(f"{len(ops) - matched} dossier(s) changed by another instance")
         if findings:
-            # new findings are inserted (FerretDB: an upsert that inserts costs ~15x an insert),
+            # new findings are inserted (FerretDB: an upsert that inserts is far slower),
             # changed ones replaced by _id (the dossier write above was checked at its revision)
             self._insert_new(self.findings, [finding_doc(w, now) for w in findings if w.new], "a finding")
             ops = [ReplaceOne({"_id": w.finding_id}, finding_doc(w, now), upsert=True)

@@ -1,6 +1,6 @@
 """The legal engine (pure: no Kafka, no MongoDB, no clock reads — `now` is a parameter).
 
-Interface (docs/ARCHITECTURE.md, "Legal engine"):
+Interface (docs/legal-engine.md, "Interfaces"):
     new_state, apply, replay            the dossier state machine (state.py)
     evaluate, reconcile                 the rules of LEGAL.md as data (rules.py, shared/data/rules/)
     explain_deadline                    the calendar's explanation with the dossier's pauses

@@ -6,7 +6,7 @@ rule; titles, citations, severities, roles and parameters come from the rule set
 received under (shared/data/rules/). `reconcile()` compares with the stored findings and says what
 changed (opened / updated / escalated / resolved), with a revision per finding.
 
-Resolution policy (documented in docs/ARCHITECTURE.md): condition rules (DUE_SOON, APOLOGY_MISSING,
+Resolution policy (documented in docs/legal-engine.md): condition rules (DUE_SOON, APOLOGY_MISSING,
 OVERDUE, RESULT_NOT_RETURNED, CONSULTATION_OVERDUE, SUPPLEMENT_STALLED, BYPASSED_ONE_STOP,
 RECEIVED_INCOMPLETE) resolve as soon as the condition stops holding; record rules (a violation that
 happened: RECEIVED_EXTRA, SUPPLEMENT_REPEATED, SUPPLEMENT_OUT_OF_LIST, TRANSFER_LATE, APOLOGY_LATE,

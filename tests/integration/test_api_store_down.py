@@ -5,9 +5,10 @@ from __future__ import annotations
 import time
 
 import pytest
-from test_intake_api import closed_port
 
 from shared.config import Settings
+
+from helpers.net import closed_port
 
 
 def _settings() -> Settings:

@@ -5,7 +5,6 @@ tenancy, the rate limit shared through MongoDB, and the fault cases with real cl
 closed ports (a real refused connection; stopping the shared broker mid-run is not allowed).
 """
 import json
-import socket
 import time
 import uuid
 from collections import defaultdict
@@ -14,27 +13,14 @@ import pytest
 
 from services.intake.app import create_app
 from services.intake.store import IntakeStore
-from services.intake.openapi import example_event
 from shared.auth import KeyStore
 from shared.catalog import default_catalog
 from shared.clock import VirtualClock
 from shared.directory import directory_from_records
 from shared.messaging import kafka_consumer
 
-from test_intake_support import COMMUNE, DEPT, NOW, OTHER, PROVINCE, directory_records  # noqa: F401
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]      # closed again when the socket is
-
-
-def ev(etype="dossier.received", **over):
-    e = example_event(etype)
-    e["event_id"] = str(uuid.uuid4())
-    e.update(over)
-    return e
+from helpers.intake import COMMUNE, DEPT, NOW, OTHER, PROVINCE, directory_records, ev  # noqa: F401
+from helpers.net import closed_port
 
 
 class Live:

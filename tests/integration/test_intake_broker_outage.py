@@ -33,7 +33,7 @@ from shared.catalog import default_catalog
 from shared.directory import directory_from_records
 from shared.messaging import ensure_topics, kafka_consumer
 
-from test_intake_support import DEPT, directory_records
+from helpers.intake import DEPT, directory_records
 
 PUBLISH_TIMEOUT_S = 2
 

@@ -3,24 +3,21 @@ then the read API on the same database (tenancy, findings, deadline explanation)
 from __future__ import annotations
 
 import json
-import sys
 import threading
 import time
 import uuid
 from datetime import datetime, timezone
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_sla_worker import FAST, consume, db, settings  # noqa: E402,F401  (fixtures)
+from shared.auth import KeyStore
+from shared.clock import VirtualClock
+from shared.directory import directory_from_records
+from shared.messaging import KafkaPublisher
+from services.sla.api import create_app
+from services.sla.worker import build_worker
 
-from shared.auth import KeyStore  # noqa: E402
-from shared.clock import VirtualClock  # noqa: E402
-from shared.directory import directory_from_records  # noqa: E402
-from shared.messaging import KafkaPublisher  # noqa: E402
-from services.sla.api import create_app  # noqa: E402
-from services.sla.worker import build_worker  # noqa: E402
+from helpers.sla_stack import FAST, consume
 
 pytestmark = pytest.mark.integration
 AGENCY, PARENT, OTHER = "000.00.17.H56", "000.00.00.H56", "000.00.99.H99"

@@ -1,7 +1,7 @@
 """The sla worker on a real Kafka broker and a real MongoDB-wire server (FerretDB in the dev stack).
 
 Loop mechanics (DLQ, crash between store and commit, rebalance, rebuild) run with the small
-engine of tests/unit/test_sla_handlers.py (OVERDUE one hour after receipt) so that each test
+engine of tests/helpers/sla.py (OVERDUE one hour after receipt) so that each test
 controls exactly which findings must exist; test_sla_scenarios.py drives the real legal engine.
 Each test uses its own topics, consumer group and database.
 """
@@ -19,45 +19,17 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
-from test_sla_handlers import T0, FakeEngine, event  # noqa: E402
+from shared.clock import FileClock, VirtualClock
+from shared.messaging import KafkaPublisher, encode
+from services.sla.rebuild import rebuild
+from services.sla.repository import MongoRepository, live_names, strip_dossier
+from services.sla.worker import build_worker
 
-from shared.clock import FileClock, VirtualClock  # noqa: E402
-from shared.config import Settings  # noqa: E402
-from shared.messaging import KafkaPublisher, encode  # noqa: E402
-from services.sla.rebuild import rebuild  # noqa: E402
-from services.sla.repository import MongoRepository, live_names, strip_dossier  # noqa: E402
-from services.sla.worker import build_worker  # noqa: E402
+from helpers.sla import T0, FakeEngine, event
+from helpers.sla_stack import FAST, consume
 
 pytestmark = pytest.mark.integration
 REPO_ROOT = Path(__file__).resolve().parents[2]
-FAST = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000, "max_poll_interval_ms": 30000}
-
-
-@pytest.fixture
-def settings(kafka_bootstrap, mongo_uri):
-    """Settings on the session's broker and store (tests/conftest.py: the environment, else
-    testcontainers, else a private local stack), with this test's own topics and database."""
-    tag = uuid.uuid4().hex[:10]
-    s = Settings.from_env(kafka_bootstrap_servers=kafka_bootstrap, mongo_uri=mongo_uri,
-                          topic_events=f"t{tag}.events", topic_findings=f"t{tag}.findings",
-                          mongo_db=f"sla_{tag}")
-    yield s
-    from kafka.admin import KafkaAdminClient
-    from pymongo import MongoClient
-    MongoClient(s.mongo_uri).drop_database(s.mongo_db)
-    admin = KafkaAdminClient(bootstrap_servers=s.kafka_bootstrap_servers.split(","))
-    try:
-        admin.delete_topics([s.topic_events, s.topic_findings, s.topic_events_dlq])
-    except Exception:   # noqa: BLE001 - best-effort clean-up
-        pass
-    admin.close()
-
-
-@pytest.fixture
-def db(settings):
-    from pymongo import MongoClient
-    return MongoClient(settings.mongo_uri, tz_aware=True)[settings.mongo_db]
 
 
 class Running:
@@ -73,25 +45,6 @@ class Running:
         self.worker.stop()
         self.thread.join(20)
         assert not self.thread.is_alive()
-
-
-def consume(settings, topic, until, timeout=60.0):
-    """Records of `topic` from the beginning until `until(records)` is true."""
-    from kafka import KafkaConsumer
-    from shared.messaging import decode
-    c = KafkaConsumer(topic, bootstrap_servers=settings.kafka_bootstrap_servers.split(","),
-                      group_id=None, auto_offset_reset="earliest", enable_auto_commit=False)
-    out = []
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            for rs in c.poll(timeout_ms=300).values():
-                out.extend((r, decode(r.value)) for r in rs)
-            if until(out):
-                return out
-    finally:
-        c.close()
-    raise AssertionError(f"timed out on {topic}: {len(out)} records")
 
 
 def wait_for(pred, timeout=60.0, what="condition"):
@@ -143,12 +96,12 @@ def test_events_scheduler_findings_and_dead_letters(settings, db):
 
 def _worker_cmd(group, **consumer):
     code = ("import sys; sys.path.insert(0, %r);"
-            "from test_sla_handlers import FakeEngine;"
+            "from helpers.sla import FakeEngine;"
             "from services.sla.worker import build_worker;"
             "from shared.config import Settings;"
             "w = build_worker(Settings.from_env(), ctx=object(), engine=FakeEngine, group_id=%r,"
             " consumer_config=%r);"
-            "w.run()") % (str(REPO_ROOT / "tests" / "unit"), group, dict(FAST, **consumer))
+            "w.run()") % (str(REPO_ROOT / "tests"), group, dict(FAST, **consumer))
     return [sys.executable, "-c", code]
 
 

@@ -2,7 +2,8 @@
 
 Run on demand: `pytest tests/perf/test_rules_perf.py -m perf -s` (or MOTCUA_PERF=1).
 Prints the engine's rate beside a baseline measured in the same run: the bare overdue test
-(`now > state.due_at`) over the same states, i.e. the floor of any per-dossier check.
+(`now > state.due_at`) over the same states, i.e. the floor of any per-dossier check, and the
+ratio between them. No rate is asserted (the machines are shared): compare ratios between runs.
 """
 from __future__ import annotations
 
@@ -100,7 +101,8 @@ def test_evaluate_100k_states():
     print(f"{'evaluate, calendar memoized':34}{memo_s:10.3f}{N / memo_s:14,.0f}")
     print(f"{'evaluate + reconcile (10k)':34}{rec_s:10.3f}{10_000 / rec_s:14,.0f}")
     print(f"{'replay (500 histories)':34}{'':>10}{replay_rate:14,.0f}")
+    print(f"evaluate costs {eval_s / base_s:,.0f}x the baseline ({eval_s / N * 1e6:.1f} us per dossier), "
+          f"{memo_s / base_s:,.0f}x with the calendar memoized")
     print(f"findings: {findings:,}; overdue by the baseline test: {overdue_baseline:,}; "
           f"states with a next check: {with_next:,}")
     assert findings > 0 and with_next > 0
-    assert N / eval_s > 2_000, "evaluation slower than 2,000 dossiers/s"

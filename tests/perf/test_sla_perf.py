@@ -8,7 +8,9 @@
 3. Rebuild: `motcua rebuild`'s code path (`services.sla.rebuild.rebuild`, real engine, fresh
    collections, no switch) on a topic of SLA_PERF_REBUILD_EVENTS events, next to a raw kafka-python
    read of the same topic from the beginning (the issue's target: <= 3x the raw read).
-4. RSS of held open dossiers (the worker's in-memory copy; read it from a run of its own, `-k held`).
+4. RSS of held open dossiers (the worker's in-memory copy; read it from a run of its own, `-k held`),
+   next to the uncompressed BSON size of the same documents.
+Every test prints its figures beside a baseline measured in the same run; none asserts a rate.
 Sizes are scaled down from 100,000 dossiers for a 2-core machine shared by several engineers:
 SLA_PERF_EVENTS (default 10,000: at 1,000 the group join both consumers pay dominates), SLA_PERF_OPEN (default 2000), SLA_PERF_DUE (default 200),
 SLA_PERF_REBUILD_EVENTS (default 100,000; the issue asks for 1,000,000), SLA_PERF_HELD (default
@@ -18,23 +20,19 @@ from __future__ import annotations
 
 import os
 import statistics
-import sys
 import threading
 import time
 import uuid
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
-from test_sla_handlers import T0, FakeEngine, event  # noqa: E402
-from test_sla_worker import FAST, db, settings  # noqa: E402,F401  (fixtures)
+from shared.clock import VirtualClock
+from shared.messaging import KafkaPublisher, decode
+from services.sla.worker import build_worker, ensure_sla_topics
 
-from shared.clock import VirtualClock  # noqa: E402
-from shared.messaging import KafkaPublisher, decode  # noqa: E402
-from services.sla.worker import build_worker, ensure_sla_topics  # noqa: E402
+from helpers.sla import T0, FakeEngine, event
+from helpers.sla_stack import FAST
 
 pytestmark = pytest.mark.perf
 N_EVENTS = int(os.environ.get("SLA_PERF_EVENTS", "10000"))
@@ -77,6 +75,31 @@ def _raw_read(settings, n):
     end = time.perf_counter()
     c.close()
     return end - t0, end - assigned[0]
+
+
+def _produce_consume_baseline(settings, consumer, pub, n=20):
+    """Seconds from publishing one probe message on `sla.findings` to `consumer` receiving it, `n`
+    times: the floor of any detection lag through the same broker."""
+    base = []
+    for _ in range(n):
+        t = time.perf_counter()
+        pub.publish(settings.topic_findings, "probe", {"finding_id": "probe", "rule": "PROBE"})
+        while not any(v for rs in consumer.poll(timeout_ms=200).values() for v in rs):
+            pass
+        base.append(time.perf_counter() - t)
+    return base
+
+
+def _lags(consumer, rule, t_set, timeout):
+    """Seconds from `t_set` to each finding of `rule` read by `consumer`, until N_DUE of them."""
+    lags = []
+    deadline = time.monotonic() + timeout
+    while len(lags) < N_DUE and time.monotonic() < deadline:
+        for rs in consumer.poll(timeout_ms=200).values():
+            for r in rs:
+                if decode(r.value).get("rule") == rule:
+                    lags.append(time.perf_counter() - t_set)
+    return lags
 
 
 def _pct(xs, p):
@@ -175,23 +198,11 @@ def test_detection_lag_with_many_open_dossiers(settings, db):
     c.poll(timeout_ms=1000)     # join: positions at the end
     # baseline: produce -> consume latency of one message on the same broker
     pub = KafkaPublisher(settings.kafka_bootstrap_servers)
-    base = []
-    for i in range(20):
-        t = time.perf_counter()
-        pub.publish(settings.topic_findings, "probe", {"finding_id": "probe", "rule": "PROBE"})
-        while not any(v for rs in c.poll(timeout_ms=200).values() for v in rs):
-            pass
-        base.append(time.perf_counter() - t)
+    base = _produce_consume_baseline(settings, c, pub)
     # N_DUE dossiers fall due at once
     t_set = time.perf_counter()
     clock.set(T0 + timedelta(hours=1, seconds=N_DUE - 1))
-    lags = []
-    deadline = time.monotonic() + 120
-    while len(lags) < N_DUE and time.monotonic() < deadline:
-        for rs in c.poll(timeout_ms=200).values():
-            for r in rs:
-                if decode(r.value).get("rule") == "OVERDUE":
-                    lags.append(time.perf_counter() - t_set)
+    lags = _lags(c, "OVERDUE", t_set, timeout=120)
     c.close()
     pub.close()
     worker.stop()
@@ -220,8 +231,9 @@ def test_memory_of_held_states():
     on a shared machine, SLA_PERF_HELD_REAL distinct states are computed and each is held under
     several dossier codes (same document size, distinct keys and event ids). Run it on its own
     (`-k held`): after other tests in the same process, RSS growth under-counts (the heap reuses
-    memory they freed: 8.5 MB printed in a full run against 27.1 MB alone)."""
+    memory they freed). Baseline: the uncompressed BSON size of the same documents."""
     import gc
+    import bson
     from datetime import datetime, timezone
     from shared.clock import VirtualClock as VC
     from services.sla.handlers import SlaHandler
@@ -246,6 +258,7 @@ def test_memory_of_held_states():
     gc.collect()
     before = _rss_bytes()
     part = h.cache.docs.setdefault(0, {})
+    raw_bson = 0
     for n in range(held):
         doc, nxt = docs[n % real]
         code = f"H-{n:07d}"
@@ -253,7 +266,9 @@ def test_memory_of_held_states():
                  events=[dict(e, event_id=str(uuid.uuid4())) for e in doc.get("events", [])])
         w = DossierWrite(code, d, 0, nxt, 0, agencies=["000.00.17.H56"],
                          summary={"procedure_code": "1.001193", "due_at": nxt}, finding_ids=[])
-        h.cache.put_dossier(0, dossier_doc(w, now))
+        stored = dossier_doc(w, now)
+        raw_bson += len(bson.encode(stored))
+        h.cache.put_dossier(0, stored)
         h._push(code, nxt, 0)
     gc.collect()
     used = _rss_bytes() - before
@@ -261,7 +276,9 @@ def test_memory_of_held_states():
     bson_avg = sum(len(b) for b in part.values()) / held
     print(f"\n[sla held states] {held} open dossiers held ({real} distinct real-engine states; "
           f"{len(h._heap)} next checks in the heap, {h.scheduled() - len(h._heap)} in far day buckets)")
+    print(f"  {'baseline: BSON, uncompressed':<34}{raw_bson / 2**20:>10.1f} MB   ({raw_bson / held:.0f} B/dossier)")
     print(f"  {'RSS growth':<34}{used / 2**20:>10.1f} MB   ({per:.0f} B/dossier, held doc avg {bson_avg:.0f} B compressed)")
+    print(f"  {'ratio RSS / BSON':<34}{used / raw_bson:>10.2f}")
     label = "measured at 1,000,000" if held == 1_000_000 else "extrapolated to 1,000,000"
     print(f"  {label:<34}{per * 1e6 / 2**20:>10.1f} MB   (issue target <= 300 MB)")
     assert h.cache.size() == held and h.scheduled() == held
@@ -392,16 +409,13 @@ def test_detection_lag_at_scale_real_engine(settings, db):
     f = KafkaConsumer(settings.topic_findings, bootstrap_servers=settings.kafka_bootstrap_servers.split(","),
                       group_id=None, auto_offset_reset="latest", enable_auto_commit=False)
     f.poll(timeout_ms=1000)
+    pub = KafkaPublisher(settings.kafka_bootstrap_servers)
+    base = _produce_consume_baseline(settings, f, pub)
+    pub.close()
     time.sleep(1.0)
     t_set = time.perf_counter()
     clock.set(x)
-    lags = []
-    deadline = time.monotonic() + 300
-    while len(lags) < N_DUE and time.monotonic() < deadline:
-        for rs in f.poll(timeout_ms=200).values():
-            for r in rs:
-                if decode(r.value).get("rule") == "DUE_SOON":
-                    lags.append(time.perf_counter() - t_set)
+    lags = _lags(f, "DUE_SOON", t_set, timeout=300)
     t_all = time.perf_counter() - t_set
     f.close()
     worker.stop()
@@ -413,5 +427,6 @@ def test_detection_lag_at_scale_real_engine(settings, db):
     print(f"  seeding: published in {t_pub:.0f} s, rebuild {t_rebuild:.1f} s ({n_open / t_rebuild:.0f} events/s)")
     print(f"  {'worker start -> all held':<34}{t_load:>8.1f} s   (RSS +{rss_held / 2**20:.0f} MB, "
           f"{worker.handler.scheduled()} scheduled)")
+    print(f"  {'baseline produce->consume':<34} p50 {_pct(base, 50) * 1000:7.1f} ms   p99 {_pct(base, 99) * 1000:7.1f} ms")
     print(f"  {'clock move -> DUE_SOON published':<34} p50 {_pct(lags, 50) * 1000:7.1f} ms   "
           f"p99 {_pct(lags, 99) * 1000:7.1f} ms   (max {max(lags) * 1000:.1f} ms; all {t_all:.1f} s; target p99 <= 2 s)")

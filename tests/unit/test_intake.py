@@ -3,63 +3,21 @@ import json
 import uuid
 from datetime import datetime, timezone
 
-import mongomock
 import pytest
 
 from services.intake.app import create_app
 from services.intake.store import IntakeStore
-from services.intake.openapi import EXAMPLES, example_event
-from shared.auth import KeyStore
+from services.intake.openapi import EXAMPLES
 from shared.catalog import default_catalog
 from shared.clock import VirtualClock
-from shared.directory import directory_from_records
 from shared.messaging import InMemoryBus
 
-TOPIC = "dossier.events.test"
-PROVINCE, DEPT, COMMUNE, OTHER = "000.00.00.H56", "000.00.17.H56", "000.17.31.H56", "000.00.18.H56"
-NOW = datetime(2024, 11, 5, 1, 20, tzinfo=timezone.utc)
-
-
-def directory():
-    return directory_from_records([
-        {"code": PROVINCE, "name": "UBND tỉnh Long An", "parent": None},
-        {"code": DEPT, "name": "Sở Tư pháp", "parent": PROVINCE},
-        {"code": COMMUNE, "name": "UBND xã Tân Lập", "parent": DEPT},
-        {"code": OTHER, "name": "Sở Xây dựng", "parent": PROVINCE},
-    ])
-
-
-class Env:
-    def __init__(self, **cfg):
-        self.bus = InMemoryBus()
-        self.db = mongomock.MongoClient()["intake_unit"]
-        self.clock = VirtualClock(NOW)
-        config = {"TESTING": True, "TOPIC_EVENTS": TOPIC, "CATALOG": default_catalog(),
-                  "DIRECTORY": directory(), "INTAKE_KEY_CACHE_S": "0", **cfg}
-        self.app = create_app(config, publisher=self.bus, clock=self.clock, db=self.db)
-        self.client = self.app.test_client()
-        self.keys = KeyStore(self.db, self.clock)
-
-    def key(self, agency=DEPT, role="counter"):
-        return {"Authorization": "Bearer " + self.keys.create(agency, role)[1]}
-
-    def post(self, body, headers, path="/v1/events"):
-        return self.client.post(path, json=body, headers=headers)
-
-    def published(self):
-        return self.bus.messages(TOPIC)
+from helpers.intake import COMMUNE, DEPT, NOW, OTHER, PROVINCE, TOPIC, Env, directory, ev
 
 
 @pytest.fixture
 def env():
     return Env()
-
-
-def ev(etype="dossier.received", **over):
-    e = example_event(etype)
-    e["event_id"] = str(uuid.uuid4())
-    e.update(over)
-    return e
 
 
 def test_publish_202_message_is_event_plus_recorded_at(env):

@@ -12,7 +12,7 @@ from services.intake import service
 from services.intake.store import IntakeStore
 from shared.messaging import InMemoryBus
 
-from test_intake import COMMUNE, DEPT, NOW, TOPIC, Env, ev  # noqa: F401
+from helpers.intake import COMMUNE, DEPT, NOW, TOPIC, Env, ev  # noqa: F401
 
 
 class Ack:

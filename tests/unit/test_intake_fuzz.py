@@ -14,7 +14,7 @@ from shared.catalog import default_catalog
 from shared.clock import VirtualClock
 from shared.messaging import InMemoryBus
 
-from test_intake import DEPT, NOW, directory  # noqa: E402 (rootdir-relative, no packages)
+from helpers.intake import DEPT, NOW, directory
 
 db = mongomock.MongoClient()["fuzz"]
 bus = InMemoryBus()

@@ -10,7 +10,7 @@ from services.notify.api import create_app
 from services.notify.policy import parse_policy
 from services.notify.tokens import sign_ack
 
-from test_notify_service import MON_10H, Env, finding
+from helpers.notify import MON_10H, Env, finding
 
 POLICY = parse_policy({"defaults": {"critical": {"roles": ["head"], "channels": ["email"],
                                                  "escalate_after": "2wd", "repeat_every": "4wh"}}})

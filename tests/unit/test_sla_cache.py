@@ -1,6 +1,6 @@
 """The sla handler's in-memory copy of its partitions (StateCache): loaded on assignment, kept in
 step with its writes, dropped on revocation, never trusted over the store when another instance
-wrote in between (fakes: in-memory repository and bus, the tiny engine of test_sla_handlers)."""
+wrote in between (fakes: in-memory repository and bus, the tiny engine of tests/helpers/sla.py)."""
 from __future__ import annotations
 
 from datetime import timedelta
@@ -15,7 +15,7 @@ from services.sla.handlers import SlaHandler
 from services.sla.loop import ConsumerLoop
 from services.sla.repository import InMemoryRepository, StaleWrite
 
-from test_sla_handlers import FINDINGS, T0, FakeConsumer, FakeEngine, event, incoming, published, rec
+from helpers.sla import FINDINGS, T0, FakeConsumer, FakeEngine, event, incoming, published, rec
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from services.sla.handlers import SlaHandler
 from services.sla.loop import ConsumerLoop
 from services.sla.repository import InMemoryRepository, StaleWrite
 
-from test_sla_handlers import FINDINGS, T0, FakeConsumer, FakeEngine, event, incoming, published, rec
+from helpers.sla import FINDINGS, T0, FakeConsumer, FakeEngine, event, incoming, published, rec
 
 TP0 = TopicPartition("dossier.events", 0)
 

@@ -10,10 +10,11 @@ from hypothesis import given, settings, strategies as st
 from shared.limits import Limit
 from shared.workcal import TZ, calendar_for
 
+from helpers.workcal import day_by_day_add
+
 UTC = timezone.utc
 CAL = calendar_for()
 VN = holidays.VN(years=range(2015, 2041))
-SESSIONS = ((time(7, 30), time(11, 30)), (time(13, 0), time(17, 0)))
 
 instants = st.datetimes(min_value=datetime(2016, 1, 1), max_value=datetime(2034, 12, 31),
                         timezones=st.just(UTC))
@@ -26,28 +27,10 @@ limits = st.one_of(
 )
 
 
-def reference_add(t: datetime, duration: timedelta) -> datetime:
-    """Step day by day and session by session (the slow, obvious way)."""
-    local = t.astimezone(TZ)
-    remaining = duration
-    d = local.date()
-    while True:
-        if VN.is_working_day(d):
-            for s, e in SESSIONS:
-                begin = max(datetime.combine(d, s, TZ), local)
-                end = datetime.combine(d, e, TZ)
-                if begin >= end:
-                    continue
-                if remaining <= end - begin:
-                    return (begin + remaining).astimezone(UTC)
-                remaining -= end - begin
-        d += timedelta(days=1)
-
-
 @settings(max_examples=300, deadline=None)
 @given(instants, st.integers(1, 60))
 def test_wd_matches_day_by_day_reference(t, n):
-    assert CAL.due_at(t, Limit(n, "wd")) == reference_add(t, timedelta(hours=8 * n))
+    assert CAL.due_at(t, Limit(n, "wd")) == day_by_day_add(VN, t, timedelta(hours=8 * n))
 
 
 @settings(max_examples=300, deadline=None)
@@ -55,7 +38,7 @@ def test_wd_matches_day_by_day_reference(t, n):
 def test_add_working_matches_reference(t, d):
     if d == timedelta(0):
         return
-    assert CAL.add_working(t, d) == reference_add(t, d)
+    assert CAL.add_working(t, d) == day_by_day_add(VN, t, d)
 
 
 @settings(max_examples=300, deadline=None)
