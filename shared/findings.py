@@ -54,7 +54,7 @@ _RULE = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
 _TEXT_MAX = 1000
 
 
-class FindingMessageError(ValueError):
+class FindingError(ValueError):
     """A `sla.findings` message outside the contract: `field` names the first bad field."""
 
     def __init__(self, field: str, message: str):
@@ -77,20 +77,20 @@ def _instant(value: Any, field: str) -> datetime | None:
         try:
             t = datetime.fromisoformat(value)
         except ValueError:
-            raise FindingMessageError(field, "not an ISO 8601 instant") from None
+            raise FindingError(field, "not an ISO 8601 instant") from None
     else:
-        raise FindingMessageError(field, "expected an ISO 8601 string with offset")
+        raise FindingError(field, "expected an ISO 8601 string with offset")
     if t.tzinfo is None or t.utcoffset() is None:
-        raise FindingMessageError(field, "naive instant: a UTC offset is required")
+        raise FindingError(field, "naive instant: a UTC offset is required")
     try:
         return t.astimezone(timezone.utc)
     except OverflowError:
-        raise FindingMessageError(field, "instant out of range once in UTC") from None
+        raise FindingError(field, "instant out of range once in UTC") from None
 
 
 def _one_of(value: Any, field: str, allowed: tuple) -> Any:
     if value not in allowed:
-        raise FindingMessageError(field, f"expected one of {', '.join(allowed)}")
+        raise FindingError(field, f"expected one of {', '.join(allowed)}")
     return value
 
 
@@ -98,28 +98,28 @@ def _text(value: Any, field: str) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str):
-        raise FindingMessageError(field, "expected a string")
+        raise FindingError(field, "expected a string")
     return value[:_TEXT_MAX] or None
 
 
 def parse(value: Any) -> dict:
     """A message read from `sla.findings`, checked against the contract: the contract's fields
     only (unknown ones dropped), instants as aware UTC datetimes, absent optional fields None
-    (`details` {}). Raises FindingMessageError naming the field."""
+    (`details` {}). Raises FindingError naming the field."""
     if not isinstance(value, dict):
-        raise FindingMessageError("$", "expected a JSON object")
+        raise FindingError("$", "expected a JSON object")
     for name in REQUIRED:
         if value.get(name) is None:
-            raise FindingMessageError(name, "required")
+            raise FindingError(name, "required")
     out: dict[str, Any] = {}
     for name in ("finding_id", "dossier_code", "agency_code"):
         v = value[name]
         if not isinstance(v, str) or not _CODE.match(v):
-            raise FindingMessageError(name, "expected a code of [A-Za-z0-9._/:-], 1-128 characters")
+            raise FindingError(name, "expected a code of [A-Za-z0-9._/:-], 1-128 characters")
         out[name] = v
     rule = value["rule"]
     if not isinstance(rule, str) or not _RULE.match(rule):
-        raise FindingMessageError("rule", "expected a rule code such as OVERDUE")
+        raise FindingError("rule", "expected a rule code such as OVERDUE")
     out["rule"] = rule
     out["state"] = _one_of(value["state"], "state", STATES)
     out["severity"] = _one_of(value["severity"], "severity", SEVERITIES)
@@ -128,24 +128,24 @@ def parse(value: Any) -> dict:
     out["confidence"] = None if conf is None else _one_of(conf, "confidence", CONFIDENCES)
     legal = _text(value["legal_basis"], "legal_basis")
     if legal is None:
-        raise FindingMessageError("legal_basis", "required, a citation")
+        raise FindingError("legal_basis", "required, a citation")
     out["legal_basis"] = legal
     for name in ("procedure_code", "title", "requirement", "ruleset"):
         out[name] = _text(value.get(name), name)
     for name in ("detected_at", "due_at", "resolved_at"):
         out[name] = _instant(value.get(name), name)
     if out["resolved_at"] is not None and out["state"] != "resolved":
-        raise FindingMessageError("resolved_at", "only with state resolved")
+        raise FindingError("resolved_at", "only with state resolved")
     owh = value.get("overdue_working_hours")
     if owh is not None and (isinstance(owh, bool) or not isinstance(owh, (int, float)) or owh < 0):
-        raise FindingMessageError("overdue_working_hours", "expected a non-negative number or null")
+        raise FindingError("overdue_working_hours", "expected a non-negative number or null")
     out["overdue_working_hours"] = owh
     details = value.get("details")
     if details is not None and not isinstance(details, dict):
-        raise FindingMessageError("details", "expected an object")
+        raise FindingError("details", "expected an object")
     out["details"] = details or {}
     rev = value["revision"]
     if isinstance(rev, bool) or not isinstance(rev, int) or rev < 1:
-        raise FindingMessageError("revision", "expected an integer of at least 1")
+        raise FindingError("revision", "expected an integer of at least 1")
     out["revision"] = rev
     return {k: out[k] for k in FIELDS}

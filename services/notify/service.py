@@ -44,8 +44,8 @@ from .tokens import sign_ack
 log = logging.getLogger("motcua.notify")
 
 
-# A findings message outside the contract: dead-lettered with reason invalid_finding.
-FindingError = findings.FindingMessageError
+# a findings message outside the contract: dead-lettered with reason invalid_finding
+FindingError = findings.FindingError
 
 
 def parse_finding(value: Any) -> dict:

@@ -269,7 +269,7 @@ def test_handle_many_plans_a_batch_in_order_and_dead_letters_bad_messages():
         fw("F-1"),                                                            # redelivered in the batch
         fw("F-2", state="resolved", revision=2),
         fw("F-3")])
-    assert [type(r).__name__ for r in res] == ["Handled", "Handled", "FindingMessageError", "Handled", "Handled", "Handled"]
+    assert [type(r).__name__ for r in res] == ["Handled", "Handled", "FindingError", "Handled", "Handled", "Handled"]
     assert [r.stored for r in res if not isinstance(r, Exception)] == [True, True, False, True, True]
     assert res[0].planned == 1 and res[3].planned == 0
     assert env.db.notifications.count_documents({}) == 3                     # one per finding
