@@ -147,7 +147,10 @@ def original_bytes(value: dict) -> bytes | None:
 def printable(value: dict) -> dict:
     """A DLQ entry for display: personal data redacted (shared.events.redact), the original
     value parsed when it is JSON, described when it is not."""
-    out = redact({k: v for k, v in value.items() if k != "value"})
+    out = dict(value)       # our own metadata as it is (offsets may have 9 or 12 digits)
+    out["error"] = redact_text(value.get("error"))
+    if isinstance(value.get("origin"), dict):
+        out["origin"] = dict(value["origin"], key=redact_text(value["origin"].get("key")))
     text = value.get("value")
     if not isinstance(text, str):
         out["value"] = None

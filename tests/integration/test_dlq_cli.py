@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_sla_worker import FAST, Running, consume, db, settings  # noqa: E402,F401  (fixtures)
+from test_sla_worker import FAST, Running, consume, settings  # noqa: E402,F401  (fixture)
 from test_sla_handlers import T0, event  # noqa: E402
 
 from shared import cli  # noqa: E402
@@ -132,7 +132,8 @@ def test_notify_dead_letters_keep_their_bytes_and_the_cli_covers_them(settings, 
     dlq = settings.topic_findings + ".dlq"
     try:
         pub.publish(settings.topic_findings, "D-1", b"\xff\xfe\x00 binary finding")
-        pub.publish(settings.topic_findings, "D-2", encode(finding(dossier_code="D-2", responsible_role="mayor")))
+        pub.publish(settings.topic_findings, "D-2",
+                    encode(finding(dossier_code="D-2", responsible_role="mayor")))
         recs = consume(settings, dlq, lambda rs: len(rs) >= 2)
         assert original_bytes(recs[0][1]) == b"\xff\xfe\x00 binary finding"
         assert recs[0][1]["value_encoding"] == "base64"

@@ -86,10 +86,13 @@ def test_printable_shows_no_personal_data_of_a_dead_lettered_event():
           "dossier_code": "D-1", "agency_code": "000.00.17.H56",
           "data": {"applicant": {"kind": "citizen", "name": "A", "phone_number": PHONE, "cccd": CCCD},
                    "ghi_chu": [PHONE]}}
+    error = f"data.applicant.phone_number: Unknown field. ({PHONE})"
     value = json.loads(encode(entry_value(Failed("dossier.events", 0, 3, "D-1", encode(ev), "invalid_event",
-                                                 f"data.applicant.phone_number: Unknown field. ({PHONE})"), T)))
+                                                 error), T)))
     text = json.dumps(printable(value), ensure_ascii=False)
     assert PHONE not in text and CCCD not in text
+    far = printable(dict(value, origin=dict(value["origin"], offset=123456789)))
+    assert far["origin"]["offset"] == 123456789          # an offset is not an ID number
     assert "D-1" in text and "phone_number" in text
     binary = printable(entry_value(Failed("t", 0, 1, None, b"\xff" * 5, "not_json", "x"), T))
     assert binary["value"] == "<binary, 5 bytes>"
