@@ -313,17 +313,55 @@ def to_utc(obj: Any) -> Any:
     return obj
 
 
-# Personal data (Decree 13/2023): never in logs or alerts.
+# Personal data (Decree 13/2023): never in logs, alerts or what the CLI prints. Redacted by
+# position (an applicant's fields other than kind and name), by shape (ID numbers, phone numbers,
+# e-mail addresses inside any string, ID-sized integers) and by these key names.
 PII_FIELDS = ("id_number", "phone", "email", "address")
+APPLICANT_PUBLIC = ("kind", "name")
+REDACTED = "***"
+# A number glued to code characters (letters, digits, . - / _) is part of a code (dossier and
+# agency codes, UUIDs), not a number of its own.
+_EDGE_BEFORE = r"(?<![\w./-])"
+_EDGE_AFTER = r"(?![\w/-])(?!\.\w)"
+_SHAPES = re.compile(
+    _EDGE_BEFORE + r"(?:"
+    r"(?:\+84|0)(?:[ .]?\d){9,10}"          # phone: 0 or +84, then 9-10 digits, spaces/dots allowed
+    r"|\d{12}|\d{9}"                         # ID numbers: CCCD (12 digits), CMND (9 digits)
+    r")" + _EDGE_AFTER
+    + r"|[\w.+-]+@[\w-]+(?:\.[\w-]+)+")          # e-mail address
+
+
+def redact_text(text: str) -> str:
+    """`text` with ID numbers, phone numbers and e-mail addresses replaced by '***'."""
+    return _SHAPES.sub(REDACTED, text) if isinstance(text, str) else text
 
 
 def redact(obj: Any) -> Any:
-    """A copy of `obj` with citizens' personal data replaced by '***' (for logs)."""
+    """A copy of `obj` with citizens' personal data replaced by '***' (for logs and displays)."""
     if isinstance(obj, dict):
-        return {k: ("***" if k in PII_FIELDS else redact(v)) for k, v in obj.items()}
-    if isinstance(obj, list):
+        out = {}
+        for k, v in obj.items():
+            key = redact_text(k) if isinstance(k, str) else k
+            if k in PII_FIELDS:
+                out[key] = REDACTED
+            elif k == "applicant":
+                out[key] = _applicant(v)
+            else:
+                out[key] = redact(v)
+        return out
+    if isinstance(obj, (list, tuple)):
         return [redact(v) for v in obj]
+    if isinstance(obj, str):
+        return redact_text(obj)
+    if isinstance(obj, int) and not isinstance(obj, bool) and len(str(abs(obj))) in (9, 12):
+        return REDACTED                        # an ID number, or a phone that lost its leading 0
     return obj
+
+
+def _applicant(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: redact(v) if k in APPLICANT_PUBLIC else REDACTED for k, v in value.items()}
+    return redact(value)
 
 
 def to_wire(event: dict) -> dict:

@@ -1,7 +1,8 @@
 """The notify worker's loop: consume `sla.findings` (group `notify`), store and plan, commit, send.
 
 Offsets are committed after `handle_many` stored the findings and their notification records;
-sending happens after the commit, from those records. A bad message goes to `<topic>.dlq`; a
+sending happens after the commit, from those records. A bad message goes to `<topic>.dlq`
+(shared/deadletter.py); a
 store failure rewinds the batch and backs off. Protocol: docs/architecture.md, "notify".
 """
 from __future__ import annotations
@@ -11,9 +12,10 @@ import threading
 import time
 
 from shared.consumer import commit_batch, rewind
+from shared.deadletter import ERROR_MAX, DeadLetters, Failed, TooManyDeadLetters, failed_record
 from shared.messaging import decode
 
-from .service import FindingError, NotifyService
+from .service import NotifyService
 
 log = logging.getLogger("motcua.notify.loop")
 
@@ -22,8 +24,13 @@ class NotifyLoop:
     def __init__(self, consumer, service: NotifyService, publisher, dlq_topic: str, *, metrics=None,
                  poll_timeout: float = 0.5, schedule_interval: float = 10.0, max_records: int = 500,
                  dispatch_batch: int = 1000, background_send: bool = False, max_backlog: int = 1000,
-                 dispatch_interval: float = 1.0, background_schedule: bool = False):
+                 dispatch_interval: float = 1.0, background_schedule: bool = False,
+                 max_dead_letters_in_a_row: int = 1000):
         self.consumer, self.service, self.publisher, self.dlq_topic = consumer, service, publisher, dlq_topic
+        # more dead letters in a row than this: TooManyDeadLetters ends the loop (a bad deploy
+        # of sla or notify, not bad messages: stop rather than drain the topic into the DLQ)
+        self.dead_letters = DeadLetters(publisher, dlq_topic, service.clock, metrics,
+                                        max_in_a_row=max_dead_letters_in_a_row)
         self.metrics = metrics
         self.poll_timeout, self.schedule_interval, self.max_records = poll_timeout, schedule_interval, max_records
         self.dispatch_batch = dispatch_batch
@@ -100,6 +107,7 @@ class NotifyLoop:
             self.stop_event.wait(self.schedule_interval)
 
     def _handle(self, batch) -> bool:
+        failed: list[Failed] = []
         try:
             records, values = [], []
             for r in batch:
@@ -107,12 +115,15 @@ class NotifyLoop:
                     values.append(decode(r.value))
                     records.append(r)
                 except (ValueError, UnicodeDecodeError) as exc:
-                    self._dead_letter(r, exc)
+                    failed.append(failed_record(r, "not_json", f"not UTF-8 JSON: {exc}"[:ERROR_MAX]))
             for r, res in zip(records, self.service.handle_many(values)):
                 if isinstance(res, Exception):
-                    self._dead_letter(r, res)
+                    failed.append(failed_record(r, "invalid_finding", str(res)[:ERROR_MAX]))
                 elif self.metrics is not None:
                     self.metrics.findings.labels("stored" if res.stored else "skipped").inc()
+            self.dead_letters.send(failed, len(batch))
+        except TooManyDeadLetters:
+            raise                  # not committed: read again once the cause is fixed
         except Exception:
             log.exception("batch failed; rewinding, retry after %.1f s", self._backoff)
             self._rewind({(r.topic, r.partition) for r in batch})
@@ -122,23 +133,6 @@ class NotifyLoop:
         self._backoff = 0.5
         self._commit(batch)
         return True
-
-    def _dead_letter(self, r, exc: Exception) -> None:
-        reason = "invalid_finding" if isinstance(exc, FindingError) else "not_json"
-        try:
-            text = r.value.decode("utf-8")
-        except UnicodeDecodeError:
-            text = "<binary>"
-        value = {"reason": reason, "error": str(exc)[:500],
-                 "origin": {"topic": r.topic, "partition": r.partition, "offset": r.offset, "key": r.key},
-                 "value": text, "value_encoding": "utf-8", "failed_at": self.service.clock.now()}
-        self.publisher.publish(self.dlq_topic, r.key or "", value, headers={
-            "dlq.reason": reason, "dlq.error": str(exc)[:500], "dlq.origin.topic": r.topic,
-            "dlq.origin.partition": str(r.partition), "dlq.origin.offset": str(r.offset)})
-        if self.metrics is not None:
-            self.metrics.dead_letters.labels(reason).inc()
-        log.warning("finding message dead-lettered", extra={"fields": {
-            "reason": reason, "error": str(exc)[:200], "partition": r.partition, "offset": r.offset}})
 
     def _commit(self, batch) -> None:
         commit_batch(self.consumer, batch)

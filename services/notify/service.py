@@ -12,18 +12,19 @@ docs/architecture.md, "notify".
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time as _time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
+from shared import findings
+from shared.findings import SEVERITIES
 from shared.clock import Clock, ensure_utc
 from shared.events import redact
 
 from .channels import ChannelError, Outgoing
-from .policy import SEVERITIES, Policy, Route
+from .policy import Policy, Route
 from .routing import Recipient, _people, escalation_levels, recipients_for
 from .store import SCHEDULE_DEFAULTS, NotifyStore
 from .templates import TZ, Renderer, TemplateMissing, local_text, late_text, greeting
@@ -31,78 +32,23 @@ from .tokens import sign_ack
 
 log = logging.getLogger("motcua.notify")
 
-STATES = ("open", "escalated", "resolved")
-ROLES = ("officer", "one_stop_chief", "agency_head", "parent_head")
-CHANGES = ("opened", "updated", "escalated", "resolved")
-_CODE = re.compile(r"^[A-Za-z0-9._/:-]{1,128}$")
-_RULE = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
 
-
-class FindingError(ValueError):
-    """A findings message that cannot be used; goes to the dead-letter topic with this reason."""
-
-    def __init__(self, field: str, message: str):
-        self.field = field
-        super().__init__(f"{field}: {message}")
-
-
-def _instant(value, field, required=True) -> datetime | None:
-    if value is None:
-        if required:
-            raise FindingError(field, "required")
-        return None
-    if not isinstance(value, str):
-        raise FindingError(field, "expected an ISO 8601 string with offset")
-    try:
-        t = datetime.fromisoformat(value)
-    except ValueError:
-        raise FindingError(field, f"not an ISO 8601 instant: {value[:40]!r}") from None
-    if t.tzinfo is None or t.utcoffset() is None:
-        raise FindingError(field, "naive instant: a UTC offset is required")
-    return t.astimezone(timezone.utc)
+# a findings message outside the contract: dead-lettered with reason invalid_finding
+FindingError = findings.FindingError
 
 
 def parse_finding(value: Any) -> dict:
-    """The stored form of a findings message (DESIGN.md §7), or FindingError."""
-    if not isinstance(value, dict):
-        raise FindingError("$", "expected a JSON object")
-    for name, pattern in (("finding_id", _CODE), ("dossier_code", _CODE), ("agency_code", _CODE)):
-        v = value.get(name)
-        if not isinstance(v, str) or not pattern.match(v):
-            raise FindingError(name, "required, a code of [A-Za-z0-9._/:-]")
-    rule = value.get("rule")
-    if not isinstance(rule, str) or not _RULE.match(rule):
-        raise FindingError("rule", "required, a rule code such as OVERDUE")
-    for name, allowed, required in (("state", STATES, True), ("severity", SEVERITIES, True),
-                                    ("responsible_role", ROLES, False), ("change", CHANGES, False)):
-        v = value.get(name)
-        if v is None and not required:
-            continue
-        if v not in allowed:
-            raise FindingError(name, f"expected one of {', '.join(allowed)}")
-    rev = value.get("revision", 0)
-    if isinstance(rev, bool) or not isinstance(rev, int) or rev < 0:
-        raise FindingError("revision", "expected a non-negative integer")
-    owh = value.get("overdue_working_hours")
-    if owh is not None and (isinstance(owh, bool) or not isinstance(owh, (int, float))):
-        raise FindingError("overdue_working_hours", "expected a number or null")
-    details = value.get("details") or {}
-    if not isinstance(details, dict):
-        raise FindingError("details", "expected an object")
-    texts = {}
-    for name in ("procedure_code", "legal_basis", "title", "ruleset"):
-        v = value.get(name)
-        if v is not None and not isinstance(v, str):
-            raise FindingError(name, "expected a string")
-        texts[name] = (v or "")[:1000] or None
+    """The stored form of a `sla.findings` message (the contract of shared/findings.py), or
+    FindingError naming the field."""
+    msg = findings.parse(value)
     return {
-        "_id": value["finding_id"], "rule": rule, "state": value["state"],
-        "severity": value["severity"], "dossier_code": value["dossier_code"],
-        "agency_code": value["agency_code"], "responsible_role": value.get("responsible_role"),
-        "detected_at": _instant(value.get("detected_at"), "detected_at", required=False),
-        "due_at": _instant(value.get("due_at"), "due_at", required=False),
-        "overdue_working_hours": owh, "details": redact(details), "revision": rev,
-        "change": value.get("change"), **texts,
+        "_id": msg["finding_id"], "rule": msg["rule"], "state": msg["state"],
+        "severity": msg["severity"], "dossier_code": msg["dossier_code"],
+        "agency_code": msg["agency_code"], "responsible_role": msg["responsible_role"],
+        "detected_at": msg["detected_at"], "due_at": msg["due_at"],
+        "overdue_working_hours": msg["overdue_working_hours"], "details": redact(msg["details"]),
+        "revision": msg["revision"], "procedure_code": msg["procedure_code"],
+        "legal_basis": msg["legal_basis"], "title": msg["title"], "ruleset": msg["ruleset"],
     }
 
 

@@ -133,7 +133,8 @@ class Worker:
 
 def build_worker(settings: Settings, clock: Clock | None = None, *, db=None, group_id: str = GROUP_ID,
                  consumer_config: dict | None = None, poll_timeout: float = 0.5,
-                 schedule_interval: float = 10.0, **service_kw) -> Worker:
+                 schedule_interval: float = 10.0, max_dead_letters_in_a_row: int = 1000,
+                 **service_kw) -> Worker:
     clock = clock or clock_from_env()
     ensure_topics(settings.kafka_bootstrap_servers, {settings.topic_findings: 6,
                                                      settings.topic_findings + ".dlq": 1})
@@ -146,7 +147,7 @@ def build_worker(settings: Settings, clock: Clock | None = None, *, db=None, gro
                               client_id="motcua-notify", **(consumer_config or {}))
     loop = NotifyLoop(consumer, service, publisher, settings.topic_findings + ".dlq", metrics=metrics,
                       poll_timeout=poll_timeout, schedule_interval=schedule_interval, background_send=True,
-                      background_schedule=True)
+                      background_schedule=True, max_dead_letters_in_a_row=max_dead_letters_in_a_row)
     return Worker(loop, service, publisher, metrics)
 
 

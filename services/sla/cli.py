@@ -1,4 +1,4 @@
-"""`motcua rebuild` and `motcua dlq show|redrive` (DESIGN.md §12)."""
+"""`motcua rebuild` and `motcua dlq show|redrive` (DESIGN.md §12; dead letters: shared/deadletter.py)."""
 from __future__ import annotations
 
 import json
@@ -17,16 +17,50 @@ def register(subparsers) -> None:
     rb.add_argument("--group", default="sla", help="the workers' consumer group (default: sla)")
     rb.set_defaults(func=_rebuild)
 
-    dlq = subparsers.add_parser("dlq", help="dead letters of dossier.events: show, redrive")
+    dlq = subparsers.add_parser(
+        "dlq", help="dead letters of dossier.events (sla) or sla.findings (notify): show, redrive",
+        description="Dead letters: messages a worker could not use, kept with their original bytes. "
+                    "show and redrive offer the pending ones: not yet redriven, not failed again "
+                    "as a later entry, not a second copy of the same message (docs/DEAD-LETTERS.md).")
     dsub = dlq.add_subparsers(dest="dlq_command", metavar="ACTION")
-    show = dsub.add_parser("show", help="print dead letters (personal data redacted), oldest first")
+    show = dsub.add_parser("show", help="print pending dead letters (personal data redacted), oldest first")
+    _dlq_options(show)
     show.add_argument("--limit", type=_positive, default=20, help="how many, newest N (default 20)")
     show.add_argument("--json", action="store_true", help="one JSON object per line")
+    show.add_argument("--all", action="store_true",
+                      help="every entry with its status (pending, redriven, failed_again, duplicate)")
     show.set_defaults(func=_dlq_show)
-    red = dsub.add_parser("redrive", help="publish dead letters back to their original topic")
+    red = dsub.add_parser("redrive", help="publish pending dead letters back to their original topic",
+                          description="Publish the selected pending dead letters (all of them without "
+                                      "--reason/--key/--offsets) back to their topic, oldest first, "
+                                      "and record each as redriven in the DLQ.")
+    _dlq_options(red)
     red.add_argument("--dry-run", action="store_true", help="list what would be redriven, publish nothing")
     red.set_defaults(func=_dlq_redrive)
     dlq.set_defaults(func=lambda args: (dlq.print_help(), 2)[1])
+
+
+def _dlq_options(p) -> None:
+    p.add_argument("--service", choices=("sla", "notify"), default="sla",
+                   help="whose dead letters: sla (dossier.events.dlq, the default) or notify "
+                        "(sla.findings.dlq)")
+    p.add_argument("--reason", action="append", default=[], metavar="REASON",
+                   help="only entries with this reason, e.g. invalid_event (repeatable)")
+    p.add_argument("--key", action="append", default=[], metavar="KEY",
+                   help="only entries of this message key, the dossier code (repeatable)")
+    p.add_argument("--offsets", action="append", default=[], type=_offsets, metavar="RANGE",
+                   help="only entries at these DLQ offsets: N, A-B or A- (inclusive), optionally "
+                        "P:A-B for partition P (repeatable)")
+
+
+def _offsets(text: str):
+    import argparse
+
+    from shared.deadletter import parse_offsets
+    try:
+        return parse_offsets(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _positive(text: str) -> int:
@@ -45,8 +79,14 @@ def _settings():
     return Settings.from_env()
 
 
-def read_dlq(settings, limit: int | None = None, timeout_ms: int = 3000) -> list:
-    """Every record of the DLQ topic (the last `limit`), without a consumer group."""
+def dlq_topic_of(settings, service: str) -> str:
+    from shared.deadletter import dlq_topic
+    return dlq_topic(settings.topic_events if service == "sla" else settings.topic_findings)
+
+
+def read_dlq(settings, topic: str, timeout_ms: int = 3000) -> list:
+    """Every record of a DLQ topic as (partition, offset, timestamp, decoded value), without a
+    consumer group (the whole topic: redrive markers may follow their entries anywhere)."""
     from kafka import KafkaConsumer, TopicPartition
     from kafka.errors import KafkaError
 
@@ -57,16 +97,13 @@ def read_dlq(settings, limit: int | None = None, timeout_ms: int = 3000) -> list
     except KafkaError as exc:
         raise CliError(f"cannot reach Kafka at {settings.kafka_bootstrap_servers}: {exc}") from None
     try:
-        parts = consumer.partitions_for_topic(settings.topic_events_dlq)
+        parts = consumer.partitions_for_topic(topic)
         if not parts:
             return []
-        tps = [TopicPartition(settings.topic_events_dlq, p) for p in sorted(parts)]
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
         consumer.assign(tps)
         ends = consumer.end_offsets(tps)
-        begins = consumer.beginning_offsets(tps)
-        for tp in tps:
-            start = begins[tp] if limit is None else max(begins[tp], ends[tp] - limit)
-            consumer.seek(tp, start)
+        consumer.seek_to_beginning(*tps)
         out = []
         pending = {tp for tp in tps if consumer.position(tp) < ends[tp]}
         while pending:
@@ -76,69 +113,111 @@ def read_dlq(settings, limit: int | None = None, timeout_ms: int = 3000) -> list
             for tp, rs in recs.items():
                 for r in rs:
                     if r.offset < ends[tp]:
-                        out.append((r, decode(r.value)))
+                        try:
+                            value = decode(r.value)
+                        except ValueError:
+                            value = None      # not ours: entries() ignores it
+                        out.append((r.partition, r.offset, r.timestamp, value))
             pending = {tp for tp in pending if consumer.position(tp) < ends[tp]}
-        out.sort(key=lambda x: (x[0].timestamp, x[0].partition, x[0].offset))
-        return out[-limit:] if limit else out
+        return out
     finally:
         consumer.close()
 
 
-def _dlq_show(args) -> int:
-    from .dlq import printable
+def _selection(args, statuses=None):
+    from shared.deadletter import PENDING, Selection
+    return Selection(tuple(args.reason), tuple(args.key), tuple(args.offsets),
+                     (PENDING,) if statuses is None else statuses)
 
-    rows = read_dlq(_settings(), args.limit)
+
+def _describe(e) -> str:
+    from shared.events import redact_text
+    o = e.value.get("origin") or {}
+    text = (f"#{e.partition}:{e.offset} {e.value.get('failed_at')} {e.reason} from "
+            f"{o.get('topic')}[{o.get('partition')}]@{o.get('offset')} key={redact_text(str(o.get('key')))}")
+    if e.redriven_from is not None:
+        text += " (failed again: redrive of #%s:%s)" % e.redriven_from
+    return text
+
+
+def _dlq_show(args) -> int:
+    from shared.deadletter import entries, printable
+
+    settings = _settings()
+    topic = dlq_topic_of(settings, args.service)
+    rows = [e for e in entries(read_dlq(settings, topic)) if _selection(args, () if args.all else None)(e)]
     if not rows:
-        print("no dead letters")
+        print(f"no dead letters in {topic}" + (" matching the selection" if _filtered(args) else ""))
         return 0
-    for rec, value in rows:
-        shown = printable(value)
+    for e in rows[-args.limit:]:
+        shown = printable(e.value)
         if args.json:
-            print(json.dumps({"dlq_offset": rec.offset, **shown}, ensure_ascii=False, default=str))
+            print(json.dumps({"dlq_partition": e.partition, "dlq_offset": e.offset, "status": e.status,
+                              **shown}, ensure_ascii=False, default=str))
         else:
-            o = shown["origin"]
-            print(f"#{rec.partition}:{rec.offset} {shown.get('failed_at')} {shown['reason']} "
-                  f"from {o['topic']}[{o['partition']}]@{o['offset']} key={o['key']}")
-            print(f"    error: {shown['error']}")
+            print(_describe(e) + ("" if e.status == "pending" else f" [{e.status}]"))
+            print(f"    error: {shown.get('error')}")
             print(f"    value: {json.dumps(shown['value'], ensure_ascii=False)[:500]}")
     return 0
 
 
-def _dlq_redrive(args) -> int:
-    import base64
+def _filtered(args) -> bool:
+    return bool(args.reason or args.key or args.offsets)
 
+
+def _dlq_redrive(args) -> int:
     from kafka import KafkaProducer
+    from kafka.errors import KafkaError
+
+    from shared.clock import clock_from_env
+    from shared.deadletter import REDRIVEN_FROM, entries, original_bytes, redrive_marker
+    from shared.messaging import encode
 
     settings = _settings()
-    rows = read_dlq(settings)
-    if not rows:
-        print("no dead letters")
+    topic = dlq_topic_of(settings, args.service)
+    chosen = [e for e in entries(read_dlq(settings, topic)) if _selection(args)(e)]
+    if not chosen:
+        print(f"no dead letters in {topic}" + (" matching the selection" if _filtered(args) else ""))
         return 0
-    # a raw producer: the original bytes go back as they were (not re-encoded)
-    publisher = None if args.dry_run else KafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap_servers.split(","), acks="all",
-        enable_idempotence=True, client_id="motcua-dlq-redrive")
-    n = 0
+    producer = None
+    if not args.dry_run:
+        try:
+            # a raw producer: the original bytes go back as they were (not re-encoded)
+            producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers.split(","),
+                                     acks="all", enable_idempotence=True, client_id="motcua-dlq-redrive")
+        except KafkaError as exc:
+            raise CliError(f"cannot reach Kafka at {settings.kafka_bootstrap_servers}: {exc}") from None
+    clock = clock_from_env()
+    n = lost = 0
     try:
-        for rec, value in rows:
-            origin = value["origin"]
-            raw = (value["value"].encode("utf-8") if value.get("value_encoding") == "utf-8"
-                   else base64.b64decode(value["value"]))
+        for e in chosen:
+            raw = original_bytes(e.value)
+            if raw is None:
+                print(f"cannot redrive {_describe(e)}: its original bytes were not kept")
+                lost += 1
+                continue
             if args.dry_run:
-                print(f"would redrive {origin['topic']}[{origin['partition']}]@{origin['offset']} "
-                      f"key={origin['key']} ({value['reason']})")
-            else:
-                # the original bytes, as they were; a message that still fails returns to the DLQ
-                publisher.send(origin["topic"], key=(origin["key"] or "").encode("utf-8"),
-                                         value=raw, headers=[("dlq.redriven_from",
-                                                              f"{rec.partition}:{rec.offset}".encode())]
-                                         ).get(timeout=10)
+                print(f"would redrive {_describe(e)}")
+                n += 1
+                continue
+            key = (e.key or "").encode("utf-8")
+            # the re-published copy names its entry: if it fails again, its dead letter says so
+            md = producer.send(e.value["origin"]["topic"], key=key, value=raw,
+                               headers=[(REDRIVEN_FROM, b"%d:%d" % e.coords)]).get(timeout=10)
+            value, headers = redrive_marker(e, md, clock.now())
+            producer.send(topic, key=key, value=encode(value),
+                          headers=[(k, v.encode()) for k, v in headers.items()]).get(timeout=10)
+            print(f"redrove {_describe(e)} -> {md.topic}[{md.partition}]@{md.offset}")
             n += 1
+    except KafkaError as exc:
+        raise CliError(f"redrive stopped after {n} message(s): {type(exc).__name__}: {exc} "
+                       "(run it again: what was redriven is recorded)") from None
     finally:
-        if publisher is not None:
-            publisher.close()
-    print(f"{'would redrive' if args.dry_run else 'redrove'} {n} message(s)")
-    return 0
+        if producer is not None:
+            producer.close()
+    print(f"{'would redrive' if args.dry_run else 'redrove'} {n} message(s)"
+          + (f"; {lost} could not be redriven" if lost else ""))
+    return 1 if lost else 0
 
 
 def _rebuild(args) -> int:

@@ -244,7 +244,7 @@ class ConsumerLoop:
     def _handle(self, batch) -> None:
         self._warmed()
         failures = self.write_failures
-        items = [Incoming(r.key, r.value, r.partition, Origin(r.topic, r.partition, r.offset))
+        items = [Incoming(r.key, r.value, r.partition, Origin.of(r))
                  for r in batch]
         if self.pipeline and self.handler.in_memory(items):
             # in parts of write_batch records: the first part's write starts while the next ones

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Iterable, Protocol
 
+from shared import findings
+
 META = "sla_meta"            # collection holding the pointer document
 POINTER_ID = "live"
 # FerretDB v1.24 (SQLite) holds one SQLite connection per update of a bulk until the command
@@ -30,7 +32,6 @@ BULK_CHUNK = 20
 # connection per document): large chunks do not deadlock and are faster than small ones.
 INSERT_CHUNK = 500
 BOOKKEEPING = ("_id", "partition", "next_check_at", "rev", "updated_at", "agencies", "summary", "finding_ids")
-FINDING_BOOKKEEPING = ("_id", "revision", "published_revision", "pending", "partition", "updated_at")
 
 
 class StaleWrite(Exception):
@@ -86,8 +87,9 @@ def strip_dossier(doc: dict) -> dict:
 
 
 def finding_message(doc: dict) -> dict:
-    """The message to publish for a stored finding: DESIGN.md §7 fields plus `revision`."""
-    msg = {k: v for k, v in doc.items() if k not in FINDING_BOOKKEEPING}
+    """The message to publish for a stored finding: the fields of the findings contract
+    (shared/findings.py), bookkeeping left out."""
+    msg = findings.message(doc)
     msg["finding_id"] = doc["_id"]
     msg["revision"] = doc["revision"]
     return msg

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, time, timedelta, timezone
 from typing import Any, Callable
 
+from shared import findings
 from shared.engine.ruledata import RuleSet, RuleSpec, working_hours
 from shared.engine.state import (CLOSED, FINISHED, HANDLING_EVENTS, TZ, DossierState, _aware, hours,
                                  utc)
@@ -52,17 +53,16 @@ class Finding:
     revision: int = 0
 
     def to_message(self, revision: int | None = None) -> dict:
-        """The `sla.findings` message (DESIGN.md §7) with its revision."""
-        return {
-            "finding_id": self.finding_id, "rule": self.rule, "state": self.state,
-            "severity": self.severity, "dossier_code": self.dossier_code,
-            "procedure_code": self.procedure_code, "agency_code": self.agency_code,
-            "responsible_role": self.responsible_role, "legal_basis": self.legal_basis,
-            "title": self.title, "requirement": self.requirement, "confidence": self.confidence,
-            "detected_at": self.detected_at, "due_at": self.due_at,
-            "overdue_working_hours": self.overdue_working_hours, "details": dict(self.details),
-            "ruleset": self.ruleset, "revision": self.revision if revision is None else revision,
-        }
+        """The `sla.findings` message (shared/findings.py) with its revision."""
+        msg = {name: getattr(self, name) for name in _MESSAGE_FIELDS}
+        msg["details"] = dict(self.details)
+        if revision is not None:
+            msg["revision"] = revision
+        return msg
+
+
+# every field of the findings contract a Finding carries (`resolved_at` is set by reconcile)
+_MESSAGE_FIELDS = tuple(name for name in findings.FIELDS if name in Finding.__dataclass_fields__)
 
 
 def finding_id(ruleset: str, rule: str, dossier_code: str, discriminator: str = "") -> str:

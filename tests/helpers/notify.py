@@ -28,7 +28,7 @@ def finding(**kw):
                 detected_at="2026-11-23T03:00:00+00:00", due_at="2026-11-20T10:00:00+00:00",
                 overdue_working_hours=9.0,
                 details={"applicant": {"id_number": "079123456789", "phone": "0909123456"}},
-                ruleset="nd61-107", revision=1, change="opened")
+                ruleset="nd61-107", revision=1)
     base.update(kw)
     return base
 

@@ -40,7 +40,7 @@ def finding(fid="F-1", **kw):
                 overdue_working_hours=9.0,
                 details={"applicant": {"id_number": "079123456789", "phone": "0909123456",
                                        "address": "12 Nguyễn Huệ"}},
-                ruleset="nd61-107", revision=1, change="opened")
+                ruleset="nd61-107", revision=1)
     base.update(kw)
     return base
 
@@ -131,7 +131,7 @@ def test_finding_on_kafka_becomes_email_to_agency_head_once(kafka_bootstrap, mon
         assert head.message.get_content_type() == "multipart/alternative"
         # redelivery: the same message published again, and an update: no new e-mail
         pub.publish(t, msg["dossier_code"], msg)
-        pub.publish(t, msg["dossier_code"], finding(revision=2, change="updated", overdue_working_hours=10))
+        pub.publish(t, msg["dossier_code"], finding(revision=2, overdue_working_hours=10))
         deadline = time.monotonic() + 30
         while mongo_db.notify_findings.find_one({"_id": "F-1"})["revision"] != 2:
             assert time.monotonic() < deadline, "update not consumed"
@@ -328,7 +328,7 @@ def test_resolved_notice_goes_to_those_alerted(mongo_db, smtp_server):
     svc.dispatch_due()
     smtp_server.wait_for(2, timeout=10)
     clock.advance(timedelta(hours=2))                # 12:00: lunch break, the notice waits for 13:00
-    svc.handle(finding(state="resolved", change="resolved", revision=2))
+    svc.handle(finding(state="resolved", revision=2))
     assert svc.dispatch_due() == 0
     clock.advance(timedelta(hours=1))
     assert svc.dispatch_due() == 2
@@ -349,7 +349,7 @@ def test_digest_lists_subtree_findings(mongo_db, smtp_server):
                        dossier_code="000.00.10.H56-S1", overdue_working_hours=None))
     svc.handle(finding("V1", rule="SUPPLEMENT_REPEATED", agency_code="000.00.11.H56",
                        dossier_code="000.00.11.H56-V1", title="Yêu cầu bổ sung hồ sơ quá một lần"))
-    svc.handle(finding("R1", dossier_code="000.00.10.H56-R1", state="resolved", change="resolved"))
+    svc.handle(finding("R1", dossier_code="000.00.10.H56-R1", state="resolved"))
     assert svc.dispatch_due() == 0                     # digest mode: nothing immediate
     # Wednesday 07:29 local: not yet; 07:30: digests for both departments and the province
     clock.set(datetime(2026, 11, 25, 0, 29, tzinfo=timezone.utc))
@@ -456,8 +456,7 @@ def test_background_sender_does_not_send_what_the_same_batch_resolves(mongo_db, 
     svc.start_sender()
     try:
         svc.handle_many([finding(f"R{i}", dossier_code=f"000.00.10.H56-R{i}") for i in range(5)]
-                        + [finding("R2", dossier_code="000.00.10.H56-R2", state="resolved", revision=2,
-                                   change="resolved")])
+                        + [finding("R2", dossier_code="000.00.10.H56-R2", state="resolved", revision=2)])
     finally:
         svc.stop_sender()
     smtp_server.wait_for(4, timeout=30)

@@ -41,7 +41,7 @@ def finding(i: int, tag: str) -> dict:
                 dossier_code=f"PERF-{tag}-{i}", procedure_code="1.001193", agency_code=AGENCIES[i % 3],
                 responsible_role="agency_head", legal_basis="Điều 17 Nghị định 61/2018/NĐ-CP",
                 title="Hồ sơ quá hạn", detected_at=now, due_at=now, overdue_working_hours=3.0,
-                details={}, ruleset="nd61-107", revision=1, change="opened")
+                details={}, ruleset="nd61-107", revision=1)
 
 
 def pct(values, p):

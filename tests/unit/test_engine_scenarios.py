@@ -58,6 +58,11 @@ def _t(text) -> datetime:
 
 
 def _event(sc: dict, index: int, step: dict, code: str, ctx) -> dict:
+    return load_stored(raw_event(sc, index, step, code, ctx))       # exactly what sla gets from Kafka
+
+
+def raw_event(sc: dict, index: int, step: dict, code: str, ctx) -> dict:
+    """The step's event as intake publishes it to `dossier.events` (JSON-ready)."""
     etype = step["type"]
     data = dict(step.get("data") or {})
     if etype == "received":
@@ -83,7 +88,7 @@ def _event(sc: dict, index: int, step: dict, code: str, ctx) -> dict:
         "occurred_at": str(step["at"]), "recorded_at": str(step.get("recorded", step["at"])),
         "agency_code": step.get("agency", ONE_STOP), "data": data,
     }
-    return load_stored(raw)       # exactly what sla gets from Kafka
+    return raw
 
 
 def _same_instant(actual: datetime | None, expected) -> bool:

@@ -48,7 +48,7 @@ def test_redelivered_message_does_not_send_twice(env):
     first = len(env.email.sent)
     # the same message again (consumer redelivery), and a newer revision with the same content
     assert env.svc.handle(finding()).stored is False
-    assert env.svc.handle(finding(revision=2, change="updated", overdue_working_hours=10.0)).planned == 0
+    assert env.svc.handle(finding(revision=2, overdue_working_hours=10.0)).planned == 0
     env.svc.dispatch_due()
     assert len(env.email.sent) == first
     assert env.db.notifications.count_documents({}) == 3   # 2 e-mails + 1 sms
@@ -209,7 +209,7 @@ def test_direct_send_does_not_send_what_was_resolved_in_the_same_batch():
                            title="Chuyển hồ sơ chậm", overdue_working_hours=None))
     env.svc.handle(finding(rule="TRANSFER_LATE", severity="warning", responsible_role="one_stop_chief",
                            title="Chuyển hồ sơ chậm", overdue_working_hours=None, state="resolved",
-                           revision=2, change="resolved"))
+                           revision=2))
     env.svc.dispatch_due()
     assert env.email.sent == []
     assert env.db.notifications.find_one({"kind": "alert"})["status"] == "cancelled"
@@ -229,7 +229,7 @@ def test_handle_many_plans_a_batch_in_order_and_dead_letters_bad_messages():
     res = env.svc.handle_many([
         fw("F-1"), fw("F-2"), {"finding_id": "bad"},
         fw("F-1"),                                                            # redelivered in the batch
-        fw("F-2", state="resolved", revision=2, change="resolved"),
+        fw("F-2", state="resolved", revision=2),
         fw("F-3")])
     assert [type(r).__name__ for r in res] == ["Handled", "Handled", "FindingError", "Handled", "Handled", "Handled"]
     assert [r.stored for r in res if not isinstance(r, Exception)] == [True, True, False, True, True]
