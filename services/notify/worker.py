@@ -138,8 +138,7 @@ def build_worker(settings: Settings, clock: Clock | None = None, *, db=None, gro
                  consumer_config: dict | None = None, poll_timeout: float = 0.5,
                  schedule_interval: float = 10.0, **service_kw) -> Worker:
     clock = clock or clock_from_env()
-    ensure_topics(settings.kafka_bootstrap_servers, {settings.topic_findings: 6,
-                                                     settings.topic_findings + ".dlq": 1})
+    ensure_topics(settings.kafka_bootstrap_servers, settings.topics())   # TOPIC_PARTITIONS
     db = db if db is not None else mongo_db(settings)
     metrics = NotifyMetrics()
     service = build_service(settings, clock, db, metrics=metrics, **service_kw)
