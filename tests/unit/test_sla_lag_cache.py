@@ -34,6 +34,12 @@ def test_metrics_scrape_answers_at_once_when_kafka_is_unreachable():
         r = client.get("/metrics")
         assert r.status_code == 200 and time.perf_counter() - t0 < 1.0
         assert "sla_consumer_group_lag{" not in r.data.decode()    # no read has succeeded
+    # the background read gives up on its own (bounded); waited for so that its log lines stay
+    # in this test's output
+    import threading
+    for th in [t for t in threading.enumerate() if t.name == "sla-api-lag"]:
+        th.join(15)
+        assert not th.is_alive()
 
 
 def test_group_lag_is_a_cached_time_bounded_read():
