@@ -15,6 +15,8 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "MONGO_DB": ("motcua", "database name"),
     "TOPIC_EVENTS": ("dossier.events", "topic of dossier events (key = dossier code)"),
     "TOPIC_FINDINGS": ("sla.findings", "topic of findings published by sla"),
+    "TOPIC_PARTITIONS": ("6", "partitions of the events and findings topics, for every path that creates "
+                              "them (workers, local stack, the broker's auto-create); dead-letter topics have 1"),
     "CATALOG_FILE": (str(PACKAGE_DATA / "catalog.yaml"), "procedure catalog (YAML/JSON)"),
     "DIRECTORY_FILE": (str(PACKAGE_DATA / "directory.yaml"), "agency directory (YAML/JSON)"),
     "SMTP_HOST": ("127.0.0.1", "SMTP server for alert e-mails"),
@@ -89,10 +91,22 @@ class Settings:
     directory_file: str
     extra: dict = field(default_factory=dict)
     mongo_timeout_ms: int = 3000      # MONGO_TIMEOUT_MS: the APIs answer 503 after it
+    # TOPIC_PARTITIONS: sla stores each dossier's partition and holds partitions in memory, so
+    # every path that creates the topics must create the same number
+    topic_partitions: int = 6
 
     @property
     def topic_events_dlq(self) -> str:
         return self.topic_events + ".dlq"
+
+    @property
+    def topic_findings_dlq(self) -> str:
+        return self.topic_findings + ".dlq"
+
+    def topics(self) -> dict[str, int]:
+        """Every topic of the system with its partition count: what `ensure_topics` creates."""
+        return {self.topic_events: self.topic_partitions, self.topic_findings: self.topic_partitions,
+                self.topic_events_dlq: 1, self.topic_findings_dlq: 1}
 
     @classmethod
     def from_env(cls, environ: dict | None = None, **overrides) -> "Settings":
@@ -105,6 +119,9 @@ class Settings:
             catalog_file=env("CATALOG_FILE", environ),
             directory_file=env("DIRECTORY_FILE", environ),
             mongo_timeout_ms=_int_env("MONGO_TIMEOUT_MS", environ),
+            topic_partitions=_int_env("TOPIC_PARTITIONS", environ),
         )
         values.update(overrides)
+        if values["topic_partitions"] < 1:
+            raise ValueError(f"TOPIC_PARTITIONS must be at least 1 (got {values['topic_partitions']})")
         return cls(**values)

@@ -10,8 +10,10 @@ metrics(app).counter / .histogram                 # per-app Prometheus metrics
   Werkzeug's (404, 405, 413, 415…) and unexpected exceptions (500, no internals leaked).
 - Request id: the client's `X-Request-Id` when it is a sane token (≤ 64 chars of
   `[A-Za-z0-9._-]`), else a new UUID4; echoed in the response header and in every log line.
-- Logs: one JSON object per line on stderr (`configure_json_logging()`); event-shaped data must go
-  through `shared.events.redact()` before being logged.
+- Logs: one JSON object per line on stderr (`configure_json_logging()`, done by `init_http` for
+  every API unless the app is TESTING); event-shaped data must go through
+  `shared.events.redact()` before being logged. A 500 is logged with its traceback and request
+  id, and its body quotes that id.
 - Metrics: `http_requests_total{route,method,status}`, `http_request_duration_seconds{route}`.
   Metrics live in a per-app registry; under gunicorn with several workers set
   `PROMETHEUS_MULTIPROC_DIR` (an empty, writable directory) before the workers start: /metrics
@@ -107,15 +109,18 @@ def _current_request_id() -> str | None:
 
 
 def configure_json_logging(level: str | int = "INFO") -> None:
-    """Make the root logger print JSON lines on stderr (idempotent)."""
+    """Make the root logger print JSON lines on the process's stderr (idempotent). The handler
+    holds the original stream (`sys.__stderr__`): code that swaps `sys.stderr` to capture what
+    it prints (a CLI run in-process, a test) does not catch log lines."""
     root = logging.getLogger()
     for h in root.handlers:
         if isinstance(h.formatter, JsonFormatter):
             return
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(sys.__stderr__ or sys.stderr)
     handler.setFormatter(JsonFormatter())
     root.addHandler(handler)
     root.setLevel(level)
+    logging.getLogger("kafka").setLevel(logging.WARNING)   # its INFO is one line per connection
 
 
 @dataclass
@@ -161,12 +166,13 @@ def metrics(app) -> Metrics:
     return app.extensions["motcua.metrics"]
 
 
-def init_http(app, service: str, readiness=None) -> Metrics:
+def init_http(app, service: str, readiness=None, *, json_logs: bool | None = None) -> Metrics:
     """Register JSON error handlers (ApiError, shared.auth.AuthError, MongoDB errors → 503
     `store_unavailable`, HTTP errors, the unexpected), request ids, access logs, /healthz, /readyz and /metrics.
 
     `readiness` is a callable returning {check name: error message or None}; /readyz answers 503
-    when any check has an error.
+    when any check has an error. `json_logs`: configure the process's JSON logging (default: unless
+    the app's TESTING is set), so that every API's access lines and errors carry request ids.
     """
     from flask import Response, g, jsonify, request
     from pymongo.errors import PyMongoError
@@ -183,6 +189,8 @@ def init_http(app, service: str, readiness=None) -> Metrics:
                           ["service", "route"], registry=reg, buckets=LATENCY_BUCKETS),
     )
     app.extensions["motcua.metrics"] = m
+    if json_logs if json_logs is not None else not app.config.get("TESTING"):
+        configure_json_logging()
     access = logging.getLogger(f"motcua.{service}.access")
 
     @app.before_request
@@ -222,9 +230,16 @@ def init_http(app, service: str, readiness=None) -> Metrics:
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):
-        log.exception("unhandled error")
+        # the body quotes the request id; this line (with the traceback) is where ops find it
+        if not getattr(g, "request_id", None):      # failed before _start ran
+            g.request_id = str(uuid.uuid4())
+        rid = g.request_id
+        route = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
+        log.exception("unhandled error", extra={"fields": {
+            "service": service, "method": request.method, "route": route,
+            "error": type(exc).__name__}})
         return error_response(500, [{"code": "internal_error", "field": "$",
-                                     "message": "internal error; quote the request id to ops"}])
+                                     "message": f"internal error; quote request id {rid} to ops"}])
 
     @app.get("/healthz")
     def healthz():

@@ -28,7 +28,6 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 KAFKA_VERSION = "4.3.1"
 FERRETDB_VERSION = "v1.24.2"
 FERRETDB_MODULE = "github.com/FerretDB/FerretDB"
-DEFAULT_TOPICS = {"dossier.events": 3, "sla.findings": 3, "dossier.events.dlq": 1, "sla.findings.dlq": 1}
 
 # env var -> (attribute, default); documented in shared.config.ENV_VARS and docs/operations.md
 PORT_VARS = {
@@ -451,7 +450,8 @@ controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 controller.quorum.bootstrap.servers={host}:{cport}
 log.dirs={data}
-num.partitions=3
+# topics auto-created on a first publish get the workers' count too (TOPIC_PARTITIONS)
+num.partitions={partitions}
 default.replication.factor=1
 min.insync.replicas=1
 offsets.topic.replication.factor=1
@@ -501,6 +501,28 @@ def _java_cmd(cfg: StackConfig, main: str, *args: str) -> list[str]:
             "-cp", f"{cfg.kafka_libs}/*", main, *args]
 
 
+def stack_settings(cfg: StackConfig):
+    """The settings the stack's services run with (service_env without its side effects): the
+    topic names and TOPIC_PARTITIONS the stack creates its topics with."""
+    from shared.config import Settings
+    try:
+        return Settings.from_env({**os.environ, **cfg.env(), **{k: str(v) for k, v in cfg.extra_env.items()}})
+    except ValueError as exc:   # e.g. TOPIC_PARTITIONS=0
+        raise StackError(str(exc)) from None
+
+
+def kafka_properties(cfg: StackConfig, data: Path) -> str:
+    return KAFKA_PROPERTIES.format(name=cfg.name, host=cfg.host, port=cfg.kafka_port,
+                                   cport=cfg.kafka_controller_port, data=data,
+                                   partitions=stack_settings(cfg).topic_partitions)
+
+
+def create_topics(cfg: StackConfig) -> dict[str, int]:
+    """Create the system's topics on the stack's broker as the workers do (Settings.topics())."""
+    from shared.messaging import ensure_topics
+    return ensure_topics(cfg.kafka_bootstrap, stack_settings(cfg).topics())
+
+
 def start_kafka(cfg: StackConfig) -> bool:
     """Start the broker if it is not running; True when started now."""
     if _read_pid(cfg, "kafka"):
@@ -512,8 +534,7 @@ def start_kafka(cfg: StackConfig) -> bool:
     data = cfg.data_dir / "kafka"
     data.mkdir(parents=True, exist_ok=True)
     props = cfg.config_dir / "kafka-server.properties"
-    props.write_text(KAFKA_PROPERTIES.format(name=cfg.name, host=cfg.host, port=cfg.kafka_port,
-                                             cport=cfg.kafka_controller_port, data=data))
+    props.write_text(kafka_properties(cfg, data))
     (cfg.config_dir / "kafka-log4j2.properties").write_text(
         LOG4J2_PROPERTIES.format(log=cfg.log_dir / "kafka-server.log"))
     if not (data / "meta.properties").exists():
@@ -687,8 +708,7 @@ def up(cfg: StackConfig, infra_only: bool = False, timeout: float = 120.0) -> di
         for name in INFRA:
             _wait_healthy(cfg, name, checks[name], timeout)
             report[name] = "started" if started[name] else "already running"
-        from shared.messaging import ensure_topics
-        ensure_topics(cfg.kafka_bootstrap, DEFAULT_TOPICS)
+        create_topics(cfg)
         if not infra_only:
             report.update(start_services(cfg))
     except Exception:

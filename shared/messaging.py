@@ -6,11 +6,14 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Protocol
+
+log = logging.getLogger("motcua.messaging")
 
 
 def _default(o: Any):
@@ -149,14 +152,17 @@ def kafka_consumer(bootstrap_servers: str, topics: list[str] | None, group_id: s
     return consumer
 
 
-def ensure_topics(bootstrap_servers: str, topics: dict[str, int], replication: int = 1) -> None:
-    """Create topics (name -> partitions) that do not exist yet."""
+def ensure_topics(bootstrap_servers: str, topics: dict[str, int], replication: int = 1) -> dict[str, int]:
+    """Create topics (name -> partitions) that do not exist yet (`Settings.topics()`: one
+    partition count for every path that creates them). An existing topic is kept as it is;
+    one whose partition count differs is logged and returned (name -> its partitions)."""
     from kafka.admin import KafkaAdminClient, NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
     admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers.split(","), client_id="motcua-admin")
     try:
-        existing = set(admin.list_topics())
+        existing = {t["name"]: len(t["partitions"]) for t in admin.describe_topics()
+                    if not t.get("error_code")}
         new = [NewTopic(name, n, replication) for name, n in topics.items() if name not in existing]
         if new:
             try:
@@ -165,3 +171,10 @@ def ensure_topics(bootstrap_servers: str, topics: dict[str, int], replication: i
                 pass
     finally:
         admin.close()
+    differ = {name: existing[name] for name, n in topics.items()
+              if name in existing and existing[name] != n}
+    for name, has in differ.items():
+        log.warning("topic %s has %d partitions, not %d (TOPIC_PARTITIONS): kept as it is; "
+                    "sla holds and stores partitions by number, recreate the topic to change it",
+                    name, has, topics[name])
+    return differ

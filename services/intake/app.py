@@ -23,7 +23,7 @@ from flask import Flask
 from shared.auth import KeyStore, RateLimiter, init_auth
 from shared.clock import clock_from_env
 from shared.config import env
-from shared.httpapi import configure_json_logging, init_http, mongo_timeouts
+from shared.httpapi import init_http, mongo_timeouts
 
 from .service import Intake
 from .store import IntakeStore
@@ -148,9 +148,6 @@ def create_app(config: dict | None = None, *, publisher=None, clock=None, db=Non
     app = Flask("services.intake")
     app.config["MAX_CONTENT_LENGTH"] = cfg["INTAKE_MAX_BODY_BYTES"]
     app.config["INTAKE"] = cfg
-    if not cfg.get("TESTING"):
-        configure_json_logging()
-        logging.getLogger("kafka").setLevel(logging.WARNING)   # its INFO is per connection
     clock = clock or clock_from_env()
     res = Resources(cfg, publisher=publisher, db=db)
 
@@ -189,7 +186,7 @@ def create_app(config: dict | None = None, *, publisher=None, clock=None, db=Non
             checks["kafka"] = _kafka_reachable(cfg["KAFKA_BOOTSTRAP_SERVERS"])
         return checks
 
-    m = init_http(app, "intake", readiness=readiness)
+    m = init_http(app, "intake", readiness=readiness, json_logs=not cfg.get("TESTING"))
 
     class _M:
         rejected = m.counter("intake_events_rejected_total", "events rejected, by reason", ["reason"])

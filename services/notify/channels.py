@@ -15,9 +15,12 @@ from dataclasses import dataclass, field
 from email.header import Header
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
-from email.utils import formatdate, make_msgid
+from email.utils import format_datetime, make_msgid
 from typing import Protocol
 from urllib.parse import quote
+
+from shared.clock import Clock, SystemClock
+from shared.workcal import TZ
 
 from .tokens import sign_webhook
 
@@ -78,8 +81,9 @@ class SmtpChannel:
 
     def __init__(self, host: str, port: int, sender: str, *, user: str = "", password: str = "",
                  starttls: bool = False, timeout: float = 15.0, reuse: bool = True,
-                 max_per_connection: int = 100, idle_seconds: float = 30.0):
+                 max_per_connection: int = 100, idle_seconds: float = 30.0, clock: Clock | None = None):
         self.host, self.port, self.sender = host, int(port), sender
+        self.clock = clock or SystemClock()
         self.user, self.password, self.starttls, self.timeout = user, password, starttls, timeout
         # one open connection per sending thread (connect + EHLO + QUIT cost more than a message);
         # a reused connection is not checked with a NOOP round trip: MAIL FROM is the check — if
@@ -101,7 +105,8 @@ class SmtpChannel:
         em["From"] = self.sender
         em["To"] = msg.address
         em["Subject"] = Header(msg.subject, "utf-8")
-        em["Date"] = formatdate(localtime=False)
+        # the injected clock's instant (virtual in tests and demos), shown in Vietnam's offset
+        em["Date"] = format_datetime(self.clock.now().astimezone(TZ))
         em["Message-ID"] = make_msgid(idstring=msg.message_id, domain="motcua") if msg.message_id else make_msgid(domain="motcua")
         for k, v in msg.headers.items():
             em[k] = v

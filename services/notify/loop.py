@@ -19,6 +19,10 @@ from .service import NotifyService
 
 log = logging.getLogger("motcua.notify.loop")
 
+# "never" for the monotonic timestamps below: time.monotonic() counts from an unspecified point
+# (boot, on Linux), so 0.0 is not "long ago" on a machine up for less than an interval
+NEVER = float("-inf")
+
 
 class NotifyLoop:
     def __init__(self, consumer, service: NotifyService, publisher, dlq_topic: str, *, metrics=None,
@@ -41,12 +45,12 @@ class NotifyLoop:
         # FerretDB: with a background sender it runs at most every `dispatch_interval` s, unless
         # the previous scan found work
         self.dispatch_interval = dispatch_interval
-        self._last_dispatch = 0.0
+        self._last_dispatch = NEVER
         # escalations, repeats and digests scan notify_findings (every document, on FerretDB):
         # in the worker they run on a thread of their own, so a long scan never stalls polling
         self.background_schedule = background_schedule
         self.stop_event = threading.Event()
-        self._last_schedule = 0.0
+        self._last_schedule = NEVER
         self._backoff = 0.5
 
     def stop(self) -> None:

@@ -41,14 +41,15 @@ def load_agencies(settings: Settings, db=None):
     return DirectoryStore.current_or_file(settings.directory_file, db)
 
 
-def build_channels(policy: Policy, environ: dict | None = None) -> dict:
+def build_channels(policy: Policy, environ: dict | None = None, *, clock: Clock | None = None) -> dict:
     """The configured channels: e-mail always; SMS when the policy names a gateway; webhooks
     when the policy lists any (secrets from the environment variables it names)."""
     source = os.environ if environ is None else environ
     channels = {"email": SmtpChannel(env("SMTP_HOST", environ), int(env("SMTP_PORT", environ)),
                                      env("SMTP_FROM", environ), user=env("SMTP_USER", environ),
                                      password=env("SMTP_PASSWORD", environ),
-                                     starttls=env("SMTP_STARTTLS", environ) in ("1", "true", "yes"))}
+                                     starttls=env("SMTP_STARTTLS", environ) in ("1", "true", "yes"),
+                                     clock=clock)}
     if policy.sms_url_template:
         channels["sms"] = SmsChannel(policy.sms_url_template, policy.sms_method)
     else:
@@ -64,12 +65,15 @@ def build_channels(policy: Policy, environ: dict | None = None) -> dict:
     return channels
 
 
-def lookups(settings: Settings, db=None):
+def lookups(settings: Settings, db=None, *, clock: Clock | None = None):
     """(procedure name by code, rule requirement by rule set and rule) from the reference data
-    sla uses: the catalog imported into `db` (else CATALOG_FILE), the rule sets of the settings."""
+    sla uses: the catalog imported into `db` (else CATALOG_FILE), the rule sets of the settings.
+    A finding without a rule set takes the one in force on the clock's date in Vietnam."""
     from shared.catalog import CatalogStore
     from shared.engine.context import rulesets_from_settings
+    from shared.workcal import TZ
 
+    clock = clock or clock_from_env()
     try:
         catalog = CatalogStore.current_or_file(settings.catalog_file, db)
     except Exception:
@@ -89,7 +93,7 @@ def lookups(settings: Settings, db=None):
         if rulesets is None:
             return None
         try:
-            rs = rulesets.get(ruleset) if ruleset else rulesets.for_date(__import__("datetime").date.today())
+            rs = rulesets.get(ruleset) if ruleset else rulesets.for_date(clock.now().astimezone(TZ).date())
             return rs[rule].requirement
         except Exception:
             return None
@@ -104,8 +108,8 @@ def build_service(settings: Settings, clock: Clock, db, *, policy: Policy | None
     store = NotifyStore(db)
     store.ensure_indexes()
     directory = directory if directory is not None else load_agencies(settings, db)
-    channels = channels if channels is not None else build_channels(policy, environ)
-    procedure_name, requirement = lookups(settings, db)
+    channels = channels if channels is not None else build_channels(policy, environ, clock=clock)
+    procedure_name, requirement = lookups(settings, db, clock=clock)
     secret = env("NOTIFY_SECRET", environ)
     if not secret:
         log.warning("NOTIFY_SECRET is not set: alerts carry no acknowledgement link")
@@ -136,8 +140,7 @@ def build_worker(settings: Settings, clock: Clock | None = None, *, db=None, gro
                  schedule_interval: float = 10.0, max_dead_letters_in_a_row: int = 1000,
                  **service_kw) -> Worker:
     clock = clock or clock_from_env()
-    ensure_topics(settings.kafka_bootstrap_servers, {settings.topic_findings: 6,
-                                                     settings.topic_findings + ".dlq": 1})
+    ensure_topics(settings.kafka_bootstrap_servers, settings.topics())   # TOPIC_PARTITIONS
     db = db if db is not None else mongo_db(settings)
     metrics = NotifyMetrics()
     service = build_service(settings, clock, db, metrics=metrics, **service_kw)

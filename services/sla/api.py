@@ -10,7 +10,9 @@ engine's context), KEY_STORE (a `shared.auth.KeyStore`), RATE_LIMIT (requests pe
 """
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from datetime import datetime, timezone
 
 from shared.auth import KeyStore, RateLimiter, authenticate, init_auth
@@ -24,6 +26,11 @@ from .repository import MongoRepository, finding_message, live_names, strip_doss
 FINDING_STATES = ("open", "escalated", "resolved")
 SEVERITIES = ("info", "warning", "critical")
 MAX_PAGE = 500
+LAG_REFRESH_S = 15.0      # a scrape starts a background read of the group lag at most this often
+LAG_MAX_AGE_S = 120.0     # an older read is not reported (no sample rather than a stale one)
+LAG_TIMEOUT_MS = 3000     # bound on each Kafka step of one read
+
+log = logging.getLogger("motcua.sla.api")
 
 
 class _Lazy:
@@ -96,7 +103,8 @@ def create_app(config: dict | None = None, *, db=None, clock=None):
             return {"mongo": exc.__class__.__name__}
 
     m = init_http(app, "sla", readiness=readiness)
-    m.registry.register(_StoreCollector(repo, settings, app.config.get("CONSUMER_GROUP", "sla")))
+    group = app.config.get("CONSUMER_GROUP", "sla")
+    m.registry.register(_StoreCollector(repo, GroupLag(lambda: consumer_lag(settings, group))))
 
     # -- helpers --------------------------------------------------------------------------------
     def principal():
@@ -210,13 +218,70 @@ def create_app(config: dict | None = None, *, db=None, clock=None):
     return app
 
 
-class _StoreCollector:
-    """Scrape-time gauges read from the stores: open findings by rule and severity (MongoDB) and
-    the lag of the sla consumer group per partition (Kafka committed vs end offsets). A store
-    that does not answer yields no sample rather than a failed scrape."""
+class GroupLag:
+    """The lag of the sla consumer group per partition, read off the scrape path.
 
-    def __init__(self, repo, settings: Settings, group: str):
-        self.repo, self.settings, self.group = repo, settings, group
+    `snapshot()` never waits for Kafka: it returns the last successful read (with its age) unless
+    it is older than `max_age_s`, and starts one background read when the last attempt is at
+    least `refresh_s` old and none is running. A read against an unreachable broker ends after
+    its own timeouts, in its thread. `monotonic` (cache ages) and `start` (runs a read; a thread
+    by default) are injectable for tests."""
+
+    def __init__(self, read, *, refresh_s: float = LAG_REFRESH_S, max_age_s: float = LAG_MAX_AGE_S,
+                 monotonic=time.monotonic, start=None):
+        self._read = read
+        self.refresh_s, self.max_age_s = refresh_s, max_age_s
+        self._now = monotonic
+        self._start = start or _start_daemon
+        self._lock = threading.Lock()
+        self._values: dict | None = None
+        self._read_at: float | None = None       # end of the last successful read; None: never
+        self._attempt_at: float | None = None    # start of the last read; None: never
+        self._running = False
+
+    def snapshot(self) -> tuple[dict, float] | None:
+        """(lag by (topic, partition), seconds since it was read), or None when nothing fresh."""
+        now = self._now()
+        with self._lock:
+            due = not self._running and (self._attempt_at is None
+                                         or now - self._attempt_at >= self.refresh_s)
+            if due:
+                self._running, self._attempt_at = True, now
+            fresh = self._read_at is not None and now - self._read_at <= self.max_age_s
+            out = (dict(self._values), max(0.0, now - self._read_at)) if fresh else None
+        if due:
+            try:
+                self._start(self._refresh)
+            except Exception:   # noqa: BLE001 - no thread: try again at the next refresh
+                log.warning("consumer lag read not started", exc_info=True)
+                with self._lock:
+                    self._running = False
+        return out
+
+    def _refresh(self) -> None:
+        values = None
+        try:
+            values = self._read()
+        except Exception as exc:   # noqa: BLE001 - Kafka down: no lag sample, the scrape goes on
+            log.info("consumer lag not read: %s", type(exc).__name__)
+        with self._lock:
+            self._running = False
+            if values is not None:
+                self._values, self._read_at = values, self._now()
+
+
+def _start_daemon(fn) -> None:
+    threading.Thread(target=fn, name="sla-api-lag", daemon=True).start()
+
+
+class _StoreCollector:
+    """Scrape-time gauges: open findings by rule and severity (read from MongoDB) and the lag of
+    the sla consumer group per partition (Kafka committed vs end offsets, from `GroupLag`: the
+    last background read, never a Kafka call on the scrape). A store that does not answer
+    yields no sample rather than a failed scrape."""
+
+    def __init__(self, repo, lag: GroupLag):
+        self.repo, self.lag = repo, lag
 
     def collect(self):
         from prometheus_client.core import GaugeMetricFamily
@@ -236,28 +301,33 @@ class _StoreCollector:
         yield open_f
         lag = GaugeMetricFamily("sla_consumer_group_lag", "end offset - committed offset",
                                 labels=["topic", "partition"])
-        try:
-            for (topic, part), n in consumer_lag(self.settings, self.group).items():
+        age = GaugeMetricFamily("sla_consumer_group_lag_age_seconds",
+                                "seconds since sla_consumer_group_lag was read from Kafka")
+        snap = self.lag.snapshot()
+        if snap is not None:
+            values, seconds = snap
+            for (topic, part), n in sorted(values.items()):
                 lag.add_metric([topic, str(part)], n)
-        except Exception:   # noqa: BLE001
-            pass
+            age.add_metric([], round(seconds, 3))
         yield lag
+        yield age
 
 
 def consumer_lag(settings: Settings, group: str) -> dict[tuple[str, int], int]:
-    """Lag of `group` on the events topic, per partition."""
+    """Lag of `group` on the events topic, per partition (each Kafka step bounded by
+    LAG_TIMEOUT_MS)."""
     from kafka import KafkaConsumer, TopicPartition
     from kafka.admin import KafkaAdminClient
 
     servers = settings.kafka_bootstrap_servers.split(",")
-    admin = KafkaAdminClient(bootstrap_servers=servers, client_id="motcua-sla-api",
-                             request_timeout_ms=3000)
+    bounded = dict(request_timeout_ms=LAG_TIMEOUT_MS, bootstrap_timeout_ms=LAG_TIMEOUT_MS,
+                   client_id="motcua-sla-api")
+    admin = KafkaAdminClient(bootstrap_servers=servers, **bounded)
     try:
         committed = admin.list_group_offsets(group).get(group, {})   # kafka-python 3.x
     finally:
         admin.close()
-    consumer = KafkaConsumer(bootstrap_servers=servers, group_id=None, request_timeout_ms=3000,
-                             client_id="motcua-sla-api")
+    consumer = KafkaConsumer(bootstrap_servers=servers, group_id=None, **bounded)
     try:
         parts = consumer.partitions_for_topic(settings.topic_events) or set()
         tps = [TopicPartition(settings.topic_events, p) for p in sorted(parts)]

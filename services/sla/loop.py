@@ -21,6 +21,10 @@ from .repository import StaleWrite
 
 log = logging.getLogger("motcua.sla.loop")
 
+# "never" for the monotonic timestamps below: time.monotonic() counts from an unspecified point
+# (boot, on Linux), so 0.0 is not "long ago" on a machine up for less than an interval
+NEVER = float("-inf")
+
 
 class Skipped(Exception):
     """A batch's write was not run: an earlier batch's write failed."""
@@ -57,8 +61,8 @@ class ConsumerLoop:
         self._newly: set = set()
         self.stop_event = threading.Event()
         self._assigned: set = set()
-        self._last_check = 0.0
-        self._last_lag = 0.0
+        self._last_check = NEVER
+        self._last_lag = NEVER
         self.batches = 0
         self._backoff = 0.5
         self.pipeline = pipeline
@@ -67,7 +71,7 @@ class ConsumerLoop:
         self.freeze_gc = freeze_gc
         self.commit_interval = commit_interval
         self._committable: list = []        # records of written batches not committed yet
-        self._last_commit = 0.0
+        self._last_commit = NEVER
         self._inflight: deque[_InFlight] = deque()
         self._broken = threading.Event()    # a write failed: the writer skips the batches after it
         self.write_failures = 0             # failed batch writes handled (_fail)
@@ -422,7 +426,7 @@ class ConsumerLoop:
                 if self.stop_event.is_set():
                     break
                 if time.monotonic() >= end:
-                    self._last_check = 0.0      # more is due: go on right after the next poll
+                    self._last_check = NEVER    # more is due: go on right after the next poll
                     break
         except StaleWrite:
             self.handler.metrics.stale_retries.inc()

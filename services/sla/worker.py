@@ -19,9 +19,6 @@ from .repository import MongoRepository, Names
 log = logging.getLogger("motcua.sla.worker")
 
 GROUP_ID = "sla"
-EVENT_PARTITIONS = 6
-FINDING_PARTITIONS = 6
-DLQ_PARTITIONS = 1
 
 
 def engine_context(settings: Settings, db=None):
@@ -39,11 +36,8 @@ def mongo_db(settings: Settings):
 
 
 def ensure_sla_topics(settings: Settings) -> None:
-    ensure_topics(settings.kafka_bootstrap_servers, {
-        settings.topic_events: EVENT_PARTITIONS,
-        settings.topic_findings: FINDING_PARTITIONS,
-        settings.topic_events_dlq: DLQ_PARTITIONS,
-    })
+    """The system's topics, as every path creates them (TOPIC_PARTITIONS)."""
+    ensure_topics(settings.kafka_bootstrap_servers, settings.topics())
 
 
 @dataclass
