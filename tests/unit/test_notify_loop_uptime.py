@@ -22,6 +22,7 @@ def test_loop_runs_its_first_dispatch_and_schedule_at_once_whatever_the_uptime(m
 
     class Service:
         dispatched = scheduled = 0
+        clock = None              # the dead-letter writer's clock: unused, nothing is dead-lettered
 
         def wait_for_sender(self, backlog, timeout):
             return True
