@@ -3,12 +3,16 @@ Kafka and MongoDB-wire server with a test's own topics and database) and `db`, r
 tests/conftest.py; `FAST` consumer timeouts; `consume` a topic until a condition holds."""
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 
 import pytest
 
 from shared.config import Settings
+from services.sla.worker import build_worker
+
+from helpers.sla import FakeEngine
 
 FAST = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000, "max_poll_interval_ms": 30000}
 
@@ -56,3 +60,27 @@ def consume(settings, topic, until, timeout=60.0):
     finally:
         c.close()
     raise AssertionError(f"timed out on {topic}: {len(out)} records")
+
+
+class Running:
+    """A worker in a thread."""
+
+    def __init__(self, settings, clock, group, **kw):
+        self.worker = build_worker(settings, clock, ctx=object(), engine=FakeEngine, group_id=group,
+                                   consumer_config=FAST, **kw)
+        self.thread = threading.Thread(target=self.worker.run, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.worker.stop()
+        self.thread.join(20)
+        assert not self.thread.is_alive()
+
+
+def wait_for(pred, timeout=60.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")

@@ -1,23 +1,20 @@
 """`motcua dlq show|redrive` on a real broker, with the sla and notify workers dead-lettering for
-real (sla with the small engine of tests/unit/test_sla_handlers.py, notify on the real store)."""
+real (sla with the small engine of tests/helpers/sla.py, notify on the real store)."""
 from __future__ import annotations
 
 import json
-import sys
 import threading
 import uuid
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_sla_worker import FAST, Running, consume, settings  # noqa: E402,F401  (fixture)
-from test_sla_handlers import T0, event  # noqa: E402
+from helpers.sla_stack import FAST, Running, consume
+from helpers.sla import T0, event
 
-from shared import cli  # noqa: E402
-from shared.clock import VirtualClock  # noqa: E402
-from shared.deadletter import original_bytes  # noqa: E402
-from shared.messaging import KafkaPublisher, encode  # noqa: E402
+from shared import cli
+from shared.clock import VirtualClock
+from shared.deadletter import original_bytes
+from shared.messaging import KafkaPublisher, encode
 
 pytestmark = pytest.mark.integration
 PHONE, CCCD = "0912345678", "079200001111"
@@ -121,7 +118,7 @@ def test_notify_dead_letters_keep_their_bytes_and_the_cli_covers_them(settings, 
     from pymongo import MongoClient
     from services.notify.channels import FakeChannel
     from services.notify.worker import build_worker
-    from test_notify_service import finding
+    from helpers.notify import finding
 
     db = MongoClient(settings.mongo_uri, tz_aware=True)[settings.mongo_db + "_notify"]
     worker = build_worker(settings, VirtualClock(T0), db=db, group_id="n-" + uuid.uuid4().hex[:6],

@@ -4,22 +4,19 @@ event of that agency is dead-lettered AND raises the alarm: metric, ERROR log, `
 from __future__ import annotations
 
 import logging
-import sys
 import threading
 import uuid
 from datetime import datetime, timezone
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_sla_worker import FAST, consume, db, settings, wait_for  # noqa: E402,F401  (fixtures)
+from helpers.sla_stack import FAST, consume, wait_for
 
-from shared.clock import VirtualClock  # noqa: E402
-from shared.directory import DirectoryStore, directory_from_records  # noqa: E402
-from shared.messaging import KafkaPublisher  # noqa: E402
-from services.sla.alarms import COLLECTION, OpsAlerts  # noqa: E402
-from services.sla.worker import build_worker  # noqa: E402
+from shared.clock import VirtualClock
+from shared.directory import DirectoryStore, directory_from_records
+from shared.messaging import KafkaPublisher
+from services.sla.alarms import COLLECTION, OpsAlerts
+from services.sla.worker import build_worker
 
 pytestmark = pytest.mark.integration
 T0 = datetime(2024, 11, 5, 1, 0, tzinfo=timezone.utc)

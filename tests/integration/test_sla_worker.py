@@ -26,34 +26,10 @@ from services.sla.repository import MongoRepository, live_names, strip_dossier
 from services.sla.worker import build_worker
 
 from helpers.sla import T0, FakeEngine, event
-from helpers.sla_stack import FAST, consume
+from helpers.sla_stack import FAST, Running, consume, wait_for
 
 pytestmark = pytest.mark.integration
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-class Running:
-    """A worker in a thread."""
-
-    def __init__(self, settings, clock, group, **kw):
-        self.worker = build_worker(settings, clock, ctx=object(), engine=FakeEngine, group_id=group,
-                                   consumer_config=FAST, **kw)
-        self.thread = threading.Thread(target=self.worker.run, daemon=True)
-        self.thread.start()
-
-    def stop(self):
-        self.worker.stop()
-        self.thread.join(20)
-        assert not self.thread.is_alive()
-
-
-def wait_for(pred, timeout=60.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_events_scheduler_findings_and_dead_letters(settings, db):

@@ -21,8 +21,8 @@ from services.sla.dlq import DeadLetters, Origin
 from services.sla.handlers import Incoming, SlaHandler
 from services.sla.repository import InMemoryRepository
 
-from test_notify_service import Env, finding
-from test_sla_handlers import FakeConsumer, FakeEngine
+from helpers.notify import Env, finding
+from helpers.sla import FakeConsumer, FakeEngine
 
 T = datetime(2026, 11, 23, 3, 0, tzinfo=timezone.utc)
 PHONE, CCCD = "0912345678", "079200001111"

@@ -11,45 +11,15 @@ Every rule has a `fires`, a `not_fires` and a `resolves` scenario (checked below
 from __future__ import annotations
 
 import re
-import uuid
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import pytest
-import yaml
 
-from shared import workcal
-from shared.catalog import catalog_from_records
 from shared.engine import (RULE_CODES, DossierState, EngineContext, apply, default_rulesets, evaluate,
                            new_state, reconcile)
 from shared.events import load_stored
 
-HERE = Path(__file__).parent / "engine_scenarios"
-ONE_STOP = "000.00.17.H56"
-DEFAULT_PROCEDURE = "T.5WD"
-KINDS = ("fires", "not_fires", "resolves")
-
-
-def _load_scenarios() -> list[dict]:
-    out = []
-    for path in sorted(HERE.glob("*.yaml")):
-        if path.name == "catalog.yaml":
-            continue
-        for sc in yaml.safe_load(path.read_text(encoding="utf-8")):
-            sc["_file"] = path.name
-            out.append(sc)
-    return out
-
-
-SCENARIOS = _load_scenarios()
-
-
-@pytest.fixture(scope="module")
-def ctx() -> EngineContext:
-    records = yaml.safe_load((HERE / "catalog.yaml").read_text(encoding="utf-8"))
-    return EngineContext(catalog=catalog_from_records(records, "engine_scenarios/catalog.yaml"),
-                         calendars=workcal.calendar_for, rulesets=default_rulesets())
-
+from helpers.scenarios import KINDS, SCENARIOS, ctx, raw_event  # noqa: F401  (ctx: fixture)
 
 def _t(text) -> datetime:
     t = text if isinstance(text, datetime) else datetime.fromisoformat(str(text))
@@ -59,36 +29,6 @@ def _t(text) -> datetime:
 
 def _event(sc: dict, index: int, step: dict, code: str, ctx) -> dict:
     return load_stored(raw_event(sc, index, step, code, ctx))       # exactly what sla gets from Kafka
-
-
-def raw_event(sc: dict, index: int, step: dict, code: str, ctx) -> dict:
-    """The step's event as intake publishes it to `dossier.events` (JSON-ready)."""
-    etype = step["type"]
-    data = dict(step.get("data") or {})
-    if etype == "received":
-        proc = ctx.catalog.get(sc.get("procedure", DEFAULT_PROCEDURE))
-        data.setdefault("procedure_code", proc.code)
-        data.setdefault("channel", "direct")
-        data.setdefault("components", list(proc.required_component_ids()))
-        data.setdefault("applicant", {"kind": "citizen", "name": "Nguyễn Văn An"})
-    elif etype == "supplement_requested":
-        data.setdefault("reason", "Thiếu giấy tờ")
-    elif etype in ("apology_issued",):
-        data.setdefault("reason", "Cần xác minh thêm")
-    elif etype in ("paused", "resumed"):
-        data.setdefault("reason", "Xác minh thực địa")
-        data.setdefault("legal_basis", "Điều 17 Nghị định 61/2018/NĐ-CP")
-    elif etype in ("refused", "withdrawn"):
-        data.setdefault("reason", "Theo đề nghị")
-    elif etype == "resolved":
-        data.setdefault("outcome", "approved")
-    raw = {
-        "event_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{sc['name']}#{index}")),
-        "type": f"dossier.{etype}", "dossier_code": code,
-        "occurred_at": str(step["at"]), "recorded_at": str(step.get("recorded", step["at"])),
-        "agency_code": step.get("agency", ONE_STOP), "data": data,
-    }
-    return raw
 
 
 def _same_instant(actual: datetime | None, expected) -> bool:

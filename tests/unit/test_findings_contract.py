@@ -20,8 +20,8 @@ from services.sla.dlq import Origin
 from services.sla.handlers import Incoming, SlaHandler
 from services.sla.repository import InMemoryRepository
 
-from test_engine_scenarios import SCENARIOS, ctx, raw_event  # noqa: F401  (ctx: fixture)
-from test_notify_service import finding
+from helpers.scenarios import SCENARIOS, ctx, raw_event  # noqa: F401  (ctx: fixture)
+from helpers.notify import finding
 
 TOPIC = "sla.findings"
 

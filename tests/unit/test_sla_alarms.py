@@ -99,7 +99,7 @@ def test_an_instant_the_calendar_does_not_cover_raises_the_alarm(handler):
 
 
 def test_other_refusals_are_dead_letters_only(caplog):
-    from test_sla_handlers import FakeEngine, event      # refuses dossier.withdrawn (ValueError)
+    from helpers.sla import FakeEngine, event      # refuses dossier.withdrawn (ValueError)
     h = SlaHandler(InMemoryRepository(), InMemoryBus(), "sla.findings", VirtualClock(T0), ctx=None,
                    engine=FakeEngine, ops_alerts=Recorded())
     with caplog.at_level(logging.WARNING, logger="motcua.sla"):
