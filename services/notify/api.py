@@ -126,6 +126,9 @@ def create_app(config: dict | None = None, *, db=None, clock=None):
             return {"mongo": exc.__class__.__name__}
 
     m = init_http(app, "notify", readiness=readiness)
+    from shared.apidoc import blueprint
+    from .openapi import build_spec
+    app.register_blueprint(blueprint("notify_openapi", build_spec))
     from .metrics import StoreCollector
     m.registry.register(StoreCollector(get_store, clock))
 

@@ -99,6 +99,9 @@ def create_app(config: dict | None = None, *, db=None, clock=None):
             return {"mongo": exc.__class__.__name__}
 
     m = init_http(app, "sla", readiness=readiness)
+    from shared.apidoc import blueprint
+    from .openapi import build_spec
+    app.register_blueprint(blueprint("sla_openapi", build_spec))
     m.registry.register(_StoreCollector(repo, settings, app.config.get("CONSUMER_GROUP", "sla")))
 
     # -- helpers --------------------------------------------------------------------------------
