@@ -183,3 +183,45 @@ def test_sla_and_notify_tell_the_same_acknowledged_escalated_finding(stack, db, 
     assert s["alerting"] == n["alerting"]
     assert s["alerting"]["acknowledged"] and s["alerting"]["acknowledged_by"].startswith("key:")
     assert s["alerting"]["escalation_level"] == 1 and s["alerting"]["next_repeat_at"] is None
+
+
+def test_the_scripted_rehearsal_month_fills_the_mailbox(stack, db):
+    """`motcua demo --month`'s script (shared/demo_month.py) played on the real workers, with the
+    waits shortened: every kind of mail the issue lists arrives, and the digests' figures grow."""
+    from services.notify.api import create_app as notify_api
+    from shared.catalog import default_catalog
+    from shared.demo_month import month_script, play
+
+    keys = KeyStore(db, stack.clock)
+    auth = {"Authorization": f"Bearer {keys.create('000.00.00.H56', 'admin')[1]}"}
+    notify = notify_api({"DIRECTORY": default_directory(), "KEY_STORE": keys,
+                         "ENV": {"NOTIFY_SECRET": "s3cret"}}, db=db, clock=stack.clock).test_client()
+
+    def post(e):
+        stack.post(dict(e, recorded_at=e["occurred_at"]))
+
+    def acknowledge(code):
+        stack.wait(lambda: db.notify_findings.find_one({"dossier_code": code, "rule": "OVERDUE"}), "the finding")
+        fid = db.notify_findings.find_one({"dossier_code": code, "rule": "OVERDUE"})["_id"]
+        assert notify.post(f"/v1/findings/{fid}/ack", headers=auth).status_code == 200
+
+    start = vn("2026-11-02T07:00:00")
+    stack.clock.set(start)
+    steps = month_script(default_catalog(), default_directory(), start, days=18, digest_wait=1.5, step_wait=0.6)
+    done = play(steps, stack.clock, post=post, acknowledge=acknowledge, say=lambda line: None)
+    assert done["acks"] == 1 and done["events"] >= 20
+    stack.settle(3)
+    subjects = [m.subject for m in stack.smtp.messages]
+    kinds = {"overdue": "Hồ sơ quá hạn", "repeat": "[Nhắc lại]", "escalation": "[Chuyển cấp]",
+             "closing": "[Đã khắc phục]", "digest": "Tổng hợp hồ sơ", "apology": "xin lỗi",
+             "incomplete": "thiếu thành phần"}
+    missing = [k for k, word in kinds.items() if not any(word.lower() in s.lower() for s in subjects)]
+    assert not missing, (missing, subjects)
+    acked = [m for m in stack.smtp.messages if m.subject.startswith("[Chuyển cấp]")
+             and "đã xác nhận đã nhận cảnh báo" in m.text()]
+    assert acked, "the acknowledged dossier's escalation by lateness says it was acknowledged"
+    digests = [m.text() for m in stack.smtp.messages if m.subject.startswith("Tổng hợp hồ sơ")
+               and PARENT_HEAD in m.rcpt_tos]
+    lates = {line.rsplit(" - ", 1)[-1] for d in digests for line in d.splitlines() if "quá hạn" in line
+             and line.strip()[:2].rstrip(".").isdigit()}
+    assert len(lates) >= 3, lates            # the figures move from one morning to the next
