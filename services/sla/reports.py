@@ -9,8 +9,8 @@ a period that includes now is judged at now, a past period at its end — the "j
 - resolved in the period: `early` (resolved on a local date before the due date's date),
   `on_time` (by the due instant), `late` (after it; an apology does not change this);
   `resolved_no_due` when the engine gave no due date (e.g. unknown procedure);
-- in progress at the judged instant: `in_progress_on_time`, `in_progress_overdue` (due before it:
-  a dossier due at 17:00 today is not overdue in a report read at 09:00);
+- not finished in the period: `in_progress_on_time`, `in_progress_overdue` (due before the judged
+  instant: a dossier due at 17:00 today is not overdue in a report read at 09:00);
 - refused / withdrawn in the period; supplement-request rate, online share, digitised share;
 - `returned_unresolved`: resolved in the period with outcome `denied` (the agency finished the
   dossier without granting it and returned it to the applicant with its reasons), and its rate
@@ -173,7 +173,8 @@ def tally(summaries, params: Params, catalog=None) -> dict[tuple[str, str], dict
             g["refused"] += 1
         if in_period(s.get("withdrawn_at")):
             g["withdrawn"] += 1
-        if fin is None or fin >= params.at:
+        if fin is None or fin >= params.end:
+            # overdue when due before the judged instant: a dossier due at 17:00 is not late at 09:00
             if due is not None and due < params.at:
                 g["in_progress_overdue"] += 1
             else:
