@@ -15,6 +15,11 @@ Environment: MOTCUA_LOCAL_NAME (stack name, default dev), MOTCUA_LOCAL_DIR (stat
 MOTCUA_FERRETDB_PORT (27027), MOTCUA_FERRETDB_DEBUG_PORT (27028), MOTCUA_SMTP_PORT (1025),
 MOTCUA_INTAKE_PORT (8001), MOTCUA_SLA_PORT (8002), MOTCUA_NOTIFY_PORT (8003),
 MOTCUA_SLA_METRICS_PORT (9101), MOTCUA_NOTIFY_METRICS_PORT (9102) for the workers' /metrics.
+
+Rehearsal mode: `motcua local up --clock FILE` starts the services on a virtual clock held in
+FILE (MOTCUA_CLOCK_FILE): time moves only when you move it (`motcua local clock set|advance`),
+so a month of deadlines, repeats, escalations and digests plays in minutes (`motcua demo
+--month`). `local status` shows the clock; `local env` exports it. See docs/rehearsal.md.
 """
 
 
@@ -26,6 +31,10 @@ def register(sub) -> None:
     p = lsub.add_parser("up", help="start what is not running and wait until it is healthy")
     p.add_argument("--infra-only", action="store_true", help="Kafka, FerretDB and SMTP only, no services")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for each part (default 120)")
+    p.add_argument("--clock", metavar="FILE",
+                   help="rehearsal mode: the services read the time from FILE (created at now if missing)")
+    p.add_argument("--clock-start", metavar="ISO",
+                   help="with --clock: set the virtual clock to this instant first (e.g. 2026-11-02T07:00+07:00)")
     p.set_defaults(func=_up)
     p = lsub.add_parser("down", help="stop everything this stack started")
     p.add_argument("--wipe", action="store_true", help="also delete data, logs and mail of the stack")
@@ -36,6 +45,10 @@ def register(sub) -> None:
     p.set_defaults(func=_env)
     p = lsub.add_parser("provision", help="download the Kafka jars and build FerretDB, start nothing")
     p.set_defaults(func=_provision)
+    p = lsub.add_parser("clock", help="the rehearsal clock: show | set ISO | advance DURATION (e.g. 1d, 3h, 90m)")
+    p.add_argument("clock_action", choices=("show", "set", "advance"), nargs="?", default="show")
+    p.add_argument("value", nargs="?", help="an instant with offset (set) or a duration such as 1d, 3h, 90m (advance)")
+    p.set_defaults(func=_clock)
     register_demo(sub)
 
 
@@ -61,11 +74,115 @@ def _print_report(report: dict) -> None:
         print(f"{name:<{width}}  {what}")
 
 
+# --------------------------------------------------------------------------- rehearsal clock
+
+def _clock_record(cfg):
+    """The file naming the rehearsal clock of a stack (absent: the services use the system clock)."""
+    return cfg.config_dir / "clock_file"
+
+
+def rehearsal_clock(cfg):
+    """The `FileClock` of a stack started with `--clock`, else None."""
+    from shared.clock import FileClock
+    rec = _clock_record(cfg)
+    return FileClock(rec.read_text().strip()) if rec.exists() else None
+
+
+def _parse_instant(text: str, what: str):
+    from datetime import datetime
+    try:
+        t = datetime.fromisoformat(text)
+    except ValueError:
+        raise CliError(f"{what}: not an ISO 8601 instant: {text!r}") from None
+    if t.tzinfo is None:
+        raise CliError(f"{what}: {text!r} has no UTC offset (e.g. 2026-11-02T07:00+07:00)")
+    return t
+
+
+def _parse_duration(text: str):
+    import re
+    from datetime import timedelta
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([dhm])\s*", text or "")
+    if not m:
+        raise CliError(f"advance: invalid duration {text!r} (e.g. 1d, 3h, 90m)")
+    n, unit = float(m.group(1)), m.group(2)
+    return timedelta(days=n) if unit == "d" else timedelta(hours=n) if unit == "h" else timedelta(minutes=n)
+
+
+def _start_clock(cfg, path: str, start: str | None) -> str:
+    """Create (or reuse) the clock file, record it for the stack and export it to the services."""
+    import os
+    from datetime import datetime, timezone
+    from pathlib import Path
+
+    from shared.clock import FileClock
+    f = Path(path).expanduser().resolve()
+    clock = FileClock(f)
+    if start:
+        clock.set(_parse_instant(start, "--clock-start"))
+    elif not f.exists():
+        f.parent.mkdir(parents=True, exist_ok=True)
+        clock.set(datetime.now(timezone.utc))
+    try:
+        clock.now()
+    except (OSError, ValueError) as exc:
+        raise CliError(f"--clock {f}: not a clock file ({exc}); it must hold one ISO 8601 instant") from None
+    rec = _clock_record(cfg)
+    rec.parent.mkdir(parents=True, exist_ok=True)
+    rec.write_text(str(f))
+    os.environ["MOTCUA_CLOCK_FILE"] = str(f)     # the services inherit it (localstack.service_env)
+    return str(f)
+
+
+def _clock_line(cfg) -> str:
+    clock = rehearsal_clock(cfg)
+    if clock is None:
+        return "clock: system time"
+    try:
+        from shared.workcal import TZ
+        now = clock.now().astimezone(TZ).strftime("%Y-%m-%d %H:%M %a (Asia/Ho_Chi_Minh)")
+    except (OSError, ValueError) as exc:
+        now = f"unreadable ({type(exc).__name__})"
+    return f"clock: REHEARSAL, {clock.path} = {now}; move it with `motcua local clock set|advance`"
+
+
+def _clock(args) -> int:
+    cfg = _cfg(args)
+    clock = rehearsal_clock(cfg)
+    if clock is None:
+        raise CliError(f"stack {cfg.name} runs on the system clock; start it with `motcua local up --clock FILE`")
+    if args.clock_action == "set":
+        if not args.value:
+            raise CliError("clock set needs an instant, e.g. 2026-11-09T09:00+07:00")
+        clock.set(_parse_instant(args.value, "clock set"))
+    elif args.clock_action == "advance":
+        clock.set(clock.now() + _parse_duration(args.value))
+    elif args.value:
+        raise CliError("clock show takes no value")
+    print(_clock_line(cfg))
+    return 0
+
+
 def _up(args) -> int:
     from shared import localstack
     cfg = _cfg(args)
+    if args.clock_start and not args.clock:
+        raise CliError("--clock-start needs --clock FILE")
+    if args.clock:
+        _start_clock(cfg, args.clock, args.clock_start)
+    elif rehearsal_clock(cfg) is not None:
+        import os
+        os.environ["MOTCUA_CLOCK_FILE"] = str(rehearsal_clock(cfg).path)   # keep the stack's clock
     report = _guard(localstack.up, cfg, infra_only=args.infra_only, timeout=args.timeout)
     _print_report(report)
+    if rehearsal_clock(cfg) is not None:
+        with cfg.env_file.open("a") as f:
+            import shlex
+            f.write(f"export MOTCUA_CLOCK_FILE={shlex.quote(str(rehearsal_clock(cfg).path))}\n")
+        if any(v == "already running" for k, v in report.items() if k not in ("kafka", "ferretdb", "smtp")):
+            print("note: services that were already running keep the clock they started with "
+                  "(motcua local down, then up --clock)")
+    print(_clock_line(cfg))
     print(f"\nstack {cfg.name} is up; state in {cfg.state_dir}, logs in {cfg.log_dir}")
     print(f"environment for clients: source {cfg.env_file}   (or: eval \"$(motcua local env)\")")
     return 0
@@ -75,6 +192,8 @@ def _down(args) -> int:
     from shared import localstack
     cfg = _cfg(args)
     report = _guard(localstack.down, cfg, wipe=args.wipe)
+    if _clock_record(cfg).exists():
+        _clock_record(cfg).unlink()      # the next `up` runs on the system clock unless --clock
     if report:
         _print_report(report)
     else:
@@ -91,13 +210,18 @@ def _status(args) -> int:
     print("  ".join(c.upper().ljust(widths[c]) for c in cols))
     for r in rows:
         print("  ".join(str(r[c]).ljust(widths[c]) for c in cols))
+    print(_clock_line(cfg))
     running = any(r["state"] == "running" for r in rows)
     return 0 if running else 3
 
 
 def _env(args) -> int:
     from shared import localstack
-    sys.stdout.write(localstack.env_text(_cfg(args)))
+    cfg = _cfg(args)
+    sys.stdout.write(localstack.env_text(cfg))
+    if rehearsal_clock(cfg) is not None:
+        import shlex
+        sys.stdout.write(f"export MOTCUA_CLOCK_FILE={shlex.quote(str(rehearsal_clock(cfg).path))}\n")
     return 0
 
 
@@ -116,6 +240,11 @@ directory, Vietnamese applicants) to the intake API of a running stack. Some dos
 backdated past their deadline, so overdue alerts appear at once in MAIL_DIR.
 Without --key, an admin key bound to the directory's root agency is created in MongoDB
 (MONGO_URI, MONGO_DB) through shared.auth.
+
+--month plays a scripted month on the rehearsal clock of a stack started with
+`motcua local up --clock FILE` (MOTCUA_CLOCK_FILE from `motcua local env`): receipts, a
+supplement, an apology, lateness, repeats, escalations, an acknowledgement, closing notices and
+the daily digests land in MAIL_DIR in about six minutes (docs/rehearsal.md).
 """
 
 _FAMILY = ["Nguyễn", "Trần", "Lê", "Phạm", "Huỳnh", "Võ", "Phan", "Trương", "Đặng", "Bùi"]
@@ -239,6 +368,14 @@ def register_demo(sub) -> None:
     p.add_argument("--dry-run", action="store_true",
                    help="print the events as JSON lines, post nothing (still reads the catalog and "
                         "directory in force: MongoDB, else the files)")
+    p.add_argument("--month", action="store_true",
+                   help="play a scripted month on the rehearsal clock (needs MOTCUA_CLOCK_FILE)")
+    p.add_argument("--days", type=int, default=30, help="with --month: how many days (default 30, 5 to 60)")
+    p.add_argument("--step-seconds", type=float, default=2.0,
+                   help="with --month: real seconds the workers get at each step (default 2)")
+    p.add_argument("--digest-seconds", type=float, default=11.0,
+                   help="with --month: real seconds at each morning's digest time (default 11: the "
+                        "notify scheduler runs every 10 s)")
     p.set_defaults(func=_demo)
 
 
@@ -257,6 +394,8 @@ def _demo(args) -> int:
     # accepts the agencies and procedures the demo posts
     db = cli_db(settings)
     catalog, directory = reference_catalog(settings, db), reference_directory(settings, db)
+    if args.month:
+        return _demo_month(args, settings, catalog, directory)
     rng = random.Random(args.seed)
     events = demo_events(catalog, directory, clock_from_env().now(), rng, args.count)
     if args.dry_run:
@@ -281,6 +420,74 @@ def _demo(args) -> int:
     return 0
 
 
+def _demo_month(args, settings, catalog, directory) -> int:
+    import json
+
+    from shared.clock import FileClock
+    from shared.config import env
+    from shared.demo_month import month_script, play
+
+    if not 5 <= args.days <= 60:
+        raise CliError("--days must be between 5 and 60")
+    if args.step_seconds < 0 or args.digest_seconds < 0:
+        raise CliError("--step-seconds and --digest-seconds must not be negative")
+    path = env("MOTCUA_CLOCK_FILE")
+    if not path:
+        raise CliError("--month needs the rehearsal clock: motcua local up --clock FILE, then "
+                       "eval \"$(motcua local env)\" (the services must read the same clock)")
+    clock = FileClock(path)
+    try:
+        start = clock.now()
+    except (OSError, ValueError) as exc:
+        raise CliError(f"MOTCUA_CLOCK_FILE={path}: cannot read the clock ({exc})") from None
+    steps = month_script(catalog, directory, start, days=args.days, seed=args.seed or 0,
+                         digest_wait=args.digest_seconds, step_wait=args.step_seconds)
+    if args.dry_run:
+        for s in steps:
+            print(json.dumps({"at": s.at.isoformat(), "wait": s.wait, "acks": s.acks,
+                              "events": s.events}, ensure_ascii=False))
+        return 0
+    url = (args.intake_url or env("INTAKE_URL")).rstrip("/")
+    sla_url, notify_url = env("SLA_URL").rstrip("/"), env("NOTIFY_URL").rstrip("/")
+    if not (url and sla_url and notify_url):
+        raise CliError("--month needs INTAKE_URL, SLA_URL and NOTIFY_URL (eval \"$(motcua local env)\")")
+    key = args.key or _demo_key(settings, directory)
+    mail_dir = env("MAIL_DIR")
+    before = _eml_count(mail_dir)
+    total = sum(s.wait for s in steps)
+    print(f"playing {args.days} days from {start.isoformat()} in about {total / 60:.0f} min "
+          f"({len(steps)} steps); alerts in {mail_dir or 'MAIL_DIR'}")
+    import requests
+    with requests.Session() as http:
+        http.headers["Authorization"] = f"Bearer {key}"
+
+        def post(e):
+            if _post_all(url, key, [e], http):
+                raise CliError(f"intake refused {e['type']} of {e['dossier_code']} (see above)")
+
+        def acknowledge(code):
+            r = http.get(f"{sla_url}/v1/dossiers/{code}/findings", timeout=15)
+            ids = [f["finding_id"] for f in (r.json().get("findings", []) if r.ok else [])
+                   if f["rule"] == "OVERDUE" and f["state"] != "resolved"]
+            for fid in ids:
+                http.post(f"{notify_url}/v1/findings/{fid}/ack", json={"note": "Đã chỉ đạo xử lý (demo)"},
+                          timeout=15)
+            print(f"  acknowledged the OVERDUE alert of {code}" if ids else
+                  f"  {code}: no open OVERDUE finding to acknowledge yet")
+
+        def say(line):
+            print(f"{line}: {_eml_count(mail_dir) - before} e-mail(s) so far" if mail_dir else line, flush=True)
+
+        try:
+            done = play(steps, clock, post=post, acknowledge=acknowledge, say=say)
+        except requests.RequestException as exc:
+            raise CliError(f"the stack did not answer ({type(exc).__name__}); is it running? "
+                           "(motcua local status)") from None
+    print(f"done: {done['events']} events, {done['acks']} acknowledgement(s), "
+          f"{_eml_count(mail_dir) - before} new e-mail(s) in {mail_dir}")
+    return 0
+
+
 def _demo_key(settings, directory) -> str:
     from pymongo import MongoClient
     from pymongo.errors import PyMongoError
@@ -301,11 +508,13 @@ def _demo_key(settings, directory) -> str:
     return secret
 
 
-def _post_all(url: str, key: str, events: list[dict]) -> int:
+def _post_all(url: str, key: str, events: list[dict], session=None) -> int:
+    import contextlib
+
     import requests
 
     failed = 0
-    with requests.Session() as http:
+    with (contextlib.nullcontext(session) if session is not None else requests.Session()) as http:
         http.headers["Authorization"] = f"Bearer {key}"
         for e in events:
             try:

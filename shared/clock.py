@@ -54,7 +54,8 @@ class VirtualClock:
 class FileClock:
     """A virtual clock shared between processes: the instant is the ISO 8601 text of a file.
 
-    Lets an end-to-end test move the time of services it runs as subprocesses
+    Lets an end-to-end test, or a rehearsal of the local stack (`motcua local up --clock FILE`,
+    docs/rehearsal.md), move the time of services run as subprocesses
     (`MOTCUA_CLOCK_FILE=/path`); the file is re-read at every call.
     """
 
@@ -72,7 +73,7 @@ class FileClock:
 
 
 def clock_from_env(environ: dict | None = None) -> Clock:
-    """`FileClock` when MOTCUA_CLOCK_FILE is set (tests), else the system clock."""
+    """`FileClock` when MOTCUA_CLOCK_FILE is set (tests, rehearsals), else the system clock."""
     env = os.environ if environ is None else environ
     path = env.get("MOTCUA_CLOCK_FILE")
     return FileClock(path) if path else SystemClock()

@@ -36,7 +36,7 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "INTAKE_RATE_SYNC_S": ("1", "intake: seconds between syncs of a worker's rate-limit counts to MongoDB (0: every request)"),
     "INTAKE_KEY_CACHE_S": ("5", "API keys: seconds a verified key is cached per process (revocation delay)"),
     "MONGO_TIMEOUT_MS": ("3000", "MongoDB server-selection/socket timeout before a 503"),
-    "MOTCUA_CLOCK_FILE": ("", "tests only: a file holding the current instant (virtual clock)"),
+    "MOTCUA_CLOCK_FILE": ("", "tests and rehearsals (docs/rehearsal.md): a file holding the current instant"),
     # clients of the running stack (`motcua local env`, `motcua demo`, e2e tests)
     "INTAKE_URL": ("http://127.0.0.1:8001", "base URL of the intake API"),
     "SLA_URL": ("http://127.0.0.1:8002", "base URL of the sla read API"),

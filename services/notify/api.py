@@ -10,7 +10,13 @@
   (a GET never acknowledges: mail scanners prefetch links); JSON with `Accept: application/json`.
 - `POST /v1/ack/<token>`: acknowledges (the token names the finding and the recipient).
 - `POST /v1/findings/<finding_id>/ack` (API key, role agency/supervisor/admin, finding in the key's
-  subtree): acknowledges on behalf of the key. Both stop escalation and repeats.
+  subtree): acknowledges on behalf of the key. Both stop repeats and the escalation for lack of
+  acknowledgement (not the escalation by lateness: docs/alerts.md); a resolved finding is not
+  acknowledged (`already_resolved`).
+- `GET /v1/findings/<finding_id>` (API key, finding in the key's subtree): the finding as notify
+  holds it, with `alerting` (acknowledgement, escalation level, repeats) — the same view the sla
+  API shows (`services/notify/view.py`).
+- `GET /openapi.json`: the OpenAPI document (`services/notify/openapi.py`).
 - `/healthz`, `/readyz` (MongoDB ping), `/metrics` (HTTP metrics, and from the store: sent and
   failed by channel, pending/deferred queue, delivery latency histogram).
 
@@ -32,10 +38,15 @@ from .service import NotifyService
 from .store import NotifyStore
 from .templates import SEVERITY_TEXT, local_text
 from .tokens import TokenError, verify_ack
+from .view import alerting
 
 MAX_PAGE = 500
 OUTCOMES = ("sent", "error", "failed")
 STATUSES = ("pending", "sent", "failed", "cancelled")
+ALREADY_RESOLVED = ("Vi phạm này đã được khắc phục (hồ sơ không còn ở tình trạng vi phạm); "
+                    "không cần xác nhận và không còn cảnh báo nào về vi phạm này.")
+STOPPED_TAIL = ("; nếu hồ sơ tiếp tục quá hạn đến mức phải báo cáo cấp trên, "
+                "Thủ trưởng cơ quan cấp trên vẫn được thông báo theo quy chế.")
 
 
 class _Lazy:
@@ -115,6 +126,9 @@ def create_app(config: dict | None = None, *, db=None, clock=None):
             return {"mongo": exc.__class__.__name__}
 
     m = init_http(app, "notify", readiness=readiness)
+    from shared.apidoc import blueprint
+    from .openapi import build_spec
+    app.register_blueprint(blueprint("notify_openapi", build_spec))
     from .metrics import StoreCollector
     m.registry.register(StoreCollector(get_store, clock))
 
@@ -148,6 +162,9 @@ def create_app(config: dict | None = None, *, db=None, clock=None):
         agencies = subtree_of(p)
         code = request.args.get("agency_code")
         if code is not None:
+            if code not in get_directory():
+                shown = repr(code if len(code) <= 64 else code[:64] + "…")
+                raise ApiError.one(422, "unknown_agency", f"unknown agency {shown}", field="agency_code")
             if code not in agencies:
                 raise ApiError.one(403, "forbidden_agency", "agency outside the key's subtree", field="agency_code")
             q[agency_field] = code
@@ -210,9 +227,13 @@ def create_app(config: dict | None = None, *, db=None, clock=None):
                 "acknowledged_at": _json_safe({"t": f.get("acked_at")})["t"], "acknowledged_by": f.get("acked_by")}
         if wants_json():
             return jsonify(info)
-        done = (f"<p>Cảnh báo đã được xác nhận lúc {escape(local_text(f['acked_at']))}.</p>"
-                if f.get("acked_at") else
-                f'<form method="post"><button type="submit">Xác nhận đã nhận cảnh báo</button></form>')
+        if f["state"] == "resolved":
+            done = f"<p>{escape(ALREADY_RESOLVED)}</p>"
+        elif f.get("acked_at"):
+            done = f"<p>Cảnh báo đã được xác nhận lúc {escape(local_text(f['acked_at']))}.</p>"
+        else:
+            done = '<form method="post"><button type="submit">Xác nhận đã nhận cảnh báo</button></form>'
+
         body = (f"<p>Hồ sơ <strong>{escape(f['dossier_code'])}</strong>: {escape(f.get('title') or f['rule'])} "
                 f"(mức độ: {escape(SEVERITY_TEXT.get(f['severity'], f['severity']))}).</p>{done}")
         return ack_page("Xác nhận cảnh báo", body)
@@ -225,18 +246,38 @@ def create_app(config: dict | None = None, *, db=None, clock=None):
             raise ApiError.one(404, "not_found", "finding not found", field="token")
         if wants_json():
             return jsonify(_json_safe(res))
+        if res["already_resolved"]:
+            return ack_page("Vi phạm đã được khắc phục", f"<p>{escape(ALREADY_RESOLVED)}</p>")
+        if not res["first"]:
+            return ack_page("Đã xác nhận trước đó", f"<p>Cảnh báo này đã được xác nhận lúc "
+                            f"{escape(local_text(res['acknowledged_at']))}; không cần xác nhận lại.</p>")
         return ack_page("Đã xác nhận", f"<p>Đã ghi nhận xác nhận của {escape(claim.recipient)} lúc "
-                        f"{escape(local_text(res['acknowledged_at']))}. Việc nhắc lại và chuyển cấp "
-                        f"cảnh báo này đã dừng.</p>")
+                        f"{escape(local_text(res['acknowledged_at']))}. Việc nhắc lại cảnh báo này đã dừng"
+                        f"{escape(STOPPED_TAIL if res.get('rule') == 'OVERDUE' else '.')}</p>")
 
-    @app.post("/v1/findings/<finding_id>/ack")
-    def ack_with_key(finding_id: str):
-        p = reader()
+    def visible_finding(p, finding_id: str) -> dict:
         if len(finding_id) > 128:
             raise ApiError.one(400, "invalid", "finding id too long", field="finding_id")
         f = get_store().get_finding(finding_id)
         if f is None or not p.can_access(f["agency_code"], get_directory()):
             raise ApiError.one(404, "not_found", "finding not found", field="finding_id")
+        return f
+
+    @app.get("/v1/findings/<path:finding_id>")
+    def finding_view(finding_id: str):
+        if finding_id.endswith("/ack"):
+            raise ApiError.one(405, "method_not_allowed", "acknowledge with POST", field="$")
+        p = reader()
+        f = visible_finding(p, finding_id)
+        out = {"finding_id": f["_id"], **{k: f.get(k) for k in (
+            "rule", "state", "severity", "dossier_code", "agency_code", "responsible_role", "revision")},
+            "alerting": alerting(f)}
+        return jsonify(_json_safe(out))
+
+    @app.post("/v1/findings/<finding_id>/ack")
+    def ack_with_key(finding_id: str):
+        p = reader()
+        visible_finding(p, finding_id)
         body = request.get_json(silent=True) if request.data else {}
         if body is None or not isinstance(body, dict) or set(body) - {"note"}:
             raise ApiError.one(400, "invalid", "body must be empty or {\"note\": \"…\"}", field="$")

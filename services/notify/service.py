@@ -4,7 +4,10 @@
   revision, plan its notifications (insert = claim). Nothing is sent here.
 - `dispatch_due()`: claim, render, send, record, mark sent; retries with backoff, then `failed`.
 - `run_scheduled()`: escalations, repeats, daily digests.
-- `acknowledge(...)`: stop escalation and repeats of a finding.
+- `acknowledge(...)`: stop repeats and the escalation for lack of acknowledgement of a finding.
+
+Two escalations, two facts (by lateness from sla; for lack of acknowledgement from notify), and
+every figure of a mail computed at sending: docs/alerts.md.
 
 Protocol (planning, leases and claims, at most one duplicate per crash, escalation):
 docs/architecture.md, "notify".
@@ -122,6 +125,27 @@ class NotifyService:
             log.exception("calendar failed; schedule skipped", extra={"fields": {"agency": agency_code}})
             return None
 
+    def _late_hours(self, f: dict, now: datetime) -> float | None:
+        """How late the finding is at `now`, in working hours: sla republishes its figure only
+        on material changes, so the stored one is as old as the last revision. Same arithmetic
+        as the rules (working time from the finding's due instant to now, the agency's
+        calendar); a resolved finding keeps its final figure."""
+        stored = f.get("overdue_working_hours")
+        due = _utc(f.get("due_at"))
+        if stored is None or due is None or f.get("state") == "resolved" or now <= due:
+            return stored
+        try:
+            h = self._calendars(f["agency_code"]).working_between(due, now).total_seconds() / 3600
+        except Exception:   # a calendar out of range: the last figure sla sent
+            log.exception("calendar failed; stored lateness shown", extra={"fields": {"agency": f["agency_code"]}})
+            return stored
+        return max(float(stored), round(h, 4))
+
+    def _as_of(self, f: dict, now: datetime) -> dict:
+        """The finding with its figures computed for `now` (what a mail sent now must say)."""
+        late = self._late_hours(f, now)
+        return f if late == f.get("overdue_working_hours") else dict(f, overdue_working_hours=late)
+
     def _agency_name(self, code: str) -> str:
         a = self.directory.get(code) if self.directory is not None else None
         return a.name if a is not None else code
@@ -207,7 +231,7 @@ class NotifyService:
             return Handled(True, 0, "digest only")
         planned = self._plan(f, route, 0, now, index=index)
         if f["state"] == "escalated" and f.get("level", 0) >= 1:
-            planned += self._plan(f, route, 1, now, index=index)
+            planned += self._plan(f, route, 1, now, index=index, reason="lateness")
         return Handled(True, planned)
 
     def _flush(self, batch: list, now: datetime, results: list) -> None:
@@ -266,11 +290,12 @@ class NotifyService:
         if f["state"] == "escalated" and f.get("level", 0) < 1 and prev_state != "escalated":
             # sla escalated it (e.g. OVERDUE past its escalation time): the parent head, level 1
             if self.store.set_finding(f["_id"], {"level": 1}, expect={"level": f.get("level", 0)}):
-                planned += self._plan(f, route, 1, now)
+                planned += self._plan(f, route, 1, now, reason="lateness")
         return Handled(True, planned)
 
     def _plan(self, f: dict, route: Route, level: int, now: datetime, *, kind: str = "alert",
-              seq: int = 0, recipients: list[Recipient] | None = None, index: int | None = None) -> int:
+              seq: int = 0, recipients: list[Recipient] | None = None, index: int | None = None,
+              reason: str | None = None, first_sent_at: datetime | None = None) -> int:
         if recipients is None:
             ff = f
             if level == 0 and f.get("responsible_role") == "parent_head":
@@ -281,7 +306,8 @@ class NotifyService:
         for r in recipients:
             immediate = route.any_hour or r.channel == "webhook"
             due = now if immediate else self._next_working(r.agency_code, now)
-            n += self._insert(f, r, level, kind, seq, due, now, _index=index)
+            extra = {"reason": reason, "first_sent_at": first_sent_at} if reason else {}
+            n += self._insert(f, r, level, kind, seq, due, now, _index=index, **extra)
         return n
 
     def _insert(self, f: dict, r: Recipient, level: int, kind: str, seq: int, due: datetime,
@@ -353,13 +379,22 @@ class NotifyService:
         f = self.store.get_finding(finding_id)
         if f is None:
             return None
+        if f["state"] == "resolved":
+            # an old link: nothing is pending, nothing to stop; say so rather than record an ack
+            return {"finding_id": finding_id, "rule": f["rule"], "state": "resolved", "already_resolved": True,
+                    "acknowledged_at": _utc(f.get("acked_at")), "acknowledged_by": f.get("acked_by"),
+                    "first": False, "cancelled": 0}
         first = self.store.record_ack(finding_id, person, by, via, now, note)
         cancelled = self.store.cancel_pending(finding_id, ("repeat",), now, "acknowledged")
-        cancelled += self.store.cancel_pending(finding_id, ("alert",), now, "acknowledged", min_level=1)
+        # an escalation by lateness is the rule set's, not a reminder: an acknowledgement does
+        # not stop it (sla shows the finding `escalated`; the parent head must be told)
+        cancelled += self.store.cancel_pending(finding_id, ("alert",), now, "acknowledged", min_level=1,
+                                               keep={"reason": "lateness"})
         log.info("finding acknowledged", extra={"fields": {"finding_id": finding_id, "recipient": person,
                                                             "via": via, "first": first}})
         f = self.store.get_finding(finding_id)
-        return {"finding_id": finding_id, "acknowledged_at": _utc(f.get("acked_at")),
+        return {"finding_id": finding_id, "rule": f["rule"], "state": f["state"], "already_resolved": False,
+                "acknowledged_at": _utc(f.get("acked_at")),
                 "acknowledged_by": f.get("acked_by"), "first": first, "cancelled": cancelled}
 
     # --- sending ----------------------------------------------------------------------------------
@@ -528,8 +563,9 @@ class NotifyService:
         """Successful sends, in few inserts: the delivery log, who was alerted, the sent markers
         (the notification documents are not updated: see store.py), then out of the queue."""
         self.store.record_deliveries([self._delivery(doc, at, "sent", None, spent) for doc, at, spent in sent])
-        self.store.add_alerted_many([(doc["finding_id"], {k: doc.get(k) for k in _ALERTED})
-                                     for doc, _, _ in sent if doc["kind"] in ("alert", "repeat")])
+        self.store.add_alerted_many([(doc["finding_id"], {**{k: doc.get(k) for k in _ALERTED}, "at": at,
+                                                         "planned_at": doc.get("created_at")})
+                                     for doc, at, _ in sent if doc["kind"] in ("alert", "repeat")])
         self.store.mark_sent([{"_id": doc["_id"], "finding_id": doc["finding_id"], "channel": doc["channel"],
                                "sent_at": at, "attempts": doc.get("attempts", 0) + 1,
                                "reclaims": doc.get("reclaims", 0)} for doc, at, _ in sent])
@@ -573,18 +609,26 @@ class NotifyService:
             raise TemplateMissing(f"finding {doc['finding_id']} is not in the store")
         if doc["kind"] in ("alert", "repeat") and f["state"] == "resolved":
             return None
-        if (doc["kind"] == "repeat" or doc["level"] >= 1) and f.get("acked_at") is not None:
+        lateness = doc.get("reason") == "lateness"
+        if (doc["kind"] == "repeat" or (doc["level"] >= 1 and not lateness)) and f.get("acked_at") is not None:
             return None
         route = self.policy.route(f["rule"], f["severity"])
+        f = self._as_of(f, now)
         ctx = self.renderer.context(f, agency_name=self._agency_name(f["agency_code"]),
                                     procedure_name=self.procedure_name(f.get("procedure_code") or ""),
                                     recipient_name=doc.get("recipient_name") or "",
                                     recipient_title=doc.get("recipient_title") or "")
         ack = None if doc["kind"] == "resolved" else self.ack_url(f["_id"], doc["person"], now)
         req = self.requirement(f.get("ruleset"), f["rule"])
+        escalation = None
+        if doc["level"] >= 1 and doc["kind"] != "resolved":
+            escalation = {"reason": "lateness" if lateness else "unacknowledged",
+                          "after_wh": route.escalate_after_wh,
+                          "first_sent_local": local_text(doc.get("first_sent_at")),
+                          "acked_local": local_text(f.get("acked_at"))}
         r = self.renderer.render_alert(ctx, kind=doc["kind"], level=doc["level"],
                                        escalate_after_wh=route.escalate_after_wh, ack_url=ack,
-                                       requirement=req)
+                                       requirement=req, escalation=escalation)
         if doc["channel"] == "webhook":
             finding = {k: v for k, v in f.items() if k in (
                 "rule", "state", "severity", "dossier_code", "procedure_code", "agency_code",
@@ -655,21 +699,33 @@ class NotifyService:
         return {"escalated": self._escalate(now), "repeated": self._repeat(now), "digests": self.run_digests(now)}
 
     def _escalate(self, now: datetime) -> int:
+        """Escalation for lack of acknowledgement: only when the previous level's alert reached
+        its recipients `escalate_after` working hours ago (a deferred, retried or failed alert
+        gave them no time yet); otherwise the check moves to when it will have."""
         n = 0
         for f in self.store.due_escalations(now):
             route = self.policy.route(f["rule"], f["severity"])
             level = f.get("level", 0) + 1
             deepest = min(route.max_level, escalation_levels(f, self.directory))
-            nxt = None
-            if level < deepest and route.escalate_after_wh:
-                nxt = self._add_working(f["agency_code"], now, route.escalate_after_wh)
-            if level > deepest:
+            if level > deepest or not route.escalate_after_wh:
                 self.store.set_finding(f["_id"], {"next_escalation_at": None})
                 continue
+            reached = [_utc(d["at"]) for d in self.store.alerted_for(f["_id"], f.get("episode", 0))
+                       if d.get("kind") == "alert" and d.get("level") == level - 1 and d.get("at")]
+            first = min(reached) if reached else None
+            ready = self._add_working(f["agency_code"], first or now, route.escalate_after_wh)
+            if first is None or (ready is not None and ready > now):
+                if ready is not None:   # not delivered yet: look again one full period later
+                    self.store.set_finding(f["_id"], {"next_escalation_at": ready},
+                                           expect={"level": f.get("level", 0)})
+                continue
+            nxt = None
+            if level < deepest:
+                nxt = self._add_working(f["agency_code"], now, route.escalate_after_wh)
             if not self.store.set_finding(f["_id"], {"level": level, "next_escalation_at": nxt},
                                           expect={"level": f.get("level", 0)}):
                 continue   # another instance did it
-            n += self._plan(f, route, level, now)
+            n += self._plan(f, route, level, now, reason="unacknowledged", first_sent_at=first)
             log.info("finding escalated", extra={"fields": {"finding_id": f["_id"], "level": level}})
         return n
 
@@ -689,6 +745,14 @@ class NotifyService:
                 if d.get("kind") != "alert" or d["recipient"] in seen:
                     continue
                 seen.add(d["recipient"])
+                if d.get("planned_at") is not None and route.repeat_every_wh:
+                    # a recipient alerted later (an escalation) counts from their own alert:
+                    # never a repeat in the same moment as the alert it would repeat. Half a
+                    # period, not a whole one: the finding's repeat ticks drift by the
+                    # scheduler's interval, and a tick seconds early must not skip the recipient
+                    since = self._add_working(d["agency_code"], _utc(d["planned_at"]), route.repeat_every_wh / 2)
+                    if since is not None and since > now:
+                        continue
                 r = _recipient(d)
                 due = now if (route.any_hour or r.channel == "webhook") else self._next_working(r.agency_code, now)
                 n += self._insert(f, r, d["level"], "repeat", seq, due, now)
@@ -732,6 +796,7 @@ class NotifyService:
         sub = sorted(self.directory.subtree(agency_code))
         overdue, due_soon, violations = [], [], []
         for f in self.store.open_findings(sub):
+            f = self._as_of(f, now)
             item = {"dossier_code": f["dossier_code"], "agency_name": self._agency_name(f["agency_code"]),
                     "title": f.get("title") or f["rule"], "rule": f["rule"],
                     "due_local": local_text(_utc(f.get("due_at"))),

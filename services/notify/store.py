@@ -240,13 +240,15 @@ class NotifyStore:
         self.queue.update_one({"_id": nid}, {"$set": {"due_at": due}})
 
     def cancel_pending(self, finding_id: str, kinds: tuple[str, ...], now: datetime,
-                       reason: str, min_level: int = 0) -> int:
-        """Cancel queued notifications of a finding not yet being sent."""
+                       reason: str, min_level: int = 0, keep: dict | None = None) -> int:
+        """Cancel queued notifications of a finding not yet being sent; `keep` = {field: value}
+        of notifications to leave alone (e.g. {"reason": "lateness"})."""
         n = 0
+        spare = {k: {"$ne": v} for k, v in (keep or {}).items()}
         for entry in self.queue.find({"finding_id": finding_id}):
             if entry.get("kind") not in kinds or entry.get("level", 0) < min_level:
                 continue
-            res = self.notifications.update_one({"_id": entry["_id"], "status": "pending"}, {"$set": {
+            res = self.notifications.update_one({"_id": entry["_id"], "status": "pending", **spare}, {"$set": {
                 "status": "cancelled", "cancelled_at": now, "error": reason}})
             if res.modified_count:
                 self.queue.delete_one({"_id": entry["_id"]})

@@ -63,6 +63,19 @@ def late_text(overdue_working_hours) -> str | None:
     return "quá hạn " + " ".join(parts or ["dưới 1 phút"]) + " làm việc"
 
 
+def _escalation_intro(ctx: dict, esc: dict) -> str:
+    upward = "theo quy chế, cảnh báo được chuyển đến Thủ trưởng cơ quan cấp trên để chỉ đạo xử lý."
+    if esc.get("reason") == "lateness":
+        late = f" ({ctx['late_text']})" if ctx.get("late_text") else ""
+        text = (f"Hồ sơ dưới đây đã quá hạn giải quyết{late}, đến mức phải báo cáo cấp trên; " + upward)
+        if esc.get("acked_local"):
+            text += f" Cơ quan chịu trách nhiệm đã xác nhận đã nhận cảnh báo lúc {esc['acked_local']}."
+        return text
+    after = f" sau {esc['after_wh']:g} giờ làm việc" if esc.get("after_wh") else ""
+    sent = f", gửi lúc {esc['first_sent_local']}," if esc.get("first_sent_local") else ""
+    return (f"Cảnh báo về hồ sơ dưới đây{sent} chưa được cơ quan chịu trách nhiệm xác nhận{after}; " + upward)
+
+
 def greeting(name: str, title: str) -> str:
     if name and title:
         return f"ông/bà {name} ({title})"
@@ -112,10 +125,14 @@ class Renderer:
 
     def render_alert(self, ctx: dict, *, kind: str = "alert", level: int = 0,
                      escalate_after_wh: float | None = None, ack_url: str | None = None,
-                     requirement: str | None = None) -> Rendered:
+                     requirement: str | None = None, escalation: dict | None = None) -> Rendered:
         """Subject, text, HTML and SMS of an alert (`kind` alert/repeat/resolved, `level` ≥ 1: escalated).
 
-        `requirement` (the rule set's "what the law requires now") replaces the template's own."""
+        `requirement` (the rule set's "what the law requires now") replaces the template's own.
+        `escalation` (level ≥ 1): `reason` `lateness` (the rule set escalates a dossier this
+        late, acknowledged or not) or `unacknowledged` (the alert reached the agency at
+        `first_sent_local` and nobody acknowledged it for `after_wh` working hours), and
+        `acked_local` when the agency acknowledged. Different facts, different words."""
         subject, requires = self._rule_blocks(ctx["rule"], ctx)
         if requirement:
             requires = requirement.strip()
@@ -127,9 +144,7 @@ class Renderer:
             ack_url = None
         elif level >= 1:
             prefix = "[Chuyển cấp] " + prefix
-            after = f" sau {escalate_after_wh:g} giờ làm việc" if escalate_after_wh else ""
-            intro = (f"Cảnh báo về hồ sơ dưới đây chưa được cơ quan chịu trách nhiệm xác nhận{after}; "
-                     f"theo quy chế, cảnh báo được chuyển đến Thủ trưởng cơ quan cấp trên để chỉ đạo xử lý.")
+            intro = _escalation_intro(ctx, escalation or {"reason": "unacknowledged", "after_wh": escalate_after_wh})
         elif kind == "repeat":
             intro = "Nhắc lại: vi phạm dưới đây vẫn chưa được khắc phục và chưa được xác nhận."
         else:

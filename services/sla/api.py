@@ -18,8 +18,11 @@ from datetime import datetime, timezone
 from shared.auth import KeyStore, RateLimiter, authenticate, init_auth
 from shared.clock import clock_from_env
 from shared.config import Settings
+from shared.engine.ruledata import RULE_CODES
 from shared.events import DOSSIER_CODE, redact
 from shared.httpapi import ApiError, init_http, mongo_timeouts
+
+from services.notify.view import alerting_for
 
 from .repository import MongoRepository, finding_message, live_names, strip_dossier
 
@@ -103,6 +106,9 @@ def create_app(config: dict | None = None, *, db=None, clock=None):
             return {"mongo": exc.__class__.__name__}
 
     m = init_http(app, "sla", readiness=readiness)
+    from shared.apidoc import blueprint
+    from .openapi import build_spec
+    app.register_blueprint(blueprint("sla_openapi", build_spec))
     group = app.config.get("CONSUMER_GROUP", "sla")
     m.registry.register(_StoreCollector(repo, GroupLag(lambda: consumer_lag(settings, group))))
 
@@ -111,6 +117,20 @@ def create_app(config: dict | None = None, *, db=None, clock=None):
         p = authenticate()
         p.require_role("agency", "supervisor", "admin")
         return p
+
+    def scope_root(p, agency: str | None) -> str:
+        """The agency whose subtree a list covers: `agency` when given (it must be known and
+        inside the key's subtree), else the key's own agency."""
+        directory = get_directory()
+        if agency is None:
+            return p.agency_code
+        if agency not in directory:
+            # the directory is public: saying the code is unknown leaks nothing, and a 403
+            # would send even the root admin looking for a permission problem
+            raise ApiError.one(422, "unknown_agency", f"unknown agency {_shown(agency)}", field="agency")
+        if not p.can_access(agency, directory):
+            raise ApiError.one(403, "forbidden_agency", "agency outside this key's subtree", field="agency")
+        return agency
 
     def visible_dossier(code: str) -> dict:
         if not DOSSIER_CODE.match(code):
@@ -127,8 +147,9 @@ def create_app(config: dict | None = None, *, db=None, clock=None):
     def dossier_findings(code):
         doc = visible_dossier(code)
         found = repo().load_findings(doc.get("finding_ids", ()))     # by _id: no collection scan
-        rows = [public_finding(d) for d in sorted(found.values(),
-                                                   key=lambda d: (str(d.get("detected_at") or ""), d["_id"]))]
+        views = alerting_for(get_db(), found)
+        rows = [public_finding(d, views) for d in sorted(found.values(),
+                                                          key=lambda d: (str(d.get("detected_at") or ""), d["_id"]))]
         return {"dossier_code": code, "findings": rows}
 
     @app.get("/v1/dossiers/<path:code>/deadline")
@@ -165,9 +186,7 @@ def create_app(config: dict | None = None, *, db=None, clock=None):
                                   "message": f"unknown query parameter (allowed: {', '.join(sorted(allowed))})"}
                                  for u in unknown])
         directory = get_directory()
-        root = args.get("agency") or p.agency_code
-        if not p.can_access(root, directory):
-            raise ApiError.one(403, "forbidden_agency", "agency outside this key's subtree", field="agency")
+        root = scope_root(p, args.get("agency") or None)
         subtree = sorted(directory.subtree(root)) if root in directory else [root]
         q: dict = {"agency_code": {"$in": subtree}}
         states = args.get("state", "open,escalated").split(",")
@@ -180,12 +199,21 @@ def create_app(config: dict | None = None, *, db=None, clock=None):
                                    field="severity")
             q["severity"] = args["severity"]
         if "rule" in args:
+            if args["rule"] not in RULE_CODES:
+                raise ApiError.one(422, "unknown_rule", f"unknown rule {_shown(args['rule'])} "
+                                   f"(known: {', '.join(RULE_CODES)})", field="rule")
             q["rule"] = args["rule"]
         procedures = None
         if "procedure" in args:
+            if args["procedure"] not in get_catalog():
+                raise ApiError.one(422, "unknown_procedure", f"unknown procedure {_shown(args['procedure'])} "
+                                   "(not in the procedure catalog)", field="procedure")
             procedures = {args["procedure"]}
         if "field" in args:
             in_field = {pr.code for pr in get_catalog() if pr.field == args["field"]}
+            if not in_field:
+                raise ApiError.one(422, "unknown_procedure_field", f"unknown field {_shown(args['field'])} "
+                                   "(no procedure of the catalog is in it)", field="field")
             procedures = in_field if procedures is None else procedures & in_field
         if procedures is not None:
             q["procedure_code"] = {"$in": sorted(procedures)}
@@ -193,8 +221,9 @@ def create_app(config: dict | None = None, *, db=None, clock=None):
         coll = repo().findings
         total = coll.count_documents(q)
         rows = list(coll.find(q).sort([("detected_at", 1), ("_id", 1)]).skip(offset).limit(limit_))
+        views = alerting_for(get_db(), [d["_id"] for d in rows])
         return jsonable({"total": total, "offset": offset, "limit": limit_,
-                         "findings": [public_finding(d) for d in rows]})
+                         "findings": [public_finding(d, views) for d in rows]})
 
     # -- reports --------------------------------------------------------------------------------
     @app.get("/v1/reports/on-time")
@@ -205,9 +234,7 @@ def create_app(config: dict | None = None, *, db=None, clock=None):
         args = request.args
         params = reports.parse_params(args, now=clock.now())
         directory = get_directory()
-        root = params.agency or p.agency_code
-        if not p.can_access(root, directory):
-            raise ApiError.one(403, "forbidden_agency", "agency outside this key's subtree", field="agency")
+        root = scope_root(p, params.agency or None)
         subtree = directory.subtree(root) if root in directory else {root}
         report = reports.on_time_report(repo().dossiers, subtree, params, get_catalog(), directory)
         if "text/csv" in request.headers.get("Accept", ""):
@@ -342,6 +369,11 @@ def consumer_lag(settings: Settings, group: str) -> dict[tuple[str, int], int]:
     return out
 
 
+def _shown(value: str) -> str:
+    """A query value quoted for an error message, cut short (it comes from the client)."""
+    return repr(value if len(value) <= 64 else value[:64] + "…")
+
+
 def _int_arg(args, name, default, lo, hi) -> int:
     raw = args.get(name)
     if raw is None:
@@ -355,9 +387,12 @@ def _int_arg(args, name, default, lo, hi) -> int:
     return value
 
 
-def public_finding(doc: dict) -> dict:
+def public_finding(doc: dict, views: dict | None = None) -> dict:
+    """A finding as sla holds it, with how it stands with its recipients (`alerting`: the
+    acknowledgement and escalation notify recorded, None before notify has seen it)."""
     out = finding_message(doc)
     out["published"] = not doc.get("pending", False)
+    out["alerting"] = (views or {}).get(doc["_id"])
     return jsonable(out)
 
 

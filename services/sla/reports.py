@@ -2,13 +2,15 @@
 events can feed, per agency, field or procedure, for a period of local (Asia/Ho_Chi_Minh) dates.
 
 Computed in Python over a projection of the dossiers' `summary` (no aggregation stage FerretDB
-v1.24 lacks). Definitions (a dossier counts in the period [from 00:00, to+1 00:00) local time):
+v1.24 lacks). Definitions (a dossier counts in the period [from 00:00, to+1 00:00) local time;
+a period that includes now is judged at now, a past period at its end — the "judged" instant):
 - received: `carried_over` (received before the period, not finished before it), `online`,
   `direct_postal` (received in the period by that channel);
 - resolved in the period: `early` (resolved on a local date before the due date's date),
   `on_time` (by the due instant), `late` (after it; an apology does not change this);
   `resolved_no_due` when the engine gave no due date (e.g. unknown procedure);
-- in progress at the end of the period: `in_progress_on_time`, `in_progress_overdue`;
+- not finished in the period: `in_progress_on_time`, `in_progress_overdue` (due before the judged
+  instant: a dossier due at 17:00 today is not overdue in a report read at 09:00);
 - refused / withdrawn in the period; supplement-request rate, online share, digitised share;
 - `returned_unresolved`: resolved in the period with outcome `denied` (the agency finished the
   dossier without granting it and returned it to the applicant with its reasons), and its rate
@@ -21,7 +23,7 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta, timezone
 
 from shared.httpapi import ApiError
 from shared.workcal import TZ
@@ -63,6 +65,11 @@ COVERED_766 = [
 ]
 
 
+# report dates: far enough for any real period, near enough that `to + 1 day` and the UTC
+# conversion of local midnight stay inside `datetime`'s range
+MIN_DATE, MAX_DATE = date(1970, 1, 1), date(2999, 12, 31)
+
+
 @dataclass(frozen=True)
 class Params:
     agency: str | None
@@ -71,6 +78,11 @@ class Params:
     date_from: date
     date_to: date
     group_by: str
+    judged_at: datetime | None = None   # the instant in-progress dossiers are judged at (None: end)
+
+    @property
+    def at(self) -> datetime:
+        return self.end if self.judged_at is None else min(self.judged_at, self.end)
 
 
 def _date(args, name: str, default: date) -> date:
@@ -78,9 +90,13 @@ def _date(args, name: str, default: date) -> date:
     if raw is None:
         return default
     try:
-        return date.fromisoformat(raw)
+        value = date.fromisoformat(raw)
     except ValueError:
         raise ApiError.one(400, "invalid", f"{name} must be a date YYYY-MM-DD", field=name) from None
+    if not MIN_DATE <= value <= MAX_DATE:
+        raise ApiError.one(400, "invalid", f"{name} must be a date from {MIN_DATE.isoformat()} "
+                           f"to {MAX_DATE.isoformat()}", field=name)
+    return value
 
 
 def parse_params(args, now: datetime) -> Params:
@@ -99,7 +115,7 @@ def parse_params(args, now: datetime) -> Params:
         raise ApiError.one(400, "invalid", f"group_by must be one of {', '.join(GROUP_BY)}", field="group_by")
     start = datetime.combine(d_from, time(0), tzinfo=TZ)
     end = datetime.combine(d_to + timedelta(days=1), time(0), tzinfo=TZ)
-    return Params(args.get("agency"), start, end, d_from, d_to, group_by)
+    return Params(args.get("agency"), start, end, d_from, d_to, group_by, judged_at=min(now, end))
 
 
 def _finished_at(s: dict) -> datetime | None:
@@ -158,7 +174,8 @@ def tally(summaries, params: Params, catalog=None) -> dict[tuple[str, str], dict
         if in_period(s.get("withdrawn_at")):
             g["withdrawn"] += 1
         if fin is None or fin >= params.end:
-            if due is not None and due < params.end:
+            # overdue when due before the judged instant: a dossier due at 17:00 is not late at 09:00
+            if due is not None and due < params.at:
                 g["in_progress_overdue"] += 1
             else:
                 g["in_progress_on_time"] += 1
@@ -198,6 +215,7 @@ def on_time_report(dossiers_coll, agencies, params: Params, catalog=None, direct
     return {"title": "Tình hình, kết quả giải quyết thủ tục hành chính (Biểu 06/VPCP/KSTT)",
             "agency": params.agency, "from": params.date_from.isoformat(),
             "to": params.date_to.isoformat(), "group_by": params.group_by,
+            "judged_at": params.at.astimezone(timezone.utc).isoformat(),
             "decision_766_groups": COVERED_766, "rows": rows, "total": total}
 
 

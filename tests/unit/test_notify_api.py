@@ -101,3 +101,44 @@ def test_health_and_metrics(env):
     assert 'notify_store_sent_total{channel="email"} 1.0' in m
     assert 'notify_pending{kind="deferred"} 0.0' in m
     assert "notify_store_delivery_latency_seconds_bucket" in m
+
+
+# --- issue 12 ---------------------------------------------------------------------------------
+def test_an_old_link_to_a_resolved_finding_says_it_was_resolved(env):
+    env.svc.handle(finding(state="resolved", revision=2, change="resolved"))
+    token = sign_ack("s3cret", "F-1", "head@000.00.10.H56", MON_10H + timedelta(days=7))
+    form = env.client.get(f"/v1/ack/{token}").get_data(as_text=True)
+    assert "đã được khắc phục" in form and 'method="post"' not in form
+    r = env.client.post(f"/v1/ack/{token}")
+    page = r.get_data(as_text=True)
+    assert r.status_code == 200 and "đã được khắc phục" in page
+    assert "đã dừng" not in page and "Đã ghi nhận xác nhận" not in page
+    j = env.client.post(f"/v1/ack/{token}", headers={"Accept": "application/json"}).get_json()
+    assert j["already_resolved"] is True and j["state"] == "resolved"
+    assert env.db.acks.count_documents({}) == 0
+
+
+def test_a_second_ack_by_link_says_when_the_first_was(env):
+    token = sign_ack("s3cret", "F-1", "head@000.00.10.H56", MON_10H + timedelta(days=7))
+    env.client.post(f"/v1/ack/{token}")
+    page = env.client.post(f"/v1/ack/{token}").get_data(as_text=True)
+    assert "đã được xác nhận lúc 23/11/2026 10:00" in page
+
+
+def test_finding_view_shows_the_acknowledgement_within_the_subtree(env):
+    assert env.client.get("/v1/findings/F-1", headers=auth(env, "sxd")).status_code == 404
+    r = env.client.get("/v1/findings/F-1", headers=auth(env, "stp"))
+    assert r.status_code == 200 and r.get_json()["alerting"]["acknowledged"] is False
+    env.client.post("/v1/findings/F-1/ack", headers=auth(env, "province"))
+    a = env.client.get("/v1/findings/F-1", headers=auth(env, "stp")).get_json()["alerting"]
+    assert a["acknowledged"] and a["acknowledged_by"].endswith("@000.00.00.H56")
+    assert a["next_escalation_at"] is None and a["escalation_level"] == 0
+
+
+@pytest.mark.parametrize("path", ["/v1/deliveries?agency_code=ZZZ", "/v1/notifications?agency_code=ZZZ"])
+def test_unknown_agency_code_is_a_422_even_for_the_root_key(env, path):
+    for who in ("province", "stp"):
+        r = env.client.get(path, headers=auth(env, who))
+        assert r.status_code == 422, (who, r.status_code)
+        e = r.get_json()["errors"][0]
+        assert (e["code"], e["field"]) == ("unknown_agency", "agency_code") and "'ZZZ'" in e["message"]

@@ -209,3 +209,61 @@ def test_metrics_show_open_findings_by_rule(env):
     assert 'sla_open_findings{rule="OVERDUE",severity="critical"} 2.0' in text
     assert 'sla_open_findings{rule="RECEIVED_INCOMPLETE",severity="warning"} 1.0' in text
     assert 'rule="DUE_SOON"' not in text      # resolved: not open
+
+
+# --- issue 12: a report read today judges today's dossiers at now ----------------------------
+def test_report_judges_a_period_that_includes_now_at_now(env):
+    get, db = env                                      # the clock: Saturday 30/11/2024 10:00
+    today = NOW.astimezone(TZ).date().isoformat()
+    db.dossiers.insert_many([
+        {"_id": "T-1", "agencies": [DEPT],            # due at 17:00 today: not overdue at 10:00
+         "summary": S(local(2024, 11, 30, 8), due=local(2024, 11, 30, 17))},
+        {"_id": "T-2", "agencies": [DEPT],            # due at 09:00 today: overdue at 10:00
+         "summary": S(local(2024, 11, 29, 8), due=local(2024, 11, 30, 9))},
+    ])
+    r = get(f"/v1/reports/on-time?from={today}&to={today}", "prov")
+    assert r.status_code == 200, r.json
+    t = r.json["total"]
+    assert (t["in_progress_on_time"], t["in_progress_overdue"]) == (1, 1)
+    assert r.json["judged_at"] == NOW.isoformat()
+
+
+def test_report_judges_a_past_period_at_its_end():
+    p = Params(None, local(2024, 11, 1, 0), local(2024, 12, 1, 0), None, None, "agency",
+               judged_at=local(2024, 12, 20, 10))      # read weeks later
+    due_after_the_period = S(local(2024, 11, 25), due=local(2024, 12, 5, 17))
+    [g] = tally([due_after_the_period], p).values()
+    assert (g["in_progress_on_time"], g["in_progress_overdue"]) == (1, 0)
+
+
+@pytest.mark.parametrize("query,field", [
+    ("to=9999-12-31", "to"), ("from=0001-01-01", "from"), ("from=1900-01-01&to=1900-01-02", "from"),
+    ("to=3000-01-01", "to")])
+def test_report_dates_out_of_range_are_a_400_naming_the_field(env, query, field):
+    get, db = env
+    r = get("/v1/reports/on-time?" + query, "prov")
+    assert r.status_code == 400, (r.status_code, r.json)
+    assert r.json["errors"][0]["field"] == field
+
+
+# --- issue 12: unknown values are named, not answered with a 403 or an empty list -------------
+@pytest.mark.parametrize("path", ["/v1/findings?agency=ZZZ", "/v1/reports/on-time?agency=ZZZ"])
+def test_unknown_agency_is_a_422_even_for_the_root_key(env, path):
+    get, db = env
+    for who in ("prov", "other", "dept"):
+        r = get(path, who)
+        assert r.status_code == 422, (who, r.status_code, r.json)
+        e = r.json["errors"][0]
+        assert (e["code"], e["field"]) == ("unknown_agency", "agency") and "'ZZZ'" in e["message"]
+
+
+@pytest.mark.parametrize("query,field,code", [
+    ("rule=NO_SUCH_RULE", "rule", "unknown_rule"), ("procedure=9.999999", "procedure", "unknown_procedure"),
+    ("field=Không có", "field", "unknown_procedure_field")])
+def test_unknown_rule_procedure_or_field_is_a_422_naming_the_value(env, query, field, code):
+    get, db = env
+    r = get("/v1/findings?" + query, "prov")
+    assert r.status_code == 422, (r.status_code, r.json)
+    e = r.json["errors"][0]
+    assert (e["code"], e["field"]) == (code, field)
+    assert repr(query.split("=", 1)[1]) in e["message"]
