@@ -3,23 +3,20 @@ real Kafka, FerretDB/MongoDB and an SMTP server, one virtual clock moved day by 
 notify read APIs on the same database. What a head reads must be true when it is sent."""
 from __future__ import annotations
 
-import sys
 import threading
 import time
 import uuid
 from datetime import datetime, timezone
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_sla_worker import FAST, db, settings  # noqa: E402,F401  (fixtures)
+from helpers.sla_stack import FAST
 
-from shared.auth import KeyStore  # noqa: E402
-from shared.clock import VirtualClock  # noqa: E402
-from shared.config import Settings  # noqa: E402
-from shared.directory import default_directory  # noqa: E402
-from shared.messaging import KafkaPublisher  # noqa: E402
+from shared.auth import KeyStore
+from shared.clock import VirtualClock
+from shared.config import Settings
+from shared.directory import default_directory
+from shared.messaging import KafkaPublisher
 
 pytestmark = pytest.mark.integration
 AGENCY = "000.00.17.H56"                          # UBND phường Tân An; parent UBND tỉnh Long An

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 from services.notify.policy import parse_policy
 
-from test_notify_service import MON_10H, Env, finding
+from helpers.notify import MON_10H, Env, finding
 
 PARENT_HEAD = "chu-tich@ubnd.longan.example.org"
 HEAD = "gd@stp.longan.example.org"

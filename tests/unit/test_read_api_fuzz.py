@@ -20,7 +20,7 @@ from services.notify.api import create_app as notify_app
 from services.notify.policy import load_policy
 from services.sla.api import create_app as sla_app
 
-from test_notify_service import MON_10H, Env, finding
+from helpers.notify import MON_10H, Env, finding
 
 ROOT = "000.00.00.H56"
 
