@@ -264,7 +264,7 @@ def _demo(args) -> int:
             print(json.dumps(e, ensure_ascii=False))
         return 0
     url = (args.intake_url or env("INTAKE_URL")).rstrip("/")
-    key = args.key or _demo_key(settings, directory)
+    key = args.key or _demo_key(db, directory)
     mail_dir = env("MAIL_DIR")
     before = _eml_count(mail_dir)
     failed = _post_all(url, key, events)
@@ -281,8 +281,7 @@ def _demo(args) -> int:
     return 0
 
 
-def _demo_key(settings, directory) -> str:
-    from pymongo import MongoClient
+def _demo_key(db, directory) -> str:
     from pymongo.errors import PyMongoError
 
     from shared.auth import KeyStore
@@ -290,14 +289,11 @@ def _demo_key(settings, directory) -> str:
     roots = [a.code for a in _agencies(directory) if not a.parent]
     if not roots:
         raise CliError("the directory has no root agency to bind the demo key to")
-    client = MongoClient(settings.mongo_uri, serverSelectionTimeoutMS=5000, tz_aware=True)
     try:
-        _key_id, secret = KeyStore(client[settings.mongo_db]).create(roots[0], "admin", "motcua demo")
+        _key_id, secret = KeyStore(db).create(roots[0], "admin", "motcua demo")
     except PyMongoError as exc:
         raise CliError(f"cannot create a demo API key in MongoDB at MONGO_URI ({type(exc).__name__}); "
                        "is the stack running? (motcua local up)") from None
-    finally:
-        client.close()
     return secret
 
 

@@ -23,7 +23,8 @@ from flask import Flask
 from shared.auth import KeyStore, RateLimiter, init_auth
 from shared.clock import clock_from_env
 from shared.config import env
-from shared.httpapi import configure_json_logging, init_http, mongo_timeouts
+from shared.httpapi import configure_json_logging, init_http
+from shared.mongo import mongo_options
 
 from .service import Intake
 from .store import IntakeStore
@@ -74,8 +75,7 @@ class Resources:
                 if self._db is None:
                     from pymongo import MongoClient
                     self._client = MongoClient(self.cfg["MONGO_URI"], appname="motcua-intake",
-                                               tz_aware=True,
-                                               **mongo_timeouts(self.cfg["MONGO_TIMEOUT_MS"]))
+                                               **mongo_options(self.cfg["MONGO_TIMEOUT_MS"], for_requests=True))
                     self._db = self._client[self.cfg["MONGO_DB"]]
         return self._db
 

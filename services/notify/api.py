@@ -26,7 +26,8 @@ from datetime import datetime, timezone
 from shared.auth import KeyStore, authenticate, init_auth
 from shared.clock import clock_from_env
 from shared.config import Settings, env
-from shared.httpapi import ApiError, init_http, mongo_timeouts
+from shared.httpapi import ApiError, init_http
+from shared.mongo import mongo_db
 
 from .service import NotifyService
 from .store import NotifyStore
@@ -83,9 +84,7 @@ def create_app(config: dict | None = None, *, db=None, clock=None):
     def _db():
         if db is not None:
             return db
-        from pymongo import MongoClient
-        return MongoClient(settings.mongo_uri, tz_aware=True,
-                           **mongo_timeouts(settings.mongo_timeout_ms))[settings.mongo_db]
+        return mongo_db(settings, appname="motcua-notify-api", for_requests=True)
 
     get_db = _Lazy(_db)
 

@@ -9,6 +9,7 @@ from shared.clock import Clock, clock_from_env
 from shared.config import Settings, env
 from shared.consumer import serve_until_signalled
 from shared.messaging import KafkaPublisher, ensure_topics, kafka_consumer
+from shared.mongo import mongo_db
 
 from .channels import SmsChannel, SmtpChannel, WebhookChannel
 from .loop import NotifyLoop
@@ -19,13 +20,6 @@ from .store import NotifyStore
 
 log = logging.getLogger("motcua.notify.worker")
 GROUP_ID = "notify"
-
-
-def mongo_db(settings: Settings):
-    from pymongo import MongoClient
-
-    client = MongoClient(settings.mongo_uri, tz_aware=True, serverSelectionTimeoutMS=5000)
-    return client[settings.mongo_db]
 
 
 def load_notify_policy(environ: dict | None = None) -> Policy:
@@ -137,7 +131,7 @@ def build_worker(settings: Settings, clock: Clock | None = None, *, db=None, gro
     clock = clock or clock_from_env()
     ensure_topics(settings.kafka_bootstrap_servers, {settings.topic_findings: 6,
                                                      settings.topic_findings + ".dlq": 1})
-    db = db if db is not None else mongo_db(settings)
+    db = db if db is not None else mongo_db(settings, appname="motcua-notify")
     metrics = NotifyMetrics()
     service = build_service(settings, clock, db, metrics=metrics, **service_kw)
     service.direct_send = True   # alerts due at once are sent after the batch, not found by a queue scan

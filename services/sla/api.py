@@ -17,7 +17,8 @@ from shared.auth import KeyStore, RateLimiter, authenticate, init_auth
 from shared.clock import clock_from_env
 from shared.config import Settings
 from shared.events import DOSSIER_CODE, redact
-from shared.httpapi import ApiError, init_http, mongo_timeouts
+from shared.httpapi import ApiError, init_http
+from shared.mongo import mongo_db
 
 from .repository import MongoRepository, finding_message, live_names, strip_dossier
 
@@ -54,9 +55,7 @@ def create_app(config: dict | None = None, *, db=None, clock=None):
     def _db():
         if db is not None:
             return db
-        from pymongo import MongoClient
-        return MongoClient(settings.mongo_uri, tz_aware=True,
-                           **mongo_timeouts(settings.mongo_timeout_ms))[settings.mongo_db]
+        return mongo_db(settings, appname="motcua-sla-api", for_requests=True)
 
     get_db = _Lazy(_db)
 

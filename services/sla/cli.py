@@ -143,8 +143,10 @@ def _dlq_redrive(args) -> int:
 
 def _rebuild(args) -> int:
     from shared.clock import clock_from_env
+    from shared.mongo import mongo_db
+
     from .rebuild import group_members, rebuild
-    from .worker import engine_context, mongo_db
+    from .worker import engine_context
 
     settings = _settings()
     if not args.force:
@@ -155,7 +157,7 @@ def _rebuild(args) -> int:
         if members:
             raise CliError(f"{members} consumer(s) in group {args.group!r}: stop the sla workers "
                            "first (or --force)")
-    db = mongo_db(settings)
+    db = mongo_db(settings, appname="motcua-cli")
     res = rebuild(settings, db, clock_from_env(), engine_context(settings, db),
                   switch=not args.no_switch)
     print(f"replayed {res.messages} message(s) ({res.rejected} rejected) into "

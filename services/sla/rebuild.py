@@ -166,9 +166,9 @@ def _in_processes(db_name: str, shares: list[list[int]], args: dict) -> list[_Co
 
 def _child(send, db_name: str, share: list[int], args: dict) -> None:
     try:
-        from pymongo import MongoClient
+        from shared.mongo import mongo_client
 
-        client = MongoClient(args["settings"].mongo_uri, tz_aware=True)
+        client = mongo_client(args["settings"], appname="motcua-rebuild")
         try:
             c = _replay(client[db_name], share, **args)
         finally:

@@ -8,6 +8,7 @@ from shared.clock import Clock, clock_from_env
 from shared.config import Settings
 from shared.consumer import serve_until_signalled
 from shared.messaging import KafkaPublisher, ensure_topics, kafka_consumer
+from shared.mongo import mongo_db
 
 from .alarms import OpsAlerts
 from .dlq import DeadLetters
@@ -29,13 +30,6 @@ def engine_context(settings: Settings, db=None):
     directory imported into `db` when present, else the files the settings name."""
     from shared.engine.context import context_from_settings
     return context_from_settings(settings, db)
-
-
-def mongo_db(settings: Settings):
-    from pymongo import MongoClient
-
-    client = MongoClient(settings.mongo_uri, tz_aware=True, serverSelectionTimeoutMS=5000)
-    return client[settings.mongo_db]
 
 
 def ensure_sla_topics(settings: Settings) -> None:
@@ -73,7 +67,7 @@ def build_worker(settings: Settings, clock: Clock | None = None, *, ctx=None, en
     a batch's store write overlaps the preparation of the next (loop.py)."""
     clock = clock or clock_from_env()
     ensure_sla_topics(settings)
-    db = db if db is not None else mongo_db(settings)
+    db = db if db is not None else mongo_db(settings, appname="motcua-sla")
     repo = MongoRepository(db, names) if names else MongoRepository.live(db)
     repo.ensure_indexes()
     metrics = SlaMetrics()
