@@ -6,9 +6,10 @@
 client, the Kafka producer, the catalog and the directory are built on first use, in each gunicorn
 worker after the fork. Tests pass an `InMemoryBus` as publisher, a `VirtualClock` and a database.
 
-Configuration: the environment variables of `shared.config.ENV_VARS` (KAFKA_BOOTSTRAP_SERVERS,
-MONGO_URI, MONGO_DB, TOPIC_EVENTS, CATALOG_FILE, DIRECTORY_FILE, INTAKE_*, MONGO_TIMEOUT_MS), each
-overridable by the same key in `config`. `config` may also carry ready objects: `CATALOG`,
+Configuration: `shared.config.Settings` from the environment variables of `ENV_VARS`
+(KAFKA_BOOTSTRAP_SERVERS, MONGO_URI, MONGO_DB, TOPIC_EVENTS, CATALOG_FILE, DIRECTORY_FILE, INTAKE_*,
+MONGO_TIMEOUT_MS), each overridable by the same key in `config`
+(`Settings.from_config`). `config` may also carry ready objects: `CATALOG`,
 `DIRECTORY` (shared.catalog.Catalog / shared.directory.Directory) and `AUTH_LIMITER=False` to
 disable rate limiting.
 """
@@ -22,61 +23,35 @@ from flask import Flask
 
 from shared.auth import KeyStore, RateLimiter, init_auth
 from shared.clock import clock_from_env
-from shared.config import env
+from shared.config import Settings
 from shared.httpapi import configure_json_logging, init_http
-from shared.mongo import mongo_options
+from shared.mongo import mongo_client
 
 from .service import Intake
 from .store import IntakeStore
 
 log = logging.getLogger("motcua.intake")
 
-_KEYS = ("KAFKA_BOOTSTRAP_SERVERS", "MONGO_URI", "MONGO_DB", "TOPIC_EVENTS", "CATALOG_FILE",
-         "DIRECTORY_FILE", "INTAKE_MAX_BATCH", "INTAKE_MAX_BODY_BYTES", "INTAKE_PUBLISH_TIMEOUT_S",
-         "INTAKE_RATE_LIMIT", "INTAKE_RATE_WINDOW_S", "INTAKE_RATE_SYNC_S", "INTAKE_KEY_CACHE_S",
-         "MONGO_TIMEOUT_MS")
-_INTS = {"INTAKE_MAX_BATCH", "INTAKE_MAX_BODY_BYTES", "INTAKE_RATE_LIMIT", "INTAKE_RATE_WINDOW_S",
-         "MONGO_TIMEOUT_MS"}
-_FLOATS = {"INTAKE_PUBLISH_TIMEOUT_S", "INTAKE_KEY_CACHE_S", "INTAKE_RATE_SYNC_S"}
-
-
-def load_config(overrides: dict | None = None) -> dict:
-    """Environment + overrides, typed; ValueError naming the variable on a bad value."""
-    cfg = {}
-    overrides = dict(overrides or {})
-    for k in _KEYS:
-        raw = overrides.pop(k) if k in overrides else env(k)
-        try:
-            cfg[k] = int(raw) if k in _INTS else float(raw) if k in _FLOATS else str(raw)
-        except (TypeError, ValueError):
-            raise ValueError(f"{k}={raw!r} is not a valid number") from None
-        if k in _INTS | _FLOATS and cfg[k] < 0:
-            raise ValueError(f"{k} must not be negative")
-    cfg.update(overrides)
-    return cfg
-
 
 class Resources:
     """Connections built lazily (after fork) and closed on shutdown. Thread-safe."""
 
-    def __init__(self, cfg: dict, *, publisher=None, db=None):
-        self.cfg = cfg
+    def __init__(self, settings: Settings, *, publisher=None, db=None, catalog=None, directory=None):
+        self.settings = settings
         self._publisher = publisher
         self._owns_publisher = publisher is None
         self._db = db
         self._client = None
-        self._catalog = cfg.get("CATALOG")
-        self._directory = cfg.get("DIRECTORY")
+        self._catalog = catalog
+        self._directory = directory
         self._lock = threading.Lock()
 
     def db(self):
         if self._db is None:
             with self._lock:
                 if self._db is None:
-                    from pymongo import MongoClient
-                    self._client = MongoClient(self.cfg["MONGO_URI"], appname="motcua-intake",
-                                               **mongo_options(self.cfg["MONGO_TIMEOUT_MS"], for_requests=True))
-                    self._db = self._client[self.cfg["MONGO_DB"]]
+                    self._client = mongo_client(self.settings, appname="motcua-intake", for_requests=True)
+                    self._db = self._client[self.settings.mongo_db]
         return self._db
 
     def publisher(self):
@@ -84,9 +59,9 @@ class Resources:
             with self._lock:
                 if self._publisher is None:
                     from shared.messaging import KafkaPublisher
-                    ms = int(self.cfg["INTAKE_PUBLISH_TIMEOUT_S"] * 1000)
+                    ms = int(self.settings.intake_publish_timeout_s * 1000)
                     self._publisher = KafkaPublisher(
-                        self.cfg["KAFKA_BOOTSTRAP_SERVERS"], client_id="motcua-intake",
+                        self.settings.kafka_bootstrap_servers, client_id="motcua-intake",
                         max_block_ms=ms, request_timeout_ms=ms, delivery_timeout_ms=ms + 1000,
                         bootstrap_timeout_ms=ms,
                         retry_backoff_ms=100, reconnect_backoff_max_ms=1000,
@@ -116,14 +91,14 @@ class Resources:
         once per worker. A MongoDB error propagates (a 503 for the request) and is retried."""
         if self._catalog is None:
             from shared.catalog import CatalogStore
-            self._catalog = CatalogStore.current_or_file(self.cfg["CATALOG_FILE"], self.db())
+            self._catalog = CatalogStore.current_or_file(self.settings.catalog_file, self.db())
         return self._catalog
 
     def directory(self):
         """The directory imported into MongoDB (`motcua directory import`), else DIRECTORY_FILE."""
         if self._directory is None:
             from shared.directory import DirectoryStore
-            self._directory = DirectoryStore.current_or_file(self.cfg["DIRECTORY_FILE"], self.db())
+            self._directory = DirectoryStore.current_or_file(self.settings.directory_file, self.db())
         return self._directory
 
     def close(self) -> None:
@@ -131,7 +106,7 @@ class Resources:
         with self._lock:
             if self._publisher is not None and self._owns_publisher:
                 try:
-                    self._publisher.close(timeout=self.cfg["INTAKE_PUBLISH_TIMEOUT_S"])
+                    self._publisher.close(timeout=self.settings.intake_publish_timeout_s)
                 except Exception:  # noqa: BLE001
                     log.exception("closing the Kafka producer failed")
                 self._publisher = None
@@ -144,15 +119,17 @@ def create_app(config: dict | None = None, *, publisher=None, clock=None, db=Non
     """Build the intake Flask app; see the module docstring."""
     from . import api, openapi
 
-    cfg = load_config(config)
+    config = dict(config or {})
+    settings = Settings.from_config(config)
     app = Flask("services.intake")
-    app.config["MAX_CONTENT_LENGTH"] = cfg["INTAKE_MAX_BODY_BYTES"]
-    app.config["INTAKE"] = cfg
-    if not cfg.get("TESTING"):
+    app.config["MAX_CONTENT_LENGTH"] = settings.intake_max_body_bytes
+    app.config["INTAKE"] = settings
+    if not config.get("TESTING"):
         configure_json_logging()
         logging.getLogger("kafka").setLevel(logging.WARNING)   # its INFO is per connection
     clock = clock or clock_from_env()
-    res = Resources(cfg, publisher=publisher, db=db)
+    res = Resources(settings, publisher=publisher, db=db, catalog=config.get("CATALOG"),
+                    directory=config.get("DIRECTORY"))
 
     state: dict = {}
 
@@ -165,14 +142,14 @@ def create_app(config: dict | None = None, *, publisher=None, clock=None, db=Non
 
     def keystore():
         if "keys" not in state:
-            state["keys"] = KeyStore(res.db(), clock, cache_seconds=cfg["INTAKE_KEY_CACHE_S"])
+            state["keys"] = KeyStore(res.db(), clock, cache_seconds=settings.intake_key_cache_s)
         return state["keys"]
 
     def limiter():
         if "limiter" not in state:
-            state["limiter"] = RateLimiter(res.db(), cfg["INTAKE_RATE_LIMIT"],
-                                           cfg["INTAKE_RATE_WINDOW_S"], clock,
-                                           sync_seconds=cfg["INTAKE_RATE_SYNC_S"])
+            state["limiter"] = RateLimiter(res.db(), settings.intake_rate_limit,
+                                           settings.intake_rate_window_s, clock,
+                                           sync_seconds=settings.intake_rate_sync_s)
         return state["limiter"]
 
     def readiness() -> dict:
@@ -186,7 +163,7 @@ def create_app(config: dict | None = None, *, publisher=None, clock=None, db=Non
             ready = getattr(publisher, "ready", None)
             checks["kafka"] = None if ready is None or ready() else "publisher not ready"
         else:
-            checks["kafka"] = _kafka_reachable(cfg["KAFKA_BOOTSTRAP_SERVERS"])
+            checks["kafka"] = _kafka_reachable(settings.kafka_bootstrap_servers)
         return checks
 
     m = init_http(app, "intake", readiness=readiness)
@@ -197,14 +174,14 @@ def create_app(config: dict | None = None, *, publisher=None, clock=None, db=Non
                              ["replay"])
         publish = m.histogram("intake_publish_seconds", "time to publish and get acks, per request")
 
-    intake = Intake(store=store, publisher=res.publisher, clock=clock, topic=cfg["TOPIC_EVENTS"],
+    intake = Intake(store=store, publisher=res.publisher, clock=clock, topic=settings.topic_events,
                     catalog=res.catalog, directory=res.directory,
-                    publish_timeout=cfg["INTAKE_PUBLISH_TIMEOUT_S"], metrics=_M,
+                    publish_timeout=settings.intake_publish_timeout_s, metrics=_M,
                     on_publish_failure=res.discard_publisher)
-    limiter_factory = None if cfg.get("AUTH_LIMITER") is False else limiter
+    limiter_factory = None if config.get("AUTH_LIMITER") is False else limiter
     init_auth(app, keystore, limiter_factory)
     app.extensions["intake"] = {"service": intake, "resources": res, "store": store,
-                                "metrics": _M, "config": cfg}
+                                "metrics": _M, "settings": settings}
     app.register_blueprint(api.bp)
     app.register_blueprint(openapi.bp)
     atexit.register(res.close)

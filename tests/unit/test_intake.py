@@ -305,7 +305,8 @@ def test_failed_producer_is_discarded_and_rebuilt():
     the Intake reports it, Resources drops and closes it, the next request builds a new one."""
     import time as _time
 
-    from services.intake.app import Resources, load_config
+    from services.intake.app import Resources
+    from shared.config import Settings
     from services.intake.service import Intake
 
     class FakeProducer(InMemoryBus):
@@ -319,7 +320,7 @@ def test_failed_producer_is_discarded_and_rebuilt():
         def close(self, timeout=10.0):
             self.closed = True
 
-    res = Resources(load_config({"TESTING": True}))
+    res = Resources(Settings.from_env())
     res._publisher = first = FakeProducer()          # as if built lazily by the app
     reported = []
     env = Env()

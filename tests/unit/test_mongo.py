@@ -62,3 +62,9 @@ def test_timeout_override_and_database_name():
     finally:
         db.client.close()
 
+
+def test_no_other_mongo_client_in_services_or_shared():
+    made = re.compile(r"\bMongoClient\(")
+    found = [str(p.relative_to(ROOT)) for top in ("services", "shared") for p in (ROOT / top).rglob("*.py")
+             if p.name != "mongo.py" and made.search(p.read_text(encoding="utf-8"))]
+    assert found == []
