@@ -20,7 +20,6 @@ overriding environment variables such as NOTIFY_SECRET).
 from __future__ import annotations
 
 import os
-import threading
 from datetime import datetime, timezone
 
 from shared.auth import KeyStore, authenticate, init_auth
@@ -28,6 +27,7 @@ from shared.clock import clock_from_env
 from shared.config import Settings, env
 from shared.httpapi import ApiError, init_http
 from shared.mongo import mongo_db
+from shared.runtime import Lazy
 
 from .service import NotifyService
 from .store import NotifyStore
@@ -37,18 +37,6 @@ from .tokens import TokenError, verify_ack
 MAX_PAGE = 500
 OUTCOMES = ("sent", "error", "failed")
 STATUSES = ("pending", "sent", "failed", "cancelled")
-
-
-class _Lazy:
-    def __init__(self, build):
-        self._build, self._value, self._lock = build, None, threading.Lock()
-
-    def __call__(self):
-        if self._value is None:
-            with self._lock:
-                if self._value is None:
-                    self._value = self._build()
-        return self._value
 
 
 def _json_safe(doc: dict) -> dict:
@@ -86,7 +74,7 @@ def create_app(config: dict | None = None, *, db=None, clock=None):
             return db
         return mongo_db(settings, appname="motcua-notify-api", for_requests=True)
 
-    get_db = _Lazy(_db)
+    get_db = Lazy(_db)
 
     def _directory():
         if app.config.get("DIRECTORY") is not None:
@@ -94,16 +82,16 @@ def create_app(config: dict | None = None, *, db=None, clock=None):
         from .worker import load_agencies
         return load_agencies(settings, get_db())
 
-    get_directory = _Lazy(_directory)
-    get_store = _Lazy(lambda: NotifyStore(get_db()))
+    get_directory = Lazy(_directory)
+    get_store = Lazy(lambda: NotifyStore(get_db()))
 
     def _service():
         from .worker import load_notify_policy
         policy = app.config.get("POLICY") or load_notify_policy(environ)
         return NotifyService(get_store(), policy, get_directory(), {}, clock, secret=secret)
 
-    get_service = _Lazy(_service)
-    keys = app.config.get("KEY_STORE") or _Lazy(lambda: KeyStore(get_db(), clock, cache_seconds=5))
+    get_service = Lazy(_service)
+    keys = app.config.get("KEY_STORE") or Lazy(lambda: KeyStore(get_db(), clock, cache_seconds=5))
     init_auth(app, keys)
 
     def readiness():

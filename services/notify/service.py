@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 from shared.clock import Clock, ensure_utc
 from shared.events import redact
+from shared.runtime import Backoff, backoff_delay
 
 from .channels import ChannelError, Outgoing
 from .policy import SEVERITIES, Policy, Route
@@ -527,7 +528,7 @@ class NotifyService:
                     self._direct_cv.notify_all()
 
     def _marker_run(self) -> None:
-        backoff = 0.5
+        backoff = Backoff()
         while True:
             with self._direct_cv:
                 while not self._sink and not (self._sender_stop.is_set() and self._inflight == 0
@@ -540,12 +541,11 @@ class NotifyService:
                 batch, self._sink = self._sink, []
             try:
                 self._mark_sent(batch)
-                backoff = 0.5
+                backoff.reset()
             except Exception:
                 # not marked: still leased, so sent once more when the lease ends (reclaimed > 0)
                 log.exception("marking sent alerts failed; they will be sent again after their lease")
-                self._sender_stop.wait(backoff)
-                backoff = min(backoff * 2, 30.0)
+                self._sender_stop.wait(backoff.failed())
             finally:
                 with self._direct_cv:
                     self._inflight -= len(batch)
@@ -681,7 +681,7 @@ class NotifyService:
             if exc.permanent or attempts >= self.policy.retry_attempts:
                 self._fail(doc, now, str(exc), spent)
                 return
-            delay = min(self.policy.retry_base_seconds * 2 ** (attempts - 1), self.policy.retry_max_seconds)
+            delay = backoff_delay(attempts, self.policy.retry_base_seconds, self.policy.retry_max_seconds)
             self._record(doc, now, "error", str(exc), spent)
             self.store.retry_at(doc["_id"], now + timedelta(seconds=delay),
                                 {"attempts": attempts, "error": str(exc)})

@@ -5,11 +5,12 @@ import logging
 import os
 from dataclasses import dataclass
 
+from shared import runtime
 from shared.clock import Clock, clock_from_env
 from shared.config import Settings, env
-from shared.consumer import serve_until_signalled
 from shared.messaging import KafkaPublisher, ensure_topics, kafka_consumer
 from shared.mongo import mongo_db
+from shared.runtime import serve_until_signalled
 
 from .channels import SmsChannel, SmtpChannel, WebhookChannel
 from .loop import NotifyLoop
@@ -109,20 +110,11 @@ def build_service(settings: Settings, clock: Clock, db, *, policy: Policy | None
 
 
 @dataclass
-class Worker:
+class Worker(runtime.Worker):
     loop: NotifyLoop
     service: NotifyService
     publisher: KafkaPublisher
     metrics: NotifyMetrics
-
-    def run(self) -> None:
-        try:
-            self.loop.run()
-        finally:
-            self.publisher.close()
-
-    def stop(self) -> None:
-        self.loop.stop()
 
 
 def build_worker(settings: Settings, clock: Clock | None = None, *, db=None, group_id: str = GROUP_ID,

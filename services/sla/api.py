@@ -10,7 +10,6 @@ engine's context), KEY_STORE (a `shared.auth.KeyStore`), RATE_LIMIT (requests pe
 """
 from __future__ import annotations
 
-import threading
 from datetime import datetime, timezone
 
 from shared.auth import KeyStore, RateLimiter, authenticate, init_auth
@@ -19,28 +18,13 @@ from shared.config import Settings
 from shared.events import DOSSIER_CODE, redact
 from shared.httpapi import ApiError, init_http
 from shared.mongo import mongo_db
+from shared.runtime import Lazy
 
 from .repository import MongoRepository, finding_message, live_names, strip_dossier
 
 FINDING_STATES = ("open", "escalated", "resolved")
 SEVERITIES = ("info", "warning", "critical")
 MAX_PAGE = 500
-
-
-class _Lazy:
-    """A value built on first use, once per process (after gunicorn forks)."""
-
-    def __init__(self, build):
-        self._build = build
-        self._value = None
-        self._lock = threading.Lock()
-
-    def __call__(self):
-        if self._value is None:
-            with self._lock:
-                if self._value is None:
-                    self._value = self._build()
-        return self._value
 
 
 def create_app(config: dict | None = None, *, db=None, clock=None):
@@ -57,7 +41,7 @@ def create_app(config: dict | None = None, *, db=None, clock=None):
             return db
         return mongo_db(settings, appname="motcua-sla-api", for_requests=True)
 
-    get_db = _Lazy(_db)
+    get_db = Lazy(_db)
 
     def _directory():
         if app.config.get("DIRECTORY") is not None:
@@ -77,10 +61,10 @@ def create_app(config: dict | None = None, *, db=None, clock=None):
         from .worker import engine_context
         return engine_context(settings, get_db())
 
-    get_directory, get_catalog, get_ctx = _Lazy(_directory), _Lazy(_catalog), _Lazy(_ctx)
-    store = app.config.get("KEY_STORE") or _Lazy(lambda: KeyStore(get_db(), clock, cache_seconds=5))
+    get_directory, get_catalog, get_ctx = Lazy(_directory), Lazy(_catalog), Lazy(_ctx)
+    store = app.config.get("KEY_STORE") or Lazy(lambda: KeyStore(get_db(), clock, cache_seconds=5))
     limit = app.config.get("RATE_LIMIT")
-    limiter = _Lazy(lambda: RateLimiter(get_db(), int(limit), 60, clock)) if limit else None
+    limiter = Lazy(lambda: RateLimiter(get_db(), int(limit), 60, clock)) if limit else None
     init_auth(app, store, limiter)
 
     def repo() -> MongoRepository:

@@ -4,11 +4,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from shared import runtime
 from shared.clock import Clock, clock_from_env
 from shared.config import Settings
-from shared.consumer import serve_until_signalled
 from shared.messaging import KafkaPublisher, ensure_topics, kafka_consumer
 from shared.mongo import mongo_db
+from shared.runtime import serve_until_signalled
 
 from .alarms import OpsAlerts
 from .dlq import DeadLetters
@@ -41,21 +42,12 @@ def ensure_sla_topics(settings: Settings) -> None:
 
 
 @dataclass
-class Worker:
+class Worker(runtime.Worker):
     loop: ConsumerLoop
     handler: SlaHandler
     repo: MongoRepository
     publisher: KafkaPublisher
     metrics: SlaMetrics
-
-    def run(self) -> None:
-        try:
-            self.loop.run()
-        finally:
-            self.publisher.close()
-
-    def stop(self) -> None:
-        self.loop.stop()
 
 
 def build_worker(settings: Settings, clock: Clock | None = None, *, ctx=None, engine=None,

@@ -9,6 +9,7 @@ import pytest
 
 from shared.clock import VirtualClock
 from shared.messaging import InMemoryBus, encode
+from shared.runtime import Backoff
 from services.sla.dlq import DeadLetters, Origin, TooManyDeadLetters, printable
 from services.sla.handlers import Incoming, SlaHandler
 from services.sla.loop import ConsumerLoop
@@ -146,7 +147,7 @@ def test_loop_does_not_commit_when_the_store_fails(world):
     repo.fail_save_with = ConnectionError("mongo down")
     consumer = FakeConsumer([[rec(event("D-9"), 0)]])
     loop = ConsumerLoop(consumer, handler, DeadLetters(bus, "dlq", clock), check_interval=0)
-    loop._backoff = 0.01
+    loop._backoff = Backoff(0.01)
     loop.run_once()
     assert consumer.commits == [] and consumer.seeks == [0]
 

@@ -12,6 +12,7 @@ from kafka import TopicPartition
 
 from shared.clock import VirtualClock
 from shared.messaging import InMemoryBus
+from shared.runtime import Backoff
 from services.sla.dlq import DeadLetters
 from services.sla.handlers import SlaHandler
 from services.sla.loop import ConsumerLoop
@@ -55,7 +56,7 @@ def pipelined(consumer, handler, bus, clock, **kw):
     loop = ConsumerLoop(consumer, handler, DeadLetters(bus, "dlq", clock), check_interval=3600,
                         pipeline=True, **kw)
     loop._assigned = set(consumer.assignment())      # already held
-    loop._backoff = 0.01
+    loop._backoff = Backoff(0.01)
     loop._last_check = time.monotonic()              # no scheduled checks in these tests
     return loop
 
