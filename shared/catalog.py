@@ -18,6 +18,7 @@ import yaml
 
 from shared.config import PACKAGE_DATA
 from shared.events import COMPONENT_ID, PROCEDURE_CODE
+from shared.instants import TZ, ensure_utc
 from shared.limits import Limit, parse_limit
 from shared.versioned import VersionedStore
 
@@ -256,10 +257,7 @@ class Catalog:
         if on is None:
             return versions[-1]
         if isinstance(on, datetime):
-            from zoneinfo import ZoneInfo
-            if on.tzinfo is None:
-                raise ValueError(f"naive datetime {on!r}: instants must carry a UTC offset")
-            on = on.astimezone(ZoneInfo("Asia/Ho_Chi_Minh")).date()
+            on = ensure_utc(on).astimezone(TZ).date()
         for p in versions:
             if p.in_force(on):
                 return p

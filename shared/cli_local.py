@@ -5,6 +5,7 @@ import argparse
 import sys
 
 from shared.cli import CliError
+from shared.instants import TZ, UTC
 
 LOCAL_HELP = """\
 Run the whole system on this machine without Docker: Kafka (jars from Maven Central, Java 17),
@@ -134,13 +135,12 @@ _SCENARIOS = [
 
 def _office_morning(day, hour=8, minute=30):
     """08:30 (Asia/Ho_Chi_Minh) on `day`, moved back to Friday when it is a weekend, as UTC."""
-    from datetime import datetime, timedelta, timezone
-    from zoneinfo import ZoneInfo
+    from datetime import datetime, timedelta
 
     while day.weekday() >= 5:
         day -= timedelta(days=1)
-    local = datetime(day.year, day.month, day.day, hour, minute, tzinfo=ZoneInfo("Asia/Ho_Chi_Minh"))
-    return local.astimezone(timezone.utc)
+    local = datetime(day.year, day.month, day.day, hour, minute, tzinfo=TZ)
+    return local.astimezone(UTC)
 
 
 def demo_events(catalog, directory, now, rng, count: int = 12) -> list[dict]:
@@ -156,7 +156,7 @@ def demo_events(catalog, directory, now, rng, count: int = 12) -> list[dict]:
     provincial = [a for a in _agencies(directory) if a not in communes and a.parent]
     if not procs or not communes:
         raise CliError("the catalog or the directory is empty: nothing to build a demo from")
-    vn = now.astimezone(_tz())
+    vn = now.astimezone(TZ)
     events: list[dict] = []
     seq_base = rng.randint(1, 9000)
 
@@ -177,7 +177,7 @@ def demo_events(catalog, directory, now, rng, count: int = 12) -> list[dict]:
         received = _office_morning((vn - timedelta(days=days_ago)).date(), 8 + i % 3, 15 * (i % 4))
         if received > now:
             received = now - timedelta(minutes=30)
-        code = f"{agency.code}-{received.astimezone(_tz()):%y%m%d}-{seq_base + i:04d}"
+        code = f"{agency.code}-{received.astimezone(TZ):%y%m%d}-{seq_base + i:04d}"
         required = list(proc.required_component_ids()) if hasattr(proc, "required_component_ids") else []
         components = required[:-1] if scenario == "incomplete" and len(required) > 1 else required
         organization = "doanh nghiệp" in proc.field.lower() or "kinh doanh" in proc.field.lower()
@@ -216,11 +216,6 @@ def demo_events(catalog, directory, now, rng, count: int = 12) -> list[dict]:
             ev("dossier.resolved", code, agency.code, now - timedelta(days=2),
                {"outcome": "approved"})
     return events
-
-
-def _tz():
-    from zoneinfo import ZoneInfo
-    return ZoneInfo("Asia/Ho_Chi_Minh")
 
 
 def _agencies(directory) -> list:

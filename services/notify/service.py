@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 from shared.clock import Clock, ensure_utc
 from shared.events import redact
+from shared.instants import stored_utc
 from shared.runtime import Backoff, backoff_delay
 
 from .channels import ChannelError, Outgoing
@@ -105,13 +106,6 @@ def parse_finding(value: Any) -> dict:
         "overdue_working_hours": owh, "details": redact(details), "revision": rev,
         "change": value.get("change"), **texts,
     }
-
-
-def _utc(t: datetime | None) -> datetime | None:
-    """MongoDB hands back naive UTC unless the client is tz_aware: normalise."""
-    if t is None:
-        return None
-    return t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)
 
 
 @dataclass
@@ -414,7 +408,7 @@ class NotifyService:
         log.info("finding acknowledged", extra={"fields": {"finding_id": finding_id, "recipient": person,
                                                             "via": via, "first": first}})
         f = self.store.get_finding(finding_id)
-        return {"finding_id": finding_id, "acknowledged_at": _utc(f.get("acked_at")),
+        return {"finding_id": finding_id, "acknowledged_at": stored_utc(f.get("acked_at")),
                 "acknowledged_by": f.get("acked_by"), "first": first, "cancelled": cancelled}
 
     # --- sending ----------------------------------------------------------------------------------
@@ -591,7 +585,7 @@ class NotifyService:
             self._count("sent", doc["channel"])
             if self.metrics is not None and doc.get("created_at"):
                 self.metrics.latency.labels(doc["channel"]).observe(
-                    max(0.0, (at - _utc(doc["created_at"])).total_seconds()))
+                    max(0.0, (at - stored_utc(doc["created_at"])).total_seconds()))
             log.info("notification sent", extra={"fields": self._log_fields(doc)})
 
     def _log_fields(self, doc: dict) -> dict:
@@ -611,7 +605,7 @@ class NotifyService:
             "attempt": doc.get("attempts", 0) + (0 if outcome == "failed" and doc.get("address") is None else 1),
             "outcome": outcome, "error": error, "send_seconds": round(seconds, 6),
             "reclaimed": doc.get("reclaims", 0),   # > 0: an earlier sender crashed; maybe a duplicate
-            "latency_seconds": max(0.0, (now - _utc(doc["created_at"])).total_seconds()) if doc.get("created_at") else None,
+            "latency_seconds": max(0.0, (now - stored_utc(doc["created_at"])).total_seconds()) if doc.get("created_at") else None,
         }
 
     def _outgoing(self, doc: dict, now: datetime) -> Outgoing | None:
@@ -788,7 +782,7 @@ class NotifyService:
         for f in self.store.open_findings(sub):
             item = {"dossier_code": f["dossier_code"], "agency_name": self._agency_name(f["agency_code"]),
                     "title": f.get("title") or f["rule"], "rule": f["rule"],
-                    "due_local": local_text(_utc(f.get("due_at"))),
+                    "due_local": local_text(stored_utc(f.get("due_at"))),
                     "late_text": late_text(f.get("overdue_working_hours"))}
             (overdue if f["rule"] == "OVERDUE" else due_soon if f["rule"] == "DUE_SOON" else violations).append(item)
         return {"overdue": overdue, "due_soon": due_soon, "violations": violations}
@@ -824,5 +818,5 @@ def _recipient(d: dict) -> Recipient:
 
 
 def _iso(t) -> str | None:
-    t = _utc(t)
+    t = stored_utc(t)
     return t.isoformat() if t else None
