@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .policy import SEVERITIES, Policy, Route
+from shared.findings import SEVERITIES
+
+from .policy import Policy, Route
 
 # the finding's responsible_role -> the policy role that reaches that person
 RESPONSIBLE = {"officer": "head", "agency_head": "head", "one_stop_chief": "one_stop_chief",

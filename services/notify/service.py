@@ -21,11 +21,12 @@ from typing import Any, Callable
 
 from shared.clock import Clock, ensure_utc
 from shared.events import redact
+from shared.findings import ROLES, SEVERITIES, STATES
 from shared.instants import stored_utc
 from shared.runtime import Backoff, backoff_delay
 
 from .channels import ChannelError, Outgoing
-from .policy import SEVERITIES, Policy, Route
+from .policy import Policy, Route
 from .routing import Recipient, _people, escalation_levels, recipients_for
 from .store import SCHEDULE_DEFAULTS, NotifyStore
 from .templates import TZ, Renderer, TemplateMissing, local_text, late_text, greeting
@@ -33,8 +34,6 @@ from .tokens import sign_ack
 
 log = logging.getLogger("motcua.notify")
 
-STATES = ("open", "escalated", "resolved")
-ROLES = ("officer", "one_stop_chief", "agency_head", "parent_head")
 CHANGES = ("opened", "updated", "escalated", "resolved")
 _CODE = re.compile(r"^[A-Za-z0-9._/:-]{1,128}$")
 _RULE = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")

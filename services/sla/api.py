@@ -16,14 +16,13 @@ from shared.auth import KeyStore, RateLimiter, authenticate, init_auth
 from shared.clock import clock_from_env
 from shared.config import Settings
 from shared.events import DOSSIER_CODE, redact
+from shared.findings import SEVERITIES, STATES
 from shared.httpapi import ApiError, init_http
 from shared.mongo import mongo_db
 from shared.runtime import Lazy
 
 from .repository import MongoRepository, finding_message, live_names, strip_dossier
 
-FINDING_STATES = ("open", "escalated", "resolved")
-SEVERITIES = ("info", "warning", "critical")
 MAX_PAGE = 500
 
 
@@ -146,8 +145,8 @@ def create_app(config: dict | None = None, *, db=None, clock=None):
         subtree = sorted(directory.subtree(root)) if root in directory else [root]
         q: dict = {"agency_code": {"$in": subtree}}
         states = args.get("state", "open,escalated").split(",")
-        if any(s not in FINDING_STATES for s in states):
-            raise ApiError.one(400, "invalid", f"state must be among {', '.join(FINDING_STATES)}", field="state")
+        if any(s not in STATES for s in states):
+            raise ApiError.one(400, "invalid", f"state must be among {', '.join(STATES)}", field="state")
         q["state"] = {"$in": states}
         if "severity" in args:
             if args["severity"] not in SEVERITIES:

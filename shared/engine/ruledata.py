@@ -17,6 +17,7 @@ from typing import Any, Mapping
 
 import yaml
 
+from shared.findings import CONFIDENCES, ROLES, SEVERITIES
 from shared.limits import Limit, parse_limit
 
 RULES_DIR = Path(__file__).resolve().parent.parent / "data" / "rules"
@@ -27,9 +28,6 @@ RULE_CODES = (
     "RESCHEDULED_TWICE", "RESULT_NOT_RETURNED", "BYPASSED_ONE_STOP", "CONSULTATION_OVERDUE",
     "SUPPLEMENT_STALLED", "BACKDATED_EVENT",
 )
-SEVERITIES = ("info", "warning", "critical")
-ROLES = ("officer", "one_stop_chief", "agency_head", "parent_head")
-CONFIDENCES = ("high", "medium", "low")
 
 # Parameters each rule accepts: name -> (kind, allowed units). kind: "duration" | "clock_time".
 PARAM_SPECS: dict[str, dict[str, tuple[str, tuple[str, ...]]]] = {
