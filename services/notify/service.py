@@ -27,7 +27,7 @@ from shared.runtime import Backoff, backoff_delay
 
 from .channels import ChannelError, Outgoing
 from .policy import Policy, Route
-from .routing import Recipient, _people, escalation_levels, recipients_for
+from .routing import Recipient, escalation_levels, people_for, recipients_for
 from .store import SCHEDULE_DEFAULTS, NotifyStore
 from .templates import TZ, Renderer, TemplateMissing, local_text, late_text, greeting
 from .tokens import sign_ack
@@ -792,7 +792,7 @@ class NotifyService:
             return 0
         n = 0
         for role in self.policy.digest_roles:
-            for label, acode, person in _people(self.directory, code, role):
+            for label, acode, person in people_for(self.directory, code, role):
                 r = Recipient(f"email:{label}@{acode}", f"{label}@{acode}", "email",
                               getattr(person, "email", None) or None, acode, label,
                               getattr(person, "name", "") or "", getattr(person, "title", "") or "")

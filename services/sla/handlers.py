@@ -173,7 +173,8 @@ def evaluate_dossier(engine, ctx, code: str, state, now: datetime, prev: dict[st
     return next_check, summary, writes
 
 
-def _default_engine():
+def default_engine():
+    """The legal engine (shared.engine), imported on first use."""
     import shared.engine as engine
     return engine
 
@@ -287,7 +288,7 @@ class SlaHandler:
         self.topic_findings = topic_findings
         self.clock = clock
         self.ctx = ctx
-        self.engine = engine or _default_engine()
+        self.engine = engine or default_engine()
         self.metrics = metrics or SlaMetrics()
         self.cache = StateCache()
         # scheduler: min-heap of (next_check_at as POSIX seconds, partition, code); an entry is
