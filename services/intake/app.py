@@ -159,10 +159,9 @@ def create_app(config: dict | None = None, *, publisher=None, clock=None, db=Non
             checks["mongodb"] = None
         except Exception as exc:  # noqa: BLE001
             checks["mongodb"] = f"unreachable: {type(exc).__name__}"
-        if publisher is not None:          # injected (tests): ask it if it can tell
-            ready = getattr(publisher, "ready", None)
-            checks["kafka"] = None if ready is None or ready() else "publisher not ready"
-        else:
+        if publisher is not None:          # injected: it is built already, ask it
+            checks["kafka"] = None if publisher.ready() else "publisher not ready"
+        else:                              # built on first publish: the broker answers TCP
             checks["kafka"] = _kafka_reachable(settings.kafka_bootstrap_servers)
         return checks
 

@@ -158,8 +158,12 @@ def test_apply_rate_vs_raw_consumer(settings, db):
     from services.sla.repository import InMemoryRepository
 
     class _Sink:
-        def publish(self, *a, **k):
-            pass
+        """A broker that acknowledges every message at once and keeps none."""
+        def send(self, *a, **k):
+            return self
+
+        def get(self, timeout=None):
+            return None
     mem = SlaHandler(InMemoryRepository(), _Sink(), "x", clock, worker.handler.ctx)
     items = [Incoming(e["dossier_code"], encode(e), 0) for e in events]
     t1 = time.perf_counter()

@@ -15,7 +15,7 @@ from services.sla.handlers import Incoming, SlaHandler
 from services.sla.loop import ConsumerLoop
 from services.sla.repository import InMemoryRepository, StaleWrite
 
-from helpers.sla import FINDINGS, T0, FakeConsumer, FakeEngine, event, incoming, published, rec
+from helpers.sla import FAKE_CTX, FINDINGS, T0, FakeConsumer, FakeEngine, event, incoming, published, rec
 
 
 @pytest.fixture
@@ -23,7 +23,7 @@ def world():
     clock = VirtualClock(T0)
     repo = InMemoryRepository()
     bus = InMemoryBus()
-    handler = SlaHandler(repo, bus, FINDINGS, clock, ctx=None, engine=FakeEngine)
+    handler = SlaHandler(repo, bus, FINDINGS, clock, ctx=FAKE_CTX, engine=FakeEngine)
     return clock, repo, bus, handler
 
 
@@ -117,7 +117,7 @@ def test_instant_without_utc_form_is_dead_lettered_not_raised(world):
 def test_stale_write_is_detected(world):
     clock, repo, bus, handler = world
     handler.handle([incoming(event("D-6"))])
-    other = SlaHandler(repo, bus, FINDINGS, clock, ctx=None, engine=FakeEngine)
+    other = SlaHandler(repo, bus, FINDINGS, clock, ctx=FAKE_CTX, engine=FakeEngine)
     stale = repo.load_dossiers(["D-6"])
     handler.handle([incoming(event("D-6", "dossier.resolved"), 1)])
     repo.load_dossiers = lambda codes: stale        # `other` read before `handler` wrote
