@@ -23,14 +23,11 @@ import os
 from datetime import datetime, timezone
 
 from shared.auth import KeyStore, authenticate, init_auth
-from shared.clock import clock_from_env
-from shared.config import Settings, env
 from shared.httpapi import ApiError, init_http
-from shared.mongo import mongo_db
 from shared.runtime import Lazy
 
+from .bootstrap import bootstrap
 from .service import NotifyService
-from .store import NotifyStore
 from .templates import SEVERITY_TEXT, local_text
 from .tokens import TokenError, verify_ack
 
@@ -64,33 +61,13 @@ def create_app(config: dict | None = None, *, db=None, clock=None):
 
     app = Flask("motcua.notify")
     app.config.update(config or {})
-    environ = {**os.environ, **(app.config.get("ENV") or {})}
-    settings: Settings = app.config.get("SETTINGS") or Settings.from_env(environ)
-    clock = clock or clock_from_env(environ)
-    secret = env("NOTIFY_SECRET", environ)
-
-    def _db():
-        if db is not None:
-            return db
-        return mongo_db(settings, appname="motcua-notify-api", for_requests=True)
-
-    get_db = Lazy(_db)
-
-    def _directory():
-        if app.config.get("DIRECTORY") is not None:
-            return app.config["DIRECTORY"]
-        from .worker import load_agencies
-        return load_agencies(settings, get_db())
-
-    get_directory = Lazy(_directory)
-    get_store = Lazy(lambda: NotifyStore(get_db()))
-
-    def _service():
-        from .worker import load_notify_policy
-        policy = app.config.get("POLICY") or load_notify_policy(environ)
-        return NotifyService(get_store(), policy, get_directory(), {}, clock, secret=secret)
-
-    get_service = Lazy(_service)
+    notify = bootstrap(app.config.get("SETTINGS"), environ={**os.environ, **(app.config.get("ENV") or {})},
+                       clock=clock, db=db, directory=app.config.get("DIRECTORY"),
+                       policy=app.config.get("POLICY"), appname="motcua-notify-api", for_requests=True)
+    clock, secret = notify.clock, notify.secret
+    get_db, get_directory, get_store = notify.db, notify.directory, notify.store
+    get_service = Lazy(lambda: NotifyService(get_store(), notify.policy(), get_directory(), {}, clock,
+                                             secret=secret))
     keys = app.config.get("KEY_STORE") or Lazy(lambda: KeyStore(get_db(), clock, cache_seconds=5))
     init_auth(app, keys)
 

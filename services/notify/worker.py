@@ -6,34 +6,21 @@ import os
 from dataclasses import dataclass
 
 from shared import runtime
-from shared.clock import Clock, clock_from_env
+from shared.clock import Clock
 from shared.config import Settings, env
 from shared.messaging import KafkaPublisher, ensure_topics, kafka_consumer
-from shared.mongo import mongo_db
 from shared.runtime import serve_until_signalled
 
+from .bootstrap import bootstrap, load_agencies, load_notify_policy
 from .channels import SmsChannel, SmtpChannel, WebhookChannel
 from .loop import NotifyLoop
 from .metrics import NotifyMetrics
-from .policy import Policy, load_policy
+from .policy import Policy
 from .service import NotifyService
 from .store import NotifyStore
 
 log = logging.getLogger("motcua.notify.worker")
 GROUP_ID = "notify"
-
-
-def load_notify_policy(environ: dict | None = None) -> Policy:
-    """The routing policy of NOTIFY_POLICY_FILE (or the shipped default); PolicyError when invalid."""
-    return load_policy(env("NOTIFY_POLICY_FILE", environ) or None)
-
-
-def load_agencies(settings: Settings, db=None):
-    """The directory last imported into MongoDB (`motcua directory import`), else DIRECTORY_FILE
-    (the same choice as intake and sla: VersionedStore.current_or_file)."""
-    from shared.directory import DirectoryStore
-
-    return DirectoryStore.current_or_file(settings.directory_file, db)
 
 
 def build_channels(policy: Policy, environ: dict | None = None) -> dict:
@@ -120,10 +107,11 @@ class Worker(runtime.Worker):
 def build_worker(settings: Settings, clock: Clock | None = None, *, db=None, group_id: str = GROUP_ID,
                  consumer_config: dict | None = None, poll_timeout: float = 0.5,
                  schedule_interval: float = 10.0, **service_kw) -> Worker:
-    clock = clock or clock_from_env()
+    notify = bootstrap(settings, clock=clock, db=db, appname="motcua-notify")
+    clock = notify.clock
     ensure_topics(settings.kafka_bootstrap_servers, {settings.topic_findings: 6,
                                                      settings.topic_findings + ".dlq": 1})
-    db = db if db is not None else mongo_db(settings, appname="motcua-notify")
+    db = notify.db()
     metrics = NotifyMetrics()
     service = build_service(settings, clock, db, metrics=metrics, **service_kw)
     service.direct_send = True   # alerts due at once are sent after the batch, not found by a queue scan

@@ -13,14 +13,13 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from shared.auth import KeyStore, RateLimiter, authenticate, init_auth
-from shared.clock import clock_from_env
 from shared.config import Settings
 from shared.events import DOSSIER_CODE, redact
 from shared.findings import SEVERITIES, STATES
 from shared.httpapi import ApiError, init_http
-from shared.mongo import mongo_db
 from shared.runtime import Lazy
 
+from .bootstrap import bootstrap
 from .repository import MongoRepository, finding_message, live_names, strip_dossier
 
 MAX_PAGE = 500
@@ -32,35 +31,11 @@ def create_app(config: dict | None = None, *, db=None, clock=None):
 
     app = Flask("motcua.sla")
     app.config.update(config or {})
-    settings: Settings = app.config.get("SETTINGS") or Settings.from_env()
-    clock = clock or clock_from_env()
-
-    def _db():
-        if db is not None:
-            return db
-        return mongo_db(settings, appname="motcua-sla-api", for_requests=True)
-
-    get_db = Lazy(_db)
-
-    def _directory():
-        if app.config.get("DIRECTORY") is not None:
-            return app.config["DIRECTORY"]
-        from shared.directory import DirectoryStore
-        return DirectoryStore.current_or_file(settings.directory_file, get_db())
-
-    def _catalog():
-        if app.config.get("CATALOG") is not None:
-            return app.config["CATALOG"]
-        from shared.catalog import CatalogStore
-        return CatalogStore.current_or_file(settings.catalog_file, get_db())
-
-    def _ctx():
-        if app.config.get("ENGINE_CTX") is not None:
-            return app.config["ENGINE_CTX"]
-        from .worker import engine_context
-        return engine_context(settings, get_db())
-
-    get_directory, get_catalog, get_ctx = Lazy(_directory), Lazy(_catalog), Lazy(_ctx)
+    sla = bootstrap(app.config.get("SETTINGS"), clock=clock, db=db, ctx=app.config.get("ENGINE_CTX"),
+                    directory=app.config.get("DIRECTORY"), catalog=app.config.get("CATALOG"),
+                    appname="motcua-sla-api", for_requests=True)
+    settings, clock = sla.settings, sla.clock
+    get_db, get_directory, get_catalog, get_ctx = sla.db, sla.directory, sla.catalog, sla.ctx
     store = app.config.get("KEY_STORE") or Lazy(lambda: KeyStore(get_db(), clock, cache_seconds=5))
     limit = app.config.get("RATE_LIMIT")
     limiter = Lazy(lambda: RateLimiter(get_db(), int(limit), 60, clock)) if limit else None

@@ -118,8 +118,8 @@ def test_services_use_the_imported_catalog_and_directory_else_the_files(mongo_db
     from shared.catalog import load_catalog
     from shared.config import PACKAGE_DATA, Settings
     from shared.engine.context import context_from_settings
-    from services.intake.app import Resources
-    from services.notify.worker import load_agencies
+    from services.intake.bootstrap import Resources
+    from services.notify.bootstrap import load_agencies
 
     settings = Settings.from_env(catalog_file=str(PACKAGE_DATA / "catalog.yaml"),
                                  directory_file=str(PACKAGE_DATA / "directory.yaml"))

@@ -306,7 +306,7 @@ def test_failed_producer_is_discarded_and_rebuilt():
     the Intake reports it, Resources drops and closes it, the next request builds a new one."""
     import time as _time
 
-    from services.intake.app import Resources
+    from services.intake.bootstrap import Resources
     from shared.config import Settings
     from services.intake.service import Intake
 
