@@ -34,3 +34,13 @@ def mongo_client(settings, *, appname: str | None = None, for_requests: bool = F
 def mongo_db(settings, **kwargs):
     """The database `settings.mongo_db` on a new client (`mongo_client` keywords)."""
     return mongo_client(settings, **kwargs)[settings.mongo_db]
+
+
+def ping_error(get_db) -> str | None:
+    """For a readiness check: None when the database `get_db()` returns answers a ping, else the
+    error's class name (building the client counts as reaching the store)."""
+    try:
+        get_db().command("ping")
+        return None
+    except Exception as exc:   # noqa: BLE001 - reported, not raised
+        return exc.__class__.__name__

@@ -25,6 +25,7 @@ from shared.auth import KeyStore, RateLimiter, init_auth
 from shared.clock import clock_from_env
 from shared.config import Settings
 from shared.httpapi import configure_json_logging, init_http
+from shared.mongo import ping_error
 
 from .bootstrap import Resources
 from .service import Intake
@@ -71,12 +72,8 @@ def create_app(config: dict | None = None, *, publisher=None, clock=None, db=Non
         return state["limiter"]
 
     def readiness() -> dict:
-        checks = {}
-        try:
-            res.db().command("ping")
-            checks["mongodb"] = None
-        except Exception as exc:  # noqa: BLE001
-            checks["mongodb"] = f"unreachable: {type(exc).__name__}"
+        error = ping_error(res.db)
+        checks = {"mongodb": None if error is None else f"unreachable: {error}"}
         if publisher is not None:          # injected: it is built already, ask it
             checks["kafka"] = None if publisher.ready() else "publisher not ready"
         else:                              # built on first publish: the broker answers TCP

@@ -24,6 +24,7 @@ from datetime import datetime, timezone
 
 from shared.auth import KeyStore, authenticate, init_auth
 from shared.httpapi import ApiError, init_http
+from shared.mongo import ping_error
 from shared.runtime import Lazy
 
 from .bootstrap import bootstrap
@@ -71,14 +72,7 @@ def create_app(config: dict | None = None, *, db=None, clock=None):
     keys = app.config.get("KEY_STORE") or Lazy(lambda: KeyStore(get_db(), clock, cache_seconds=5))
     init_auth(app, keys)
 
-    def readiness():
-        try:
-            get_db().command("ping")
-            return {"mongo": None}
-        except Exception as exc:   # noqa: BLE001 - reported, not raised
-            return {"mongo": exc.__class__.__name__}
-
-    m = init_http(app, "notify", readiness=readiness)
+    m = init_http(app, "notify", readiness=lambda: {"mongo": ping_error(get_db)})
     from .metrics import StoreCollector
     m.registry.register(StoreCollector(get_store, clock))
 

@@ -17,6 +17,7 @@ from shared.config import Settings
 from shared.events import DOSSIER_CODE, redact
 from shared.findings import SEVERITIES, STATES
 from shared.httpapi import ApiError, init_http
+from shared.mongo import ping_error
 from shared.runtime import Lazy
 
 from .bootstrap import bootstrap
@@ -45,14 +46,7 @@ def create_app(config: dict | None = None, *, db=None, clock=None):
         # the pointer document is re-read per request so that a rebuild switch-over is seen
         return MongoRepository(get_db(), live_names(get_db()))
 
-    def readiness():
-        try:
-            get_db().command("ping")
-            return {"mongo": None}
-        except Exception as exc:   # noqa: BLE001 - reported, not raised
-            return {"mongo": exc.__class__.__name__}
-
-    m = init_http(app, "sla", readiness=readiness)
+    m = init_http(app, "sla", readiness=lambda: {"mongo": ping_error(get_db)})
     m.registry.register(_StoreCollector(repo, settings, app.config.get("CONSUMER_GROUP", "sla")))
 
     # -- helpers --------------------------------------------------------------------------------

@@ -68,3 +68,21 @@ def test_no_other_mongo_client_in_services_or_shared():
     found = [str(p.relative_to(ROOT)) for top in ("services", "shared") for p in (ROOT / top).rglob("*.py")
              if p.name != "mongo.py" and made.search(p.read_text(encoding="utf-8"))]
     assert found == []
+
+
+def test_ping_error_names_what_failed_and_is_none_when_the_store_answers():
+    from shared.mongo import ping_error
+
+    class Db:
+        def __init__(self, exc=None):
+            self.exc = exc
+
+        def command(self, name):
+            assert name == "ping"
+            if self.exc:
+                raise self.exc
+            return {"ok": 1}
+
+    assert ping_error(lambda: Db()) is None
+    assert ping_error(lambda: Db(TimeoutError("x"))) == "TimeoutError"
+    assert ping_error(lambda: (_ for _ in ()).throw(ValueError("bad uri"))) == "ValueError"
