@@ -18,6 +18,7 @@ import yaml
 
 from shared.config import PACKAGE_DATA
 from shared.events import COMPONENT_ID, PROCEDURE_CODE
+from shared.instants import TZ, ensure_utc
 from shared.limits import Limit, parse_limit
 from shared.versioned import VersionedStore
 
@@ -69,7 +70,7 @@ class CatalogError(DataFileError):
     """A catalog file is invalid (see DataFileError)."""
 
 
-class _Collector:
+class Collector:
     """Gathers problems so that one run reports all of them."""
 
     def __init__(self, file: str, error_cls=CatalogError):
@@ -118,7 +119,7 @@ def read_records(path: str | Path, error_cls=CatalogError, what: str = "procedur
     return name, data
 
 
-def check_keys(col: _Collector, entry: str, prefix: str, raw: dict, spec: dict[str, bool]) -> None:
+def check_keys(col: Collector, entry: str, prefix: str, raw: dict, spec: dict[str, bool]) -> None:
     """Report unknown keys and missing required keys of a mapping."""
     for key in raw:
         if key not in spec:
@@ -256,10 +257,7 @@ class Catalog:
         if on is None:
             return versions[-1]
         if isinstance(on, datetime):
-            from zoneinfo import ZoneInfo
-            if on.tzinfo is None:
-                raise ValueError(f"naive datetime {on!r}: instants must carry a UTC offset")
-            on = on.astimezone(ZoneInfo("Asia/Ho_Chi_Minh")).date()
+            on = ensure_utc(on).astimezone(TZ).date()
         for p in versions:
             if p.in_force(on):
                 return p
@@ -557,13 +555,13 @@ def _dating(raw) -> tuple[str, date, date | None] | None:
     code = raw.get("code")
     if not isinstance(code, str) or not PROCEDURE_CODE.match(code):
         return None
-    quiet = _Collector("")
+    quiet = Collector("")
     start = _date(quiet, None, "effective_from", raw.get("effective_from"))
     end = _date(quiet, None, "effective_to", raw.get("effective_to"))
     return None if quiet.errors else (code, start or date.min, end)
 
 
-def _entry_order(err: "DataFileError") -> int:
+def entry_order(err: "DataFileError") -> int:
     """Sort key of a problem: its entry number ("#12 (…)"), file-level ones first."""
     m = re.match(r"#(\d+)", err.entry or "")
     return int(m.group(1)) if m else 0
@@ -571,7 +569,7 @@ def _entry_order(err: "DataFileError") -> int:
 
 def catalog_from_records(records: list, file: str = "<records>") -> Catalog:
     """Validate a list of procedure mappings (as read from a file or a store)."""
-    col = _Collector(file)
+    col = Collector(file)
     procedures, normalised = [], []
     dated: list[tuple[int, str, date, date | None]] = []    # every entry whose dating is readable
     for i, raw in enumerate(records):
@@ -605,7 +603,7 @@ def catalog_from_records(records: list, file: str = "<records>") -> Catalog:
                         f"versions of {code} overlap: the version of entry #{i + 1}, in force "
                         f"from {start}, runs until {a_to or 'further notice'}; give it an "
                         f"effective_to before {b_from}")
-    col.errors.sort(key=_entry_order)
+    col.errors.sort(key=entry_order)
     col.raise_if_any()
     return Catalog(procedures, normalised, source=file)
 

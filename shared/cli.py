@@ -25,13 +25,11 @@ class CliError(Exception):
 
 def cli_db(settings):
     """The MongoDB database of `settings`, pinged first: CliError naming MONGO_URI when unreachable."""
-    from pymongo import MongoClient
     from pymongo.errors import PyMongoError
 
-    from shared.config import env
+    from shared.mongo import mongo_client
 
-    client = MongoClient(settings.mongo_uri, serverSelectionTimeoutMS=int(env("MONGO_TIMEOUT_MS")),
-                         tz_aware=True)
+    client = mongo_client(settings, appname="motcua-cli")
     try:
         client.admin.command("ping")
     except PyMongoError as exc:

@@ -5,6 +5,7 @@ import argparse
 import sys
 
 from shared.cli import CliError
+from shared.instants import TZ, UTC
 
 LOCAL_HELP = """\
 Run the whole system on this machine without Docker: Kafka (jars from Maven Central, Java 17),
@@ -263,13 +264,12 @@ _SCENARIOS = [
 
 def _office_morning(day, hour=8, minute=30):
     """08:30 (Asia/Ho_Chi_Minh) on `day`, moved back to Friday when it is a weekend, as UTC."""
-    from datetime import datetime, timedelta, timezone
-    from zoneinfo import ZoneInfo
+    from datetime import datetime, timedelta
 
     while day.weekday() >= 5:
         day -= timedelta(days=1)
-    local = datetime(day.year, day.month, day.day, hour, minute, tzinfo=ZoneInfo("Asia/Ho_Chi_Minh"))
-    return local.astimezone(timezone.utc)
+    local = datetime(day.year, day.month, day.day, hour, minute, tzinfo=TZ)
+    return local.astimezone(UTC)
 
 
 def demo_events(catalog, directory, now, rng, count: int = 12) -> list[dict]:
@@ -285,7 +285,7 @@ def demo_events(catalog, directory, now, rng, count: int = 12) -> list[dict]:
     provincial = [a for a in _agencies(directory) if a not in communes and a.parent]
     if not procs or not communes:
         raise CliError("the catalog or the directory is empty: nothing to build a demo from")
-    vn = now.astimezone(_tz())
+    vn = now.astimezone(TZ)
     events: list[dict] = []
     seq_base = rng.randint(1, 9000)
 
@@ -306,7 +306,7 @@ def demo_events(catalog, directory, now, rng, count: int = 12) -> list[dict]:
         received = _office_morning((vn - timedelta(days=days_ago)).date(), 8 + i % 3, 15 * (i % 4))
         if received > now:
             received = now - timedelta(minutes=30)
-        code = f"{agency.code}-{received.astimezone(_tz()):%y%m%d}-{seq_base + i:04d}"
+        code = f"{agency.code}-{received.astimezone(TZ):%y%m%d}-{seq_base + i:04d}"
         required = list(proc.required_component_ids()) if hasattr(proc, "required_component_ids") else []
         components = required[:-1] if scenario == "incomplete" and len(required) > 1 else required
         organization = "doanh nghiệp" in proc.field.lower() or "kinh doanh" in proc.field.lower()
@@ -345,11 +345,6 @@ def demo_events(catalog, directory, now, rng, count: int = 12) -> list[dict]:
             ev("dossier.resolved", code, agency.code, now - timedelta(days=2),
                {"outcome": "approved"})
     return events
-
-
-def _tz():
-    from zoneinfo import ZoneInfo
-    return ZoneInfo("Asia/Ho_Chi_Minh")
 
 
 def _agencies(directory) -> list:
@@ -403,7 +398,7 @@ def _demo(args) -> int:
             print(json.dumps(e, ensure_ascii=False))
         return 0
     url = (args.intake_url or env("INTAKE_URL")).rstrip("/")
-    key = args.key or _demo_key(settings, directory)
+    key = args.key or _demo_key(db, directory)
     mail_dir = env("MAIL_DIR")
     before = _eml_count(mail_dir)
     failed = _post_all(url, key, events)
@@ -423,6 +418,7 @@ def _demo(args) -> int:
 def _demo_month(args, settings, catalog, directory) -> int:
     import json
 
+    from shared.cli import cli_db
     from shared.clock import FileClock
     from shared.config import env
     from shared.demo_month import month_script, play
@@ -451,7 +447,7 @@ def _demo_month(args, settings, catalog, directory) -> int:
     sla_url, notify_url = env("SLA_URL").rstrip("/"), env("NOTIFY_URL").rstrip("/")
     if not (url and sla_url and notify_url):
         raise CliError("--month needs INTAKE_URL, SLA_URL and NOTIFY_URL (eval \"$(motcua local env)\")")
-    key = args.key or _demo_key(settings, directory)
+    key = args.key or _demo_key(cli_db(settings), directory)
     mail_dir = env("MAIL_DIR")
     before = _eml_count(mail_dir)
     total = sum(s.wait for s in steps)
@@ -488,8 +484,7 @@ def _demo_month(args, settings, catalog, directory) -> int:
     return 0
 
 
-def _demo_key(settings, directory) -> str:
-    from pymongo import MongoClient
+def _demo_key(db, directory) -> str:
     from pymongo.errors import PyMongoError
 
     from shared.auth import KeyStore
@@ -497,14 +492,11 @@ def _demo_key(settings, directory) -> str:
     roots = [a.code for a in _agencies(directory) if not a.parent]
     if not roots:
         raise CliError("the directory has no root agency to bind the demo key to")
-    client = MongoClient(settings.mongo_uri, serverSelectionTimeoutMS=5000, tz_aware=True)
     try:
-        _key_id, secret = KeyStore(client[settings.mongo_db]).create(roots[0], "admin", "motcua demo")
+        _key_id, secret = KeyStore(db).create(roots[0], "admin", "motcua demo")
     except PyMongoError as exc:
         raise CliError(f"cannot create a demo API key in MongoDB at MONGO_URI ({type(exc).__name__}); "
                        "is the stack running? (motcua local up)") from None
-    finally:
-        client.close()
     return secret
 
 

@@ -10,17 +10,12 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Protocol
 
+from shared.instants import ensure_utc  # noqa: F401  (shared.clock.ensure_utc: the clocks' normaliser)
+
 
 class Clock(Protocol):
     def now(self) -> datetime:
         """The current instant, aware, in UTC."""
-
-
-def ensure_utc(t: datetime) -> datetime:
-    """Return `t` in UTC; naive datetimes are a programming error."""
-    if t.tzinfo is None or t.utcoffset() is None:
-        raise ValueError(f"naive datetime {t!r}: instants must carry a UTC offset")
-    return t.astimezone(timezone.utc)
 
 
 class SystemClock:

@@ -69,14 +69,27 @@ def env(name: str, environ: dict | None = None) -> str:
 
 
 def _int_env(name: str, environ: dict | None = None) -> int:
+    return _number_env(name, environ, int, "a whole number")
+
+
+def _float_env(name: str, environ: dict | None = None) -> float:
+    return _number_env(name, environ, float, "a number")
+
+
+def _number_env(name: str, environ, kind, what: str):
     raw = env(name, environ)
     try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"{name}={raw!r} is not a whole number") from None
+        value = kind(raw)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}={raw!r} is not {what}") from None
     if value < 0:
         raise ValueError(f"{name} must not be negative")
     return value
+
+
+def _default(name: str, kind=str):
+    """The typed default of a documented variable (one place for each default: ENV_VARS)."""
+    return kind(ENV_VARS[name][0])
 
 
 @dataclass(frozen=True)
@@ -90,10 +103,18 @@ class Settings:
     catalog_file: str
     directory_file: str
     extra: dict = field(default_factory=dict)
-    mongo_timeout_ms: int = 3000      # MONGO_TIMEOUT_MS: the APIs answer 503 after it
+    mongo_timeout_ms: int = _default("MONGO_TIMEOUT_MS", int)   # the APIs answer 503 after it
     # TOPIC_PARTITIONS: sla stores each dossier's partition and holds partitions in memory, so
     # every path that creates the topics must create the same number
     topic_partitions: int = 6
+    # intake (INTAKE_*: see ENV_VARS)
+    intake_max_batch: int = _default("INTAKE_MAX_BATCH", int)
+    intake_max_body_bytes: int = _default("INTAKE_MAX_BODY_BYTES", int)
+    intake_publish_timeout_s: float = _default("INTAKE_PUBLISH_TIMEOUT_S", float)
+    intake_rate_limit: int = _default("INTAKE_RATE_LIMIT", int)
+    intake_rate_window_s: int = _default("INTAKE_RATE_WINDOW_S", int)
+    intake_rate_sync_s: float = _default("INTAKE_RATE_SYNC_S", float)
+    intake_key_cache_s: float = _default("INTAKE_KEY_CACHE_S", float)
 
     @property
     def topic_events_dlq(self) -> str:
@@ -109,7 +130,17 @@ class Settings:
                 self.topic_events_dlq: 1, self.topic_findings_dlq: 1}
 
     @classmethod
+    def from_config(cls, config: dict | None = None, environ: dict | None = None) -> "Settings":
+        """The settings of the environment with the documented variables that `config` names
+        (`create_app(config)`: same names, values of any type) taking precedence; other keys of
+        `config` (ready objects, TESTING…) are the app's own."""
+        source = os.environ if environ is None else environ
+        return cls.from_env({**source, **{k: v for k, v in (config or {}).items() if k in ENV_VARS}})
+
+    @classmethod
     def from_env(cls, environ: dict | None = None, **overrides) -> "Settings":
+        """The settings of `environ` (default: os.environ), each variable typed and checked
+        (ValueError naming it), then `overrides` (field names)."""
         values = dict(
             kafka_bootstrap_servers=env("KAFKA_BOOTSTRAP_SERVERS", environ),
             mongo_uri=env("MONGO_URI", environ),
@@ -120,6 +151,13 @@ class Settings:
             directory_file=env("DIRECTORY_FILE", environ),
             mongo_timeout_ms=_int_env("MONGO_TIMEOUT_MS", environ),
             topic_partitions=_int_env("TOPIC_PARTITIONS", environ),
+            intake_max_batch=_int_env("INTAKE_MAX_BATCH", environ),
+            intake_max_body_bytes=_int_env("INTAKE_MAX_BODY_BYTES", environ),
+            intake_publish_timeout_s=_float_env("INTAKE_PUBLISH_TIMEOUT_S", environ),
+            intake_rate_limit=_int_env("INTAKE_RATE_LIMIT", environ),
+            intake_rate_window_s=_int_env("INTAKE_RATE_WINDOW_S", environ),
+            intake_rate_sync_s=_float_env("INTAKE_RATE_SYNC_S", environ),
+            intake_key_cache_s=_float_env("INTAKE_KEY_CACHE_S", environ),
         )
         values.update(overrides)
         if values["topic_partitions"] < 1:

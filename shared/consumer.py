@@ -47,25 +47,3 @@ def rewind(consumer, topic_partitions) -> None:
         else:
             consumer.seek(tp, committed)
 
-
-def serve_until_signalled(worker, *, name: str, fields: dict, metrics_port: int | None = None,
-                          registry=None) -> int:
-    """Run `worker` (with .run() and .stop()) until SIGTERM/SIGINT: the body of a
-    `python -m services.<name> worker` command. With `metrics_port`, Prometheus metrics of
-    `registry` are served on 127.0.0.1:metrics_port."""
-    import signal
-
-    if metrics_port:
-        from prometheus_client import start_http_server
-        start_http_server(metrics_port, addr="127.0.0.1", registry=registry)
-    worker_log = logging.getLogger(f"motcua.{name}.worker")
-
-    def _stop(signum, frame):
-        worker_log.info("stopping", extra={"fields": {"signal": signum}})
-        worker.stop()
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
-    worker_log.info(f"{name} worker started", extra={"fields": fields})
-    worker.run()
-    return 0

@@ -11,7 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Iterable
 
-from shared.catalog import (DataFileError, _Collector, _entry_order, check_keys, content_hash,
+from shared.catalog import (Collector, DataFileError, check_keys, content_hash, entry_order,
                             read_records)
 from shared.config import PACKAGE_DATA
 from shared.versioned import VersionedStore
@@ -296,7 +296,7 @@ def directory_from_records(records: list, file: str = "<records>", *,
             offices = workcal.office_ids(offices_path)
         except workcal.CalendarConfigError as exc:
             raise DirectoryError(file, None, "office", f"cannot check the offices: {exc}") from None
-    col = _Collector(file, DirectoryError)
+    col = Collector(file, DirectoryError)
     agencies, normalised = [], []
     # code -> (entry index, parent) of every entry with a valid code, parsed or not
     first: dict[str, tuple[int, str | None]] = {}
@@ -331,7 +331,7 @@ def directory_from_records(records: list, file: str = "<records>", *,
                 reported.add(key)
                 col.add(f"#{i + 1} ({code})", "parent",
                         "the parent chain forms a cycle: " + " → ".join(loop))
-    col.errors.sort(key=_entry_order)
+    col.errors.sort(key=entry_order)
     col.raise_if_any()
     return Directory(agencies, normalised, source=file)
 

@@ -145,14 +145,6 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-def mongo_timeouts(ms: int) -> dict:
-    """MongoClient timeouts of an API (MONGO_TIMEOUT_MS): a request waits at most about this long
-    for an unreachable store before its 503 (socket reads get at least 20 s: a slow report is
-    not an outage)."""
-    return {"serverSelectionTimeoutMS": ms, "connectTimeoutMS": ms,
-            "socketTimeoutMS": max(ms, 20000)}
-
-
 def store_unavailable_response(exc):
     """503 + Retry-After for a MongoDB error (store down, timed out, failed over): the request
     changed nothing it reports, a retry is safe."""

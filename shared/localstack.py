@@ -408,10 +408,10 @@ def kafka_healthy(bootstrap: str, timeout: float = 3.0) -> bool:
 
 
 def mongo_healthy(uri: str, timeout: float = 2.0) -> bool:
-    from pymongo import MongoClient
+    from shared.config import Settings
+    from shared.mongo import mongo_client
 
-    client = MongoClient(uri, serverSelectionTimeoutMS=int(timeout * 1000),
-                         connectTimeoutMS=int(timeout * 1000))
+    client = mongo_client(Settings.from_env({}, mongo_uri=uri), timeout_ms=int(timeout * 1000))
     try:
         return client.admin.command("ping").get("ok") == 1
     finally:

@@ -38,10 +38,26 @@ class Published:
     offset: int
 
 
+class Delivery(Protocol):
+    """The future of one sent message (kafka-python's FutureRecordMetadata has this shape)."""
+    is_done: bool
+
+    def get(self, timeout: float | None = None):
+        """Wait for the broker's ack: the record's metadata (topic, partition, offset), or raise."""
+
+
 class Publisher(Protocol):
+    """The messaging port: `KafkaPublisher` in production, `InMemoryBus` in unit tests."""
+
+    def send(self, topic: str, key: str, value: Any, headers: dict[str, str] | None = None) -> Delivery:
+        """Send without waiting for the ack. `value` is JSON-encoded unless it is `bytes`."""
+
     def publish(self, topic: str, key: str, value: Any, headers: dict[str, str] | None = None,
                 timeout: float = 10.0) -> Published:
         """Publish and wait until the broker acknowledged it (acks=all); raise on failure."""
+
+    def ready(self) -> bool:
+        """Whether the publisher is connected to its broker."""
 
     def close(self, timeout: float = 10.0) -> None: ...
 
@@ -75,6 +91,9 @@ class KafkaPublisher:
         md = self.send(topic, key, value, headers).get(timeout=timeout)
         return Published(md.topic, md.partition, md.offset)
 
+    def ready(self) -> bool:
+        return self._producer.bootstrap_connected()
+
     def flush(self, timeout: float = 10.0) -> None:
         self._producer.flush(timeout=timeout)
 
@@ -92,23 +111,44 @@ class Message:
     headers: dict[str, str]
 
 
+@dataclass(frozen=True)
+class _Acked:
+    """A `Delivery` that is already over: acknowledged (`published`) or failed (`error`)."""
+    published: Published | None = None
+    error: Exception | None = None
+    is_done: bool = True
+
+    def get(self, timeout: float | None = None) -> Published:
+        if self.error is not None:
+            raise self.error
+        return self.published
+
+
 class InMemoryBus:
-    """Fake broker for unit tests: one partition per topic, messages kept in order."""
+    """Fake broker for unit tests, with the `Publisher` port of `KafkaPublisher`: one partition
+    per topic, messages kept in order, each acknowledged at once. While `fail_with` is set the
+    broker is down: nothing is stored and every delivery fails with it."""
 
     def __init__(self):
         self.topics: dict[str, list[Message]] = defaultdict(list)
         self._lock = threading.Lock()
-        self.fail_with: Exception | None = None   # set to make publish() raise
+        self.fail_with: Exception | None = None
 
-    def publish(self, topic, key, value, headers=None, timeout=10.0) -> Published:
+    def send(self, topic, key, value, headers=None) -> _Acked:
         if self.fail_with is not None:
-            raise self.fail_with
+            return _Acked(error=self.fail_with)
         with self._lock:
             log = self.topics[topic]
             raw = value if isinstance(value, bytes) else encode(value)
             msg = Message(topic, 0, len(log), key, decode(raw), dict(headers or {}))
             log.append(msg)
-            return Published(topic, 0, msg.offset)
+            return _Acked(Published(topic, 0, msg.offset))
+
+    def publish(self, topic, key, value, headers=None, timeout=10.0) -> Published:
+        return self.send(topic, key, value, headers).get(timeout)
+
+    def ready(self) -> bool:
+        return self.fail_with is None
 
     def messages(self, topic: str) -> list[Message]:
         return list(self.topics[topic])

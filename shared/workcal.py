@@ -26,19 +26,17 @@ import json
 import re
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from time import monotonic
 from typing import Any, Iterable, Sequence
-from zoneinfo import ZoneInfo
 
 import holidays as pyholidays
 import yaml
 
+from shared.instants import TZ, UTC
 from shared.limits import Limit, parse_limit
 
-TZ = ZoneInfo("Asia/Ho_Chi_Minh")
-UTC = timezone.utc
 YEARS = range(2015, 2041)
 ALGORITHM_VERSION = "1"          # bump when the arithmetic changes (changes every `version`)
 DATA_DIR = Path(__file__).resolve().parent / "data"

@@ -71,7 +71,7 @@ def post_event():
 def post_batch():
     principal = _writer()
     payload = _json_body()
-    limit = _ext()["config"]["INTAKE_MAX_BATCH"]
+    limit = _ext()["settings"].intake_max_batch
     if not isinstance(payload, dict) or set(payload) != {"events"} or not isinstance(payload["events"], list):
         raise ApiError.one(422, "invalid_type", 'the body must be {"events": [event, …]}', field="events")
     events = payload["events"]

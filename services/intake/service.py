@@ -291,7 +291,6 @@ class _Run:
         self.stopped: Callable[[dict, Any], Outcome] | None = None   # once set: nothing more sent
         self.anything_sent = False
         self.failed = False
-        self.failed_dossiers: set[str] = set()
         self.t0: float | None = None
 
     # -- stages ---------------------------------------------------------------------------------
@@ -381,9 +380,6 @@ class _Run:
                 self._finalize(items, [BrokerUnavailable(repr(exc))] * len(items))
                 return
         self.anything_sent = True
-        if not hasattr(self.publisher, "send"):       # publish-only port (tests' InMemoryBus)
-            self._finalize(items, self._publish_each(items, deadline))
-            return
         futures: list = []
         for _, doc, retry in items:
             try:
@@ -397,22 +393,6 @@ class _Run:
         futures += [BrokerUnavailable("not attempted")] * (len(items) - len(futures))
         self.sent.append((items, futures, deadline))
         self._collect(block=False)
-
-    def _publish_each(self, items, deadline) -> list:
-        out: list = []
-        for _, doc, _ in items:
-            if doc["dossier_code"] in self.failed_dossiers:
-                out.append(BrokerUnavailable("not attempted"))
-                continue
-            try:
-                out.append(self.publisher.publish(
-                    self.intake.topic, doc["dossier_code"], stored_value(doc),
-                    {"event_id": doc["_id"], "type": doc["type"]},
-                    timeout=max(0.05, deadline - time.monotonic())))
-            except Exception as exc:   # noqa: BLE001
-                out.append(exc)
-                self.failed_dossiers.add(doc["dossier_code"])
-        return out
 
     def _message(self, doc: dict, retry: bool) -> bytes:
         """A new event's message was encoded with its hash; a retry's is rebuilt from the stored

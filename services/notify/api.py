@@ -26,16 +26,15 @@ overriding environment variables such as NOTIFY_SECRET).
 from __future__ import annotations
 
 import os
-import threading
 from datetime import datetime, timezone
 
 from shared.auth import KeyStore, authenticate, init_auth
-from shared.clock import clock_from_env
-from shared.config import Settings, env
-from shared.httpapi import ApiError, init_http, mongo_timeouts
+from shared.httpapi import ApiError, init_http
+from shared.mongo import ping_error
+from shared.runtime import Lazy
 
+from .bootstrap import bootstrap
 from .service import NotifyService
-from .store import NotifyStore
 from .templates import SEVERITY_TEXT, local_text
 from .tokens import TokenError, verify_ack
 from .view import alerting
@@ -47,18 +46,6 @@ ALREADY_RESOLVED = ("Vi phạm này đã được khắc phục (hồ sơ không
                     "không cần xác nhận và không còn cảnh báo nào về vi phạm này.")
 STOPPED_TAIL = ("; nếu hồ sơ tiếp tục quá hạn đến mức phải báo cáo cấp trên, "
                 "Thủ trưởng cơ quan cấp trên vẫn được thông báo theo quy chế.")
-
-
-class _Lazy:
-    def __init__(self, build):
-        self._build, self._value, self._lock = build, None, threading.Lock()
-
-    def __call__(self):
-        if self._value is None:
-            with self._lock:
-                if self._value is None:
-                    self._value = self._build()
-        return self._value
 
 
 def _json_safe(doc: dict) -> dict:
@@ -86,46 +73,17 @@ def create_app(config: dict | None = None, *, db=None, clock=None):
 
     app = Flask("motcua.notify")
     app.config.update(config or {})
-    environ = {**os.environ, **(app.config.get("ENV") or {})}
-    settings: Settings = app.config.get("SETTINGS") or Settings.from_env(environ)
-    clock = clock or clock_from_env(environ)
-    secret = env("NOTIFY_SECRET", environ)
-
-    def _db():
-        if db is not None:
-            return db
-        from pymongo import MongoClient
-        return MongoClient(settings.mongo_uri, tz_aware=True,
-                           **mongo_timeouts(settings.mongo_timeout_ms))[settings.mongo_db]
-
-    get_db = _Lazy(_db)
-
-    def _directory():
-        if app.config.get("DIRECTORY") is not None:
-            return app.config["DIRECTORY"]
-        from .worker import load_agencies
-        return load_agencies(settings, get_db())
-
-    get_directory = _Lazy(_directory)
-    get_store = _Lazy(lambda: NotifyStore(get_db()))
-
-    def _service():
-        from .worker import load_notify_policy
-        policy = app.config.get("POLICY") or load_notify_policy(environ)
-        return NotifyService(get_store(), policy, get_directory(), {}, clock, secret=secret)
-
-    get_service = _Lazy(_service)
-    keys = app.config.get("KEY_STORE") or _Lazy(lambda: KeyStore(get_db(), clock, cache_seconds=5))
+    notify = bootstrap(app.config.get("SETTINGS"), environ={**os.environ, **(app.config.get("ENV") or {})},
+                       clock=clock, db=db, directory=app.config.get("DIRECTORY"),
+                       policy=app.config.get("POLICY"), appname="motcua-notify-api", for_requests=True)
+    clock, secret = notify.clock, notify.secret
+    get_db, get_directory, get_store = notify.db, notify.directory, notify.store
+    get_service = Lazy(lambda: NotifyService(get_store(), notify.policy(), get_directory(), {}, clock,
+                                             secret=secret))
+    keys = app.config.get("KEY_STORE") or Lazy(lambda: KeyStore(get_db(), clock, cache_seconds=5))
     init_auth(app, keys)
 
-    def readiness():
-        try:
-            get_db().command("ping")
-            return {"mongo": None}
-        except Exception as exc:   # noqa: BLE001 - reported, not raised
-            return {"mongo": exc.__class__.__name__}
-
-    m = init_http(app, "notify", readiness=readiness)
+    m = init_http(app, "notify", readiness=lambda: {"mongo": ping_error(get_db)})
     from shared.apidoc import blueprint
     from .openapi import build_spec
     app.register_blueprint(blueprint("notify_openapi", build_spec))

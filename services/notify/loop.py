@@ -14,6 +14,7 @@ import time
 from shared.consumer import commit_batch, rewind
 from shared.deadletter import ERROR_MAX, DeadLetters, Failed, TooManyDeadLetters, failed_record
 from shared.messaging import decode
+from shared.runtime import Backoff
 
 from .service import NotifyService
 
@@ -51,7 +52,7 @@ class NotifyLoop:
         self.background_schedule = background_schedule
         self.stop_event = threading.Event()
         self._last_schedule = NEVER
-        self._backoff = 0.5
+        self._backoff = Backoff()
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -93,20 +94,19 @@ class NotifyLoop:
                 self.service.run_scheduled()
         except Exception:
             log.exception("dispatch/scheduler failed; will retry")
-            self.stop_event.wait(self._backoff)
+            self.stop_event.wait(self._backoff.delay)
 
     def _schedule_forever(self) -> None:
         """The scheduler thread: `run_scheduled`, then `schedule_interval` s of rest (a run that
         scans a large store must not keep the database busy back to back)."""
-        backoff = 0.5
+        backoff = Backoff()
         while not self.stop_event.is_set():
             try:
                 self.service.run_scheduled()
-                backoff = 0.5
+                backoff.reset()
             except Exception:
-                log.exception("scheduler failed; will retry in %.1f s", backoff)
-                self.stop_event.wait(backoff)
-                backoff = min(backoff * 2, 30.0)
+                log.exception("scheduler failed; will retry in %.1f s", backoff.delay)
+                self.stop_event.wait(backoff.failed())
                 continue
             self.stop_event.wait(self.schedule_interval)
 
@@ -129,12 +129,11 @@ class NotifyLoop:
         except TooManyDeadLetters:
             raise                  # not committed: read again once the cause is fixed
         except Exception:
-            log.exception("batch failed; rewinding, retry after %.1f s", self._backoff)
+            log.exception("batch failed; rewinding, retry after %.1f s", self._backoff.delay)
             self._rewind({(r.topic, r.partition) for r in batch})
-            self.stop_event.wait(self._backoff)
-            self._backoff = min(self._backoff * 2, 30.0)
+            self.stop_event.wait(self._backoff.failed())
             return False
-        self._backoff = 0.5
+        self._backoff.reset()
         self._commit(batch)
         return True
 

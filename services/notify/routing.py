@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .policy import SEVERITIES, Policy, Route
+from shared.findings import SEVERITIES
+
+from .policy import Policy, Route
 
 # the finding's responsible_role -> the policy role that reaches that person
 RESPONSIBLE = {"officer": "head", "agency_head": "head", "one_stop_chief": "one_stop_chief",
@@ -29,7 +31,7 @@ class Recipient:
     target: str | None = None  # webhook name
 
 
-def _people(directory, agency_code: str, role: str) -> list[tuple[str, str, object]]:
+def people_for(directory, agency_code: str, role: str) -> list[tuple[str, str, object]]:
     """(role label, agency code, person) for one policy role at an agency."""
     agency = directory.get(agency_code)
     if agency is None:
@@ -45,7 +47,7 @@ def _people(directory, agency_code: str, role: str) -> list[tuple[str, str, obje
         return [("one_stop_chief", agency_code, p)] if p else []
     if role == "parent_head":
         ancestors = directory.ancestors(agency_code)
-        return _people(directory, ancestors[0], "head") if ancestors else []
+        return people_for(directory, ancestors[0], "head") if ancestors else []
     raise ValueError(f"unknown role {role!r}")
 
 
@@ -94,11 +96,11 @@ def recipients_for(finding: dict, route: Route, policy: Policy, directory, level
         for role in route.roles:
             if role == "responsible":
                 role = RESPONSIBLE.get(finding.get("responsible_role") or "", "head")
-            people += _people(directory, agency, role)
+            people += people_for(directory, agency, role)
     else:
         ancestors = directory.ancestors(agency) if directory.get(agency) else []
         if len(ancestors) >= level:
-            people += _people(directory, ancestors[level - 1], "head")
+            people += people_for(directory, ancestors[level - 1], "head")
     out: dict[str, Recipient] = {}
     for label, code, person in people:
         for r in _person_recipients(label, code, person, route.channels, sms_enabled):

@@ -18,17 +18,19 @@ import logging
 import threading
 import time as _time
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any, Callable
 
 from shared import findings
-from shared.findings import SEVERITIES
 from shared.clock import Clock, ensure_utc
 from shared.events import redact
+from shared.findings import SEVERITIES
+from shared.instants import stored_utc
+from shared.runtime import Backoff, backoff_delay
 
 from .channels import ChannelError, Outgoing
 from .policy import Policy, Route
-from .routing import Recipient, _people, escalation_levels, recipients_for
+from .routing import Recipient, escalation_levels, people_for, recipients_for
 from .store import SCHEDULE_DEFAULTS, NotifyStore
 from .templates import TZ, Renderer, TemplateMissing, local_text, late_text, greeting
 from .tokens import sign_ack
@@ -53,13 +55,6 @@ def parse_finding(value: Any) -> dict:
         "revision": msg["revision"], "procedure_code": msg["procedure_code"],
         "legal_basis": msg["legal_basis"], "title": msg["title"], "ruleset": msg["ruleset"],
     }
-
-
-def _utc(t: datetime | None) -> datetime | None:
-    """MongoDB hands back naive UTC unless the client is tz_aware: normalise."""
-    if t is None:
-        return None
-    return t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)
 
 
 @dataclass
@@ -131,7 +126,7 @@ class NotifyService:
         as the rules (working time from the finding's due instant to now, the agency's
         calendar); a resolved finding keeps its final figure."""
         stored = f.get("overdue_working_hours")
-        due = _utc(f.get("due_at"))
+        due = stored_utc(f.get("due_at"))
         if stored is None or due is None or f.get("state") == "resolved" or now <= due:
             return stored
         try:
@@ -382,7 +377,7 @@ class NotifyService:
         if f["state"] == "resolved":
             # an old link: nothing is pending, nothing to stop; say so rather than record an ack
             return {"finding_id": finding_id, "rule": f["rule"], "state": "resolved", "already_resolved": True,
-                    "acknowledged_at": _utc(f.get("acked_at")), "acknowledged_by": f.get("acked_by"),
+                    "acknowledged_at": stored_utc(f.get("acked_at")), "acknowledged_by": f.get("acked_by"),
                     "first": False, "cancelled": 0}
         first = self.store.record_ack(finding_id, person, by, via, now, note)
         cancelled = self.store.cancel_pending(finding_id, ("repeat",), now, "acknowledged")
@@ -394,7 +389,7 @@ class NotifyService:
                                                             "via": via, "first": first}})
         f = self.store.get_finding(finding_id)
         return {"finding_id": finding_id, "rule": f["rule"], "state": f["state"], "already_resolved": False,
-                "acknowledged_at": _utc(f.get("acked_at")),
+                "acknowledged_at": stored_utc(f.get("acked_at")),
                 "acknowledged_by": f.get("acked_by"), "first": first, "cancelled": cancelled}
 
     # --- sending ----------------------------------------------------------------------------------
@@ -508,7 +503,7 @@ class NotifyService:
                     self._direct_cv.notify_all()
 
     def _marker_run(self) -> None:
-        backoff = 0.5
+        backoff = Backoff()
         while True:
             with self._direct_cv:
                 while not self._sink and not (self._sender_stop.is_set() and self._inflight == 0
@@ -521,12 +516,11 @@ class NotifyService:
                 batch, self._sink = self._sink, []
             try:
                 self._mark_sent(batch)
-                backoff = 0.5
+                backoff.reset()
             except Exception:
                 # not marked: still leased, so sent once more when the lease ends (reclaimed > 0)
                 log.exception("marking sent alerts failed; they will be sent again after their lease")
-                self._sender_stop.wait(backoff)
-                backoff = min(backoff * 2, 30.0)
+                self._sender_stop.wait(backoff.failed())
             finally:
                 with self._direct_cv:
                     self._inflight -= len(batch)
@@ -573,7 +567,7 @@ class NotifyService:
             self._count("sent", doc["channel"])
             if self.metrics is not None and doc.get("created_at"):
                 self.metrics.latency.labels(doc["channel"]).observe(
-                    max(0.0, (at - _utc(doc["created_at"])).total_seconds()))
+                    max(0.0, (at - stored_utc(doc["created_at"])).total_seconds()))
             log.info("notification sent", extra={"fields": self._log_fields(doc)})
 
     def _log_fields(self, doc: dict) -> dict:
@@ -593,7 +587,7 @@ class NotifyService:
             "attempt": doc.get("attempts", 0) + (0 if outcome == "failed" and doc.get("address") is None else 1),
             "outcome": outcome, "error": error, "send_seconds": round(seconds, 6),
             "reclaimed": doc.get("reclaims", 0),   # > 0: an earlier sender crashed; maybe a duplicate
-            "latency_seconds": max(0.0, (now - _utc(doc["created_at"])).total_seconds()) if doc.get("created_at") else None,
+            "latency_seconds": max(0.0, (now - stored_utc(doc["created_at"])).total_seconds()) if doc.get("created_at") else None,
         }
 
     def _outgoing(self, doc: dict, now: datetime) -> Outgoing | None:
@@ -671,7 +665,7 @@ class NotifyService:
             if exc.permanent or attempts >= self.policy.retry_attempts:
                 self._fail(doc, now, str(exc), spent)
                 return
-            delay = min(self.policy.retry_base_seconds * 2 ** (attempts - 1), self.policy.retry_max_seconds)
+            delay = backoff_delay(attempts, self.policy.retry_base_seconds, self.policy.retry_max_seconds)
             self._record(doc, now, "error", str(exc), spent)
             self.store.retry_at(doc["_id"], now + timedelta(seconds=delay),
                                 {"attempts": attempts, "error": str(exc)})
@@ -710,7 +704,7 @@ class NotifyService:
             if level > deepest or not route.escalate_after_wh:
                 self.store.set_finding(f["_id"], {"next_escalation_at": None})
                 continue
-            reached = [_utc(d["at"]) for d in self.store.alerted_for(f["_id"], f.get("episode", 0))
+            reached = [stored_utc(d["at"]) for d in self.store.alerted_for(f["_id"], f.get("episode", 0))
                        if d.get("kind") == "alert" and d.get("level") == level - 1 and d.get("at")]
             first = min(reached) if reached else None
             ready = self._add_working(f["agency_code"], first or now, route.escalate_after_wh)
@@ -750,7 +744,7 @@ class NotifyService:
                     # never a repeat in the same moment as the alert it would repeat. Half a
                     # period, not a whole one: the finding's repeat ticks drift by the
                     # scheduler's interval, and a tick seconds early must not skip the recipient
-                    since = self._add_working(d["agency_code"], _utc(d["planned_at"]), route.repeat_every_wh / 2)
+                    since = self._add_working(d["agency_code"], stored_utc(d["planned_at"]), route.repeat_every_wh / 2)
                     if since is not None and since > now:
                         continue
                 r = _recipient(d)
@@ -799,7 +793,7 @@ class NotifyService:
             f = self._as_of(f, now)
             item = {"dossier_code": f["dossier_code"], "agency_name": self._agency_name(f["agency_code"]),
                     "title": f.get("title") or f["rule"], "rule": f["rule"],
-                    "due_local": local_text(_utc(f.get("due_at"))),
+                    "due_local": local_text(stored_utc(f.get("due_at"))),
                     "late_text": late_text(f.get("overdue_working_hours"))}
             (overdue if f["rule"] == "OVERDUE" else due_soon if f["rule"] == "DUE_SOON" else violations).append(item)
         return {"overdue": overdue, "due_soon": due_soon, "violations": violations}
@@ -810,7 +804,7 @@ class NotifyService:
             return 0
         n = 0
         for role in self.policy.digest_roles:
-            for label, acode, person in _people(self.directory, code, role):
+            for label, acode, person in people_for(self.directory, code, role):
                 r = Recipient(f"email:{label}@{acode}", f"{label}@{acode}", "email",
                               getattr(person, "email", None) or None, acode, label,
                               getattr(person, "name", "") or "", getattr(person, "title", "") or "")
@@ -835,5 +829,5 @@ def _recipient(d: dict) -> Recipient:
 
 
 def _iso(t) -> str | None:
-    t = _utc(t)
+    t = stored_utc(t)
     return t.isoformat() if t else None

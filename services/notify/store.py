@@ -9,11 +9,13 @@ insert-only collections and the small queue: docs/ferretdb.md.
 """
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING
 from pymongo.errors import BulkWriteError, DuplicateKeyError
+
+from shared.instants import stored_utc
 
 FINDINGS = "notify_findings"
 NOTIFICATIONS = "notifications"
@@ -162,7 +164,7 @@ class NotifyStore:
             if doc is None:
                 # its notification is being inserted (or the planner crashed, or it was a duplicate)
                 at = entry.get("at")
-                if at is None or _aware(at) <= now - lease:
+                if at is None or stored_utc(at) <= now - lease:
                     self.queue.delete_one({"_id": entry["_id"]})
                 continue
             if doc.get("status") != "pending" or (entry.get("n", 0) and self.sent.find_one({"_id": entry["_id"]})):
@@ -306,10 +308,6 @@ class NotifyStore:
                                        {"$set": {"acked_at": now, "acked_by": by, "acked_recipient": person,
                                                  "next_escalation_at": None, "next_repeat_at": None}})
         return res.modified_count == 1
-
-
-def _aware(t: datetime) -> datetime:
-    return t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t
 
 
 def _insert_many_new(coll, docs: list[dict]) -> set[int]:

@@ -10,11 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateNotFound
 
-TZ = ZoneInfo("Asia/Ho_Chi_Minh")
+from shared.instants import TZ, stored_utc
+
 TEMPLATE_DIR = Path(__file__).resolve().parent / "jinja"
 SEVERITY_TEXT = {"info": "thông tin", "warning": "cảnh báo", "critical": "nghiêm trọng"}
 KIND_PREFIX = {"alert": "", "repeat": "[Nhắc lại] ", "resolved": "[Đã khắc phục] "}
@@ -38,10 +38,7 @@ def local_text(t: datetime | str | None) -> str | None:
         return None
     if isinstance(t, str):
         t = datetime.fromisoformat(t)
-    if t.tzinfo is None:   # MongoDB returns naive UTC datetimes unless tz_aware
-        from datetime import timezone
-        t = t.replace(tzinfo=timezone.utc)
-    return t.astimezone(TZ).strftime("%d/%m/%Y %H:%M")
+    return stored_utc(t).astimezone(TZ).strftime("%d/%m/%Y %H:%M")
 
 
 def late_text(overdue_working_hours) -> str | None:

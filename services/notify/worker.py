@@ -5,40 +5,22 @@ import logging
 import os
 from dataclasses import dataclass
 
+from shared import runtime
 from shared.clock import Clock, clock_from_env
 from shared.config import Settings, env
-from shared.consumer import serve_until_signalled
 from shared.messaging import KafkaPublisher, ensure_topics, kafka_consumer
+from shared.runtime import serve_until_signalled
 
+from .bootstrap import bootstrap, load_agencies, load_notify_policy
 from .channels import SmsChannel, SmtpChannel, WebhookChannel
 from .loop import NotifyLoop
 from .metrics import NotifyMetrics
-from .policy import Policy, load_policy
+from .policy import Policy
 from .service import NotifyService
 from .store import NotifyStore
 
 log = logging.getLogger("motcua.notify.worker")
 GROUP_ID = "notify"
-
-
-def mongo_db(settings: Settings):
-    from pymongo import MongoClient
-
-    client = MongoClient(settings.mongo_uri, tz_aware=True, serverSelectionTimeoutMS=5000)
-    return client[settings.mongo_db]
-
-
-def load_notify_policy(environ: dict | None = None) -> Policy:
-    """The routing policy of NOTIFY_POLICY_FILE (or the shipped default); PolicyError when invalid."""
-    return load_policy(env("NOTIFY_POLICY_FILE", environ) or None)
-
-
-def load_agencies(settings: Settings, db=None):
-    """The directory last imported into MongoDB (`motcua directory import`), else DIRECTORY_FILE
-    (the same choice as intake and sla: VersionedStore.current_or_file)."""
-    from shared.directory import DirectoryStore
-
-    return DirectoryStore.current_or_file(settings.directory_file, db)
 
 
 def build_channels(policy: Policy, environ: dict | None = None, *, clock: Clock | None = None) -> dict:
@@ -71,7 +53,7 @@ def lookups(settings: Settings, db=None, *, clock: Clock | None = None):
     A finding without a rule set takes the one in force on the clock's date in Vietnam."""
     from shared.catalog import CatalogStore
     from shared.engine.context import rulesets_from_settings
-    from shared.workcal import TZ
+    from shared.instants import TZ
 
     clock = clock or clock_from_env()
     try:
@@ -119,29 +101,21 @@ def build_service(settings: Settings, clock: Clock, db, *, policy: Policy | None
 
 
 @dataclass
-class Worker:
+class Worker(runtime.Worker):
     loop: NotifyLoop
     service: NotifyService
     publisher: KafkaPublisher
     metrics: NotifyMetrics
-
-    def run(self) -> None:
-        try:
-            self.loop.run()
-        finally:
-            self.publisher.close()
-
-    def stop(self) -> None:
-        self.loop.stop()
 
 
 def build_worker(settings: Settings, clock: Clock | None = None, *, db=None, group_id: str = GROUP_ID,
                  consumer_config: dict | None = None, poll_timeout: float = 0.5,
                  schedule_interval: float = 10.0, max_dead_letters_in_a_row: int = 1000,
                  **service_kw) -> Worker:
-    clock = clock or clock_from_env()
+    notify = bootstrap(settings, clock=clock, db=db, appname="motcua-notify")
+    clock = notify.clock
     ensure_topics(settings.kafka_bootstrap_servers, settings.topics())   # TOPIC_PARTITIONS
-    db = db if db is not None else mongo_db(settings)
+    db = notify.db()
     metrics = NotifyMetrics()
     service = build_service(settings, clock, db, metrics=metrics, **service_kw)
     service.direct_send = True   # alerts due at once are sent after the batch, not found by a queue scan

@@ -16,18 +16,19 @@ import time
 from datetime import datetime, timezone
 
 from shared.auth import KeyStore, RateLimiter, authenticate, init_auth
-from shared.clock import clock_from_env
 from shared.config import Settings
 from shared.engine.ruledata import RULE_CODES
 from shared.events import DOSSIER_CODE, redact
-from shared.httpapi import ApiError, init_http, mongo_timeouts
+from shared.findings import SEVERITIES, STATES
+from shared.httpapi import ApiError, init_http
+from shared.mongo import ping_error
+from shared.runtime import Lazy
 
 from services.notify.view import alerting_for
 
+from .bootstrap import bootstrap
 from .repository import MongoRepository, finding_message, live_names, strip_dossier
 
-FINDING_STATES = ("open", "escalated", "resolved")
-SEVERITIES = ("info", "warning", "critical")
 MAX_PAGE = 500
 LAG_REFRESH_S = 15.0      # a scrape starts a background read of the group lag at most this often
 LAG_MAX_AGE_S = 120.0     # an older read is not reported (no sample rather than a stale one)
@@ -36,76 +37,27 @@ LAG_TIMEOUT_MS = 3000     # bound on each Kafka step of one read
 log = logging.getLogger("motcua.sla.api")
 
 
-class _Lazy:
-    """A value built on first use, once per process (after gunicorn forks)."""
-
-    def __init__(self, build):
-        self._build = build
-        self._value = None
-        self._lock = threading.Lock()
-
-    def __call__(self):
-        if self._value is None:
-            with self._lock:
-                if self._value is None:
-                    self._value = self._build()
-        return self._value
-
-
 def create_app(config: dict | None = None, *, db=None, clock=None):
     """Build the sla read API (Flask)."""
     from flask import Flask
 
     app = Flask("motcua.sla")
     app.config.update(config or {})
-    settings: Settings = app.config.get("SETTINGS") or Settings.from_env()
-    clock = clock or clock_from_env()
-
-    def _db():
-        if db is not None:
-            return db
-        from pymongo import MongoClient
-        return MongoClient(settings.mongo_uri, tz_aware=True,
-                           **mongo_timeouts(settings.mongo_timeout_ms))[settings.mongo_db]
-
-    get_db = _Lazy(_db)
-
-    def _directory():
-        if app.config.get("DIRECTORY") is not None:
-            return app.config["DIRECTORY"]
-        from shared.directory import DirectoryStore
-        return DirectoryStore.current_or_file(settings.directory_file, get_db())
-
-    def _catalog():
-        if app.config.get("CATALOG") is not None:
-            return app.config["CATALOG"]
-        from shared.catalog import CatalogStore
-        return CatalogStore.current_or_file(settings.catalog_file, get_db())
-
-    def _ctx():
-        if app.config.get("ENGINE_CTX") is not None:
-            return app.config["ENGINE_CTX"]
-        from .worker import engine_context
-        return engine_context(settings, get_db())
-
-    get_directory, get_catalog, get_ctx = _Lazy(_directory), _Lazy(_catalog), _Lazy(_ctx)
-    store = app.config.get("KEY_STORE") or _Lazy(lambda: KeyStore(get_db(), clock, cache_seconds=5))
+    sla = bootstrap(app.config.get("SETTINGS"), clock=clock, db=db, ctx=app.config.get("ENGINE_CTX"),
+                    directory=app.config.get("DIRECTORY"), catalog=app.config.get("CATALOG"),
+                    appname="motcua-sla-api", for_requests=True)
+    settings, clock = sla.settings, sla.clock
+    get_db, get_directory, get_catalog, get_ctx = sla.db, sla.directory, sla.catalog, sla.ctx
+    store = app.config.get("KEY_STORE") or Lazy(lambda: KeyStore(get_db(), clock, cache_seconds=5))
     limit = app.config.get("RATE_LIMIT")
-    limiter = _Lazy(lambda: RateLimiter(get_db(), int(limit), 60, clock)) if limit else None
+    limiter = Lazy(lambda: RateLimiter(get_db(), int(limit), 60, clock)) if limit else None
     init_auth(app, store, limiter)
 
     def repo() -> MongoRepository:
         # the pointer document is re-read per request so that a rebuild switch-over is seen
         return MongoRepository(get_db(), live_names(get_db()))
 
-    def readiness():
-        try:
-            get_db().command("ping")
-            return {"mongo": None}
-        except Exception as exc:   # noqa: BLE001 - reported, not raised
-            return {"mongo": exc.__class__.__name__}
-
-    m = init_http(app, "sla", readiness=readiness)
+    m = init_http(app, "sla", readiness=lambda: {"mongo": ping_error(get_db)})
     from shared.apidoc import blueprint
     from .openapi import build_spec
     app.register_blueprint(blueprint("sla_openapi", build_spec))
@@ -190,8 +142,8 @@ def create_app(config: dict | None = None, *, db=None, clock=None):
         subtree = sorted(directory.subtree(root)) if root in directory else [root]
         q: dict = {"agency_code": {"$in": subtree}}
         states = args.get("state", "open,escalated").split(",")
-        if any(s not in FINDING_STATES for s in states):
-            raise ApiError.one(400, "invalid", f"state must be among {', '.join(FINDING_STATES)}", field="state")
+        if any(s not in STATES for s in states):
+            raise ApiError.one(400, "invalid", f"state must be among {', '.join(STATES)}", field="state")
         q["state"] = {"$in": states}
         if "severity" in args:
             if args["severity"] not in SEVERITIES:

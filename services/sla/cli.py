@@ -221,11 +221,11 @@ def _dlq_redrive(args) -> int:
 
 
 def _rebuild(args) -> int:
-    from shared.clock import clock_from_env
+    from .bootstrap import bootstrap
     from .rebuild import group_members, rebuild
-    from .worker import engine_context, mongo_db
 
-    settings = _settings()
+    sla = bootstrap(_settings(), appname="motcua-cli")
+    settings = sla.settings
     if not args.force:
         try:
             members = group_members(settings, args.group)
@@ -234,9 +234,7 @@ def _rebuild(args) -> int:
         if members:
             raise CliError(f"{members} consumer(s) in group {args.group!r}: stop the sla workers "
                            "first (or --force)")
-    db = mongo_db(settings)
-    res = rebuild(settings, db, clock_from_env(), engine_context(settings, db),
-                  switch=not args.no_switch)
+    res = rebuild(settings, sla.db(), sla.clock, sla.ctx(), switch=not args.no_switch)
     print(f"replayed {res.messages} message(s) ({res.rejected} rejected) into "
           f"{res.names.dossiers} ({res.dossiers} dossiers) and {res.names.findings} ({res.findings} findings)")
     if res.switched:

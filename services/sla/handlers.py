@@ -68,23 +68,6 @@ class Pending:
     done: list = field(default_factory=list)   # (finding id, revision) published
 
 
-def change_message(change: Any) -> dict:
-    """The finding message (DESIGN.md §7) a reconcile change carries."""
-    if isinstance(change, dict):
-        return dict(change.get("message") or change)
-    msg = getattr(change, "message", None)
-    if msg is not None:
-        return dict(msg() if callable(msg) else msg)
-    if hasattr(change, "to_message"):
-        return dict(change.to_message())
-    finding = getattr(change, "finding")
-    out = dict(finding.to_message())
-    state = getattr(change, "state", None)
-    if state:
-        out["state"] = state
-    return out
-
-
 def event_agencies(event: dict) -> set[str]:
     """Agencies an event names: where it happened, and the handling/transfer/consultation target."""
     out = {event["agency_code"]}
@@ -118,15 +101,6 @@ def update_summary(summary: dict, event: dict) -> None:
             summary["outcome"] = data.get("outcome")
 
 
-def due_at_of(state, evaluation) -> datetime | None:
-    """The legal due instant the engine computed, when it exposes one."""
-    for obj in (evaluation, state):
-        due = getattr(obj, "due_at", None)
-        if isinstance(due, datetime):
-            return due
-    return None
-
-
 def parse_item(item: Incoming) -> dict | Rejected:
     """The event a raw message carries, or why it must be dead-lettered."""
     try:
@@ -156,14 +130,13 @@ def evaluate_dossier(engine, ctx, code: str, state, now: datetime, prev: dict[st
         log.warning("engine gave a next check in the past", extra={"fields": {"dossier_code": code}})
         next_check = now + MIN_RECHECK
     summary = dict(summary)
-    due = due_at_of(state, evaluation)
-    if due is not None:
-        summary["due_at"] = due
-    if getattr(state, "procedure_field", None):
+    if state.due_at is not None:
+        summary["due_at"] = state.due_at
+    if state.procedure_field:
         summary["field"] = state.procedure_field
     writes: list[FindingWrite] = []
     for ch in changes:
-        msg = change_message(ch)
+        msg = dict(ch.message)
         fid = msg["finding_id"]
         before = prev.get(fid)
         writes.append(FindingWrite(fid, msg, partition,
@@ -173,7 +146,8 @@ def evaluate_dossier(engine, ctx, code: str, state, now: datetime, prev: dict[st
     return next_check, summary, writes
 
 
-def _default_engine():
+def default_engine():
+    """The legal engine (shared.engine), imported on first use."""
     import shared.engine as engine
     return engine
 
@@ -287,7 +261,7 @@ class SlaHandler:
         self.topic_findings = topic_findings
         self.clock = clock
         self.ctx = ctx
-        self.engine = engine or _default_engine()
+        self.engine = engine or default_engine()
         self.metrics = metrics or SlaMetrics()
         self.cache = StateCache()
         # scheduler: min-heap of (next_check_at as POSIX seconds, partition, code); an entry is
@@ -434,14 +408,10 @@ class SlaHandler:
         """Build the working calendars of the offices the directory names: python-holidays'
         import and the day tables) that the first event would otherwise pay. The loop
         runs it while it joins the consumer group."""
-        calendars = getattr(self.ctx, "calendars", None)
-        if calendars is None:
-            return
-        directory = getattr(self.ctx, "directory", None)
-        offices = {"default"} | {a.office for a in (directory or ()) if getattr(a, "office", None)}
+        offices = {"default"} | {a.office for a in (self.ctx.directory or ())}
         for office in sorted(offices):
             try:
-                calendars(office)
+                self.ctx.calendars(office)
             except Exception:   # the first event naming it reports the problem
                 log.warning("calendar not built", extra={"fields": {"office": office}}, exc_info=True)
 
@@ -590,14 +560,8 @@ class SlaHandler:
     def _send(self, docs: list[dict]) -> list[tuple[str, int]]:
         """Publish stored finding documents and wait for the acks; (finding id, revision) of each.
         Thread-safe (the publisher only)."""
-        futures = []
-        send = getattr(self.publisher, "send", None)
-        for d in docs:
-            msg = finding_message(d)
-            if send is not None:
-                futures.append(send(self.topic_findings, d["dossier_code"], msg))
-            else:
-                self.publisher.publish(self.topic_findings, d["dossier_code"], msg)
+        futures = [self.publisher.send(self.topic_findings, d["dossier_code"], finding_message(d))
+                   for d in docs]
         for fut in futures:
             fut.get(timeout=30)
         return [(d["_id"], d["revision"]) for d in docs]

@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 from shared.consumer import commit_batch, rewind
+from shared.runtime import Backoff
 
 from .dlq import DeadLetters, Origin
 from .handlers import Incoming, SlaHandler
@@ -64,7 +65,7 @@ class ConsumerLoop:
         self._last_check = NEVER
         self._last_lag = NEVER
         self.batches = 0
-        self._backoff = 0.5
+        self._backoff = Backoff()
         self.pipeline = pipeline
         self.max_inflight = max(1, max_inflight)
         self.write_batch = max(1, write_batch)
@@ -275,12 +276,11 @@ class ConsumerLoop:
         except Exception:
             # transient (store or broker unavailable) or a bug: nothing was committed; back off,
             # re-read the batch, stay in the group.
-            log.exception("batch failed; retrying after %.1f s", self._backoff)
+            log.exception("batch failed; retrying after %.1f s", self._backoff.delay)
             self._rewind({(r.topic, r.partition) for r in batch})
-            self.stop_event.wait(self._backoff)
-            self._backoff = min(self._backoff * 2, 30.0)
+            self.stop_event.wait(self._backoff.failed())
             return
-        self._backoff = 0.5
+        self._backoff.reset()
         if rejected or items:
             self.dead_letters.send(rejected, len(items))
         self._commit(batch)
@@ -303,11 +303,10 @@ class ConsumerLoop:
         except Exception:
             # a bug (prepare reads nothing from the store): nothing of this batch is held or
             # committed; the writes before it go on
-            log.exception("batch failed; retrying after %.1f s", self._backoff)
+            log.exception("batch failed; retrying after %.1f s", self._backoff.delay)
             self._drain()
             self._rewind({(r.topic, r.partition) for r in batch})
-            self.stop_event.wait(self._backoff)
-            self._backoff = min(self._backoff * 2, 30.0)
+            self.stop_event.wait(self._backoff.failed())
             return
         self._inflight.append(_InFlight(pending, batch, self._writer.submit(self._write, pending), t0))
         self._reap(block=False)
@@ -366,7 +365,7 @@ class ConsumerLoop:
             done.append(job)
         if done:
             self._committable.extend(r for job in done for r in job.batch)
-            self._backoff = 0.5
+            self._backoff.reset()
             self.batches += len(done)
             now = time.perf_counter()
             for job in done:
@@ -401,10 +400,9 @@ class ConsumerLoop:
         if isinstance(exc, StaleWrite):
             self.handler.metrics.stale_retries.inc()
             return
-        log.error("batch write failed; %d batch(es) re-read after %.1f s", len(chain), self._backoff,
+        log.error("batch write failed; %d batch(es) re-read after %.1f s", len(chain), self._backoff.delay,
                   exc_info=exc)
-        self.stop_event.wait(self._backoff)
-        self._backoff = min(self._backoff * 2, 30.0)
+        self.stop_event.wait(self._backoff.failed())
 
     def _rewind(self, tps) -> None:
         rewind(self.consumer, tps)

@@ -19,7 +19,7 @@ from shared.config import Settings
 from shared.messaging import decode
 
 from .dlq import Origin
-from .handlers import (Incoming, Rejected, _default_engine, event_agencies, evaluate_dossier,
+from .handlers import (Incoming, Rejected, default_engine, event_agencies, evaluate_dossier,
                        parse_item, update_summary)
 from .repository import (INSERT_CHUNK, DossierWrite, MongoRepository, Names, dossier_doc,
                          finding_doc, live_names, switch_live)
@@ -92,7 +92,7 @@ def rebuild(settings: Settings, db, clock, ctx, *, engine=None, suffix: str | No
     """
     from kafka import TopicPartition
 
-    engine = engine or _default_engine()
+    engine = engine or default_engine()
     now = clock.now()
     suffix = suffix or now.strftime("%Y%m%dT%H%M%S%fZ")
     names = Names(f"dossiers_{suffix}", f"findings_{suffix}")
@@ -166,9 +166,9 @@ def _in_processes(db_name: str, shares: list[list[int]], args: dict) -> list[_Co
 
 def _child(send, db_name: str, share: list[int], args: dict) -> None:
     try:
-        from pymongo import MongoClient
+        from shared.mongo import mongo_client
 
-        client = MongoClient(args["settings"].mongo_uri, tz_aware=True)
+        client = mongo_client(args["settings"], appname="motcua-rebuild")
         try:
             c = _replay(client[db_name], share, **args)
         finally:

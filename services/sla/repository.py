@@ -366,5 +366,8 @@ class InMemoryRepository:
             return copy.deepcopy(d) if d else None
 
     def findings_of(self, code):
+        # MongoRepository's order: detected_at (missing first), then _id
         with self._lock:
-            return [copy.deepcopy(d) for d in self.findings.values() if d["dossier_code"] == code]
+            rows = [copy.deepcopy(d) for d in self.findings.values() if d["dossier_code"] == code]
+        return sorted(rows, key=lambda d: (d.get("detected_at") is not None,
+                                           d.get("detected_at") or datetime.min, d["_id"]))

@@ -4,12 +4,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from shared.clock import Clock, clock_from_env
+from shared import runtime
+from shared.clock import Clock
 from shared.config import Settings
-from shared.consumer import serve_until_signalled
 from shared.messaging import KafkaPublisher, ensure_topics, kafka_consumer
+from shared.runtime import serve_until_signalled
 
 from .alarms import OpsAlerts
+from .bootstrap import bootstrap
 from .dlq import DeadLetters
 from .handlers import SlaHandler
 from .loop import ConsumerLoop
@@ -21,41 +23,18 @@ log = logging.getLogger("motcua.sla.worker")
 GROUP_ID = "sla"
 
 
-def engine_context(settings: Settings, db=None):
-    """The legal engine's context (catalog, calendars, rule sets, directory): the catalog and
-    directory imported into `db` when present, else the files the settings name."""
-    from shared.engine.context import context_from_settings
-    return context_from_settings(settings, db)
-
-
-def mongo_db(settings: Settings):
-    from pymongo import MongoClient
-
-    client = MongoClient(settings.mongo_uri, tz_aware=True, serverSelectionTimeoutMS=5000)
-    return client[settings.mongo_db]
-
-
 def ensure_sla_topics(settings: Settings) -> None:
     """The system's topics, as every path creates them (TOPIC_PARTITIONS)."""
     ensure_topics(settings.kafka_bootstrap_servers, settings.topics())
 
 
 @dataclass
-class Worker:
+class Worker(runtime.Worker):
     loop: ConsumerLoop
     handler: SlaHandler
     repo: MongoRepository
     publisher: KafkaPublisher
     metrics: SlaMetrics
-
-    def run(self) -> None:
-        try:
-            self.loop.run()
-        finally:
-            self.publisher.close()
-
-    def stop(self) -> None:
-        self.loop.stop()
 
 
 def build_worker(settings: Settings, clock: Clock | None = None, *, ctx=None, engine=None,
@@ -65,16 +44,15 @@ def build_worker(settings: Settings, clock: Clock | None = None, *, ctx=None, en
                  pipeline: bool = True, max_records: int = 500, write_batch: int = 100) -> Worker:
     """Build a worker on real Kafka and MongoDB; `run()` consumes until `stop()`. `pipeline`:
     a batch's store write overlaps the preparation of the next (loop.py)."""
-    clock = clock or clock_from_env()
+    sla = bootstrap(settings, clock=clock, db=db, ctx=ctx)
+    clock = sla.clock
     ensure_sla_topics(settings)
-    db = db if db is not None else mongo_db(settings)
+    db = sla.db()
     repo = MongoRepository(db, names) if names else MongoRepository.live(db)
     repo.ensure_indexes()
     metrics = SlaMetrics()
     publisher = KafkaPublisher(settings.kafka_bootstrap_servers, client_id="motcua-sla")
-    if ctx is None:
-        ctx = engine_context(settings, db)
-    handler = SlaHandler(repo, publisher, settings.topic_findings, clock, ctx, engine=engine,
+    handler = SlaHandler(repo, publisher, settings.topic_findings, clock, sla.ctx(), engine=engine,
                          metrics=metrics, defer_marks=True, ops_alerts=OpsAlerts(db))
     consumer = kafka_consumer(settings.kafka_bootstrap_servers, [settings.topic_events], group_id,
                               client_id="motcua-sla", **(consumer_config or {}))

@@ -22,8 +22,8 @@ from typing import Any, Callable
 
 from shared import findings
 from shared.engine.ruledata import RuleSet, RuleSpec, working_hours
-from shared.engine.state import (CLOSED, FINISHED, HANDLING_EVENTS, TZ, DossierState, _aware, hours,
-                                 utc)
+from shared.engine.state import CLOSED, FINISHED, HANDLING_EVENTS, DossierState, hours
+from shared.instants import TZ, ensure_utc, stored_utc
 from shared.limits import Limit
 
 ZERO = timedelta(0)
@@ -467,7 +467,7 @@ RULES: dict[str, Callable[[_Eval], None]] = {
 
 def evaluate(state: DossierState, now: datetime, ctx) -> "Evaluation":
     """The findings that hold at `now`, and the next instant a time-based answer can change."""
-    now = _aware(now, "now")
+    now = ensure_utc(now, "now")
     e = _Eval(state, now, ctx)
     for code in e.rs.rules:
         RULES[code](e)
@@ -492,7 +492,7 @@ _MATERIAL = ("severity", "agency_code", "responsible_role", "legal_basis", "titl
 
 def _ms(v: Any) -> Any:
     if isinstance(v, datetime):
-        v = utc(v)
+        v = stored_utc(v)
         return v.replace(microsecond=v.microsecond // 1000 * 1000)
     if isinstance(v, dict):
         return {k: _ms(x) for k, x in v.items()}
@@ -504,7 +504,7 @@ def _ms(v: Any) -> Any:
 def reconcile(previous: dict[str, dict], evaluation: Evaluation, now: datetime) -> list[FindingChange]:
     """What changed since `previous` (finding id -> stored message): opened, updated (a material
     change, not every tick), escalated, resolved (with how late the dossier ended for OVERDUE)."""
-    now = _aware(now, "now")
+    now = ensure_utc(now, "now")
     changes: list[FindingChange] = []
     current = {f.finding_id: f for f in evaluation.findings}
     for fid, f in current.items():
@@ -514,7 +514,7 @@ def reconcile(previous: dict[str, dict], evaluation: Evaluation, now: datetime) 
             changes.append(FindingChange("opened", fid, f.to_message(rev)))
             continue
         msg = f.to_message(rev)
-        msg["detected_at"] = utc(prev.get("detected_at")) or f.detected_at
+        msg["detected_at"] = stored_utc(prev.get("detected_at")) or f.detected_at
         if prev.get("state") != f.state:
             kind = "escalated" if f.state == "escalated" else "updated"
             changes.append(FindingChange(kind, fid, msg))

@@ -15,13 +15,12 @@ from __future__ import annotations
 import copy
 from dataclasses import asdict, dataclass, field, fields
 from dataclasses import replace as _dataclass_replace
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timedelta
 from typing import Any, Iterable
-from zoneinfo import ZoneInfo
 
+from shared.instants import TZ, ensure_utc, stored_utc
 from shared.limits import Limit, parse_limit
 
-TZ = ZoneInfo("Asia/Ho_Chi_Minh")
 
 STATUSES = ("received", "handling", "awaiting_supplement", "paused", "resolved", "returned",
             "refused", "withdrawn")
@@ -34,23 +33,6 @@ HANDLING_EVENTS = ("dossier.supplement_requested", "dossier.transferred",
                    "dossier.assigned", "dossier.consultation_requested", "dossier.consultation_answered",
                    "dossier.apology_issued", "dossier.paused", "dossier.resumed", "dossier.resolved",
                    "dossier.returned")
-
-
-def utc(t: datetime | None) -> datetime | None:
-    """`t` in UTC; naive values (as BSON may return them) are read as UTC."""
-    if t is None:
-        return None
-    if t.tzinfo is None or t.utcoffset() is None:
-        return t.replace(tzinfo=timezone.utc)
-    return t.astimezone(timezone.utc)
-
-
-def _aware(t: datetime, what: str) -> datetime:
-    if not isinstance(t, datetime):
-        raise ValueError(f"{what} must be a datetime, got {type(t).__name__}")
-    if t.tzinfo is None or t.utcoffset() is None:
-        raise ValueError(f"{what} is naive: instants must carry a UTC offset")
-    return t.astimezone(timezone.utc)
 
 
 def hours(td: timedelta) -> float:
@@ -253,11 +235,11 @@ class DossierState:
                             "still_missing", "anomalies"):
                 kw[f.name] = tuple(v)
             elif f.name == "restarts":
-                kw[f.name] = tuple(utc(x) for x in v)
+                kw[f.name] = tuple(stored_utc(x) for x in v)
             elif f.name == "warning":
                 kw[f.name] = tuple(v) if v is not None else None
             elif isinstance(v, datetime):
-                kw[f.name] = utc(v)
+                kw[f.name] = stored_utc(v)
             elif f.name == "officer":
                 kw[f.name] = dict(v) if v is not None else None
             else:
@@ -297,7 +279,7 @@ def _record(cls, d: dict):
         if f.name in d:
             v = d[f.name]
             if isinstance(v, datetime):
-                v = utc(v)
+                v = stored_utc(v)
             elif isinstance(v, list):
                 v = tuple(v)
             kw[f.name] = v
@@ -368,9 +350,9 @@ def apply(state: DossierState, event: dict, ctx) -> DossierState:
         raise ValueError(f"event {eid}: unknown type {etype!r}")
     if eid in state.event_ids:
         return state
-    occurred = _aware(event["occurred_at"], f"event {eid}: occurred_at")
+    occurred = ensure_utc(event["occurred_at"], f"event {eid}: occurred_at")
     recorded = event.get("recorded_at")
-    recorded = _aware(recorded, f"event {eid}: recorded_at") if recorded is not None else None
+    recorded = ensure_utc(recorded, f"event {eid}: recorded_at") if recorded is not None else None
     data = event.get("data") or {}
     agency = event.get("agency_code") or ""
 
@@ -478,7 +460,7 @@ def _on_received(s: DossierState, ev: _Ev, ctx) -> DossierState:
                 receiving_agency_code=ev.agency, handling_agency_code=handling,
                 current_agency_code=s.current_agency_code or ev.agency,
                 received_at=ev.at, received_recorded_at=ev.recorded_at,
-                appointment_at=utc(d.get("appointment_at")), ruleset=ruleset.id,
+                appointment_at=stored_utc(d.get("appointment_at")), ruleset=ruleset.id,
                 catalog_version=ctx.catalog.version, calendar_version=getattr(cal, "version", None),
                 office=office, components=tuple(dict.fromkeys(s.components + components)),
                 digitized=tuple(dict.fromkeys(s.digitized + tuple(d.get("digitized") or ()))),
@@ -604,7 +586,7 @@ def _on_consultation_answered(s: DossierState, ev: _Ev, ctx) -> DossierState:
 
 
 def _on_apology(s: DossierState, ev: _Ev, ctx) -> DossierState:
-    a = Apology(at=ev.at, new_appointment_at=utc(ev.data["new_appointment_at"]), agency_code=ev.agency,
+    a = Apology(at=ev.at, new_appointment_at=stored_utc(ev.data["new_appointment_at"]), agency_code=ev.agency,
                 event_id=ev.id)
     return replace(s, apologies=s.apologies + (a,))
 

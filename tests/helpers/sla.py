@@ -1,4 +1,5 @@
-"""Fakes and builders of the sla tests: a tiny engine with the legal engine's interface, events,
+"""Fakes and builders of the sla tests: a tiny engine with the legal engine's interface (its
+states, evaluations and `FindingChange`s have the fields the handler reads), its context, events,
 Kafka records and a consumer. The real engine and real Kafka/FerretDB: tests/integration."""
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from datetime import datetime, timedelta, timezone
 
 from kafka import TopicPartition
 
+from shared.engine.context import EngineContext
+from shared.engine.rules import FindingChange
 from shared.messaging import encode
 from services.sla.dlq import Origin
 from services.sla.handlers import Incoming
@@ -23,6 +26,8 @@ class FState:
     event_ids: list = field(default_factory=list)
     received_at: datetime | None = None
     closed: bool = False
+    due_at: datetime | None = None             # the legal engine's: none in this fake
+    procedure_field: str | None = None
 
     def to_doc(self):
         return {"dossier_code": self.dossier_code, "event_ids": list(self.event_ids),
@@ -31,6 +36,10 @@ class FState:
     @classmethod
     def from_doc(cls, doc):
         return cls(doc["dossier_code"], list(doc["event_ids"]), doc["received_at"], doc["closed"])
+
+
+# the fake engine reads nothing of its context; the handler warms the calendars up
+FAKE_CTX = EngineContext(catalog=None, calendars=lambda office: None, rulesets=None)
 
 
 @dataclass
@@ -78,11 +87,11 @@ class FakeEngine:
         current = {f["finding_id"]: f for f in evaluation.findings}
         for fid, f in current.items():
             if fid not in previous or previous[fid]["state"] == "resolved":
-                changes.append(dict(f, state="open"))
+                changes.append(FindingChange("opened", fid, dict(f, state="open")))
         for fid, p in previous.items():
             if fid not in current and p["state"] != "resolved":
-                changes.append(dict({k: v for k, v in p.items() if k != "revision"},
-                                    state="resolved", resolved_at=now))
+                changes.append(FindingChange("resolved", fid, dict(
+                    {k: v for k, v in p.items() if k != "revision"}, state="resolved", resolved_at=now)))
         return changes
 
 

@@ -118,8 +118,8 @@ def test_services_use_the_imported_catalog_and_directory_else_the_files(mongo_db
     from shared.catalog import load_catalog
     from shared.config import PACKAGE_DATA, Settings
     from shared.engine.context import context_from_settings
-    from services.intake.app import Resources, load_config
-    from services.notify.worker import load_agencies
+    from services.intake.bootstrap import Resources
+    from services.notify.bootstrap import load_agencies
 
     settings = Settings.from_env(catalog_file=str(PACKAGE_DATA / "catalog.yaml"),
                                  directory_file=str(PACKAGE_DATA / "directory.yaml"))
@@ -140,8 +140,7 @@ def test_services_use_the_imported_catalog_and_directory_else_the_files(mongo_db
     assert ctx.catalog.version == mine.version != shipped.version
     assert str(ctx.catalog.get("1.001193").limit) != str(shipped.get("1.001193").limit)
     assert ctx.directory.version == d.version
-    res = Resources(load_config({"CATALOG_FILE": settings.catalog_file,      # intake
-                                 "DIRECTORY_FILE": settings.directory_file}), db=mongo_db)
+    res = Resources(settings, db=mongo_db)                                # intake
     assert res.catalog().version == mine.version and res.directory().version == d.version
     assert load_agencies(settings, mongo_db).get("000.00.00.H56").head.name == "Lê Thị Cúc"  # notify
     # without a store: the files

@@ -158,8 +158,12 @@ def test_apply_rate_vs_raw_consumer(settings, db):
     from services.sla.repository import InMemoryRepository
 
     class _Sink:
-        def publish(self, *a, **k):
-            pass
+        """A broker that acknowledges every message at once and keeps none."""
+        def send(self, *a, **k):
+            return self
+
+        def get(self, timeout=None):
+            return None
     mem = SlaHandler(InMemoryRepository(), _Sink(), "x", clock, worker.handler.ctx)
     items = [Incoming(e["dossier_code"], encode(e), 0) for e in events]
     t1 = time.perf_counter()
@@ -238,7 +242,7 @@ def test_memory_of_held_states():
     from shared.clock import VirtualClock as VC
     from services.sla.handlers import SlaHandler
     from services.sla.repository import DossierWrite, dossier_doc
-    from services.sla.worker import engine_context
+    from services.sla.bootstrap import engine_context
     from shared.config import Settings
     import shared.engine as engine
 
@@ -310,7 +314,7 @@ def _rebuild_events(n: int) -> list[dict]:
 def test_rebuild_vs_raw_read(settings, db):
     """`motcua rebuild` of SLA_PERF_REBUILD_EVENTS events vs a raw read of the topic (target <= 3x)."""
     from services.sla.rebuild import rebuild
-    from services.sla.worker import engine_context
+    from services.sla.bootstrap import engine_context
 
     n = int(os.environ.get("SLA_PERF_REBUILD_EVENTS", "100000"))
     workers = int(os.environ["SLA_PERF_REBUILD_WORKERS"]) if os.environ.get("SLA_PERF_REBUILD_WORKERS") else None
@@ -361,7 +365,7 @@ def test_detection_lag_at_scale_real_engine(settings, db):
     from kafka import KafkaConsumer, TopicPartition
     from kafka.structs import OffsetAndMetadata
     from services.sla.rebuild import rebuild
-    from services.sla.worker import engine_context
+    from services.sla.bootstrap import engine_context
 
     n_open = int(os.environ.get("SLA_PERF_OPEN_BIG", "100000"))
     ensure_sla_topics(settings)

@@ -211,23 +211,24 @@ def test_batch_limits(env):
     assert env.post({"evts": [ev()]}, h, "/v1/events:batch").status_code == 422
 
 
-def test_batch_failure_publishes_nothing_after_a_failed_event_of_same_dossier(env):
+def test_batch_failure_sends_nothing_after_a_failed_send(env):
     h = env.key()
     calls = []
-    real = env.bus.publish
+    real = env.bus.send
 
-    def flaky(topic, key, value, headers=None, timeout=10.0):
-        calls.append(value["event_id"])
-        if len(calls) == 1:
-            raise TimeoutError("no ack")
-        return real(topic, key, value, headers, timeout)
-    env.bus.publish = flaky
+    def flaky(topic, key, value, headers=None):
+        calls.append(headers["event_id"])
+        if len(calls) == 2:
+            raise TimeoutError("buffer full")
+        return real(topic, key, value, headers)
+    env.bus.send = flaky
     a = ev(dossier_code="HS-1")
     b = ev("dossier.returned", dossier_code="HS-1")
     c = ev(dossier_code="HS-2")
     res = env.post({"events": [a, b, c]}, h, "/v1/events:batch").get_json()["results"]
-    assert [x["status"] for x in res] == [503, 503, 202]
-    assert [m.value["event_id"] for m in env.published()] == [c["event_id"]]
+    assert [x["status"] for x in res] == [202, 503, 503]
+    assert calls == [a["event_id"], b["event_id"]]                  # c not attempted
+    assert [m.value["event_id"] for m in env.published()] == [a["event_id"]]
 
 
 def test_get_event_status_and_tenancy(env):
@@ -305,7 +306,8 @@ def test_failed_producer_is_discarded_and_rebuilt():
     the Intake reports it, Resources drops and closes it, the next request builds a new one."""
     import time as _time
 
-    from services.intake.app import Resources, load_config
+    from services.intake.bootstrap import Resources
+    from shared.config import Settings
     from services.intake.service import Intake
 
     class FakeProducer(InMemoryBus):
@@ -319,7 +321,7 @@ def test_failed_producer_is_discarded_and_rebuilt():
         def close(self, timeout=10.0):
             self.closed = True
 
-    res = Resources(load_config({"TESTING": True}))
+    res = Resources(Settings.from_env())
     res._publisher = first = FakeProducer()          # as if built lazily by the app
     reported = []
     env = Env()

@@ -3,7 +3,6 @@ one piece, nothing sent after a failed send, and a store failure after a chunk w
 the rest 503 (nothing of theirs sent) while the sent ones keep their 202."""
 import json
 import threading
-from types import SimpleNamespace
 
 import pytest
 from pymongo.errors import AutoReconnect
@@ -15,20 +14,8 @@ from shared.messaging import InMemoryBus
 from helpers.intake import COMMUNE, DEPT, NOW, TOPIC, Env, ev  # noqa: F401
 
 
-class Ack:
-    is_done = True
-
-    def __init__(self, md=None, exc=None):
-        self.md, self.exc = md, exc
-
-    def get(self, timeout=None):
-        if self.exc is not None:
-            raise self.exc
-        return self.md
-
-
 class SendingBus(InMemoryBus):
-    """InMemoryBus with kafka-python's `send` (a future per message); can fail the n-th send."""
+    """InMemoryBus whose n-th `send` raises (a full producer buffer)."""
 
     def __init__(self):
         super().__init__()
@@ -39,8 +26,7 @@ class SendingBus(InMemoryBus):
         self.sends += 1
         if self.sends == self.fail_send_at:
             raise TimeoutError("buffer full")
-        p = self.publish(topic, key, value, headers)
-        return Ack(SimpleNamespace(topic=p.topic, partition=p.partition, offset=p.offset))
+        return super().send(topic, key, value, headers)
 
 
 def make_env(bus):

@@ -15,7 +15,7 @@ from services.sla.handlers import SlaHandler
 from services.sla.loop import ConsumerLoop
 from services.sla.repository import InMemoryRepository, StaleWrite
 
-from helpers.sla import FINDINGS, T0, FakeConsumer, FakeEngine, event, incoming, published, rec
+from helpers.sla import FAKE_CTX, FINDINGS, T0, FakeConsumer, FakeEngine, event, incoming, published, rec
 
 
 @pytest.fixture
@@ -23,8 +23,8 @@ def two():
     clock = VirtualClock(T0)
     repo = InMemoryRepository()
     bus = InMemoryBus()
-    a = SlaHandler(repo, bus, FINDINGS, clock, ctx=None, engine=FakeEngine)
-    b = SlaHandler(repo, bus, FINDINGS, clock, ctx=None, engine=FakeEngine)
+    a = SlaHandler(repo, bus, FINDINGS, clock, ctx=FAKE_CTX, engine=FakeEngine)
+    b = SlaHandler(repo, bus, FINDINGS, clock, ctx=FAKE_CTX, engine=FakeEngine)
     return clock, repo, bus, a, b
 
 

@@ -9,12 +9,13 @@ import pytest
 
 from shared.clock import VirtualClock
 from shared.messaging import InMemoryBus, encode
+from shared.runtime import Backoff
 from services.sla.dlq import DeadLetters, Origin, TooManyDeadLetters, printable
 from services.sla.handlers import Incoming, SlaHandler
 from services.sla.loop import ConsumerLoop
 from services.sla.repository import InMemoryRepository, StaleWrite
 
-from helpers.sla import FINDINGS, T0, FakeConsumer, FakeEngine, event, incoming, published, rec
+from helpers.sla import FAKE_CTX, FINDINGS, T0, FakeConsumer, FakeEngine, event, incoming, published, rec
 
 
 @pytest.fixture
@@ -22,7 +23,7 @@ def world():
     clock = VirtualClock(T0)
     repo = InMemoryRepository()
     bus = InMemoryBus()
-    handler = SlaHandler(repo, bus, FINDINGS, clock, ctx=None, engine=FakeEngine)
+    handler = SlaHandler(repo, bus, FINDINGS, clock, ctx=FAKE_CTX, engine=FakeEngine)
     return clock, repo, bus, handler
 
 
@@ -116,7 +117,7 @@ def test_instant_without_utc_form_is_dead_lettered_not_raised(world):
 def test_stale_write_is_detected(world):
     clock, repo, bus, handler = world
     handler.handle([incoming(event("D-6"))])
-    other = SlaHandler(repo, bus, FINDINGS, clock, ctx=None, engine=FakeEngine)
+    other = SlaHandler(repo, bus, FINDINGS, clock, ctx=FAKE_CTX, engine=FakeEngine)
     stale = repo.load_dossiers(["D-6"])
     handler.handle([incoming(event("D-6", "dossier.resolved"), 1)])
     repo.load_dossiers = lambda codes: stale        # `other` read before `handler` wrote
@@ -146,7 +147,7 @@ def test_loop_does_not_commit_when_the_store_fails(world):
     repo.fail_save_with = ConnectionError("mongo down")
     consumer = FakeConsumer([[rec(event("D-9"), 0)]])
     loop = ConsumerLoop(consumer, handler, DeadLetters(bus, "dlq", clock), check_interval=0)
-    loop._backoff = 0.01
+    loop._backoff = Backoff(0.01)
     loop.run_once()
     assert consumer.commits == [] and consumer.seeks == [0]
 

@@ -12,12 +12,13 @@ from kafka import TopicPartition
 
 from shared.clock import VirtualClock
 from shared.messaging import InMemoryBus
+from shared.runtime import Backoff
 from services.sla.dlq import DeadLetters
 from services.sla.handlers import SlaHandler
 from services.sla.loop import ConsumerLoop
 from services.sla.repository import InMemoryRepository, StaleWrite
 
-from helpers.sla import FINDINGS, T0, FakeConsumer, FakeEngine, event, incoming, published, rec
+from helpers.sla import FAKE_CTX, FINDINGS, T0, FakeConsumer, FakeEngine, event, incoming, published, rec
 
 TP0 = TopicPartition("dossier.events", 0)
 
@@ -46,7 +47,7 @@ def world():
     clock = VirtualClock(T0)
     repo = GatedRepository()
     bus = InMemoryBus()
-    a = SlaHandler(repo, bus, FINDINGS, clock, ctx=None, engine=FakeEngine)
+    a = SlaHandler(repo, bus, FINDINGS, clock, ctx=FAKE_CTX, engine=FakeEngine)
     a.assign([0])
     return clock, repo, bus, a
 
@@ -55,7 +56,7 @@ def pipelined(consumer, handler, bus, clock, **kw):
     loop = ConsumerLoop(consumer, handler, DeadLetters(bus, "dlq", clock), check_interval=3600,
                         pipeline=True, **kw)
     loop._assigned = set(consumer.assignment())      # already held
-    loop._backoff = 0.01
+    loop._backoff = Backoff(0.01)
     loop._last_check = time.monotonic()              # no scheduled checks in these tests
     return loop
 
@@ -142,7 +143,7 @@ def test_a_finding_in_flight_is_not_published_again_by_the_next_batch(world):
 def test_a_stale_write_in_flight_reloads_the_partition_and_rewinds(world):
     clock, repo, bus, a = world
     a.handle([incoming(event("D-5"))])
-    b = SlaHandler(repo, bus, FINDINGS, clock, ctx=None, engine=FakeEngine)
+    b = SlaHandler(repo, bus, FINDINGS, clock, ctx=FAKE_CTX, engine=FakeEngine)
     b.assign([0])
     b.handle([incoming(event("D-5", "dossier.resolved", when=T0 + timedelta(minutes=1)), 1)])
     consumer = FakeConsumer([[rec(event("D-5", "dossier.resolved", when=T0 + timedelta(minutes=2)), 2)],
