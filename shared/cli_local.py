@@ -385,10 +385,26 @@ def _demo(args) -> int:
     if not 1 <= args.count <= 500:
         raise CliError("--count must be between 1 and 500")
     settings = Settings.from_env()
+    if args.month and not env("MOTCUA_CLOCK_FILE"):
+        raise CliError("--month needs the rehearsal clock: motcua local up --clock FILE, then "
+                       "eval \"$(motcua local env)\" (the services must read the same clock)")
     # the stack's own reference data (imported into MongoDB, else the files), so that intake
-    # accepts the agencies and procedures the demo posts
-    db = cli_db(settings)
-    catalog, directory = reference_catalog(settings, db), reference_directory(settings, db)
+    # accepts the agencies and procedures the demo posts; a dry run posts nothing, so without a
+    # stack it shows the events of the files
+    try:
+        db = cli_db(settings)
+    except CliError:
+        if not args.dry_run:
+            raise
+        print("motcua demo: MongoDB not reachable: the dry run uses CATALOG_FILE and DIRECTORY_FILE",
+              file=sys.stderr)
+        db = None
+    if db is None:
+        from shared.catalog import load_catalog
+        from shared.directory import load_directory
+        catalog, directory = load_catalog(settings.catalog_file), load_directory(settings.directory_file)
+    else:
+        catalog, directory = reference_catalog(settings, db), reference_directory(settings, db)
     if args.month:
         return _demo_month(args, settings, catalog, directory)
     rng = random.Random(args.seed)

@@ -24,5 +24,6 @@ def test_rules_api_and_notify_share_it():
     from shared.engine import ruledata
 
     assert ruledata.SEVERITIES is policy.SEVERITIES is routing.SEVERITIES is api.SEVERITIES is findings.SEVERITIES
-    assert ruledata.ROLES is service.ROLES is findings.ROLES
-    assert api.STATES is service.STATES is findings.STATES
+    assert ruledata.ROLES is findings.ROLES
+    assert api.STATES is findings.STATES
+    assert service.SEVERITIES is findings.SEVERITIES      # notify reads messages with findings.parse
