@@ -124,7 +124,10 @@ def update_summary(summary: dict, event: dict) -> None:
         summary["handling_agency"] = data["to_agency_code"]
     elif t == "dossier.supplement_requested":
         summary["supplement_requested"] = True
-    elif t in ("dossier.refused", "dossier.resolved", "dossier.returned", "dossier.withdrawn"):
+    elif t == "dossier.apology_issued":
+        summary["extended"] = True          # apology / extension request (Đ19 k6 NĐ 118)
+    elif t in ("dossier.refused", "dossier.resolved", "dossier.returned", "dossier.withdrawn",
+               "dossier.stopped"):
         summary[t.split(".", 1)[1] + "_at"] = at
         if t == "dossier.resolved":
             summary["outcome"] = data.get("outcome")
@@ -173,6 +176,8 @@ def evaluate_dossier(engine, ctx, code: str, state, now: datetime, prev: dict[st
         summary["due_at"] = due
     if getattr(state, "procedure_field", None):
         summary["field"] = state.procedure_field
+    if getattr(state, "ruleset", None):
+        summary["ruleset"] = state.ruleset        # the rule set of its receipt (reports say which)
     writes: list[FindingWrite] = []
     for ch in changes:
         msg = change_message(ch)
