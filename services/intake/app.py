@@ -9,8 +9,9 @@ worker after the fork. Tests pass an `InMemoryBus` as publisher, a `VirtualClock
 Configuration: the environment variables of `shared.config.ENV_VARS` (KAFKA_BOOTSTRAP_SERVERS,
 MONGO_URI, MONGO_DB, TOPIC_EVENTS, CATALOG_FILE, DIRECTORY_FILE, INTAKE_*, MONGO_TIMEOUT_MS), each
 overridable by the same key in `config`. `config` may also carry ready objects: `CATALOG`,
-`DIRECTORY` (shared.catalog.Catalog / shared.directory.Directory) and `AUTH_LIMITER=False` to
-disable rate limiting.
+`DIRECTORY` (shared.catalog.Catalog / shared.directory.Directory), `RULESETS`
+(shared.engine.RuleSets, for the receipt's due date) and `AUTH_LIMITER=False` to disable rate
+limiting.
 """
 from __future__ import annotations
 
@@ -66,6 +67,7 @@ class Resources:
         self._client = None
         self._catalog = cfg.get("CATALOG")
         self._directory = cfg.get("DIRECTORY")
+        self._engine_ctx = None
         self._lock = threading.Lock()
 
     def db(self):
@@ -118,6 +120,17 @@ class Resources:
             from shared.catalog import CatalogStore
             self._catalog = CatalogStore.current_or_file(self.cfg["CATALOG_FILE"], self.db())
         return self._catalog
+
+    def engine_ctx(self):
+        """The legal engine's context over the same catalog and directory (and the shipped rule
+        sets, or `RULESETS` of the config): what the sla service judges with."""
+        if self._engine_ctx is None:
+            from shared.engine import EngineContext, default_rulesets
+            from shared.workcal import calendar_for
+            self._engine_ctx = EngineContext(catalog=self.catalog(), calendars=calendar_for,
+                                             rulesets=self.cfg.get("RULESETS") or default_rulesets(),
+                                             directory=self.directory())
+        return self._engine_ctx
 
     def directory(self):
         """The directory imported into MongoDB (`motcua directory import`), else DIRECTORY_FILE."""
@@ -200,7 +213,7 @@ def create_app(config: dict | None = None, *, publisher=None, clock=None, db=Non
     intake = Intake(store=store, publisher=res.publisher, clock=clock, topic=cfg["TOPIC_EVENTS"],
                     catalog=res.catalog, directory=res.directory,
                     publish_timeout=cfg["INTAKE_PUBLISH_TIMEOUT_S"], metrics=_M,
-                    on_publish_failure=res.discard_publisher)
+                    on_publish_failure=res.discard_publisher, engine_ctx=res.engine_ctx)
     limiter_factory = None if cfg.get("AUTH_LIMITER") is False else limiter
     init_auth(app, keystore, limiter_factory)
     app.extensions["intake"] = {"service": intake, "resources": res, "store": store,
