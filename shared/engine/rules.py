@@ -630,6 +630,8 @@ def explain_deadline(state: DossierState, ctx) -> dict:
     from shared.limits import parse_limit
     out = dict(workcal.explain_due(cal, start, parse_limit(state.limit), pauses,
                                    ruleset=state.ruleset, catalog_version=state.catalog_version))
+    out["ruleset_reason"] = ruleset_reason(state, ctx)
+    out["lines"] = [out["ruleset_reason"]["text"], *out.get("lines", [])]
     out["engine"] = {
         "dossier_code": state.dossier_code, "status": state.status, "due_at": state.due_at,
         "initial_due_at": state.initial_due_at, "clock_start": state.clock_start,
@@ -637,5 +639,29 @@ def explain_deadline(state: DossierState, ctx) -> dict:
         "segments": state.segments(), "ruleset": state.ruleset,
         "catalog_version": state.catalog_version, "calendar_version": state.calendar_version,
         "outcome": None if state.outcome is None else state.outcome.kind,
+        "clock_model": state.supplement_policy,
     }
     return out
+
+
+CLOCK_TEXT = {"restart": "yêu cầu bổ sung trong quá trình giải quyết làm thời hạn được tính lại từ "
+                         "đầu sau khi nhận đủ hồ sơ",
+              "pause": "yêu cầu bổ sung trong quá trình giải quyết tạm dừng thời hạn; thời gian đã "
+                       "giải quyết được tính tiếp"}
+
+
+def ruleset_reason(state: DossierState, ctx) -> dict:
+    """Which rule set judged the dossier and why: the binding of its receipt instant (fixed at
+    receipt, for life), its clock model, and a note when today's binding file would choose
+    another set for that instant (the dossier keeps the one it was received under)."""
+    why = ctx.rulesets.why(state.received_at)
+    rs = ctx.rulesets.get(state.ruleset)
+    text = why["text"] if why["ruleset"] == state.ruleset else (
+        f"Hồ sơ được đánh giá theo bộ quy tắc {state.ruleset} ({rs.title}) xác định khi tiếp nhận; "
+        f"cấu hình hiện hành sẽ chọn {why['ruleset']} cho thời điểm tiếp nhận này nhưng hồ sơ giữ "
+        f"bộ quy tắc đã áp dụng.")
+    clock = CLOCK_TEXT.get(state.supplement_policy or "")
+    if clock:
+        text += f" Theo bộ quy tắc này, {clock}."
+    return dict(why, ruleset=state.ruleset, title=rs.title, verified_against=rs.verified_against,
+                clock_model=state.supplement_policy, binding_now=why["ruleset"], text=text)
