@@ -9,7 +9,7 @@ import pytest
 from docx import Document
 
 from services.notify.channels import Outgoing, SmtpChannel
-from services.notify.documents import DOCX, apology, attachments_for, stop_notice
+from services.notify.documents import DOCX, attachments_for, stop_notice
 from shared.engine import default_rulesets
 
 SETS = default_rulesets()

@@ -10,7 +10,6 @@ import re
 import uuid
 from datetime import datetime, timedelta, timezone
 
-import pytest
 
 from services.intake.openapi import example_event
 from services.sla.handlers import Incoming, SlaHandler
@@ -21,7 +20,7 @@ from shared.engine import EngineContext, default_rulesets
 from shared.messaging import InMemoryBus, encode
 from shared.workcal import TZ, calendar_for
 
-from test_intake import COMMUNE, DEPT, OTHER, PROVINCE, TOPIC, Env, directory
+from test_intake import COMMUNE, DEPT, OTHER, PROVINCE, Env, directory
 
 AGENCIES = (PROVINCE, DEPT, COMMUNE, OTHER)
 CATALOG = default_catalog()          # loaded once: building it parses the YAML
