@@ -13,6 +13,7 @@ import sys
 COMMAND_MODULES = [
     "shared.cli_local",       # local up|down|status|env, demo
     "shared.cli_deadline",    # deadline
+    "shared.cli_rules",       # rules list|show
     "shared.cli_catalog",     # catalog import|check, directory import
     "shared.cli_keys",        # keys create|list|revoke
     "services.sla.cli",       # rebuild, dlq show|redrive

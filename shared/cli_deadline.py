@@ -1,4 +1,8 @@
-"""`motcua deadline`: compute a legal due date and explain it (DESIGN.md §5, §12)."""
+"""`motcua deadline`: compute a legal due date and explain it (DESIGN.md §5, §12), under the rule
+set bound to the receipt instant (shared/data/rules/rulesets.yaml) unless --ruleset names one:
+the explanation says which rule set and why, and applies its clock model to --supplement (a
+supplement requested during handling: pause under nd61-107, restart from the complete dossier
+under nd118-2025)."""
 from __future__ import annotations
 
 import argparse
@@ -9,7 +13,6 @@ from shared.cli import CliError
 from shared.limits import parse_limit
 from shared.workcal import TZ, CalendarError, calendar_for, explain_due
 
-DEFAULT_RULESET = "nd61-107"
 
 
 def _instant(text: str, what: str) -> datetime:
@@ -41,14 +44,51 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--limit: {exc}") from None
     pauses = [_pause(p) for p in args.pause or []]
     now = _instant(args.now, "--now") if args.now else None
+    from shared.engine.ruledata import RuleDataError, default_rulesets, load_rulesets
+    try:
+        sets = load_rulesets(args.rulesets) if args.rulesets else default_rulesets()
+    except RuleDataError as exc:
+        raise CliError(str(exc)) from None
+    why = sets.why(received)
+    if args.ruleset:
+        try:
+            rs = sets.get(args.ruleset)
+        except KeyError as exc:
+            raise CliError(f"--ruleset: {exc.args[0]}") from None
+        if rs.id != why["ruleset"]:
+            why = dict(why, ruleset=rs.id, title=rs.title, supplement_in_handling=rs.supplement_in_handling,
+                       text=(f"Bộ quy tắc {rs.id} ({rs.title}) do người dùng chỉ định (--ruleset); "
+                             f"theo ngày tiếp nhận sẽ áp dụng {why['ruleset']}."))
+    else:
+        rs = sets.get(why["ruleset"])
+    model = rs.supplement_policy(args.procedure_policy)
+    start = received
+    supplements = [_pause(p) for p in args.supplement or []]
+    for s_start, s_end in supplements:
+        if model == "restart":
+            if s_end is None:
+                pauses.append((s_start, None))        # waiting: the clock is stopped
+            else:
+                start = max(start, s_end)             # counted again from zero from the complete dossier
+                pauses = [(a, b) for a, b in pauses if a >= start]
+        else:
+            pauses.append((s_start, s_end))
     if any(end is None for _, end in pauses) and now is None:
         raise CliError("a pause without an end (still paused) needs --now")
     try:
         cal = calendar_for(args.office, args.overrides)
-        info = explain_due(cal, received, limit, pauses, ruleset=args.ruleset,
+        info = explain_due(cal, start, limit, pauses, ruleset=rs.id,
                            catalog_version=args.catalog_version, now=now)
     except (CalendarError, ValueError) as exc:
         raise CliError(str(exc)) from None
+    clock = {"restart": "tính lại từ đầu sau khi nhận đủ hồ sơ bổ sung",
+             "pause": "tạm dừng, thời gian đã giải quyết được tính tiếp"}[model]
+    lines = [why["text"], f"Bổ sung hồ sơ trong quá trình giải quyết: {clock}."]
+    if start != received:
+        lines.append(f"Thời hạn được tính lại từ {start.astimezone(TZ):%H:%M ngày %d/%m/%Y} "
+                     f"(nhận đủ hồ sơ bổ sung).")
+    info["lines"] = lines + info["lines"]
+    info["ruleset_reason"] = dict(why, clock_model=model, counted_from=start.isoformat())
     if args.json:
         print(json.dumps(info, ensure_ascii=False, indent=2))
     else:
@@ -74,8 +114,15 @@ def register(subparsers) -> None:
     p.add_argument("--office", default="default", help="office id from offices.yaml (default: default)")
     p.add_argument("--overrides", action="append", metavar="FILE",
                    help="province override file (repeatable), applied after the office's own")
+    p.add_argument("--supplement", action="append", metavar="ISO/ISO",
+                   help="a supplement requested during handling REQUESTED/RECEIVED (repeatable; "
+                        "RECEIVED empty = still waiting, needs --now): paused or restarted by the rule set's clock model")
+    p.add_argument("--procedure-policy", choices=("pause", "restart"), default=None,
+                   help="the procedure's supplement_policy, used by a rule set whose clock model defers to the catalog (nd61-107)")
     p.add_argument("--now", metavar="ISO", help="current instant, for a pause still running")
-    p.add_argument("--ruleset", default=DEFAULT_RULESET, help=f"rule set id shown in the explanation (default {DEFAULT_RULESET})")
+    p.add_argument("--ruleset", default=None,
+                   help="rule set id (default: the one bound to the receipt date in rulesets.yaml)")
+    p.add_argument("--rulesets", metavar="FILE", help="another rulesets.yaml (default: the shipped one)")
     p.add_argument("--catalog-version", default="-", help="catalog version shown in the explanation")
     p.add_argument("--json", action="store_true", help='print {"due_at": ISO, …, "lines": [...]} as JSON')
     p.set_defaults(func=run)

@@ -259,7 +259,12 @@ _SCENARIOS = [
     ("overdue", 16), ("overdue", 23), ("in_progress", 0), ("resolved_on_time", 3),
     ("supplement_twice", 6), ("incomplete", 1), ("overdue_no_transfer", 12), ("resolved_late", 30),
     ("in_progress", 1), ("returned", 5), ("overdue", 40), ("refused", 2),
+    # two-level government and Decree 118/2025: received through VNeID at a branch of the
+    # provincial centre for a commune (transferred late), stopped at the applicant's request,
+    # an apology / extension request on the form of the rule set in force
+    ("branch_vneid", 2), ("stopped", 4), ("extended", 6),
 ]
+_ND118_FROM = (2025, 7, 1)
 
 
 def _office_morning(day, hour=8, minute=30):
@@ -272,17 +277,19 @@ def _office_morning(day, hour=8, minute=30):
     return local.astimezone(UTC)
 
 
-def demo_events(catalog, directory, now, rng, count: int = 12) -> list[dict]:
+def demo_events(catalog, directory, now, rng, count: int = 15) -> list[dict]:
     """Sample events (wire format: ISO strings), in the order a counter would post them.
 
     Every instant is <= `now`; dossiers of the overdue scenarios are received long enough ago to
     be past their legal deadline."""
     import uuid as _uuid
-    from datetime import timedelta
+    from datetime import date, timedelta
 
     procs = [p for p in catalog if not getattr(p, "sample", False)] or list(catalog)
     communes = [a for a in _agencies(directory) if (a.level or "").lower() == "xã"]
     provincial = [a for a in _agencies(directory) if a not in communes and a.parent]
+    centres = {a.code for a in _agencies(directory) if (a.level or "").lower() == "trung tâm tỉnh"}
+    branches = [a for a in _agencies(directory) if a.parent in centres]
     if not procs or not communes:
         raise CliError("the catalog or the directory is empty: nothing to build a demo from")
     vn = now.astimezone(TZ)
@@ -303,9 +310,14 @@ def demo_events(catalog, directory, now, rng, count: int = 12) -> list[dict]:
         commune_level = "xã" in (proc.level or "xã").lower()
         pool = communes if commune_level or not provincial else provincial
         agency = pool[i % len(pool)]
+        handler = agency
+        if scenario == "branch_vneid" and branches:
+            handler = communes[i % len(communes)]
+            agency = branches[i % len(branches)]
         received = _office_morning((vn - timedelta(days=days_ago)).date(), 8 + i % 3, 15 * (i % 4))
         if received > now:
             received = now - timedelta(minutes=30)
+        nd118 = received.astimezone(TZ).date() >= date(*_ND118_FROM)
         code = f"{agency.code}-{received.astimezone(TZ):%y%m%d}-{seq_base + i:04d}"
         required = list(proc.required_component_ids()) if hasattr(proc, "required_component_ids") else []
         components = required[:-1] if scenario == "incomplete" and len(required) > 1 else required
@@ -313,10 +325,20 @@ def demo_events(catalog, directory, now, rng, count: int = 12) -> list[dict]:
         applicant = ({"kind": "organization", "name": rng.choice(_COMPANIES)} if organization else
                      {"kind": "citizen", "name": f"{rng.choice(_FAMILY)} {rng.choice(_MIDDLE)} {rng.choice(_GIVEN)}"})
         clerk = {"id": f"cb-{agency.code[-6:]}-01", "name": "Lý Thị Ngân", "role": "counter"}
-        ev("dossier.received", code, agency.code, received, {
-            "procedure_code": proc.code, "channel": ["direct", "online", "postal"][i % 3],
-            "components": components, "digitized": components[: max(0, len(components) - i % 2)],
-            "applicant": applicant}, clerk)
+        data = {"procedure_code": proc.code, "channel": ["direct", "online", "postal"][i % 3],
+                "components": components, "digitized": components[: max(0, len(components) - i % 2)],
+                "applicant": applicant}
+        if scenario == "branch_vneid" and handler is not agency:
+            data.update(channel="vneid", handling_agency_code=handler.code,
+                        submitted_at=(received - timedelta(hours=2)).isoformat())
+        ev("dossier.received", code, agency.code, received, data, clerk)
+        if scenario == "branch_vneid" and handler is not agency:
+            # electronic data must go at once: three hours later is a transfer fault of the branch
+            ev("dossier.transferred", code, agency.code, received + timedelta(hours=3),
+               {"to_agency_code": handler.code}, clerk)
+            ev("dossier.assigned", code, handler.code, received + timedelta(hours=4),
+               {"officer": {"id": f"cv-{i:03d}", "name": f"{rng.choice(_FAMILY)} {rng.choice(_MIDDLE)} {rng.choice(_GIVEN)}"}})
+            continue
         if scenario in ("incomplete", "overdue_no_transfer", "in_progress") and days_ago == 0:
             continue
         if scenario == "refused":
@@ -341,6 +363,18 @@ def demo_events(catalog, directory, now, rng, count: int = 12) -> list[dict]:
                {"outcome": "approved", "note": "Đã giải quyết"})
             if scenario == "returned":
                 ev("dossier.returned", code, agency.code, t + timedelta(hours=5), {})
+        circular = "03/2025/TT-VPCP" if nd118 else "01/2018/TT-VPCP"
+        if scenario == "stopped":
+            data = {"reason": "Người nộp hồ sơ đề nghị dừng giải quyết",
+                    "requested_at": (t + timedelta(days=1)).isoformat()}
+            if nd118:
+                data["form"] = {"circular": circular, "number": "05"}   # Thông báo dừng giải quyết
+            ev("dossier.stopped", code, agency.code, t + timedelta(days=1, hours=1), data, clerk)
+        if scenario == "extended":
+            ev("dossier.apology_issued", code, agency.code, t + timedelta(days=2), {
+                "new_appointment_at": (t + timedelta(days=12)).isoformat(),
+                "reason": "Cần xác minh thông tin với cơ quan liên quan",
+                "form": {"circular": circular, "number": "04"}})
         if scenario == "resolved_late":
             ev("dossier.resolved", code, agency.code, now - timedelta(days=2),
                {"outcome": "approved"})
@@ -356,7 +390,7 @@ def register_demo(sub) -> None:
                        description=DEMO_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--intake-url", help="intake base URL (default: $INTAKE_URL)")
     p.add_argument("--key", help="API key to post with (default: create an admin key)")
-    p.add_argument("--count", type=int, default=12, help="number of dossiers (default 12, at most 500)")
+    p.add_argument("--count", type=int, default=15, help="number of dossiers (default 15, at most 500)")
     p.add_argument("--seed", type=int, help="random seed (same seed, same events)")
     p.add_argument("--wait", type=float, default=0.0,
                    help="then wait up to this many seconds for alert e-mails in MAIL_DIR")

@@ -15,6 +15,21 @@ from typing import Any
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate
 
 DOSSIER_CODE = re.compile(r"^[A-Za-z0-9._/-]{1,64}$")
+# Dossier-code layouts this contract recognises (both pass DOSSIER_CODE; the contract accepts any
+# code of that pattern): today's `<agency code>-YYMMDD-NNNN` (Circular 01/2018 practice, e.g.
+# 000.00.17.H56-241105-0001) and Circular 04/2025/TT-VPCP's `MX1X2.Y1Y2Y3.Z1Z2-YYMMDD-AAXXXX`
+# (from 25/01/2026 on national systems; the first part names the handling agency).
+DOSSIER_CODE_FORMATS = {
+    # the letters of the layout (M, X, Y, Z, A) are read as upper-case letters or digits: the
+    # circular's full text was not read (LEGAL-118.md, medium confidence)
+    "tt04-2025": re.compile(r"^[A-Z][0-9A-Z]{2}\.[0-9A-Z]{3}\.[0-9A-Z]{2}-\d{6}-[0-9A-Z]{6}$"),
+    "tt01-2018": re.compile(r"^[0-9A-Za-z.]+-\d{6}-\d{4,}$"),
+}
+CHANNELS = ("direct", "postal", "online", "vneid")
+ONLINE_CHANNELS = ("online", "vneid")       # submitted electronically (national portal, VNeID)
+# Forms an event may name, in either numbering: Circular 01/2018/TT-VPCP (Mẫu 01–06, Decrees
+# 61/107) or Circular 03/2025/TT-VPCP (Mẫu 01–07, Decree 118/2025).
+FORM_CIRCULARS = ("01/2018/TT-VPCP", "03/2025/TT-VPCP")
 AGENCY_CODE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 PROCEDURE_CODE = re.compile(r"^[A-Za-z0-9._-]{1,32}$")
 COMPONENT_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
@@ -25,7 +40,17 @@ EVENT_TYPES = (
     "dossier.consultation_requested", "dossier.consultation_answered",
     "dossier.apology_issued", "dossier.paused", "dossier.resumed",
     "dossier.resolved", "dossier.returned", "dossier.withdrawn",
+    "dossier.stopped",
 )
+
+
+def dossier_code_format(code: str) -> str | None:
+    """Which known layout a dossier code follows (`tt04-2025`, `tt01-2018`), None for another
+    code the contract still accepts."""
+    for name, pattern in DOSSIER_CODE_FORMATS.items():
+        if pattern.match(code):
+            return name
+    return None
 
 
 class _Strict(Schema):
@@ -78,20 +103,31 @@ class Duration(_Strict):
     unit = fields.String(required=True, validate=validate.OneOf(["wd", "wh", "cd"]))
 
 
+class FormRef(_Strict):
+    """The form an event's paper was issued on, in the numbering of either circular."""
+    circular = fields.String(required=True, validate=validate.OneOf(FORM_CIRCULARS))
+    number = fields.String(required=True, validate=validate.OneOf([f"{n:02d}" for n in range(1, 8)]))
+
+
 class Received(_Strict):
     procedure_code = fields.String(required=True, validate=_code(PROCEDURE_CODE, "procedure code"))
-    channel = fields.String(required=True, validate=validate.OneOf(["direct", "postal", "online"]))
+    channel = fields.String(required=True, validate=validate.OneOf(list(CHANNELS)))
     components = _Components(required=True)
     digitized = _Components(load_default=list)
+    # papers the system took from a connected database instead of the applicant (Đ17 k1b NĐ 118)
+    reused = _Components()
     handling_agency_code = fields.String(validate=_code(AGENCY_CODE, "agency code"))
     applicant = fields.Nested(Applicant, required=True)
     appointment_at = _Instant(required=False)
+    # online/VNeID: when the system received the dossier, before the counter's official receipt
+    submitted_at = _Instant(required=False)
 
 
 class SupplementRequested(_Strict):
     stage = fields.String(required=True, validate=validate.OneOf(["reception", "handling"]))
     components = _Components(min_items=1, required=True)
     reason = _Reason()
+    form = fields.Nested(FormRef)
 
 
 class SupplementReceived(_Strict):
@@ -100,6 +136,14 @@ class SupplementReceived(_Strict):
 
 class WithReason(_Strict):
     reason = _Reason()
+    form = fields.Nested(FormRef)
+
+
+class Stopped(_Strict):
+    """Stopped at the applicant's request (Đ21 NĐ 118/2025; Mẫu 05 Circular 03/2025)."""
+    reason = _Reason()
+    requested_at = _Instant(required=False)    # when the applicant asked (portal or counter)
+    form = fields.Nested(FormRef)
 
 
 class Transferred(_Strict):
@@ -120,8 +164,11 @@ class ConsultationAnswered(_Strict):
 
 
 class ApologyIssued(_Strict):
+    """Phiếu xin lỗi và hẹn lại ngày trả kết quả (61/107); under Decree 118/2025 the apology and
+    extension request of Đ19 k6 (Phiếu đề nghị gia hạn thời gian giải quyết)."""
     new_appointment_at = _Instant()
     reason = _Reason()
+    form = fields.Nested(FormRef)
 
 
 class Pause(_Strict):
@@ -153,6 +200,7 @@ DATA_SCHEMAS: dict[str, type[Schema]] = {
     "dossier.resolved": Resolved,
     "dossier.returned": Empty,
     "dossier.withdrawn": WithReason,
+    "dossier.stopped": Stopped,
 }
 
 

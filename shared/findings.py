@@ -45,7 +45,8 @@ DOCUMENTED = ("finding_id", "rule", "state", "severity", "dossier_code", "proced
               "overdue_working_hours", "details")
 FIELDS = ("finding_id", "rule", "state", "severity", "dossier_code", "procedure_code", "agency_code",
           "responsible_role", "legal_basis", "title", "requirement", "confidence", "detected_at",
-          "due_at", "overdue_working_hours", "details", "ruleset", "revision", "resolved_at")
+          "due_at", "overdue_working_hours", "details", "ruleset", "revision", "resolved_at",
+          "article", "verified_against")
 REQUIRED = ("finding_id", "rule", "state", "severity", "dossier_code", "agency_code",
             "responsible_role", "legal_basis", "detected_at", "revision")
 
@@ -130,7 +131,7 @@ def parse(value: Any) -> dict:
     if legal is None:
         raise FindingError("legal_basis", "required, a citation")
     out["legal_basis"] = legal
-    for name in ("procedure_code", "title", "requirement", "ruleset"):
+    for name in ("procedure_code", "title", "requirement", "ruleset", "article", "verified_against"):
         out[name] = _text(value.get(name), name)
     for name in ("detected_at", "due_at", "resolved_at"):
         out[name] = _instant(value.get(name), name)

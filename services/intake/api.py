@@ -100,6 +100,46 @@ def post_batch():
     return resp
 
 
+def _receipt_of(event_id: str) -> dict:
+    """Mẫu 01 data of a `dossier.received` accepted by intake and visible to the key."""
+    from shared.engine import receipt_due
+
+    from .receipt import receipt_data
+    principal = authenticate()
+    try:
+        eid = str(uuid.UUID(event_id))
+    except ValueError:
+        raise ApiError.one(422, "invalid_format", "not a valid UUID", field="event_id") from None
+    res = _ext()["resources"]
+    doc = _ext()["store"]().get(eid)
+    if doc is None or not principal.can_access(doc["agency_code"], res.directory()):
+        raise ApiError.one(404, "not_found", f"no event {eid} accepted for this key's agencies",
+                           field="event_id")
+    if doc["type"] != "dossier.received":
+        raise ApiError.one(409, "not_a_receipt",
+                           f"event {eid} is a {doc['type']}, not a dossier.received: it has no "
+                           f"Giấy tiếp nhận", field="event_id")
+    service = _ext()["service"]
+    event = service.stored_event(doc)
+    ctx = res.engine_ctx()
+    return receipt_data(event, receipt_due(event, ctx), ctx)
+
+
+@bp.get("/v1/receipts/<event_id>")
+def get_receipt(event_id: str):
+    """The Giấy tiếp nhận hồ sơ và hẹn trả kết quả (Mẫu 01) of a received dossier, as JSON."""
+    return jsonify(_receipt_of(event_id))
+
+
+@bp.get("/v1/receipts/<event_id>/print")
+def print_receipt(event_id: str):
+    """The same, as a printable Vietnamese HTML page."""
+    from flask import Response
+
+    from .receipt import receipt_html
+    return Response(receipt_html(_receipt_of(event_id)), mimetype="text/html")
+
+
 @bp.get("/v1/events/<event_id>")
 def get_event(event_id: str):
     principal = authenticate()

@@ -11,7 +11,8 @@ Configuration: `shared.config.Settings` from the environment variables of `ENV_V
 (KAFKA_BOOTSTRAP_SERVERS, MONGO_URI, MONGO_DB, TOPIC_EVENTS, CATALOG_FILE, DIRECTORY_FILE, INTAKE_*,
 MONGO_TIMEOUT_MS), each overridable by the same key in `config`
 (`Settings.from_config`). `config` may also carry ready objects: `CATALOG`,
-`DIRECTORY` (shared.catalog.Catalog / shared.directory.Directory) and `AUTH_LIMITER=False` to
+`DIRECTORY` (shared.catalog.Catalog / shared.directory.Directory), `RULESETS`
+(shared.engine.RuleSets, for the receipt's due date) and `AUTH_LIMITER=False` to
 disable rate limiting.
 """
 from __future__ import annotations
@@ -45,7 +46,7 @@ def create_app(config: dict | None = None, *, publisher=None, clock=None, db=Non
     app.config["INTAKE"] = settings
     clock = clock or clock_from_env()
     res = Resources(settings, publisher=publisher, db=db, catalog=config.get("CATALOG"),
-                    directory=config.get("DIRECTORY"))
+                    directory=config.get("DIRECTORY"), rulesets=config.get("RULESETS"))
 
     state: dict = {}
 
@@ -88,7 +89,7 @@ def create_app(config: dict | None = None, *, publisher=None, clock=None, db=Non
     intake = Intake(store=store, publisher=res.publisher, clock=clock, topic=settings.topic_events,
                     catalog=res.catalog, directory=res.directory,
                     publish_timeout=settings.intake_publish_timeout_s, metrics=_M,
-                    on_publish_failure=res.discard_publisher)
+                    on_publish_failure=res.discard_publisher, engine_ctx=res.engine_ctx)
     limiter_factory = None if config.get("AUTH_LIMITER") is False else limiter
     init_auth(app, keystore, limiter_factory)
     app.extensions["intake"] = {"service": intake, "resources": res, "store": store,

@@ -15,7 +15,8 @@ log = logging.getLogger("motcua.intake")
 class Resources:
     """Connections built lazily (after fork) and closed on shutdown. Thread-safe."""
 
-    def __init__(self, settings: Settings, *, publisher=None, db=None, catalog=None, directory=None):
+    def __init__(self, settings: Settings, *, publisher=None, db=None, catalog=None, directory=None,
+                 rulesets=None):
         self.settings = settings
         self._publisher = publisher
         self._owns_publisher = publisher is None
@@ -23,6 +24,8 @@ class Resources:
         self._client = None
         self._catalog = catalog
         self._directory = directory
+        self._rulesets = rulesets
+        self._engine_ctx = None
         self._lock = threading.Lock()
 
     def db(self):
@@ -72,6 +75,17 @@ class Resources:
             from shared.catalog import CatalogStore
             self._catalog = CatalogStore.current_or_file(self.settings.catalog_file, self.db())
         return self._catalog
+
+    def engine_ctx(self):
+        """The legal engine's context over the same catalog and directory (and the shipped rule
+        sets, or the injected ones): what the sla service judges with."""
+        if self._engine_ctx is None:
+            from shared.engine import EngineContext, default_rulesets
+            from shared.workcal import calendar_for
+            self._engine_ctx = EngineContext(catalog=self.catalog(), calendars=calendar_for,
+                                             rulesets=self._rulesets or default_rulesets(),
+                                             directory=self.directory())
+        return self._engine_ctx
 
     def directory(self):
         """The directory imported into MongoDB (`motcua directory import`), else DIRECTORY_FILE."""

@@ -22,15 +22,18 @@ _BASE = {"dossier_code": "000.00.17.H56-241105-0001", "agency_code": "000.00.17.
 
 EXAMPLES: dict[str, dict] = {
     "dossier.received": {
-        "summary": "Tiếp nhận hồ sơ đăng ký khai sinh tại Bộ phận Một cửa",
-        "data": {"procedure_code": "1.001193", "channel": "direct",
+        "summary": "Tiếp nhận hồ sơ đăng ký khai sinh nộp trực tuyến",
+        "data": {"procedure_code": "1.001193", "channel": "online",
                  "components": ["to-khai", "giay-chung-sinh"], "digitized": ["to-khai"],
+                 "reused": ["giay-chung-sinh"],
                  "applicant": {"kind": "citizen", "name": "Nguyễn Văn An"},
-                 "appointment_at": "2024-11-05T17:00:00+07:00"}},
+                 "appointment_at": "2024-11-05T17:00:00+07:00",
+                 "submitted_at": "2024-11-04T20:10:00+07:00"}},
     "dossier.supplement_requested": {
         "summary": "Yêu cầu bổ sung, hoàn thiện hồ sơ (thiếu giấy chứng sinh)",
         "data": {"stage": "handling", "components": ["giay-chung-sinh"],
-                 "reason": "Giấy chứng sinh bị mờ, không đọc được họ tên người mẹ"}},
+                 "reason": "Giấy chứng sinh bị mờ, không đọc được họ tên người mẹ",
+                 "form": {"circular": "03/2025/TT-VPCP", "number": "02"}}},
     "dossier.supplement_received": {
         "summary": "Công dân nộp bổ sung thành phần hồ sơ",
         "data": {"components": ["giay-chung-sinh"]}},
@@ -52,7 +55,8 @@ EXAMPLES: dict[str, dict] = {
     "dossier.apology_issued": {
         "summary": "Phiếu xin lỗi và hẹn lại ngày trả kết quả",
         "data": {"new_appointment_at": "2024-11-12T16:00:00+07:00",
-                 "reason": "Cần xác minh thực địa ranh giới thửa đất"}},
+                 "reason": "Cần xác minh thực địa ranh giới thửa đất",
+                 "form": {"circular": "01/2018/TT-VPCP", "number": "04"}}},
     "dossier.paused": {
         "summary": "Tạm dừng tính thời gian để xác minh thực địa",
         "data": {"reason": "Xác minh thực địa", "legal_basis": "Khoản 2 Điều 61 Nghị định 43/2014/NĐ-CP"}},
@@ -66,6 +70,11 @@ EXAMPLES: dict[str, dict] = {
     "dossier.returned": {"summary": "Đã trả kết quả cho công dân", "data": {}},
     "dossier.withdrawn": {
         "summary": "Công dân rút hồ sơ", "data": {"reason": "Công dân có đơn xin rút hồ sơ"}},
+    "dossier.stopped": {
+        "summary": "Dừng giải quyết hồ sơ theo đề nghị của người nộp (Điều 21 Nghị định 118/2025/NĐ-CP)",
+        "data": {"reason": "Người nộp đề nghị dừng giải quyết qua Cổng Dịch vụ công quốc gia",
+                 "requested_at": "2024-11-05T08:00:00+07:00",
+                 "form": {"circular": "03/2025/TT-VPCP", "number": "05"}}},
 }
 
 

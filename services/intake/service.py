@@ -17,8 +17,8 @@ from typing import Any, Callable
 
 from pymongo.errors import PyMongoError
 
-from shared.eventcheck import accept
-from shared.events import FieldError, out_of_range, to_wire, validate_event
+from shared.eventcheck import accept, accept_stored
+from shared.events import FieldError, load_stored, out_of_range, to_wire, validate_event
 from shared.messaging import Published
 
 from .store import IntakeStore
@@ -112,7 +112,8 @@ class Intake:
     def __init__(self, *, store: Callable[[], IntakeStore], publisher: Callable[[], Any],
                  clock, topic: str, catalog: Callable[[], Any], directory: Callable[[], Any],
                  publish_timeout: float = 5.0, metrics=None,
-                 on_publish_failure: Callable[[Any], None] | None = None):
+                 on_publish_failure: Callable[[Any], None] | None = None,
+                 engine_ctx: Callable[[], Any] | None = None):
         self._store = store
         self._publisher = publisher
         self.clock = clock
@@ -122,6 +123,7 @@ class Intake:
         self.publish_timeout = publish_timeout
         self.metrics = metrics      # object with .rejected (Counter[reason]) and .publish (Histogram)
         self.on_publish_failure = on_publish_failure   # gets the publisher that failed
+        self._engine_ctx = engine_ctx     # the legal engine's context: the receipt's due date
         self._executor: ThreadPoolExecutor | None = None
         self._executor_lock = threading.Lock()
 
@@ -197,7 +199,35 @@ class Intake:
                    recorded_at: str | None = None) -> Outcome:
         body = _accepted_body(dict(doc, topic=res.topic, partition=res.partition, offset=res.offset),
                               recorded_at)
+        self.add_receipt(body, doc)
         return Outcome(200, dict(body, duplicate=True)) if retry else Outcome(202, body)
+
+    def stored_event(self, doc: dict) -> dict:
+        """A stored document's event as the sla service reads it from Kafka (aware UTC instants)."""
+        value = stored_value(doc)
+        return accept_stored(value) or load_stored(value)
+
+    def receipt(self, doc: dict) -> dict | None:
+        """The due date for the receipt slip of a stored `dossier.received` (None for other types):
+        the engine's `receipt_due`, the same computation the sla service stores."""
+        if doc.get("type") != "dossier.received" or self._engine_ctx is None:
+            return None
+        from shared.engine import receipt_due
+        try:
+            out = receipt_due(self.stored_event(doc), self._engine_ctx())
+        except PyMongoError:
+            raise
+        except Exception as exc:   # noqa: BLE001 - published already: the 2xx stands without a date
+            log.warning("no due date for the receipt", extra={"fields": {
+                "event_id": doc["_id"], "dossier_code": doc["dossier_code"], "error": repr(exc)[:300]}})
+            out = {"due_at": None, "reason": f"the due date could not be computed ({type(exc).__name__})"}
+        out["receipt_url"] = f"/v1/receipts/{doc['_id']}"
+        return out
+
+    def add_receipt(self, body: dict, doc: dict) -> None:
+        rec = self.receipt(doc)
+        if rec is not None:
+            body["receipt"] = rec
 
     @staticmethod
     def _log_published(done: list[tuple[dict, bool, Published]]) -> None:
@@ -364,7 +394,9 @@ class _Run:
             elif old["hash"] != digest:
                 self.outcomes[i] = self.intake._conflict(doc["_id"])
             elif old["status"] == "published":
-                self.outcomes[i] = Outcome(200, dict(_accepted_body(old), duplicate=True))
+                body = _accepted_body(old)
+                self.intake.add_receipt(body, old)
+                self.outcomes[i] = Outcome(200, dict(body, duplicate=True))
             else:                    # pending: the earlier attempt may not have reached Kafka
                 items.append((i, old, True))
         if not items:

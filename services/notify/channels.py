@@ -13,6 +13,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from email.header import Header
+from email.mime.application import MIMEApplication
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from email.utils import format_datetime, make_msgid
@@ -47,6 +48,7 @@ class Outgoing:
     target: str | None = None        # webhook name (selects its secret)
     message_id: str | None = None    # stable id (notification id) for receivers to dedupe
     headers: dict = field(default_factory=dict)
+    attachments: tuple = ()          # e-mail only: objects with filename, content (bytes), mimetype
 
 
 class Channel(Protocol):
@@ -102,6 +104,14 @@ class SmtpChannel:
             em.attach(MIMEText(msg.html, "html", "utf-8"))
         else:
             em = MIMEText(msg.text, "plain", "utf-8")
+        if msg.attachments:
+            body, em = em, MIMEMultipart("mixed")
+            em.attach(body)
+            for a in msg.attachments:
+                part = MIMEApplication(a.content, _subtype=a.mimetype.split("/", 1)[1])
+                part.replace_header("Content-Type", a.mimetype)
+                part.add_header("Content-Disposition", "attachment", filename=("utf-8", "", a.filename))
+                em.attach(part)
         em["From"] = self.sender
         em["To"] = msg.address
         em["Subject"] = Header(msg.subject, "utf-8")

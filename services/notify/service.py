@@ -635,8 +635,15 @@ class NotifyService:
             return Outgoing("webhook", doc["address"], r.subject, r.text, payload=payload,
                             target=doc.get("target"), message_id=str(doc["_id"]))
         text = r.sms if doc["channel"] == "sms" else r.text
+        files = ()
+        if doc["channel"] == "email" and doc["kind"] != "resolved":
+            # the document the law requires next, pre-filled on the rule set's form (.docx)
+            from .documents import attachments_for
+            files = attachments_for(f, agency_name=ctx["agency_name"],
+                                    procedure_name=self.procedure_name(f.get("procedure_code") or ""))
         return Outgoing(doc["channel"], doc["address"], r.subject, text,
-                        r.html if doc["channel"] == "email" else None, message_id=str(doc["_id"]))
+                        r.html if doc["channel"] == "email" else None, message_id=str(doc["_id"]),
+                        attachments=files)
 
     def _deliver(self, doc: dict, now: datetime, sent: list | None = None) -> None:
         """Render and send one notification; failures and retries are written here, a success

@@ -95,7 +95,10 @@ def update_summary(summary: dict, event: dict) -> None:
         summary["handling_agency"] = data["to_agency_code"]
     elif t == "dossier.supplement_requested":
         summary["supplement_requested"] = True
-    elif t in ("dossier.refused", "dossier.resolved", "dossier.returned", "dossier.withdrawn"):
+    elif t == "dossier.apology_issued":
+        summary["extended"] = True          # apology / extension request (Đ19 k6 NĐ 118)
+    elif t in ("dossier.refused", "dossier.resolved", "dossier.returned", "dossier.withdrawn",
+               "dossier.stopped"):
         summary[t.split(".", 1)[1] + "_at"] = at
         if t == "dossier.resolved":
             summary["outcome"] = data.get("outcome")
@@ -134,6 +137,8 @@ def evaluate_dossier(engine, ctx, code: str, state, now: datetime, prev: dict[st
         summary["due_at"] = state.due_at
     if state.procedure_field:
         summary["field"] = state.procedure_field
+    if getattr(state, "ruleset", None):
+        summary["ruleset"] = state.ruleset        # the rule set of its receipt (reports say which)
     writes: list[FindingWrite] = []
     for ch in changes:
         msg = dict(ch.message)

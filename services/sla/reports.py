@@ -11,11 +11,17 @@ a period that includes now is judged at now, a past period at its end — the "j
   `resolved_no_due` when the engine gave no due date (e.g. unknown procedure);
 - not finished in the period: `in_progress_on_time`, `in_progress_overdue` (due before the judged
   instant: a dossier due at 17:00 today is not overdue in a report read at 09:00);
-- refused / withdrawn in the period; supplement-request rate, online share, digitised share;
+- refused / withdrawn in the period; `stopped` (at the applicant's request, Đ21 NĐ 118/2025):
+  finished, in its own column, never early, on time or late (a resolution posted after the stop
+  is not counted); `extended`: received in the period with an apology / extension request
+  (Đ19 k6 NĐ 118, Phiếu xin lỗi under 61/107); supplement-request rate, online share (online and
+  VNeID), digitised share;
+- each dossier is judged by its own due date, computed by the rule set of its receipt instant
+  (a period spanning 1/7/2025 mixes nd61-107 and nd118-2025 dossiers: `rulesets` counts them);
 - `returned_unresolved`: resolved in the period with outcome `denied` (the agency finished the
   dossier without granting it and returned it to the applicant with its reasons), and its rate
   over all resolved in the period (DESIGN.md §9 "refusal and returned-unresolved rate").
-"Finished" means resolved, refused or withdrawn. The agency of a dossier is its handling agency
+"Finished" means resolved, refused, withdrawn or stopped. The agency of a dossier is its handling agency
 (after transfers), the field comes from the procedure catalog.
 """
 from __future__ import annotations
@@ -32,7 +38,8 @@ GROUP_BY = ("agency", "field", "procedure")
 COUNTS = ("carried_over", "received_online", "received_direct_postal", "received_total",
           "resolved_early", "resolved_on_time", "resolved_late", "resolved_no_due", "resolved_total",
           "returned_unresolved", "in_progress_on_time", "in_progress_overdue", "in_progress_total",
-          "refused", "withdrawn", "supplement_requested", "components", "components_digitized")
+          "refused", "withdrawn", "stopped", "extended", "supplement_requested", "components",
+          "components_digitized")
 RATES = ("on_time_rate", "supplement_rate", "refusal_rate", "returned_unresolved_rate", "online_share",
          "digitized_share")
 HEADERS_VI = {
@@ -47,6 +54,8 @@ HEADERS_VI = {
     "in_progress_on_time": "Đang giải quyết trong hạn", "in_progress_overdue": "Đang giải quyết quá hạn",
     "in_progress_total": "Tổng số đang giải quyết",
     "refused": "Từ chối tiếp nhận", "withdrawn": "Rút hồ sơ",
+    "stopped": "Dừng giải quyết theo đề nghị của người nộp",
+    "extended": "Có văn bản xin lỗi, đề nghị gia hạn",
     "supplement_requested": "Có yêu cầu bổ sung", "components": "Thành phần hồ sơ tiếp nhận",
     "components_digitized": "Thành phần đã số hóa",
     "on_time_rate": "Tỷ lệ giải quyết đúng hạn (%)", "supplement_rate": "Tỷ lệ yêu cầu bổ sung (%)",
@@ -119,8 +128,14 @@ def parse_params(args, now: datetime) -> Params:
 
 
 def _finished_at(s: dict) -> datetime | None:
-    times = [s[k] for k in ("resolved_at", "refused_at", "withdrawn_at") if s.get(k)]
+    times = [s[k] for k in ("resolved_at", "refused_at", "withdrawn_at", "stopped_at") if s.get(k)]
     return min(times) if times else None
+
+
+def _resolved_at(s: dict) -> datetime | None:
+    """The resolution that counts: none once the dossier was stopped before it."""
+    res, stop = s.get("resolved_at"), s.get("stopped_at")
+    return None if res is not None and stop is not None and stop <= res else res
 
 
 def _key(s: dict, group_by: str, catalog) -> tuple[str, str]:
@@ -147,7 +162,7 @@ def tally(summaries, params: Params, catalog=None) -> dict[tuple[str, str], dict
         in_period = lambda t: t is not None and params.start <= t < params.end   # noqa: E731
         if rec < params.start:
             g["carried_over"] += 1
-        elif s.get("channel") == "online":
+        elif s.get("channel") in ("online", "vneid"):
             g["received_online"] += 1
         else:
             g["received_direct_postal"] += 1
@@ -156,8 +171,10 @@ def tally(summaries, params: Params, catalog=None) -> dict[tuple[str, str], dict
             g["components_digitized"] += s.get("digitized_n", 0)
             if s.get("supplement_requested"):
                 g["supplement_requested"] += 1
+            if s.get("extended"):
+                g["extended"] += 1
         due = s.get("due_at")
-        res = s.get("resolved_at")
+        res = _resolved_at(s)
         if in_period(res):
             if due is None:
                 g["resolved_no_due"] += 1
@@ -173,6 +190,8 @@ def tally(summaries, params: Params, catalog=None) -> dict[tuple[str, str], dict
             g["refused"] += 1
         if in_period(s.get("withdrawn_at")):
             g["withdrawn"] += 1
+        if in_period(s.get("stopped_at")):
+            g["stopped"] += 1
         if fin is None or fin >= params.end:
             # overdue when due before the judged instant: a dossier due at 17:00 is not late at 09:00
             if due is not None and due < params.at:
@@ -203,8 +222,13 @@ def on_time_report(dossiers_coll, agencies, params: Params, catalog=None, direct
     """The report for dossiers handled by `agencies` (the caller's visible subtree)."""
     q = {"summary.handling_agency": {"$in": sorted(agencies)},
          "summary.received_at": {"$lt": params.end}}
-    summaries = (d.get("summary") or {} for d in dossiers_coll.find(q, {"summary": 1}))
+    summaries = [d.get("summary") or {} for d in dossiers_coll.find(q, {"summary": 1})]
     groups = tally(summaries, params, catalog)
+    rulesets: dict[str, int] = {}
+    for s in summaries:
+        if s.get("ruleset") and s.get("received_at") is not None and (
+                s["received_at"] >= params.start or (_finished_at(s) or params.end) >= params.start):
+            rulesets[s["ruleset"]] = rulesets.get(s["ruleset"], 0) + 1
     rows = []
     for (key, name), counts in sorted(groups.items()):
         if params.group_by == "agency" and directory is not None:
@@ -216,7 +240,8 @@ def on_time_report(dossiers_coll, agencies, params: Params, catalog=None, direct
             "agency": params.agency, "from": params.date_from.isoformat(),
             "to": params.date_to.isoformat(), "group_by": params.group_by,
             "judged_at": params.at.astimezone(timezone.utc).isoformat(),
-            "decision_766_groups": COVERED_766, "rows": rows, "total": total}
+            "decision_766_groups": COVERED_766, "rows": rows, "total": total,
+            "rulesets": dict(sorted(rulesets.items()))}
 
 
 def tally_total(rows: list[dict]) -> dict:

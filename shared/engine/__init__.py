@@ -4,6 +4,7 @@ Interface (docs/legal-engine.md, "Interfaces"):
     new_state, apply, replay            the dossier state machine (state.py)
     evaluate, reconcile                 the rules of LEGAL.md as data (rules.py, shared/data/rules/)
     explain_deadline                    the calendar's explanation with the dossier's pauses
+    receipt_due                         the due date printed on the receipt slip (intake's 202)
     EngineContext, default_context, context_from_settings
 """
 from shared.engine.context import EngineContext, context_from_settings, default_context
@@ -11,6 +12,7 @@ from shared.engine.ruledata import (RULE_CODES, RuleDataError, RuleSet, RuleSets
                                     default_rulesets, load_ruleset, load_rulesets)
 from shared.engine.rules import (Evaluation, Finding, FindingChange, evaluate, explain_deadline,
                                  finding_id, reconcile)
+from shared.engine.receipt import receipt_due
 from shared.engine.state import DossierState, apply, new_state, replay
 
 __all__ = [
@@ -18,5 +20,5 @@ __all__ = [
     "RULE_CODES", "RuleDataError", "RuleSet", "RuleSets", "RuleSpec", "default_rulesets",
     "load_ruleset", "load_rulesets",
     "Evaluation", "Finding", "FindingChange", "evaluate", "explain_deadline", "finding_id", "reconcile",
-    "DossierState", "apply", "new_state", "replay",
+    "DossierState", "apply", "new_state", "replay", "receipt_due",
 ]

@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 from shared import findings
 from shared.engine.ruledata import RuleSet, RuleSpec, working_hours
-from shared.engine.state import CLOSED, FINISHED, HANDLING_EVENTS, DossierState, hours
+from shared.engine.state import CLOSED, FINISHED, HANDLING_EVENTS, ONLINE_CHANNELS, DossierState, hours
 from shared.instants import TZ, ensure_utc, stored_utc
 from shared.limits import Limit
 
@@ -51,6 +51,8 @@ class Finding:
     details: dict
     ruleset: str
     revision: int = 0
+    article: str = ""                   # the article of the rule set's decree that judged it
+    verified_against: str = ""          # what that wording was verified against
 
     def to_message(self, revision: int | None = None) -> dict:
         """The `sla.findings` message (shared/findings.py) with its revision."""
@@ -166,16 +168,20 @@ class _Eval:
         return s.receiving_agency_code or (s.events[0].agency_code if s.events else None)
 
     def add(self, code: str, *, agency: str | None, details: dict, discriminator: str = "",
-            due_at: datetime | None = None, overdue: float | None = None, escalated: bool = False) -> None:
+            due_at: datetime | None = None, overdue: float | None = None, escalated: bool = False,
+            stage: str | None = None) -> None:
         spec = self.spec(code)
         role = spec.escalate_to if escalated and spec.escalate_to else spec.responsible
+        if stage == "reception" and spec.reception_responsible:
+            role = spec.reception_responsible      # a fault of the receiving unit, not the handler
         self.findings.append(Finding(
             finding_id=finding_id(self.rs.id, code, self.s.dossier_code, discriminator),
             rule=code, state="escalated" if escalated else "open", severity=spec.severity,
             dossier_code=self.s.dossier_code, procedure_code=self.s.procedure_code,
             agency_code=agency, responsible_role=role, legal_basis=spec.citation, title=spec.title,
             requirement=spec.requirement, confidence=spec.confidence, detected_at=self.now,
-            due_at=due_at, overdue_working_hours=overdue, details=details, ruleset=self.rs.id))
+            due_at=due_at, overdue_working_hours=overdue, details=details, ruleset=self.rs.id,
+            article=spec.article, verified_against=spec.verified_against))
 
     # -- shared facts
     @property
@@ -231,7 +237,7 @@ def rule_supplement_repeated(e: _Eval) -> None:
         groups.setdefault((r.agency_code, r.stage), []).append(r)
     for (agency, stage), reqs in sorted(groups.items()):
         if len(reqs) >= 2:
-            e.add("SUPPLEMENT_REPEATED", agency=agency, discriminator=f"{agency}|{stage}",
+            e.add("SUPPLEMENT_REPEATED", agency=agency, discriminator=f"{agency}|{stage}", stage=stage,
                   details={"stage": stage, "requests": len(reqs),
                            "requested_at": [_iso(r.requested_at) for r in reqs]})
 
@@ -241,7 +247,7 @@ def rule_supplement_out_of_list(e: _Eval) -> None:
         return
     for r in e.s.supplements:
         if r.out_of_list:
-            e.add("SUPPLEMENT_OUT_OF_LIST", agency=r.agency_code, discriminator=str(r.index),
+            e.add("SUPPLEMENT_OUT_OF_LIST", agency=r.agency_code, discriminator=str(r.index), stage=r.stage,
                   details={"request_index": r.index, "stage": r.stage,
                            "components": list(r.out_of_list)})
 
@@ -254,7 +260,7 @@ def transfer_deadline(e: _Eval) -> datetime | None:
         return None
     spec = e.spec("TRANSFER_LATE")
     cal, cs = e.cal, s.clock_start
-    if s.channel == "online":
+    if s.channel in ONLINE_CHANNELS:
         return cal.add_working(cs, working_hours(spec.params["online_grace"]))
     local = cs.astimezone(TZ)
     if local.time() < spec.params["cutoff"]:
@@ -418,11 +424,13 @@ def rule_consultation_overdue(e: _Eval) -> None:
 def rule_supplement_stalled(e: _Eval) -> None:
     if e.finished:
         return
-    waiting = [r for r in e.s.supplements if r.answered_at is None]
+    spec = e.spec("SUPPLEMENT_STALLED")
+    stages = spec.params.get("stages") or ("reception", "handling")
+    waiting = [r for r in e.s.supplements if r.answered_at is None and r.stage in stages]
     if not waiting:
         return
     since = min(r.requested_at for r in waiting)
-    window: Limit = e.spec("SUPPLEMENT_STALLED").params["window"]
+    window: Limit = spec.params["window"]
     deadline = (e.cal.due_at(since, window, ()) if window.unit == "cd"
                 else e.cal.add_working(since, working_hours(window)))
     if e.now > deadline:
@@ -446,6 +454,72 @@ def rule_backdated_event(e: _Eval) -> None:
                        "event_ids": [ev.event_id for ev in bad[:20]]})
 
 
+def rule_online_receipt_late(e: _Eval) -> None:
+    """Đ17 k2c NĐ 118: an online dossier officially received, or returned for a supplement, more
+    than `within` working time after the system received it (`submitted_at`). The first of: the
+    receipt or a supplement request at reception."""
+    s = e.s
+    if not s.received or s.submitted_at is None or s.channel not in ONLINE_CHANNELS or e.closed:
+        return
+    acted, action = s.received_at, "received"
+    for r in s.supplements:
+        if r.stage == "reception" and r.requested_at < acted:
+            acted, action = r.requested_at, "supplement_requested"
+    deadline = e.cal.add_working(e.cal.next_working_instant(s.submitted_at),
+                                 working_hours(e.spec("ONLINE_RECEIPT_LATE").params["within"]))
+    if acted > deadline:
+        e.add("ONLINE_RECEIPT_LATE", agency=e.one_stop, due_at=deadline,
+              details={"channel": s.channel, "submitted_at": _iso(s.submitted_at),
+                       "acted_at": _iso(acted), "action": action,
+                       "late_working_hours": hours(e.cal.working_between(deadline, acted))})
+
+
+def agency_received_at(e: _Eval, agency: str) -> datetime | None:
+    """When `agency` received the dossier: the first transfer to it, else the receipt when it is
+    the receiving unit or no transfer was recorded."""
+    s = e.s
+    for t in s.transfers:
+        if t.to_agency_code == agency:
+            return t.at
+    if agency == s.receiving_agency_code or not s.transfers:
+        return s.received_at
+    return None
+
+
+def rule_supplement_request_late(e: _Eval) -> None:
+    """Đ19 k5 NĐ 118: a supplement during handling requested more than `within` (3 working days)
+    after the handling agency received the dossier."""
+    if e.closed or not e.s.received:
+        return
+    within = working_hours(e.spec("SUPPLEMENT_REQUEST_LATE").params["within"])
+    for r in e.s.supplements:
+        if r.stage != "handling":
+            continue
+        got = agency_received_at(e, r.agency_code)
+        if got is None:
+            continue
+        deadline = e.cal.add_working(e.cal.next_working_instant(got), within)
+        if r.requested_at > deadline:
+            e.add("SUPPLEMENT_REQUEST_LATE", agency=r.agency_code, discriminator=str(r.index),
+                  due_at=deadline,
+                  details={"request_index": r.index, "agency_received_at": _iso(got),
+                           "requested_at": _iso(r.requested_at),
+                           "late_working_hours": hours(e.cal.working_between(deadline, r.requested_at))})
+
+
+def rule_supplement_held_data(e: _Eval) -> None:
+    """Đ5 k1 i NĐ 118: a supplement request naming a paper the system already held (digitised
+    at receipt, or taken from a connected database) when it was asked."""
+    if e.closed:
+        return
+    for r in e.s.supplements:
+        if r.already_held:
+            e.add("SUPPLEMENT_HELD_DATA", agency=r.agency_code, discriminator=str(r.index),
+                  stage=r.stage,
+                  details={"request_index": r.index, "stage": r.stage,
+                           "components": list(r.already_held)})
+
+
 RULES: dict[str, Callable[[_Eval], None]] = {
     "RECEIVED_INCOMPLETE": rule_received_incomplete,
     "RECEIVED_EXTRA": rule_received_extra,
@@ -462,6 +536,9 @@ RULES: dict[str, Callable[[_Eval], None]] = {
     "CONSULTATION_OVERDUE": rule_consultation_overdue,
     "SUPPLEMENT_STALLED": rule_supplement_stalled,
     "BACKDATED_EVENT": rule_backdated_event,
+    "ONLINE_RECEIPT_LATE": rule_online_receipt_late,
+    "SUPPLEMENT_REQUEST_LATE": rule_supplement_request_late,
+    "SUPPLEMENT_HELD_DATA": rule_supplement_held_data,
 }
 
 
@@ -479,6 +556,8 @@ def evaluate(state: DossierState, now: datetime, ctx) -> "Evaluation":
     elif s.closed_at is not None:
         ended_at = s.closed_at
         late = hours(e.cal.working_between(s.due_at, ended_at)) if s.due_at and ended_at > s.due_at else 0.0
+        if s.status == "stopped":
+            late = 0.0                   # stopped at the applicant's request: never late
         closure = {"ended": s.status, "ended_at": _iso(ended_at), "late_working_hours": late}
     return Evaluation(findings=e.findings, next_check_at=min(e.wakes) if e.wakes else None, now=now,
                       closure=closure)
@@ -550,6 +629,8 @@ def explain_deadline(state: DossierState, ctx) -> dict:
     from shared.limits import parse_limit
     out = dict(workcal.explain_due(cal, start, parse_limit(state.limit), pauses,
                                    ruleset=state.ruleset, catalog_version=state.catalog_version))
+    out["ruleset_reason"] = ruleset_reason(state, ctx)
+    out["lines"] = [out["ruleset_reason"]["text"], *out.get("lines", [])]
     out["engine"] = {
         "dossier_code": state.dossier_code, "status": state.status, "due_at": state.due_at,
         "initial_due_at": state.initial_due_at, "clock_start": state.clock_start,
@@ -557,5 +638,29 @@ def explain_deadline(state: DossierState, ctx) -> dict:
         "segments": state.segments(), "ruleset": state.ruleset,
         "catalog_version": state.catalog_version, "calendar_version": state.calendar_version,
         "outcome": None if state.outcome is None else state.outcome.kind,
+        "clock_model": state.supplement_policy,
     }
     return out
+
+
+CLOCK_TEXT = {"restart": "yêu cầu bổ sung trong quá trình giải quyết làm thời hạn được tính lại từ "
+                         "đầu sau khi nhận đủ hồ sơ",
+              "pause": "yêu cầu bổ sung trong quá trình giải quyết tạm dừng thời hạn; thời gian đã "
+                       "giải quyết được tính tiếp"}
+
+
+def ruleset_reason(state: DossierState, ctx) -> dict:
+    """Which rule set judged the dossier and why: the binding of its receipt instant (fixed at
+    receipt, for life), its clock model, and a note when today's binding file would choose
+    another set for that instant (the dossier keeps the one it was received under)."""
+    why = ctx.rulesets.why(state.received_at)
+    rs = ctx.rulesets.get(state.ruleset)
+    text = why["text"] if why["ruleset"] == state.ruleset else (
+        f"Hồ sơ được đánh giá theo bộ quy tắc {state.ruleset} ({rs.title}) xác định khi tiếp nhận; "
+        f"cấu hình hiện hành sẽ chọn {why['ruleset']} cho thời điểm tiếp nhận này nhưng hồ sơ giữ "
+        f"bộ quy tắc đã áp dụng.")
+    clock = CLOCK_TEXT.get(state.supplement_policy or "")
+    if clock:
+        text += f" Theo bộ quy tắc này, {clock}."
+    return dict(why, ruleset=state.ruleset, title=rs.title, verified_against=rs.verified_against,
+                clock_model=state.supplement_policy, binding_now=why["ruleset"], text=text)

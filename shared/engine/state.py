@@ -23,8 +23,11 @@ from shared.limits import Limit, parse_limit
 
 
 STATUSES = ("received", "handling", "awaiting_supplement", "paused", "resolved", "returned",
-            "refused", "withdrawn")
-CLOSED = ("returned", "refused", "withdrawn")          # nothing more is expected of the agencies
+            "refused", "withdrawn", "stopped")
+# nothing more is expected of the agencies; `stopped` = at the applicant's request (Đ21 NĐ 118):
+# neither on time nor late, no longer timed
+CLOSED = ("returned", "refused", "withdrawn", "stopped")
+ONLINE_CHANNELS = ("online", "vneid")
 FINISHED = ("resolved",) + CLOSED                      # the handling is over
 # Events only an agency handling a received dossier emits (BYPASSED_ONE_STOP). Not included: a
 # refusal at the counter (Mẫu 03 is issued instead of a receipt), a withdrawal, the applicant's
@@ -75,6 +78,7 @@ class SupplementRequest:
     event_id: str
     out_of_list: tuple[str, ...] = ()     # components the procedure does not list
     answered_at: datetime | None = None
+    already_held: tuple[str, ...] = ()    # asked for, but digitised or reused when requested
 
 
 @dataclass(frozen=True)
@@ -138,7 +142,7 @@ class DossierState:
     calendar_version: str | None = None
     office: str | None = None
     limit: str | None = None
-    supplement_policy: str | None = None
+    supplement_policy: str | None = None          # the rule set's clock model for this dossier
     warning: tuple | None = None                  # ("wh", n) | ("pct", n)
     limit_working_hours: float | None = None      # the limit as running working time
     clock_start: datetime | None = None           # receipt (or restart) instant the count runs from
@@ -148,6 +152,8 @@ class DossierState:
     due_at: datetime | None = None                # legal due date (provisional while paused)
     components: tuple[str, ...] = ()
     digitized: tuple[str, ...] = ()
+    reused: tuple[str, ...] = ()                  # taken from a connected database at receipt
+    submitted_at: datetime | None = None          # online/VNeID: the system's receipt
     missing_at_receipt: tuple[str, ...] = ()
     extra_at_receipt: tuple[str, ...] = ()
     still_missing: tuple[str, ...] = ()
@@ -160,6 +166,7 @@ class DossierState:
     returned_at: datetime | None = None
     refused_at: datetime | None = None
     withdrawn_at: datetime | None = None
+    stopped_at: datetime | None = None            # stopped at the applicant's request
     events: tuple[EventRecord, ...] = ()
     max_occurred_at: datetime | None = None
     anomalies: tuple[str, ...] = ()               # English, for operators (no personal data)
@@ -189,7 +196,7 @@ class DossierState:
 
     @property
     def closed_at(self) -> datetime | None:
-        return self.returned_at or self.refused_at or self.withdrawn_at
+        return self.returned_at or self.refused_at or self.withdrawn_at or self.stopped_at
 
     def segments(self) -> list[dict]:
         """The clock as segments: running / paused (with reasons), from the clock start."""
@@ -231,7 +238,7 @@ class DossierState:
                 kw[f.name] = tuple(_record(_NESTED[f.name], x) for x in v)
             elif f.name == "outcome":
                 kw[f.name] = _record(Outcome, v) if v is not None else None
-            elif f.name in ("components", "digitized", "missing_at_receipt", "extra_at_receipt",
+            elif f.name in ("components", "digitized", "reused", "missing_at_receipt", "extra_at_receipt",
                             "still_missing", "anomalies"):
                 kw[f.name] = tuple(v)
             elif f.name == "restarts":
@@ -449,7 +456,7 @@ def _on_received(s: DossierState, ev: _Ev, ctx) -> DossierState:
         return _anomaly(s, f"dossier.received {ev.id} ignored: already received by {s.events[0].event_id if s.events else '?'}")
     d = ev.data
     local_day: date = ev.at.astimezone(TZ).date()
-    ruleset = ctx.rulesets.for_date(local_day)
+    ruleset = ctx.rulesets.for_date(local_day)      # the receipt instant's rule set, for life
     office = ctx.office_for(ev.agency)
     cal = ctx.calendars(office)
     proc = ctx.catalog.get(d["procedure_code"], on=ev.at)
@@ -464,6 +471,8 @@ def _on_received(s: DossierState, ev: _Ev, ctx) -> DossierState:
                 catalog_version=ctx.catalog.version, calendar_version=getattr(cal, "version", None),
                 office=office, components=tuple(dict.fromkeys(s.components + components)),
                 digitized=tuple(dict.fromkeys(s.digitized + tuple(d.get("digitized") or ()))),
+                reused=tuple(dict.fromkeys(s.reused + tuple(d.get("reused") or ()))),
+                submitted_at=stored_utc(d.get("submitted_at")),
                 clock_start=cal.next_working_instant(ev.at))
     if s.status is None:
         s = replace(s, status="received")
@@ -472,7 +481,8 @@ def _on_received(s: DossierState, ev: _Ev, ctx) -> DossierState:
     missing = tuple(proc.missing_components(components))
     extra = tuple(proc.unknown_components(components))
     s = replace(s, procedure_known=True, procedure_field=proc.field, limit=str(proc.limit),
-                supplement_policy=proc.supplement_policy, warning=tuple(proc.warning),
+                supplement_policy=_clock_model(ruleset, proc.supplement_policy),
+                warning=tuple(proc.warning),
                 missing_at_receipt=missing, extra_at_receipt=extra,
                 still_missing=tuple(proc.missing_components(s.components)))
     first_due = cal.due_at(ev.at, proc.limit, ())
@@ -480,13 +490,21 @@ def _on_received(s: DossierState, ev: _Ev, ctx) -> DossierState:
     return recompute_due(s, ctx)
 
 
+def _clock_model(ruleset, procedure_policy: str | None) -> str:
+    """pause | restart: the rule set decides (a rule set of an older format: the procedure)."""
+    decide = getattr(ruleset, "supplement_policy", None)
+    return decide(procedure_policy) if decide is not None else (procedure_policy or "pause")
+
+
 def _on_supplement_requested(s: DossierState, ev: _Ev, ctx) -> DossierState:
     d = ev.data
     comps = tuple(dict.fromkeys(d["components"]))
     proc = _procedure(s, ctx)
     out = tuple(proc.unknown_components(comps)) if proc is not None else ()
+    held = set(s.digitized) | set(s.reused)        # what the system held when this was asked
     req = SupplementRequest(index=len(s.supplements), stage=d["stage"], agency_code=ev.agency,
-                            components=comps, requested_at=ev.at, event_id=ev.id, out_of_list=out)
+                            components=comps, requested_at=ev.at, event_id=ev.id, out_of_list=out,
+                            already_held=tuple(c for c in comps if c in held))
     s = replace(s, supplements=s.supplements + (req,))
     if d["stage"] == "handling" and not any(p.kind == "supplement" and p.end is None for p in s.pauses):
         s = replace(s, pauses=s.pauses + (Pause(kind="supplement", start=ev.at, reason=d.get("reason", "")),))
@@ -613,6 +631,8 @@ def _finish(s: DossierState, ev: _Ev, ctx) -> DossierState:
 def _on_resolved(s: DossierState, ev: _Ev, ctx) -> DossierState:
     if s.resolved_at is not None:
         return _anomaly(s, f"dossier.resolved {ev.id} ignored: already resolved")
+    if s.stopped_at is not None:          # stopped is terminal: no outcome, never late
+        return _anomaly(s, f"dossier.resolved {ev.id} ignored: the dossier was stopped")
     s = _finish(s, ev, ctx)
     s = replace(s, resolved_at=ev.at, outcome=_outcome(s, ctx, ev.at, ev.data.get("outcome")))
     return _status(s, "resolved", ev)
@@ -637,6 +657,17 @@ def _on_withdrawn(s: DossierState, ev: _Ev, ctx) -> DossierState:
     return _status(s, "withdrawn", ev)
 
 
+def _on_stopped(s: DossierState, ev: _Ev, ctx) -> DossierState:
+    """Stopped at the applicant's request (Đ21 NĐ 118/2025): only before a decision; terminal;
+    the clock stops for good and the dossier is neither on time nor late."""
+    if s.resolved_at is not None:
+        return _anomaly(s, f"dossier.stopped {ev.id} ignored: a decision was already made")
+    if s.status in CLOSED:
+        return _anomaly(s, f"dossier.stopped {ev.id} after the dossier was {s.status}")
+    s = replace(_finish(s, ev, ctx), stopped_at=ev.at)
+    return _status(s, "stopped", ev)
+
+
 _HANDLERS = {
     "dossier.received": _on_received,
     "dossier.supplement_requested": _on_supplement_requested,
@@ -652,4 +683,5 @@ _HANDLERS = {
     "dossier.resolved": _on_resolved,
     "dossier.returned": _on_returned,
     "dossier.withdrawn": _on_withdrawn,
+    "dossier.stopped": _on_stopped,
 }

@@ -56,7 +56,7 @@ def raw_event(sc: dict, index: int, step: dict, code: str, ctx) -> dict:
     elif etype in ("paused", "resumed"):
         data.setdefault("reason", "Xác minh thực địa")
         data.setdefault("legal_basis", "Điều 17 Nghị định 61/2018/NĐ-CP")
-    elif etype in ("refused", "withdrawn"):
+    elif etype in ("refused", "withdrawn", "stopped"):
         data.setdefault("reason", "Theo đề nghị")
     elif etype == "resolved":
         data.setdefault("outcome", "approved")

@@ -59,3 +59,31 @@ def test_same_seed_same_events_different_seed_different_codes():
     c, _ = _events(seed=2)
     assert a == b
     assert {e["dossier_code"] for e in a} != {e["dossier_code"] for e in c}
+
+
+def test_two_level_government_and_decree_118_scenarios():
+    """Since 1/7/2025: a VNeID dossier received at a branch of the provincial centre for a commune,
+    a dossier stopped at the applicant's request (Mẫu 05 of Circular 03/2025), an extension
+    request on Mẫu 04 of Circular 03/2025; before that date the apology names Circular 01/2018."""
+    directory = load_directory(Settings.from_env({}).directory_file)
+    now = datetime(2026, 3, 20, 3, 0, tzinfo=timezone.utc)
+    events = demo_events(default_catalog(), directory, now, random.Random(5), 15)
+    for e in events:
+        _value, errors = validate_event(e)
+        assert not errors, (e["type"], errors)
+        assert e["agency_code"] in directory
+    branch = [e for e in events if e["type"] == "dossier.received" and e["data"]["channel"] == "vneid"]
+    assert branch, "no VNeID receipt at a branch"
+    rec = branch[0]
+    centre = directory.get(directory.get(rec["agency_code"]).parent)
+    assert centre.name.startswith("Trung tâm Phục vụ hành chính công tỉnh")
+    commune = directory.get(rec["data"]["handling_agency_code"])
+    assert commune.level == "xã" and commune.parent == centre.parent
+    assert rec["data"]["submitted_at"] < rec["occurred_at"]
+    stopped = [e for e in events if e["type"] == "dossier.stopped"]
+    assert stopped and stopped[0]["data"]["form"] == {"circular": "03/2025/TT-VPCP", "number": "05"}
+    apology = [e for e in events if e["type"] == "dossier.apology_issued"]
+    assert apology and apology[0]["data"]["form"] == {"circular": "03/2025/TT-VPCP", "number": "04"}
+    old = demo_events(default_catalog(), directory, NOW, random.Random(5), 15)
+    assert [e["data"]["form"]["circular"] for e in old if e["type"] == "dossier.apology_issued"] == ["01/2018/TT-VPCP"]
+    assert all("form" not in e["data"] for e in old if e["type"] == "dossier.stopped")

@@ -123,7 +123,7 @@ def test_finding_on_kafka_becomes_email_to_agency_head_once(kafka_bootstrap, mon
         head = next(m for m in mails if HEAD in m.rcpt_tos)
         body = head.text()
         assert "Hồ sơ quá hạn" in head.subject and msg["dossier_code"] in head.subject
-        assert "Hoàng Văn Em" in body and "20/11/2026 17:00" in body and "Mẫu 05" in body
+        assert "Hoàng Văn Em" in body and "20/11/2026 17:00" in body and "Phiếu xin lỗi và hẹn lại ngày trả kết quả" in body
         assert "http://notify.test/v1/ack/" in body
         for m in mails:
             raw = m.raw.decode("utf-8", "replace") + m.text()

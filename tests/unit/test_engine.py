@@ -76,7 +76,8 @@ def T(s: str) -> datetime:
 def test_shipped_rule_file_has_every_rule_of_legal_md():
     rs = load_ruleset(RULES_DIR / "nd61-107.yaml")
     assert rs.id == "nd61-107"
-    assert set(rs.rules) == set(RULE_CODES) == set(LEGAL_TABLE)
+    assert set(rs.rules) == set(LEGAL_TABLE) == set(RULE_CODES) - set(rs.absent)
+    assert set(rs.absent) == {"ONLINE_RECEIPT_LATE", "SUPPLEMENT_REQUEST_LATE", "SUPPLEMENT_HELD_DATA"}
     for code, (title, severity, role) in LEGAL_TABLE.items():
         spec = rs[code]
         assert spec.title == title
@@ -92,7 +93,12 @@ def test_shipped_rule_file_has_every_rule_of_legal_md():
     assert str(rs["SUPPLEMENT_STALLED"].params["window"]) == "30cd"
     assert str(rs["BACKDATED_EVENT"].params["tolerance"]) == "8wh"
     assert str(rs["RESULT_NOT_RETURNED"].params["grace"]) == "8wh"
-    assert "Mẫu 05" in rs["APOLOGY_MISSING"].requirement
+    # Circular 01/2018: Mẫu 04 is the apology slip, Mẫu 05 the control slip
+    assert "Phiếu xin lỗi và hẹn lại ngày trả kết quả (Mẫu số 04 Thông tư 01/2018/TT-VPCP)" \
+        in rs["APOLOGY_MISSING"].requirement
+    assert "Mẫu số 05" in rs["BACKDATED_EVENT"].requirement
+    assert rs.supplement_in_handling == "procedure" and rs.verified_against
+    assert all(spec.article and spec.verified_against for spec in rs.rules.values())
 
 
 def _write_rules(tmp_path, mutate) -> Path:
@@ -171,10 +177,16 @@ def test_successor_rule_set_is_bound_by_effective_date_by_configuration_only(tmp
     assert f_new.legal_basis == "Điều 24 Nghị định 118/2025/NĐ-CP" and f_new.ruleset == "nd118-2025"
 
 
-def test_shipped_binding_uses_nd61_107_for_every_date():
+def test_shipped_binding_nd61_107_before_1_7_2025_then_nd118_2025():
     sets = default_rulesets()
-    for d in (date(2000, 1, 1), date(2018, 6, 21), date(2025, 7, 1), date(2030, 1, 1)):
+    for d in (date(2000, 1, 1), date(2018, 6, 21), date(2025, 6, 30)):
         assert sets.for_date(d).id == "nd61-107"
+    for d in (date(2025, 7, 1), date(2026, 1, 25), date(2030, 1, 1)):
+        assert sets.for_date(d).id == "nd118-2025"
+    # the boundary is 01/7/2025 00:00 in Vietnam (30/6 17:00 UTC), on both sides
+    assert sets.for_instant(T("2025-06-30T23:59:59.999999+07:00")).id == "nd61-107"
+    assert sets.for_instant(T("2025-06-30T17:00:00+00:00")).id == "nd118-2025"
+    assert sets.for_instant(T("2025-06-30T16:59:59+00:00")).id == "nd61-107"
 
 
 def test_binding_file_errors(tmp_path):

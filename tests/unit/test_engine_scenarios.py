@@ -72,6 +72,13 @@ def run_scenario(sc: dict, ctx) -> dict:
                 f"{where}: next_check_at {evaluation.next_check_at}"
         if "status" in step:
             assert state.status == step["status"], f"{where}: status {state.status}"
+        if sc.get("ruleset"):
+            got_rs = state.ruleset or (evaluation.findings[0].ruleset if evaluation.findings else None)
+            assert got_rs in (None, sc["ruleset"]) and (state.ruleset or not state.received), \
+                f"{where}: rule set {got_rs}"
+            assert all(f.ruleset == sc["ruleset"] for f in evaluation.findings), f"{where}: finding rule set"
+        if "anomaly" in step:
+            assert any(step["anomaly"] in a for a in state.anomalies), f"{where}: anomalies {state.anomalies}"
         if "outcome" in step:
             got = state.outcome.kind if state.outcome else None
             assert got == step["outcome"], f"{where}: outcome {got}"
@@ -93,6 +100,10 @@ def run_scenario(sc: dict, ctx) -> dict:
                 assert got == v, f"{where}: {k} = {got!r}"
         # every check also round-trips the state through its MongoDB document
         assert DossierState.from_doc(state.to_doc()) == state, f"{where}: to_doc/from_doc"
+        for k, v in (step.get("finding_contains") or {}).items():   # {RULE.field: substring}
+            rule, fld = k.split(".", 1)
+            f = next(f for f in evaluation.findings if f.rule == rule)
+            assert v in getattr(f, fld), f"{where}: {k} = {getattr(f, fld)!r}"
     # replaying the same events from scratch gives the identical state
     again = new_state(code)
     for ev in events:
@@ -119,3 +130,16 @@ def test_every_rule_has_fires_not_fires_and_resolves_scenarios():
     have = {(s["rule"], s["kind"]) for s in SCENARIOS if s["rule"] in RULE_CODES}
     missing = [f"{r}/{k}" for r in RULE_CODES for k in KINDS if (r, k) not in have]
     assert not missing, f"rules without scenarios: {missing}"
+
+
+def test_rules_new_in_118_have_scenarios_under_118_and_a_not_fires_under_61_107():
+    sets = default_rulesets()
+    new = sets.get("nd61-107").absent
+    assert new and all(code in sets.get("nd118-2025").rules for code in new)
+    have = {(s["rule"], s["kind"], s.get("ruleset")) for s in SCENARIOS}
+    missing = [f"{r}/{k}" for r in new for k in KINDS if (r, k, "nd118-2025") not in have]
+    missing += [f"{r}/not_fires under nd61-107" for r in new if (r, "not_fires", "nd61-107") not in have]
+    assert not missing, f"scenarios missing: {missing}"
+    # the rules 118 changed have a scenario under each rule set
+    for rule in ("SUPPLEMENT_STALLED", "SUPPLEMENT_REPEATED", "APOLOGY_MISSING", "CLOCK"):
+        assert {r for (c, _, r) in have if c == rule} >= {"nd61-107", "nd118-2025"}, rule

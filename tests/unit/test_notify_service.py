@@ -30,7 +30,7 @@ def test_immediate_alert_reaches_agency_head_and_one_stop_chief(env):
     assert "20/11/2026 17:00" in head.text           # due date in local time
     assert "quá hạn 1 ngày 1 giờ làm việc" in head.text
     assert "Điều 17 Nghị định 61/2018/NĐ-CP" in head.text
-    assert "Mẫu 05" in head.text and head.html and "Mẫu 05" in head.html
+    assert "Phiếu xin lỗi và hẹn lại ngày trả kết quả" in head.text and head.html and "Phiếu xin lỗi" in head.html
     sent = env.deliveries(outcome="sent")
     assert sorted(d["channel"] for d in sent) == ["email", "email", "sms"]
 

@@ -9,7 +9,9 @@ from shared.engine.ruledata import default_rulesets
 from services.notify.policy import RULE_CODES
 from services.notify.templates import Renderer, late_text, local_text
 
-RULESET = default_rulesets().get("nd61-107")
+_SETS = default_rulesets()
+# each rule from the newest rule set that has it (the rules new in nd118-2025 are absent from nd61-107)
+RULESET = {**_SETS.get("nd118-2025").rules, **_SETS.get("nd61-107").rules}
 CITIZEN = {"id_number": "079123456789", "phone": "0909123456", "address": "12 Nguyễn Huệ, Quận 1"}
 VI = re.compile(r"[àáạảãâầấậẩẫăằắặẳẵèéẹẻẽêềếệểễìíịỉĩòóọỏõôồốộổỗơờớợởỡùúụủũưừứựửữỳýỵỷỹđ]")
 
