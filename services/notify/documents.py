@@ -20,9 +20,9 @@ import io
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import lru_cache
-from zoneinfo import ZoneInfo
 
-TZ = ZoneInfo("Asia/Ho_Chi_Minh")
+from shared.instants import TZ
+
 DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
 FORM_FOR_RULE = {"DUE_SOON": "apology", "APOLOGY_MISSING": "apology",
                  "RECEIVED_INCOMPLETE": "supplement_request", "ONLINE_RECEIPT_LATE": "supplement_request"}

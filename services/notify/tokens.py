@@ -52,7 +52,8 @@ def verify_ack(secret: str, token: str, now: datetime) -> AckClaim:
     if not isinstance(token, str) or len(token) > 2048 or token.count(".") != 1:
         raise TokenError("malformed", "malformed acknowledgement token")
     payload, mac = token.split(".")
-    if not hmac.compare_digest(mac, _mac(secret, payload)):
+    # a signed token is ASCII (base64url); a forged link may carry anything
+    if not (payload.isascii() and mac.isascii()) or not hmac.compare_digest(mac, _mac(secret, payload)):
         raise TokenError("bad_signature", "acknowledgement token signature does not match")
     try:
         data = json.loads(_unb64(payload).decode("utf-8"))
@@ -72,4 +73,5 @@ def sign_webhook(secret: str, body: bytes) -> str:
 
 def verify_webhook(secret: str, body: bytes, header: str) -> bool:
     """For receivers (and tests): does the header match the body?"""
-    return hmac.compare_digest(sign_webhook(secret, body), header or "")
+    header = header or ""
+    return header.isascii() and hmac.compare_digest(sign_webhook(secret, body), header)

@@ -17,14 +17,13 @@ from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
-from zoneinfo import ZoneInfo
 
 import yaml
 
+from shared.instants import TZ
 from shared.findings import CONFIDENCES, ROLES, SEVERITIES
 from shared.limits import Limit, parse_limit
 
-VN = ZoneInfo("Asia/Ho_Chi_Minh")
 
 
 def vn_date(t: datetime) -> date:
@@ -32,7 +31,7 @@ def vn_date(t: datetime) -> date:
     1/7/2025 in Vietnam is 30/6 17:00 UTC and is judged by the rule set of 1/7)."""
     if t.tzinfo is None or t.utcoffset() is None:
         raise ValueError("a receipt instant must carry a UTC offset")
-    return t.astimezone(VN).date()
+    return t.astimezone(TZ).date()
 
 RULES_DIR = Path(__file__).resolve().parent.parent / "data" / "rules"
 
@@ -387,7 +386,7 @@ class RuleSets:
 
     def why(self, t: datetime) -> dict:
         """Which rule set judges a dossier received at `t`, and why (data + Vietnamese text)."""
-        local = t.astimezone(VN)
+        local = t.astimezone(TZ)
         start, rid = self.binding_for(local.date())
         rs = self._sets[rid]
         later = [(d, r) for d, r in self._bindings if d > local.date()]

@@ -21,6 +21,8 @@ def test_ack_token_round_trip_and_expiry():
     (lambda t: "x" + t, "bad_signature"),
     (lambda t: t.replace(".", ""), "malformed"),
     (lambda t: "a.b.c", "malformed"),
+    (lambda t: t.split(".")[0] + ".đ", "bad_signature"),          # non-ASCII: a refusal, not a 500
+    (lambda t: "Hồ sơ." + t.split(".")[1], "bad_signature"),
 ])
 def test_tampered_tokens_are_refused(mutate, code):
     t = sign_ack("k", "F-1", "head@X", NOW + timedelta(hours=1))
@@ -43,3 +45,7 @@ def test_webhook_signature():
     sig = sign_webhook("s", body)
     assert sig.startswith("sha256=") and len(sig) == 7 + 64
     assert verify_webhook("s", body, sig) and not verify_webhook("s", body + b" ", sig)
+
+
+def test_webhook_signature_with_non_ascii_header_is_refused_not_raised():
+    assert verify_webhook("k", b"{}", "sha256=đ") is False
