@@ -143,14 +143,7 @@ def tally(summaries, params: Params, catalog=None) -> dict[tuple[str, str], dict
         due = s.get("due_at")
         res = s.get("resolved_at")
         if in_period(res):
-            if due is None:
-                g["resolved_no_due"] += 1
-            elif res > due:
-                g["resolved_late"] += 1
-            elif res.astimezone(TZ).date() < due.astimezone(TZ).date():
-                g["resolved_early"] += 1
-            else:
-                g["resolved_on_time"] += 1
+            g["resolved_" + (judge(res, due) or "no_due")] += 1
             if s.get("outcome") == "denied":
                 g["returned_unresolved"] += 1
         if in_period(s.get("refused_at")):
@@ -178,6 +171,18 @@ def tally(summaries, params: Params, catalog=None) -> dict[tuple[str, str], dict
     return groups
 
 
+def judge(resolved_at: datetime, due_at: datetime | None) -> str | None:
+    """early (resolved on a local date before the due date's), on_time (by the due instant),
+    late (after it); None without a due date."""
+    if due_at is None:
+        return None
+    if resolved_at > due_at:
+        return "late"
+    if resolved_at.astimezone(TZ).date() < due_at.astimezone(TZ).date():
+        return "early"
+    return "on_time"
+
+
 def _pct(a: int, b: int) -> float | None:
     return round(100.0 * a / b, 2) if b else None
 
@@ -187,6 +192,11 @@ def on_time_report(dossiers_coll, agencies, params: Params, catalog=None, direct
     q = {"summary.handling_agency": {"$in": sorted(agencies)},
          "summary.received_at": {"$lt": params.end}}
     summaries = (d.get("summary") or {} for d in dossiers_coll.find(q, {"summary": 1}))
+    return report_of(summaries, params, catalog, directory)
+
+
+def report_of(summaries, params: Params, catalog=None, directory=None) -> dict:
+    """The report of these dossier summaries (anything with the summary's `get`)."""
     groups = tally(summaries, params, catalog)
     rows = []
     for (key, name), counts in sorted(groups.items()):
