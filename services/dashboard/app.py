@@ -304,7 +304,7 @@ def create_app(settings: Settings | None = None, clock=None, *, db=None, config:
         except Exception:   # noqa: BLE001
             rs = default_rulesets()
         out = {}
-        for rid in rs.ids():
+        for rid in rs.ids:
             for code, spec in rs.get(rid).rules.items():
                 out.setdefault(code, spec.title)
         return out

@@ -52,6 +52,12 @@ class Row:
     def get(self, key: str, default=None):
         return getattr(self, key, default)
 
+    def __getitem__(self, key: str):
+        try:
+            return getattr(self, key)
+        except AttributeError:
+            raise KeyError(key) from None
+
     @property
     def finished_at(self) -> datetime | None:
         times = [t for t in (self.resolved_at, self.refused_at, self.withdrawn_at) if t is not None]
