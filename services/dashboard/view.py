@@ -91,6 +91,8 @@ class FindingRow:
 
 def _utc(t):
     from datetime import timezone
+    if isinstance(t, str):
+        t = datetime.fromisoformat(t)
     if isinstance(t, datetime) and t.tzinfo is None:
         return t.replace(tzinfo=timezone.utc)
     return t
