@@ -538,20 +538,13 @@ def create_app(settings: Settings | None = None, clock=None, *, db=None, config:
         finds = st.findings_of(doc)
         fids = [f["_id"] for f in finds]
         nstate = st.notify_state(fids)
-        notes = st.notifications_of(fids)
-        acks = st.acks_of(fids)
-        by_finding: dict[str, list] = {}
-        for n in notes:
-            by_finding.setdefault(n["finding_id"], []).append(n)
-        acks_by: dict[str, list] = {}
-        for a in acks:
-            acks_by.setdefault(a["finding_id"], []).append(a)
+        by_finding = st.alerts_of(nstate, get_notify().policy, get_directory())
         steps = v.steps(doc, now)
         pr = procedure(row.procedure_code)
         return render_template("dossier.html.j2", code=code, doc=doc, row=row, state=v.dossier_state(row, th),
                                late=fmt.working_days(th.overdue_hours(row)), explained=explained,
                                no_deadline=no_deadline, findings=finds, nstate=nstate, notes=by_finding,
-                               acks=acks_by, steps=steps, procedure=pr, agency_name=agency_name,
+                               steps=steps, procedure=pr, agency_name=agency_name,
                                titles=get_rule_titles())
 
     @app.post("/xac-nhan-canh-bao")
@@ -673,7 +666,8 @@ def trend_chart(points: list[dict]) -> dict:
     """Geometry of the 12-month stacked bar chart (inline SVG, drawn by the template)."""
     width, height, left, bottom, top = 720, 240, 44, 40, 16
     plot_h = height - bottom - top
-    most = max([p["judged"] for p in points] + [1])
+    top_n = max([p["judged"] for p in points] + [0])
+    most = max(4, -(-top_n // 4) * 4)          # a multiple of 4: whole numbers on the 5 ticks
     step = (width - left - 8) / len(points)
     bars = []
     for i, p in enumerate(points):
@@ -686,5 +680,5 @@ def trend_chart(points: list[dict]) -> dict:
                      "y_late": round(y_good - h_late, 1), "h_late": round(h_late, 1),
                      "label": fmt.month(p["month"]), "lx": round(x + w / 2, 1),
                      "rate": fmt.pct(p["rate"]), "point": p})
-    ticks = [{"y": round(top + plot_h - plot_h * k / 4, 1), "v": fmt.num(most * k / 4, 0)} for k in range(5)]
+    ticks = [{"y": round(top + plot_h - plot_h * k / 4, 1), "v": fmt.num(most * k // 4)} for k in range(5)]
     return {"width": width, "height": height, "bars": bars, "ticks": ticks, "base": top + plot_h, "left": left}

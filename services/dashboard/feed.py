@@ -7,7 +7,8 @@ group, nothing committed: every process reads for itself):
   (its `event_id` is in the stored events; events sla rejects are given up after `retry_for`);
 - a finding message is the finding itself (DESIGN.md §7): applied as is, and its dossier re-read
   (sla stores the dossier before it publishes the finding);
-- acknowledgements (notify's `acks`, small) are polled every `ack_interval` seconds.
+- acknowledgements made elsewhere (e-mail link, API, another process) are polled from notify's
+  `acks` every `ack_interval` seconds (this process applies its own at once).
 Anything read between the offsets and the end of the scan is applied twice: harmless (rows
 carry their revision).
 """
@@ -28,7 +29,7 @@ _ACK_MARGIN = timedelta(minutes=5)
 
 class Feed:
     def __init__(self, settings, store, view, clock, *, poll_timeout: float = 0.5,
-                 ack_interval: float = 5.0, retry_for: float = 120.0):
+                 ack_interval: float = 30.0, retry_for: float = 120.0):
         self.settings, self.store, self.view, self.clock = settings, store, view, clock
         self.poll_timeout, self.ack_interval, self.retry_for = poll_timeout, ack_interval, retry_for
         self._loaded = threading.Event()

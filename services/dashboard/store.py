@@ -6,8 +6,8 @@ of the same database. Read-only, except the acknowledgement, which goes through 
 FerretDB v1.24 answers only `_id` equality without reading the whole collection, so: the
 dossier page reads its dossier, findings and notify state by `_id`; the lists and reports never
 query, they read the in-memory view (`view.View`), which `load()` fills with one scan per
-collection and `feed.Feed` keeps current. The notifications of a dossier's findings are the one
-filtered query left (by `finding_id`, indexed on MongoDB; a scan of `notifications` on FerretDB).
+collection and `feed.Feed` keeps current; the alerts of a dossier are found by `_id` on FerretDB
+(`alerts_of`).
 """
 from __future__ import annotations
 
@@ -41,6 +41,7 @@ class DashboardStore:
         self._key_cache_seconds = key_cache_seconds
         self._docs: OrderedDict = OrderedDict()      # (code, rev) -> dossier doc, for the late report
         self._doc_cache = doc_cache
+        self._ferret: bool | None = None
 
     def repo(self) -> MongoRepository:
         # the pointer is re-read: `motcua rebuild` may have switched the live collections
@@ -97,16 +98,51 @@ class DashboardStore:
                 out[fid] = d
         return out
 
-    def notifications_of(self, finding_ids: list[str]) -> list[dict]:
-        if not finding_ids:
-            return []
-        return self.notify.list_notifications({"finding_id": {"$in": list(finding_ids)}}, 500, 0,
-                                              NOTIFICATION_FIELDS)
+    def is_ferretdb(self) -> bool:
+        if self._ferret is None:
+            try:
+                self._ferret = "ferretdbVersion" in self.db.client.admin.command("buildInfo")
+            except Exception:   # noqa: BLE001 - unknown: take the path that works everywhere
+                self._ferret = True
+        return self._ferret
 
-    def acks_of(self, finding_ids: list[str]) -> list[dict]:
-        if not finding_ids:
-            return []
-        return list(self.notify.acks.find({"finding_id": {"$in": list(finding_ids)}}).sort("at", ASCENDING))
+    def alerts_of(self, nstate: dict[str, dict], policy, directory) -> dict[str, list[dict]]:
+        """The alerts sent for these findings (notify's documents by finding id), per finding.
+
+        MongoDB: the notifications themselves (indexed on `finding_id`): every status, failures
+        included. FerretDB would read the whole `notifications` collection for that, so there the
+        recipients the routing policy gives each escalation level reached are looked up by `_id`
+        in `notify_alerted` (written when an alert or repeat was sent): sent ones only, without
+        the instant; failures stay visible in notify's API (`/v1/notifications?status=failed`)."""
+        if not nstate:
+            return {}
+        out: dict[str, list[dict]] = {}
+        if not self.is_ferretdb():
+            for n in self.notify.list_notifications({"finding_id": {"$in": list(nstate)}}, 500, 0,
+                                                    NOTIFICATION_FIELDS):
+                n["at"] = n.get("sent_at") or n.get("failed_at") or n.get("cancelled_at") or n.get("created_at")
+                out.setdefault(n["finding_id"], []).append(n)
+            return out
+        from services.notify.routing import recipients_for
+        for fid, f in nstate.items():
+            route = policy.route(f["rule"], f["severity"])
+            if route.mode == "digest":
+                continue
+            episode = f.get("episode", 0)
+            # only ids that should exist: a lookup that misses reads the whole collection on FerretDB
+            kinds = ("alert", "repeat") if f.get("repeats") else ("alert",)
+            for level in range(0, (f.get("level") or 0) + 1):
+                ff = f
+                if level == 0 and f.get("responsible_role") == "parent_head":
+                    ff = dict(f, responsible_role="agency_head")     # as notify plans it
+                for r in recipients_for(ff, route, policy, directory, level):
+                    if r.address is None:
+                        continue
+                    for kind in kinds:
+                        d = self.notify.alerted.find_one({"_id": f"{fid}|{episode}|{r.id}|{level}|{kind}"})
+                        if d is not None:
+                            out.setdefault(fid, []).append(dict(d, status="sent", at=None))
+        return out
 
     # -- sign-in ------------------------------------------------------------------------------------
     def principal_of(self, key_id: str) -> Principal | None:

@@ -282,3 +282,29 @@ def test_dossier_page_explains_and_acknowledge_stops_escalation(env):
     assert db.notifications.count_documents({"finding_id": fid, "kind": "repeat"}) == 0
     # and the overview no longer counts it among unacknowledged critical alerts
     assert _count(c.get("/").text, "Cảnh báo nghiêm trọng chưa xác nhận") == unacked - 1
+
+
+def test_alerts_by_id_on_ferretdb_match_the_notifications_query(env):
+    """The store's two ways to list a dossier's sent alerts agree (FerretDB: by `_id` in
+    notify_alerted; MongoDB: the notifications by finding id)."""
+    app, keys, db, clock, _ = env
+    from services.notify.policy import load_policy
+    from services.notify.service import NotifyService
+    from services.notify.store import NotifyStore
+    from services.notify.channels import FakeChannel
+
+    svc = NotifyService(NotifyStore(db), load_policy(None), app.config["DIRECTORY"],
+                        {"email": FakeChannel("email")}, clock, secret="s")
+    svc.dispatch_due()
+    st = app.extensions["motcua.dashboard"]["store"]()
+    doc = st.dossier("A1-" + SIBLING_A)
+    nstate = st.notify_state(doc["finding_ids"])
+    st._ferret = True
+    by_id = st.alerts_of(nstate, load_policy(None), app.config["DIRECTORY"])
+    st._ferret = False
+    by_query = st.alerts_of(nstate, load_policy(None), app.config["DIRECTORY"])
+
+    def key(alerts):
+        return {fid: sorted((a["recipient"], a["level"], a["kind"]) for a in rows if a["status"] == "sent")
+                for fid, rows in alerts.items()}
+    assert key(by_id) == key(by_query) and by_id
