@@ -426,7 +426,7 @@ def create_app(settings: Settings | None = None, clock=None, *, db=None, config:
         vw = current_view()
         th = thresholds()
         scope = scope_of(p)
-        data = v.overview(vw.rows(), vw.findings(), vw.acked(), scope, th, judge)
+        data = v.overview(vw.rows(), vw.open_findings(), vw.acked(), scope, th, judge)
         titles = get_rule_titles()
         return render_template("overview.html.j2", data=data, chart=trend_chart(data["trend"]),
                                oldest=[row_view(r, th) for r in data["oldest"]],
@@ -453,7 +453,7 @@ def create_app(settings: Settings | None = None, clock=None, *, db=None, config:
         page = arg_page()
         vw = current_view()
         th = thresholds()
-        rows = v.select_dossiers(vw.rows(), vw.findings(), scope, flt, th)
+        rows = v.select_dossiers(vw.rows(), vw.open_findings(), scope, flt, th)
         if export:
             out = []
             for r in rows:
@@ -491,7 +491,7 @@ def create_app(settings: Settings | None = None, clock=None, *, db=None, config:
         page = arg_page()
         vw = current_view()
         acked = vw.acked()
-        rows = v.select_findings(vw.findings(), acked, scope, flt, vw.row,
+        rows = v.select_findings(vw.open_findings() if state == "open" else vw.findings(), acked, scope, flt, vw.row,
                                  field=request.args.get("field") or None,
                                  procedure=request.args.get("procedure") or None)
         titles = get_rule_titles()

@@ -48,6 +48,7 @@ class Row:
     supplement_requested: bool = False
     pause_start: datetime | None = None   # an open pause counted against the due date
     officer: str | None = None            # assigned officer, else the latest actor
+    finished_at: datetime | None = None   # resolved, refused or withdrawn: set from those (per request hot path)
 
     def get(self, key: str, default=None):
         return getattr(self, key, default)
@@ -58,10 +59,9 @@ class Row:
         except AttributeError:
             raise KeyError(key) from None
 
-    @property
-    def finished_at(self) -> datetime | None:
+    def __post_init__(self):
         times = [t for t in (self.resolved_at, self.refused_at, self.withdrawn_at) if t is not None]
-        return min(times) if times else None
+        self.finished_at = min(times) if times else None
 
     def clock_now(self, now: datetime) -> datetime:
         """The instant the dossier's clock has reached: a pause that started before the due date
@@ -145,14 +145,16 @@ class View:
         self._lock = threading.Lock()
         self._rows: dict[str, Row] = {}
         self._findings: dict[str, FindingRow] = {}
+        self._open: dict[str, FindingRow] = {}        # the open or escalated ones (most pages need only these)
         self._acked: dict[str, datetime | None] = {}
         self.loaded_at: datetime | None = None
 
     def replace_all(self, rows: Iterable[Row], findings: Iterable[FindingRow], acked: dict, at: datetime) -> None:
         r = {x.code: x for x in rows}
         f = {x.id: x for x in findings}
+        o = {k: x for k, x in f.items() if x.state in OPEN_STATES}
         with self._lock:
-            self._rows, self._findings, self._acked = r, f, dict(acked)
+            self._rows, self._findings, self._open, self._acked = r, f, o, dict(acked)
             self.loaded_at = at
 
     def put_dossier(self, row: Row) -> None:
@@ -166,6 +168,10 @@ class View:
             cur = self._findings.get(f.id)
             if cur is None or f.revision >= cur.revision:
                 self._findings[f.id] = f
+                if f.state in OPEN_STATES:
+                    self._open[f.id] = f
+                else:
+                    self._open.pop(f.id, None)
 
     def put_ack(self, finding_id: str, at: datetime | None) -> None:
         with self._lock:
@@ -178,6 +184,10 @@ class View:
     def findings(self) -> list[FindingRow]:
         with self._lock:
             return list(self._findings.values())
+
+    def open_findings(self) -> list[FindingRow]:
+        with self._lock:
+            return list(self._open.values())
 
     def acked(self) -> dict:
         with self._lock:
@@ -229,11 +239,14 @@ def dossier_state(row: Row, th: Thresholds) -> str:
     """overdue | due_soon | open | finished — the list filter `state`."""
     if row.finished_at is not None:
         return "finished"
-    if row.is_overdue(th.now):
-        return "overdue"
-    if row.due_at is not None and row.due_at <= th.due_soon_until(row.office) and row.pause_start is None:
-        return "due_soon"
-    return "open"
+    due = row.due_at
+    if due is None:
+        return "open"
+    if row.pause_start is None:
+        if due < th.now:
+            return "overdue"
+        return "due_soon" if due <= th.due_soon_until(row.office) else "open"
+    return "overdue" if row.is_overdue(th.now) else "open"
 
 
 @dataclass

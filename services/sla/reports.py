@@ -120,6 +120,7 @@ def _key(s: dict, group_by: str, catalog) -> tuple[str, str]:
 def tally(summaries, params: Params, catalog=None) -> dict[tuple[str, str], dict]:
     """Counts per group for dossier summaries (pure; the API feeds it from MongoDB)."""
     groups: dict[tuple[str, str], dict] = {}
+    in_period = lambda t: t is not None and params.start <= t < params.end   # noqa: E731
     for s in summaries:
         rec = s.get("received_at")
         if rec is None or rec >= params.end:
@@ -128,7 +129,6 @@ def tally(summaries, params: Params, catalog=None) -> dict[tuple[str, str], dict
         if rec < params.start and fin is not None and fin < params.start:
             continue
         g = groups.setdefault(_key(s, params.group_by, catalog), dict.fromkeys(COUNTS, 0))
-        in_period = lambda t: t is not None and params.start <= t < params.end   # noqa: E731
         if rec < params.start:
             g["carried_over"] += 1
         elif s.get("channel") == "online":

@@ -115,13 +115,13 @@ def _seed(db, ctx, n: int) -> list[str]:
             if f["agency_code"] == SIBLING_A:
                 f["agency_code"] = agency
             finds.append(f)
-            # what notify stores for every finding: its state; for each alert sent: the
-            # notification (with its texts) and who was alerted
+            # what notify stores for every finding: its state; for each critical alert sent: the
+            # notification (texts shortened) and who was alerted
             nf.append({**SCHEDULE_DEFAULTS, **{k: f.get(k) for k in (
                 "rule", "state", "severity", "dossier_code", "agency_code", "responsible_role",
                 "detected_at", "due_at", "title")}, "_id": f["_id"], "revision": 1, "repeats": 0})
             route = policy.route(f["rule"], f["severity"])
-            if route.mode != "digest":
+            if route.mode != "digest" and f["severity"] == "critical":
                 for r in recipients_for(f, route, policy, ctx.directory, 0):
                     if r.address is None:
                         continue
@@ -129,7 +129,7 @@ def _seed(db, ctx, n: int) -> list[str]:
                                   "person": r.person, "level": 0, "kind": "alert", "seq": 0, "channel": r.channel,
                                   "agency_code": r.agency_code, "status": "sent", "created_at": f["detected_at"],
                                   "dossier_code": code, "subject": "Hồ sơ quá hạn " + code,
-                                  "text": "x" * 1200, "html": "<p>" + "y" * 1500 + "</p>"})
+                                  "text": "x" * 300, "html": "<p>" + "y" * 300 + "</p>"})
                     alerted.append({"_id": f"{f['_id']}|0|{r.id}|0|alert", "finding_id": f["_id"],
                                     "recipient": r.id, "person": r.person, "channel": r.channel,
                                     "address": r.address, "agency_code": r.agency_code, "role": r.role,
