@@ -14,7 +14,7 @@ FerretDB (built with Go), an SMTP catcher writing .eml files, and the three serv
 Environment: MOTCUA_LOCAL_NAME (stack name, default dev), MOTCUA_LOCAL_DIR (state root, default
 .local), MOTCUA_CACHE_DIR, MOTCUA_KAFKA_PORT (19092), MOTCUA_KAFKA_CONTROLLER_PORT (19093),
 MOTCUA_FERRETDB_PORT (27027), MOTCUA_FERRETDB_DEBUG_PORT (27028), MOTCUA_SMTP_PORT (1025),
-MOTCUA_INTAKE_PORT (8001), MOTCUA_SLA_PORT (8002), MOTCUA_NOTIFY_PORT (8003),
+MOTCUA_INTAKE_PORT (8001), MOTCUA_SLA_PORT (8002), MOTCUA_NOTIFY_PORT (8003), MOTCUA_DASHBOARD_PORT (8004),
 MOTCUA_SLA_METRICS_PORT (9101), MOTCUA_NOTIFY_METRICS_PORT (9102) for the workers' /metrics.
 
 Rehearsal mode: `motcua local up --clock FILE` starts the services on a virtual clock held in

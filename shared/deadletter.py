@@ -1,5 +1,5 @@
 """Dead letters of both consumers, one contract: sla (`dossier.events` → `dossier.events.dlq`) and
-notify (`sla.findings` → `sla.findings.dlq`). docs/DEAD-LETTERS.md is the operator's guide.
+notify (`sla.findings` → `sla.findings.dlq`). docs/dead-letters.md is the operator's guide.
 
 A dead letter is a record of `<topic>.dlq`, keyed by the original key, with headers
 `dlq.reason`, `dlq.error`, `dlq.origin.topic`, `dlq.origin.partition`, `dlq.origin.offset`

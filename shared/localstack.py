@@ -39,6 +39,7 @@ PORT_VARS = {
     "MOTCUA_INTAKE_PORT": ("intake_port", 8001),
     "MOTCUA_SLA_PORT": ("sla_port", 8002),
     "MOTCUA_NOTIFY_PORT": ("notify_port", 8003),
+    "MOTCUA_DASHBOARD_PORT": ("dashboard_port", 8004),
     "MOTCUA_SLA_METRICS_PORT": ("sla_metrics_port", 9101),
     "MOTCUA_NOTIFY_METRICS_PORT": ("notify_metrics_port", 9102),
 }
@@ -66,6 +67,7 @@ class StackConfig:
     intake_port: int = 8001
     sla_port: int = 8002
     notify_port: int = 8003
+    dashboard_port: int = 8004
     sla_metrics_port: int = 9101       # the workers' Prometheus endpoints (`--metrics-port`)
     notify_metrics_port: int = 9102
     host: str = "127.0.0.1"
@@ -164,6 +166,7 @@ class StackConfig:
             "INTAKE_URL": self.url(self.intake_port),
             "SLA_URL": self.url(self.sla_port),
             "NOTIFY_URL": self.url(self.notify_port),
+            "DASHBOARD_URL": self.url(self.dashboard_port),
             "MAIL_DIR": str(self.mail_dir),
         }
 
@@ -627,6 +630,8 @@ def service_specs(cfg: StackConfig) -> list[ServiceSpec]:
                     "notify_metrics_port", worker=True),
         ServiceSpec("notify-api", ("services/notify/api.py",),
                     gunicorn("notify_port", "services.notify.api:create_app()"), "notify_port"),
+        ServiceSpec("dashboard", ("services/dashboard/app.py",),
+                    gunicorn("dashboard_port", "services.dashboard.app:create_app()"), "dashboard_port"),
     ]
 
 
@@ -635,14 +640,17 @@ def service_env(cfg: StackConfig) -> dict[str, str]:
     env.update(cfg.env())
     env.update({k: str(v) for k, v in cfg.extra_env.items()})
     env["PYTHONUNBUFFERED"] = "1"
-    if not env.get("NOTIFY_SECRET"):
-        # notify signs acknowledgement links; a local stack keeps one random secret in its state
-        secret_file = cfg.config_dir / "notify_secret"
+    for var in ("NOTIFY_SECRET", "DASHBOARD_SECRET"):
+        if env.get(var):
+            continue
+        # notify signs acknowledgement links, the dashboard its session cookies: a local stack
+        # keeps one random secret each in its state
+        secret_file = cfg.config_dir / var.lower()
         if not secret_file.exists():
             secret_file.parent.mkdir(parents=True, exist_ok=True)
             secret_file.write_text(uuid.uuid4().hex + uuid.uuid4().hex)
             secret_file.chmod(0o600)
-        env["NOTIFY_SECRET"] = secret_file.read_text().strip()
+        env[var] = secret_file.read_text().strip()
     env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     return env
 

@@ -66,13 +66,14 @@ class Handled:
 
 class NotifyService:
     def __init__(self, store: NotifyStore, policy: Policy, directory, channels: dict, clock: Clock, *,
-                 base_url: str = "", secret: str = "", calendars: Callable[[str], Any] | None = None,
+                 base_url: str = "", secret: str = "", dashboard_url: str = "", calendars: Callable[[str], Any] | None = None,
                  procedure_name: Callable[[str], str | None] | None = None,
                  requirement: Callable[[str | None, str], str | None] | None = None,
                  metrics=None, renderer: Renderer | None = None, lease: timedelta = timedelta(minutes=2),
                  send_threads: int = 4, claim_batch: int = 50, direct_send: bool = False):
         self.store, self.policy, self.directory, self.channels, self.clock = store, policy, directory, channels, clock
         self.base_url = base_url.rstrip("/")
+        self.dashboard_url = dashboard_url.rstrip("/")
         self.secret = secret
         self._calendars = calendars or self._default_calendars
         self.procedure_name = procedure_name or (lambda code: None)
@@ -361,6 +362,13 @@ class NotifyService:
         return n
 
     # --- acknowledgement ------------------------------------------------------------------------
+    def dossier_url(self, dossier_code: str) -> str | None:
+        """The dossier's page on the dashboard (DASHBOARD_URL), for the alert's reader."""
+        if not self.dashboard_url:
+            return None
+        from urllib.parse import quote
+        return f"{self.dashboard_url}/ho-so/{quote(dossier_code, safe='/')}"
+
     def ack_url(self, finding_id: str, person: str, now: datetime) -> str | None:
         if not self.secret or not self.base_url:
             return None
@@ -611,7 +619,8 @@ class NotifyService:
         ctx = self.renderer.context(f, agency_name=self._agency_name(f["agency_code"]),
                                     procedure_name=self.procedure_name(f.get("procedure_code") or ""),
                                     recipient_name=doc.get("recipient_name") or "",
-                                    recipient_title=doc.get("recipient_title") or "")
+                                    recipient_title=doc.get("recipient_title") or "",
+                                    dossier_url=self.dossier_url(f["dossier_code"]))
         ack = None if doc["kind"] == "resolved" else self.ack_url(f["_id"], doc["person"], now)
         req = self.requirement(f.get("ruleset"), f["rule"])
         escalation = None

@@ -100,7 +100,7 @@ class Renderer:
         return subject, requires
 
     def context(self, finding: dict, *, agency_name: str, procedure_name: str | None,
-                recipient_name: str = "", recipient_title: str = "") -> dict:
+                recipient_name: str = "", recipient_title: str = "", dossier_url: str | None = None) -> dict:
         """The whitelisted template context of a finding."""
         return {
             "dossier_code": finding["dossier_code"],
@@ -118,6 +118,7 @@ class Renderer:
             "detected_local": local_text(finding.get("detected_at")) or "",
             "late_text": late_text(finding.get("overdue_working_hours")),
             "recipient_greeting": greeting(recipient_name, recipient_title),
+            "dossier_url": dossier_url,
         }
 
     def render_alert(self, ctx: dict, *, kind: str = "alert", level: int = 0,

@@ -96,7 +96,7 @@ def build_service(settings: Settings, clock: Clock, db, *, policy: Policy | None
     if not secret:
         log.warning("NOTIFY_SECRET is not set: alerts carry no acknowledgement link")
     return NotifyService(store, policy, directory, channels, clock, base_url=env("NOTIFY_URL", environ),
-                         secret=secret, procedure_name=procedure_name, requirement=requirement,
+                         secret=secret, dashboard_url=env("DASHBOARD_URL", environ), procedure_name=procedure_name, requirement=requirement,
                          metrics=metrics)
 
 

@@ -21,7 +21,7 @@ def register(subparsers) -> None:
         "dlq", help="dead letters of dossier.events (sla) or sla.findings (notify): show, redrive",
         description="Dead letters: messages a worker could not use, kept with their original bytes. "
                     "show and redrive offer the pending ones: not yet redriven, not failed again "
-                    "as a later entry, not a second copy of the same message (docs/DEAD-LETTERS.md).")
+                    "as a later entry, not a second copy of the same message (docs/dead-letters.md).")
     dsub = dlq.add_subparsers(dest="dlq_command", metavar="ACTION")
     show = dsub.add_parser("show", help="print pending dead letters (personal data redacted), oldest first")
     _dlq_options(show)

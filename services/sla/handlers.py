@@ -84,6 +84,7 @@ def update_summary(summary: dict, event: dict) -> None:
     Idempotent: applying the same event again writes the same values.
     """
     t, data, at = event["type"], event.get("data") or {}, event["occurred_at"]
+    _record_people(summary, event, t, data, at)
     if t == "dossier.received":
         comps = list(dict.fromkeys(data.get("components") or []))
         summary.update(procedure_code=data.get("procedure_code"), channel=data.get("channel"),
@@ -102,6 +103,24 @@ def update_summary(summary: dict, event: dict) -> None:
         summary[t.split(".", 1)[1] + "_at"] = at
         if t == "dossier.resolved":
             summary["outcome"] = data.get("outcome")
+
+
+def _record_people(summary: dict, event: dict, t: str, data: dict, at: datetime) -> None:
+    """Who acted (`actors`: event id -> {id, name} of the event's actor), who was assigned
+    (`assignees`: event id -> the officer of a dossier.assigned) and the latest of them by
+    occurrence (`last_actor`, `last_actor_at`): the dashboard's "cán bộ xử lý" per step.
+    Officials only, never applicant data. New dicts, not updates in place: summaries are
+    shallow copies of the held ones."""
+    who = None
+    actor = event.get("actor")
+    if isinstance(actor, dict) and actor.get("id"):
+        who = {"id": actor["id"], "name": actor.get("name")}
+        summary["actors"] = {**(summary.get("actors") or {}), str(event["event_id"]): who}
+    if t == "dossier.assigned" and isinstance(data.get("officer"), dict):
+        who = {"id": data["officer"]["id"], "name": data["officer"].get("name")}
+        summary["assignees"] = {**(summary.get("assignees") or {}), str(event["event_id"]): who}
+    if who is not None and (summary.get("last_actor_at") is None or at >= summary["last_actor_at"]):
+        summary.update(last_actor=who, last_actor_at=at)
 
 
 def parse_item(item: Incoming) -> dict | Rejected:

@@ -151,6 +151,7 @@ def _key(s: dict, group_by: str, catalog) -> tuple[str, str]:
 def tally(summaries, params: Params, catalog=None) -> dict[tuple[str, str], dict]:
     """Counts per group for dossier summaries (pure; the API feeds it from MongoDB)."""
     groups: dict[tuple[str, str], dict] = {}
+    in_period = lambda t: t is not None and params.start <= t < params.end   # noqa: E731
     for s in summaries:
         rec = s.get("received_at")
         if rec is None or rec >= params.end:
@@ -159,7 +160,6 @@ def tally(summaries, params: Params, catalog=None) -> dict[tuple[str, str], dict
         if rec < params.start and fin is not None and fin < params.start:
             continue
         g = groups.setdefault(_key(s, params.group_by, catalog), dict.fromkeys(COUNTS, 0))
-        in_period = lambda t: t is not None and params.start <= t < params.end   # noqa: E731
         if rec < params.start:
             g["carried_over"] += 1
         elif s.get("channel") in ("online", "vneid"):
@@ -176,14 +176,7 @@ def tally(summaries, params: Params, catalog=None) -> dict[tuple[str, str], dict
         due = s.get("due_at")
         res = _resolved_at(s)
         if in_period(res):
-            if due is None:
-                g["resolved_no_due"] += 1
-            elif res > due:
-                g["resolved_late"] += 1
-            elif res.astimezone(TZ).date() < due.astimezone(TZ).date():
-                g["resolved_early"] += 1
-            else:
-                g["resolved_on_time"] += 1
+            g["resolved_" + (judge(res, due) or "no_due")] += 1
             if s.get("outcome") == "denied":
                 g["returned_unresolved"] += 1
         if in_period(s.get("refused_at")):
@@ -214,6 +207,18 @@ def tally(summaries, params: Params, catalog=None) -> dict[tuple[str, str], dict
     return groups
 
 
+def judge(resolved_at: datetime, due_at: datetime | None) -> str | None:
+    """early (resolved on a local date before the due date's), on_time (by the due instant),
+    late (after it); None without a due date."""
+    if due_at is None:
+        return None
+    if resolved_at > due_at:
+        return "late"
+    if resolved_at.astimezone(TZ).date() < due_at.astimezone(TZ).date():
+        return "early"
+    return "on_time"
+
+
 def _pct(a: int, b: int) -> float | None:
     return round(100.0 * a / b, 2) if b else None
 
@@ -222,7 +227,13 @@ def on_time_report(dossiers_coll, agencies, params: Params, catalog=None, direct
     """The report for dossiers handled by `agencies` (the caller's visible subtree)."""
     q = {"summary.handling_agency": {"$in": sorted(agencies)},
          "summary.received_at": {"$lt": params.end}}
-    summaries = [d.get("summary") or {} for d in dossiers_coll.find(q, {"summary": 1})]
+    summaries = (d.get("summary") or {} for d in dossiers_coll.find(q, {"summary": 1}))
+    return report_of(summaries, params, catalog, directory)
+
+
+def report_of(summaries, params: Params, catalog=None, directory=None) -> dict:
+    """The report of these dossier summaries (anything with the summary's `get`)."""
+    summaries = list(summaries)          # read twice: the tally and the rule-set count
     groups = tally(summaries, params, catalog)
     rulesets: dict[str, int] = {}
     for s in summaries:

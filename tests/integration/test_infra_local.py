@@ -51,7 +51,7 @@ def test_service_commands_use_the_stack_ports_and_their_own_control_sockets(tmp_
     intake = specs["intake"].argv
     assert intake[intake.index("--bind") + 1] == "127.0.0.1:29001" and not specs["intake"].worker
     sockets = {s.argv[s.argv.index("--control-socket") + 1] for s in specs.values() if not s.worker}
-    assert sockets == {str(tmp_path / "ci" / "run" / f"{n}.ctl") for n in ("intake", "sla", "notify")}
+    assert sockets == {str(tmp_path / "ci" / "run" / f"{n}.ctl") for n in ("intake", "sla", "notify", "dashboard")}
     deep = StackConfig(name="ci", local_dir=tmp_path / ("x" * 100))      # too long for a unix socket
     assert all("--no-control-socket" in s.argv for s in localstack.service_specs(deep) if not s.worker)
 

@@ -358,3 +358,20 @@ def test_worker_loop_keeps_polling_while_a_long_scheduler_run_scans():
         loop.stop()
         th.join(10)
     assert not th.is_alive()
+
+
+def test_alert_links_to_the_dossier_page_of_the_dashboard(env):
+    env.svc.dashboard_url = "http://dash.test"
+    env.svc.handle(finding())
+    env.svc.dispatch_due()
+    head = next(m for m in env.email.sent if m.address.startswith("gd@"))
+    url = "http://dash.test/ho-so/000.00.10.H56-261120-0001"
+    assert f"Xem hồ sơ, lý do và việc cần làm trên trang theo dõi: {url}" in head.text
+    assert f'href="{url}"' in head.html
+
+
+def test_no_dossier_link_without_a_dashboard_url(env):
+    env.svc.handle(finding())
+    env.svc.dispatch_due()
+    head = next(m for m in env.email.sent if m.address.startswith("gd@"))
+    assert "/ho-so/" not in head.text and "/ho-so/" not in head.html

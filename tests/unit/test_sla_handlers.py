@@ -181,3 +181,28 @@ def test_dlq_printable_redacts_personal_data(world):
     text = json.dumps(shown, ensure_ascii=False)
     assert "0901234567" not in text and shown["value"]["data"]["applicant"]["phone"] == "***"
     assert "extra_field" in shown["error"]
+
+
+def test_summary_records_actors_and_assignees_for_the_dashboard():
+    from datetime import datetime, timezone
+
+    from services.sla.handlers import update_summary
+
+    t1 = datetime(2026, 11, 2, 2, tzinfo=timezone.utc)
+    t2 = datetime(2026, 11, 3, 2, tzinfo=timezone.utc)
+    rec = {"event_id": "e1", "type": "dossier.received", "occurred_at": t1, "agency_code": "A",
+           "actor": {"id": "tn", "name": "Tiếp Nhận", "role": "một cửa"},
+           "data": {"procedure_code": "1.004873", "channel": "direct", "components": []}}
+    asg = {"event_id": "e2", "type": "dossier.assigned", "occurred_at": t2, "agency_code": "A",
+           "actor": {"id": "tp", "name": "Trưởng Phòng"}, "data": {"officer": {"id": "cb", "name": "Cán Bộ"}}}
+    summary: dict = {}
+    update_summary(summary, asg)
+    held = dict(summary)
+    update_summary(summary, rec)                      # arrives late: does not become the latest
+    assert summary["actors"] == {"e1": {"id": "tn", "name": "Tiếp Nhận"}, "e2": {"id": "tp", "name": "Trưởng Phòng"}}
+    assert summary["assignees"] == {"e2": {"id": "cb", "name": "Cán Bộ"}}
+    assert summary["last_actor"] == {"id": "cb", "name": "Cán Bộ"} and summary["last_actor_at"] == t2
+    assert held["actors"] == {"e2": {"id": "tp", "name": "Trưởng Phòng"}}   # the earlier copy is untouched
+    again = dict(summary)
+    update_summary(again, asg)
+    assert again == summary                           # idempotent

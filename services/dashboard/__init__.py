@@ -1,0 +1,1 @@
+"""Supervisors' web dashboard (Vietnamese, server-rendered): see docs/dashboard.md."""
