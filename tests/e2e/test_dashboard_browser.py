@@ -13,12 +13,12 @@ import os
 import re
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 import requests
-from test_walking_skeleton import REPO, Services, _free_port, _received
+from helpers.processes import REPO, Services, free_port, received_event
 
 pytestmark = pytest.mark.browser
 
@@ -45,7 +45,7 @@ def dashboard_stack(kafka_bootstrap, mongo_uri, mongo_db, topics, smtp_server, t
     ensure_topics(kafka_bootstrap, {names["events"] + ".dlq": 1, names["findings"] + ".dlq": 1})
     clock_file = tmp_path / "clock.txt"
     FileClock(clock_file).set(START)
-    intake_port, dash_port = _free_port(), _free_port()
+    intake_port, dash_port = free_port(), free_port()
     dash_url = f"http://127.0.0.1:{dash_port}"
     env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap, MONGO_URI=mongo_uri, MONGO_DB=mongo_db.name,
                TOPIC_EVENTS=names["events"], TOPIC_FINDINGS=names["findings"],
@@ -124,7 +124,7 @@ def test_supervisor_follows_the_alert_to_the_dossier_and_acknowledges(dashboard_
     codes = [f"{AGENCY_A}-261102-{uuid.uuid4().int % 10000:04d}" for _ in range(2)]
     acked, control = codes
     for code in codes:
-        r = requests.post(s["intake"] + "/v1/events", json=_received(code, START),
+        r = requests.post(s["intake"] + "/v1/events", json=received_event(code, START),
                           headers={"Authorization": f"Bearer {s['keys']['counter']}"}, timeout=15)
         assert r.status_code == 202, r.text
     clock.set(OVERDUE_AT)

@@ -4,61 +4,22 @@ never resolved must reach its agency head as an e-mail on a real SMTP server."""
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 import requests
 
-REPO = Path(__file__).resolve().parents[2]
+from helpers.processes import REPO, Services, free_port, received_event
+
 AGENCY = "000.00.17.H56"                       # UBND phường Tân An (sample directory)
 HEAD_EMAIL = "chutich@phuongtanan.longan.local"
 PROCEDURE = "1.004873"                         # Cấp Giấy xác nhận tình trạng hôn nhân, 3wd
 # Monday 02/11/2026 09:00 in Vietnam: a working day, far from holidays
 VIRTUAL_START = datetime(2026, 11, 2, 2, 0, tzinfo=timezone.utc)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Services:
-    def __init__(self, env: dict, log_dir: Path):
-        self.env, self.log_dir, self.procs = env, log_dir, {}
-
-    def start(self, name: str, *argv: str) -> None:
-        log = open(self.log_dir / f"{name}.log", "wb")
-        self.procs[name] = (subprocess.Popen([sys.executable, *argv], cwd=REPO, env=self.env, stdout=log,
-                                             stderr=subprocess.STDOUT, start_new_session=True), log)
-
-    def check_alive(self) -> None:
-        for name, (proc, _log) in self.procs.items():
-            if proc.poll() is not None:
-                raise AssertionError(f"{name} exited with {proc.returncode}:\n{self.tail(name)}")
-
-    def tail(self, name: str, n: int = 30) -> str:
-        path = self.log_dir / f"{name}.log"
-        return "\n".join(path.read_text(errors="replace").splitlines()[-n:]) if path.exists() else ""
-
-    def stop(self) -> None:
-        for proc, _log in self.procs.values():
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc, log in self.procs.values():
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-            log.close()
 
 
 @pytest.fixture
@@ -76,7 +37,7 @@ def stack(kafka_bootstrap, mongo_uri, mongo_db, topics, smtp_server, tmp_path, c
     names = topics("events", "findings", partitions=3)
     from shared.messaging import ensure_topics
     ensure_topics(kafka_bootstrap, {names["events"] + ".dlq": 1, names["findings"] + ".dlq": 1})
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap, MONGO_URI=mongo_uri,
                MONGO_DB=mongo_db.name, TOPIC_EVENTS=names["events"], TOPIC_FINDINGS=names["findings"],
                SMTP_HOST=smtp_server.host, SMTP_PORT=str(smtp_server.port),
@@ -122,7 +83,7 @@ def test_overdue_dossier_reaches_the_agency_head_by_email(stack, smtp_server):
     url, key, services = stack
     received = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(days=21)
     code = f"{AGENCY}-{received:%y%m%d}-{uuid.uuid4().int % 10000:04d}"
-    event = _received(code, received)
+    event = received_event(code, received)
     resp = requests.post(url + "/v1/events", json=event, headers={"Authorization": f"Bearer {key}"},
                          timeout=15)
     assert resp.status_code in (200, 202), resp.text
@@ -133,17 +94,6 @@ def test_overdue_dossier_reaches_the_agency_head_by_email(stack, smtp_server):
     body = found.raw.decode("utf-8", "replace") + found.text()
     for secret in ("080123456789", "0912345678"):       # no citizen id/phone in alerts
         assert secret not in body
-
-
-def _received(code: str, received: datetime) -> dict:
-    return {
-        "event_id": str(uuid.uuid4()), "type": "dossier.received", "dossier_code": code,
-        "occurred_at": received.isoformat(), "agency_code": AGENCY,
-        "data": {"procedure_code": PROCEDURE, "channel": "direct",
-                 "components": ["to-khai-xac-nhan-tthn"], "digitized": [],
-                 "applicant": {"kind": "citizen", "name": "Trần Thị Mai", "id_number": "080123456789",
-                               "phone": "0912345678"}},
-    }
 
 
 OVERDUE_SUBJECT = "Hồ sơ quá hạn"                  # the rule's Vietnamese title opens the subject
@@ -184,7 +134,7 @@ def test_virtual_clock_moves_a_dossier_past_its_deadline(stack, smtp_server, clo
 
     url, key, services = stack
     code = f"{AGENCY}-261102-{uuid.uuid4().int % 10000:04d}"
-    resp = requests.post(url + "/v1/events", json=_received(code, VIRTUAL_START),
+    resp = requests.post(url + "/v1/events", json=received_event(code, VIRTUAL_START),
                          headers={"Authorization": f"Bearer {key}"}, timeout=15)
     assert resp.status_code == 202, resp.text
 

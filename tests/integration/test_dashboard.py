@@ -9,7 +9,7 @@ import re
 from datetime import timedelta
 
 import pytest
-from dashboard_seed import PROVINCE, SIBLING_A, SIBLING_B, event, notify, received, replay, store, utc
+from helpers.dashboard_seed import PROVINCE, SIBLING_A, SIBLING_B, event, notify, received, replay, store, utc
 
 from shared.auth import KeyStore
 from shared.clock import VirtualClock

@@ -18,15 +18,12 @@ import os
 import random
 import resource
 import statistics
-import sys
 import time
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
-from dashboard_seed import PROVINCE, SIBLING_A, event, received, replay, utc  # noqa: E402
+from helpers.dashboard_seed import PROVINCE, SIBLING_A, event, received, replay, utc
 
 pytestmark = pytest.mark.perf
 
