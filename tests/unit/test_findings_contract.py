@@ -17,7 +17,8 @@ from shared.engine import RULE_CODES
 from shared.messaging import InMemoryBus, encode
 from services.notify.service import FindingError, parse_finding
 from services.sla.dlq import Origin
-from services.sla.handlers import Incoming, SlaHandler
+from services.sla.handlers import SlaHandler
+from services.sla.projection import Incoming
 from services.sla.repository import InMemoryRepository
 
 from helpers.scenarios import SCENARIOS, ctx, raw_event  # noqa: F401  (ctx: fixture)

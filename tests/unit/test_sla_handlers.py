@@ -11,7 +11,8 @@ from shared.clock import VirtualClock
 from shared.messaging import InMemoryBus, encode
 from shared.runtime import Backoff
 from services.sla.dlq import DeadLetters, Origin, TooManyDeadLetters, printable
-from services.sla.handlers import Incoming, SlaHandler
+from services.sla.handlers import SlaHandler
+from services.sla.projection import Incoming
 from services.sla.loop import ConsumerLoop
 from services.sla.repository import InMemoryRepository, StaleWrite
 
