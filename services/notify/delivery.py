@@ -33,7 +33,7 @@ class DeliveryLog:
             getattr(self.metrics, what).labels(*labels).inc()
 
     def sent(self, sent: list[tuple[dict, datetime, float]]) -> None:
-        """Successful sends (notification, accepted at, seconds spent), in few inserts: the
+        """Successful sends (notification, accepted at, seconds spent), in few writes: the
         delivery log, who was alerted, then the notifications recorded sent."""
         self.store.record_deliveries([self.entry(doc, at, "sent", None, spent) for doc, at, spent in sent])
         self.store.add_alerted_many([(doc["finding_id"], {**{k: doc.get(k) for k in ALERTED}, "at": at,
