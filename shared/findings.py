@@ -1,7 +1,7 @@
 """The `sla.findings` message contract (DESIGN.md §7), defined once for its writer and its reader.
 
 sla builds every message it publishes with `message()` (shared/engine/rules.py,
-services/sla/repository.py); notify reads each one with `parse()` (services/notify/service.py).
+services/sla/repository.py); notify reads each one with `parse()` (services/notify/parsing.py).
 A field is added here, or it does not flow.
 
 | field | type | required | notes |

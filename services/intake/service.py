@@ -340,7 +340,7 @@ class _Run:
         docs = []
         for _, wire, digest, canon in chunk:
             text = message_text(canon, self.at)
-            # the message as one string: FerretDB stores a string faster than a sub-document
+            # the message as text: the exact bytes published, republished as they are on a retry
             docs.append({"_id": wire["event_id"], "hash": digest, "status": "pending",
                          "dossier_code": wire["dossier_code"], "agency_code": wire["agency_code"],
                          "type": wire["type"], "key_id": self.principal.key_id,

@@ -4,8 +4,10 @@
 message as text in `message`, …) and one receipt per published event (`_id` =
 `<event_id>/published`: topic, partition, offset); an event is `published` iff it has a receipt.
 Writes are group-committed per process (`GroupInsert`). Protocol (insert pending, publish, insert
-receipt; retries): docs/architecture.md, "Intake: idempotency and publication"; why append-only
-and text: docs/ferretdb.md.
+receipt; retries): docs/architecture.md, "Intake: idempotency and publication".
+
+FerretDB v1.24 applies an update as a read-modify-write of the whole document: publication is
+recorded by inserting a receipt, never by updating the event (docs/ferretdb.md).
 """
 from __future__ import annotations
 

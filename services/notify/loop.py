@@ -16,6 +16,7 @@ from shared.deadletter import ERROR_MAX, DeadLetters, Failed, TooManyDeadLetters
 from shared.messaging import decode
 from shared.runtime import Backoff
 
+from .sender import BackgroundSender
 from .service import NotifyService
 
 log = logging.getLogger("motcua.notify.loop")
@@ -39,9 +40,11 @@ class NotifyLoop:
         self.metrics = metrics
         self.poll_timeout, self.schedule_interval, self.max_records = poll_timeout, schedule_interval, max_records
         self.dispatch_batch = dispatch_batch
-        # alerts leased at planning are sent by the service's own thread while this loop polls
-        # and plans the next batch; at most `max_backlog` of them wait (their lease is 2 min)
-        self.background_send, self.max_backlog = background_send, max_backlog
+        # alerts leased at planning (the service's outbox) are sent by a sender of their own
+        # while this loop polls and plans the next batch; at most `max_backlog` of them wait
+        # (their lease is 2 min)
+        self.sender = BackgroundSender(service) if background_send else None
+        self.max_backlog = max_backlog
         # the queue scan (deferred alerts, retries, expired leases) reads the whole queue on
         # FerretDB: with a background sender it runs at most every `dispatch_interval` s, unless
         # the previous scan found work
@@ -58,8 +61,8 @@ class NotifyLoop:
         self.stop_event.set()
 
     def run(self) -> None:
-        if self.background_send:
-            self.service.start_sender()
+        if self.sender is not None:
+            self.sender.start()
         scheduler = None
         if self.background_schedule:
             scheduler = threading.Thread(target=self._schedule_forever, name="notify-scheduler", daemon=True)
@@ -71,7 +74,8 @@ class NotifyLoop:
             self.stop_event.set()
             if scheduler is not None:
                 scheduler.join(30)
-            self.service.stop_sender()
+            if self.sender is not None:
+                self.sender.stop()
             try:
                 self.consumer.close()
             except Exception:
@@ -79,15 +83,17 @@ class NotifyLoop:
 
     def run_once(self) -> None:
         records = {}
-        if not self.background_send or self.service.wait_for_sender(self.max_backlog, self.poll_timeout):
+        if self.sender is None or self.sender.wait(self.max_backlog, self.poll_timeout):
             records = self.consumer.poll(timeout_ms=int(self.poll_timeout * 1000), max_records=self.max_records)
         batch = [r for rs in records.values() for r in rs]
         if batch and not self._handle(batch):
             return
         try:
             mono = time.monotonic()
-            if not self.background_send or mono - self._last_dispatch >= self.dispatch_interval:
-                if self.service.dispatch_due(max_items=self.dispatch_batch) == 0:
+            if self.sender is None:
+                self.service.dispatch_due(max_items=self.dispatch_batch)
+            elif mono - self._last_dispatch >= self.dispatch_interval:
+                if self.service.dispatch_queue(max_items=self.dispatch_batch) == 0:
                     self._last_dispatch = mono
             if not self.background_schedule and mono - self._last_schedule >= self.schedule_interval:
                 self._last_schedule = mono

@@ -2,10 +2,13 @@
 
 Collections: `notify_findings`, `notifications` (unique per finding, episode, recipient, level,
 kind, seq: inserting it is the claim), `deliveries`, `acks`, `notify_queue` (notifications not yet
-final), `notifications_sent` (insert-only marker: a sent notification's document is not updated,
-readers merge the marker through `with_outcome`), `notify_alerted`, `notification_claims`.
-What each holds and why: docs/architecture.md, "notify"; the FerretDB limits behind the
-insert-only collections and the small queue: docs/ferretdb.md.
+final), `notifications_sent` (insert-only marker of a sent notification), `notify_alerted`,
+`notification_claims`. What each holds and why: docs/architecture.md, "notify".
+
+The service reads and writes through this port as it would against MongoDB; every choice forced
+by FerretDB v1.24 is made here, each with a comment naming the limit (docs/ferretdb.md). The one
+that shows in the data: a sent notification's document keeps `status: "pending"`, its outcome is
+its `notifications_sent` marker, and every reader goes through `with_outcome`.
 """
 from __future__ import annotations
 
@@ -25,6 +28,8 @@ CLAIMS = "notification_claims"
 QUEUE = "notify_queue"
 ALERTED = "notify_alerted"
 SENT = "notifications_sent"
+# FerretDB: an insert command is one SQLite transaction, far cheaper per document than updates;
+# chunks keep each command (and the duplicate-key report of an unordered insert) bounded
 INSERT_CHUNK = 200        # documents per insert_many
 NOTIFICATION_KEY = ("finding_id", "episode", "recipient", "level", "kind", "seq")
 # scheduler state of a finding, set when notify first stores it and never overwritten by revisions
@@ -171,6 +176,7 @@ class NotifyStore:
                 self.queue.delete_one({"_id": entry["_id"]})   # final already (sent: the sender died before dequeuing)
                 continue
             try:
+                # FerretDB: findAndModify is not atomic between writers, a unique `_id` is
                 self.claims.insert_one({"_id": f"{entry['_id']}:{entry.get('n', 0)}", "at": now})
             except DuplicateKeyError:
                 continue   # another instance took it
@@ -186,9 +192,12 @@ class NotifyStore:
         self.queue.delete_one({"_id": nid})
 
     def mark_sent(self, markers: list[dict]) -> None:
-        """Sent notifications: their `notifications_sent` markers (`_id` = notification id; a
-        repeat after a crash keeps the first), then out of the queue. The notification documents
-        are not updated (see the module docstring)."""
+        """Record notifications as sent (`_id`, `channel`, `sent_at`, `attempts`, `reclaims` each),
+        then take them out of the queue. A repeat after a crash keeps the first record.
+
+        FerretDB: an update by `_id` reads the whole collection, and `notifications` only grows
+        (docs/ferretdb.md, "Measured"): the record is an insert into `notifications_sent`, which
+        `with_outcome` overlays on the notification for every reader."""
         _insert_many_new(self.sent, markers)
         self._delete_queued([m["_id"] for m in markers])
 

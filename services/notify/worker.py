@@ -15,6 +15,7 @@ from .bootstrap import bootstrap, load_agencies, load_notify_policy
 from .channels import SmsChannel, SmtpChannel, WebhookChannel
 from .loop import NotifyLoop
 from .metrics import NotifyMetrics
+from .outbox import Outbox
 from .policy import Policy
 from .service import NotifyService
 from .store import NotifyStore
@@ -85,7 +86,7 @@ def lookups(settings: Settings, db=None, *, clock: Clock | None = None):
 
 def build_service(settings: Settings, clock: Clock, db, *, policy: Policy | None = None, directory=None,
                   channels: dict | None = None, metrics: NotifyMetrics | None = None,
-                  environ: dict | None = None) -> NotifyService:
+                  environ: dict | None = None, outbox: Outbox | None = None) -> NotifyService:
     policy = policy or load_notify_policy(environ)
     store = NotifyStore(db)
     store.ensure_indexes()
@@ -96,8 +97,9 @@ def build_service(settings: Settings, clock: Clock, db, *, policy: Policy | None
     if not secret:
         log.warning("NOTIFY_SECRET is not set: alerts carry no acknowledgement link")
     return NotifyService(store, policy, directory, channels, clock, base_url=env("NOTIFY_URL", environ),
-                         secret=secret, dashboard_url=env("DASHBOARD_URL", environ), procedure_name=procedure_name, requirement=requirement,
-                         metrics=metrics)
+                         secret=secret, dashboard_url=env("DASHBOARD_URL", environ),
+                         procedure_name=procedure_name, requirement=requirement,
+                         metrics=metrics, outbox=outbox)
 
 
 @dataclass
@@ -117,8 +119,8 @@ def build_worker(settings: Settings, clock: Clock | None = None, *, db=None, gro
     ensure_topics(settings.kafka_bootstrap_servers, settings.topics())   # TOPIC_PARTITIONS
     db = notify.db()
     metrics = NotifyMetrics()
-    service = build_service(settings, clock, db, metrics=metrics, **service_kw)
-    service.direct_send = True   # alerts due at once are sent after the batch, not found by a queue scan
+    # alerts due at once are sent after the batch by the loop's sender, not found by a queue scan
+    service = build_service(settings, clock, db, metrics=metrics, outbox=Outbox(), **service_kw)
     publisher = KafkaPublisher(settings.kafka_bootstrap_servers, client_id="motcua-notify")
     consumer = kafka_consumer(settings.kafka_bootstrap_servers, [settings.topic_findings], group_id,
                               client_id="motcua-notify", **(consumer_config or {}))

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from shared import deadletter
 from shared.deadletter import TooManyDeadLetters, printable  # noqa: F401  (the sla names)
 
-from .handlers import Rejected
+from .projection import Rejected
 
 
 @dataclass(frozen=True)

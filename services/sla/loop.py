@@ -17,7 +17,8 @@ from shared.consumer import commit_batch, rewind
 from shared.runtime import Backoff
 
 from .dlq import DeadLetters, Origin
-from .handlers import Incoming, SlaHandler
+from .handlers import SlaHandler
+from .projection import Incoming
 from .repository import StaleWrite
 
 log = logging.getLogger("motcua.sla.loop")
@@ -33,7 +34,7 @@ class Skipped(Exception):
 
 @dataclass
 class _InFlight:
-    pending: object          # handlers.Pending
+    pending: object          # staging.Pending
     batch: list              # its Kafka records
     future: object           # concurrent.futures.Future of its write
     started: float
@@ -56,7 +57,7 @@ class ConsumerLoop:
         self.max_records = max_records
         self.load_step = load_step
         self.check_budget = check_budget
-        self._loads: list = []          # handlers.Loading in progress, oldest first
+        self._loads: list = []          # partitions.Loading in progress, oldest first
         self._paused: set = set()
         self._revoked: set = set()
         self._newly: set = set()

@@ -19,8 +19,8 @@ from shared.config import Settings
 from shared.messaging import decode
 
 from .dlq import Origin
-from .handlers import (Incoming, Rejected, default_engine, event_agencies, evaluate_dossier,
-                       parse_item, update_summary)
+from .projection import (Incoming, Rejected, default_engine, event_agencies, evaluate_dossier,
+                         parse_item, update_summary)
 from .repository import (INSERT_CHUNK, DossierWrite, MongoRepository, Names, dossier_doc,
                          finding_doc, live_names, switch_live)
 

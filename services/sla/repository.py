@@ -46,7 +46,7 @@ class DossierWrite:
     next_check_at: datetime | None
     prev_rev: int             # 0 when the dossier is new
     agencies: list[str] = field(default_factory=list)   # every agency its events named (tenancy)
-    summary: dict = field(default_factory=dict)          # facts the reports need (handlers.update_summary)
+    summary: dict = field(default_factory=dict)          # facts the reports need (projection.update_summary)
     finding_ids: list[str] = field(default_factory=list) # every finding this dossier ever had
     raw: bytes | None = None  # dossier_doc(self, now) as BSON, when the handler encoded it already
 

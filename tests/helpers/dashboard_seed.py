@@ -34,7 +34,7 @@ def received(code: str, at: datetime, agency: str, procedure: str = PROC_3WD, ac
 def replay(events: list[dict], now: datetime, ctx) -> tuple[dict, list[dict]]:
     """(dossier document, finding documents) of one dossier's events, as the sla worker stores them."""
     import shared.engine as engine
-    from services.sla.handlers import Incoming
+    from services.sla.projection import Incoming
     from services.sla.rebuild import _replay_dossier
 
     items = []

@@ -9,6 +9,7 @@ import mongomock
 from shared.clock import VirtualClock
 from shared.directory import default_directory
 from services.notify.channels import FakeChannel
+from services.notify.outbox import Outbox
 from services.notify.policy import load_policy
 from services.notify.service import NotifyService
 from services.notify.store import NotifyStore
@@ -34,7 +35,8 @@ def finding(**kw):
 
 
 class Env:
-    def __init__(self, policy=None, start=MON_10H):
+    def __init__(self, policy=None, start=MON_10H, leased=False):
+        """`leased`: alerts due at once are leased at planning (an outbox, as in the worker)."""
         self.db = mongomock.MongoClient(tz_aware=True).db
         self.store = NotifyStore(self.db)
         self.store.ensure_indexes()
@@ -43,7 +45,8 @@ class Env:
         self.directory = default_directory()
         self.svc = NotifyService(self.store, policy or load_policy(), self.directory,
                                  {"email": self.email, "sms": self.sms, "webhook": self.webhook},
-                                 self.clock, base_url="http://notify.test", secret="s3cret")
+                                 self.clock, base_url="http://notify.test", secret="s3cret",
+                                 outbox=Outbox() if leased else None)
 
     def deliveries(self, **q):
         return list(self.db.deliveries.find(q))

@@ -13,7 +13,7 @@ from shared.engine.context import EngineContext
 from shared.engine.rules import FindingChange
 from shared.messaging import encode
 from services.sla.dlq import Origin
-from services.sla.handlers import Incoming
+from services.sla.projection import Incoming
 
 T0 = datetime(2024, 11, 5, 1, 0, tzinfo=timezone.utc)
 FINDINGS = "sla.findings"

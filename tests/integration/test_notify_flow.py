@@ -16,7 +16,9 @@ from shared.config import Settings
 from shared.directory import default_directory
 from shared.messaging import KafkaPublisher
 from services.notify.channels import SmsChannel, SmtpChannel, WebhookChannel
+from services.notify.outbox import Outbox
 from services.notify.policy import load_policy, parse_policy
+from services.notify.sender import BackgroundSender
 from services.notify.service import NotifyService
 from services.notify.store import NotifyStore
 from services.notify.tokens import verify_webhook
@@ -86,13 +88,13 @@ def receiver():
     r.close()
 
 
-def make_service(mongo_db, smtp_server, clock, policy=None, **channels):
+def make_service(mongo_db, smtp_server, clock, policy=None, outbox=None, **channels):
     store = NotifyStore(mongo_db)
     store.ensure_indexes()
     chans = {"email": SmtpChannel(smtp_server.host, smtp_server.port, "motcua@test.local")}
     chans.update(channels)
     return NotifyService(store, policy or load_policy(), default_directory(), chans, clock,
-                         base_url="http://notify.test", secret=SECRET)
+                         base_url="http://notify.test", secret=SECRET, outbox=outbox)
 
 
 def recipients(mails):
@@ -375,8 +377,8 @@ def test_digest_lists_subtree_findings(mongo_db, smtp_server):
 def test_concurrent_instances_send_each_alert_once(mongo_db, smtp_server):
     clock = VirtualClock(MON_10H)
     policy = parse_policy({"defaults": {"critical": {"roles": ["head", "one_stop_chief"], "channels": ["email"]}}})
-    a = make_service(mongo_db, smtp_server, clock, policy)
-    b = make_service(mongo_db, smtp_server, clock, policy)
+    a = make_service(mongo_db, smtp_server, clock, policy, outbox=Outbox())
+    b = make_service(mongo_db, smtp_server, clock, policy, outbox=Outbox())
     msgs = [finding(f"C{i}", dossier_code=f"000.00.10.H56-C{i}") for i in range(10)]
     ths = [threading.Thread(target=lambda s=s: [s.handle(m) for m in msgs] and s.dispatch_due()) for s in (a, b)]
     for t in ths:
@@ -420,13 +422,13 @@ def test_batches_on_two_instances_with_background_senders_send_each_alert_once(m
     its old owner still runs): each alert once, readers see `sent`, every send logged."""
     clock = VirtualClock(MON_10H)
     policy = parse_policy({"defaults": {"critical": {"roles": ["head"], "channels": ["email"]}}})
-    a = make_service(mongo_db, smtp_server, clock, policy)
-    b = make_service(mongo_db, smtp_server, clock, policy)
+    a = make_service(mongo_db, smtp_server, clock, policy, outbox=Outbox())
+    b = make_service(mongo_db, smtp_server, clock, policy, outbox=Outbox())
     batch = [finding(f"B{i}", dossier_code=f"000.00.10.H56-B{i}") for i in range(15)]
     batch += [finding("B3", dossier_code="000.00.10.H56-B3"), {"finding_id": "bad"}]
-    for s in (a, b):
-        s.direct_send = True
-        s.start_sender()
+    senders = [BackgroundSender(s) for s in (a, b)]
+    for sender in senders:
+        sender.start()
     try:
         results = []
         ths = [threading.Thread(target=lambda s=s: results.append(s.handle_many(batch))) for s in (a, b)]
@@ -436,8 +438,8 @@ def test_batches_on_two_instances_with_background_senders_send_each_alert_once(m
             t.join(30)
         assert len(results) == 2 and all(type(r[16]).__name__ == "FindingError" for r in results)
     finally:
-        a.stop_sender()
-        b.stop_sender()
+        for sender in senders:
+            sender.stop()
     smtp_server.wait_for(15, timeout=30)
     time.sleep(0.5)
     codes = sorted(m.subject.split("hồ sơ ")[1].split()[0] for m in smtp_server.messages)
@@ -451,14 +453,14 @@ def test_batches_on_two_instances_with_background_senders_send_each_alert_once(m
 def test_background_sender_does_not_send_what_the_same_batch_resolves(mongo_db, smtp_server):
     clock = VirtualClock(MON_10H)
     policy = parse_policy({"defaults": {"critical": {"roles": ["head"], "channels": ["email"]}}})
-    svc = make_service(mongo_db, smtp_server, clock, policy)
-    svc.direct_send = True
-    svc.start_sender()
+    svc = make_service(mongo_db, smtp_server, clock, policy, outbox=Outbox())
+    sender = BackgroundSender(svc)
+    sender.start()
     try:
         svc.handle_many([finding(f"R{i}", dossier_code=f"000.00.10.H56-R{i}") for i in range(5)]
                         + [finding("R2", dossier_code="000.00.10.H56-R2", state="resolved", revision=2)])
     finally:
-        svc.stop_sender()
+        sender.stop()
     smtp_server.wait_for(4, timeout=30)
     time.sleep(0.5)
     codes = sorted(m.subject.split("hồ sơ ")[1].split()[0] for m in smtp_server.messages)

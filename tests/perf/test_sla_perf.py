@@ -154,7 +154,8 @@ def test_apply_rate_vs_raw_consumer(settings, db):
     assert _count(db, "dossiers") == N_EVENTS
     # the same events through the handler alone (in-memory store, no broker): the engine's ceiling
     from shared.messaging import encode
-    from services.sla.handlers import Incoming, SlaHandler
+    from services.sla.handlers import SlaHandler
+    from services.sla.projection import Incoming
     from services.sla.repository import InMemoryRepository
 
     class _Sink:
@@ -273,13 +274,13 @@ def test_memory_of_held_states():
         stored = dossier_doc(w, now)
         raw_bson += len(bson.encode(stored))
         h.cache.put_dossier(0, stored)
-        h._push(code, nxt, 0)
+        h.scheduler.push(code, nxt, 0)
     gc.collect()
     used = _rss_bytes() - before
     per = used / held
     bson_avg = sum(len(b) for b in part.values()) / held
     print(f"\n[sla held states] {held} open dossiers held ({real} distinct real-engine states; "
-          f"{len(h._heap)} next checks in the heap, {h.scheduled() - len(h._heap)} in far day buckets)")
+          f"{len(h.scheduler.heap)} next checks in the heap, {h.scheduled() - len(h.scheduler.heap)} in far day buckets)")
     print(f"  {'baseline: BSON, uncompressed':<34}{raw_bson / 2**20:>10.1f} MB   ({raw_bson / held:.0f} B/dossier)")
     print(f"  {'RSS growth':<34}{used / 2**20:>10.1f} MB   ({per:.0f} B/dossier, held doc avg {bson_avg:.0f} B compressed)")
     print(f"  {'ratio RSS / BSON':<34}{used / raw_bson:>10.2f}")

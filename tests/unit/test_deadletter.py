@@ -18,7 +18,8 @@ from shared.events import redact, redact_text
 from shared.messaging import InMemoryBus, encode
 from services.notify.loop import NotifyLoop
 from services.sla.dlq import DeadLetters, Origin
-from services.sla.handlers import Incoming, SlaHandler
+from services.sla.handlers import SlaHandler
+from services.sla.projection import Incoming
 from services.sla.repository import InMemoryRepository
 
 from helpers.notify import Env, finding

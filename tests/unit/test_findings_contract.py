@@ -15,9 +15,10 @@ from shared import findings
 from shared.clock import VirtualClock
 from shared.engine import RULE_CODES
 from shared.messaging import InMemoryBus, encode
-from services.notify.service import FindingError, parse_finding
+from services.notify.parsing import FindingError, parse_finding
 from services.sla.dlq import Origin
-from services.sla.handlers import Incoming, SlaHandler
+from services.sla.handlers import SlaHandler
+from services.sla.projection import Incoming
 from services.sla.repository import InMemoryRepository
 
 from helpers.scenarios import SCENARIOS, ctx, raw_event  # noqa: F401  (ctx: fixture)
@@ -79,10 +80,10 @@ def test_the_scenarios_cover_every_rule_state_and_revision_path(all_emitted):
 
 def test_roles_severities_and_states_have_one_definition():
     from shared.engine import ruledata
-    from services.notify import policy, service
+    from services.notify import planning, policy, service
     assert ruledata.SEVERITIES is findings.SEVERITIES and ruledata.ROLES is findings.ROLES
-    assert policy.SEVERITIES is findings.SEVERITIES and service.SEVERITIES is findings.SEVERITIES
-    assert not hasattr(service, "CHANGES") and not hasattr(service, "STATES")
+    assert policy.SEVERITIES is findings.SEVERITIES and planning.SEVERITIES is findings.SEVERITIES
+    assert not any(hasattr(m, "CHANGES") or hasattr(m, "STATES") for m in (planning, service))
 
 
 def test_the_phantom_change_field_is_not_part_of_the_contract():

@@ -10,6 +10,7 @@ def test_loop_runs_its_first_dispatch_and_schedule_at_once_whatever_the_uptime(m
     scans the queue and runs escalations, repeats and digests (no "last run at 0.0")."""
     import time as _t
     from services.notify.loop import NotifyLoop
+    from services.notify.outbox import Outbox
 
     if uptime is not None:
         real = _t.monotonic
@@ -23,11 +24,10 @@ def test_loop_runs_its_first_dispatch_and_schedule_at_once_whatever_the_uptime(m
     class Service:
         dispatched = scheduled = 0
         clock = None              # the dead-letter writer's clock: unused, nothing is dead-lettered
+        outbox = Outbox()         # the background sender's: empty
+        dispatcher = None
 
-        def wait_for_sender(self, backlog, timeout):
-            return True
-
-        def dispatch_due(self, max_items):
+        def dispatch_queue(self, max_items):
             Service.dispatched += 1
             return 0
 

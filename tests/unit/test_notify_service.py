@@ -7,7 +7,10 @@ from datetime import timedelta, timezone
 import pytest
 
 from services.notify.policy import load_policy, parse_policy
-from services.notify.service import FindingError, NotifyService, parse_finding
+from services.notify.outbox import Outbox
+from services.notify.parsing import FindingError, parse_finding
+from services.notify.sender import BackgroundSender
+from services.notify.service import NotifyService
 from services.notify.tokens import verify_ack
 
 from helpers.notify import MON_10H, MON_20H, WED_0730, Env, finding
@@ -135,9 +138,7 @@ def test_two_claimers_of_one_entry_only_one_wins(env):
 
 
 def _direct_env(start=MON_10H):
-    e = Env(start=start)
-    e.svc.direct_send = True
-    return e
+    return Env(start=start, leased=True)
 
 
 def test_direct_send_leases_at_insert_and_sends_without_a_queue_claim():
@@ -163,9 +164,9 @@ def test_direct_send_crash_before_send_is_sent_once_after_the_lease():
     env = _direct_env()
     env.svc.handle(finding(rule="TRANSFER_LATE", severity="warning", responsible_role="one_stop_chief",
                            title="Chuyển hồ sơ chậm", overdue_working_hours=None))
-    env.svc._direct.clear()                                      # the instance dies before sending
+    env.svc.outbox.items.clear()                                      # the instance dies before sending
     other = NotifyService(env.store, load_policy(), env.directory, {"email": env.email}, env.clock,
-                          direct_send=True)
+                          outbox=Outbox())
     assert other.dispatch_due() == 0                             # leased: nobody else sends it yet
     env.clock.advance(env.svc.lease + timedelta(seconds=1))
     assert other.dispatch_due() == 1
@@ -180,9 +181,9 @@ def test_direct_send_crash_between_send_and_mark_duplicates_at_most_once_visibly
     env = _direct_env()
     env.svc.handle(finding(rule="TRANSFER_LATE", severity="warning", responsible_role="one_stop_chief",
                            title="Chuyển hồ sơ chậm", overdue_working_hours=None))
-    [doc] = env.svc._direct
-    env.svc._direct.clear()
-    env.email.send(env.svc._outgoing(doc, MON_10H))              # sent, then the instance dies
+    [doc] = env.svc.outbox.items
+    env.svc.outbox.items.clear()
+    env.email.send(env.svc.composer.outgoing(doc, MON_10H))              # sent, then the instance dies
     env.clock.advance(env.svc.lease + timedelta(seconds=1))
     assert env.svc.dispatch_due() == 1
     env.clock.advance(env.svc.lease + timedelta(seconds=1))
@@ -196,7 +197,7 @@ def test_direct_send_leaves_deferred_alerts_to_the_queue():
     env = _direct_env(start=MON_20H)
     env.svc.handle(finding(rule="TRANSFER_LATE", severity="warning", responsible_role="one_stop_chief",
                            title="Chuyển hồ sơ chậm", overdue_working_hours=None))
-    assert env.svc._direct == []
+    assert env.svc.outbox.items == []
     entry = env.db.notify_queue.find_one({})
     assert entry["n"] == 0 and entry["due_at"].astimezone(timezone.utc) == WED_0730
     env.clock.set(WED_0730)
@@ -260,7 +261,7 @@ def test_a_sent_notification_is_marked_by_an_insert_not_an_update(env):
 
 def test_redelivery_plans_the_alerts_a_crashed_planner_left_out(env):
     doc = parse_finding(finding(**WARN))
-    env.store.insert_new_findings([env.svc._new_finding(doc, MON_10H)])     # stored, then the planner died
+    env.store.insert_new_findings([env.svc.planner.new_finding(doc, MON_10H)])     # stored, then the planner died
     assert env.db.notifications.count_documents({}) == 0
     res = env.svc.handle(finding(**WARN))                                    # the same message, redelivered
     assert res.stored is False and res.planned == 1
@@ -271,9 +272,9 @@ def test_redelivery_plans_the_alerts_a_crashed_planner_left_out(env):
 def test_sender_dying_between_marker_and_dequeue_does_not_resend():
     env = _direct_env()
     env.svc.handle(finding(**WARN))
-    [doc] = env.svc._direct
-    env.svc._direct.clear()
-    env.email.send(env.svc._outgoing(doc, MON_10H))
+    [doc] = env.svc.outbox.items
+    env.svc.outbox.items.clear()
+    env.email.send(env.svc.composer.outgoing(doc, MON_10H))
     env.db.notifications_sent.insert_one({"_id": doc["_id"], "channel": "email", "attempts": 1})  # then died
     env.clock.advance(env.svc.lease + timedelta(seconds=1))
     assert env.svc.dispatch_due() == 0
@@ -292,20 +293,21 @@ def test_a_queue_entry_without_its_notification_is_dropped_after_a_lease(env):
 def test_background_sender_sends_leased_alerts_as_they_are_planned_and_drains_on_stop():
     import time as _t
     env = _direct_env()
-    env.svc.start_sender()
+    sender = BackgroundSender(env.svc)
+    sender.start()
     try:
         env.svc.handle_many([fw("F-1"), fw("F-2")])
         deadline = _t.monotonic() + 5
         while len(env.email.sent) < 2 and _t.monotonic() < deadline:
             _t.sleep(0.01)
         assert len(env.email.sent) == 2
-        assert env.svc.dispatch_due() == 0                     # the loop's dispatch leaves them to the sender
+        assert env.svc.dispatch_queue() == 0                   # the loop's dispatch leaves them to the sender
         env.svc.handle(fw("F-3"))
     finally:
-        env.svc.stop_sender()                                  # sends what it holds before it stops
+        sender.stop()                                          # sends what it holds before it stops
     assert len(env.email.sent) == 3 and env.db.notify_queue.count_documents({}) == 0
     assert env.store.sent_counts() == {"email": 3}
-    assert env.svc.wait_for_sender(0, 0.1) is True
+    assert sender.wait(0, 0.1) is True
 
 
 def test_an_alert_whose_lease_nearly_ran_out_in_memory_is_left_to_the_queue():

@@ -12,7 +12,8 @@ from datetime import datetime, timedelta, timezone
 
 
 from services.intake.openapi import example_event
-from services.sla.handlers import Incoming, SlaHandler
+from services.sla.handlers import SlaHandler
+from services.sla.projection import Incoming
 from services.sla.repository import InMemoryRepository
 from shared.catalog import default_catalog
 from shared.clock import VirtualClock

@@ -1,7 +1,7 @@
 """Reports over a period spanning 1/7/2025: each dossier judged under the rule set of its own
 receipt (pause under 61/107, restart under 118), stopped dossiers in their own column and never
 late, extensions counted. Summaries are built exactly as the sla worker builds them
-(handlers.update_summary + evaluate_dossier over the engine's state)."""
+(projection.update_summary + evaluate_dossier over the engine's state)."""
 from __future__ import annotations
 
 import uuid
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from services.sla import handlers
+from services.sla import projection
 from services.sla.reports import Params, tally
 from shared import engine, workcal
 from shared.catalog import catalog_from_records
@@ -52,8 +52,8 @@ def _summary(code, steps, now, ctx):
     for etype, at, *data in steps:
         ev = _ev(code, etype, at, *(data or [None]))
         state = engine.apply(state, ev, ctx)
-        handlers.update_summary(summary, ev)
-    _, summary, _ = handlers.evaluate_dossier(engine, ctx, code, state, now, {}, 0, summary)
+        projection.update_summary(summary, ev)
+    _, summary, _ = projection.evaluate_dossier(engine, ctx, code, state, now, {}, 0, summary)
     return state, summary
 
 

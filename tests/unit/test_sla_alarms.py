@@ -19,7 +19,8 @@ from shared.messaging import InMemoryBus, encode
 from shared.workcal import calendar_for
 from services.sla.alarms import reference_data_problem
 from services.sla.dlq import Origin
-from services.sla.handlers import Incoming, SlaHandler
+from services.sla.handlers import SlaHandler
+from services.sla.projection import Incoming
 from services.sla.repository import InMemoryRepository
 
 T0 = datetime(2024, 11, 5, 1, 0, tzinfo=timezone.utc)

@@ -121,7 +121,7 @@ def test_assignment_publishes_what_was_stored_but_not_published(two):
 
 def test_deferred_marks_are_written_later_and_not_republished_meanwhile(two):
     clock, repo, bus, a, _ = two
-    a.defer_marks = True
+    a.publication.defer_marks = True
     a.assign([0])
     clock.set(T0 + timedelta(hours=2))
     ev = event("D-8")
@@ -186,10 +186,10 @@ def test_far_next_checks_wait_in_day_buckets_and_still_fall_due(two):
     a.handle([incoming(event("D-11"))])                          # due T0 + 1 h: in the heap
     far = event("D-12", when=T0 + timedelta(days=3))             # due three days later
     a.handle([incoming(far)])
-    assert [e[2] for e in a._heap] == ["D-11"] and sum(map(len, a._far.values())) == 1
+    assert [e[2] for e in a.scheduler.heap] == ["D-11"] and sum(map(len, a.scheduler.far.values())) == 1
     a.forget_partitions([0])
     a.assign([0])                                                # reloaded: same split
-    assert sorted(e[2] for e in a._heap) == ["D-11"] and a.scheduled() == 2
+    assert sorted(e[2] for e in a.scheduler.heap) == ["D-11"] and a.scheduled() == 2
     clock.set(T0 + timedelta(days=3, hours=1, seconds=1))
     a.check_due([0])
     assert sorted(p[1] for p in published(bus)) == ["D-11:OVERDUE", "D-12:OVERDUE"]
@@ -198,7 +198,7 @@ def test_far_next_checks_wait_in_day_buckets_and_still_fall_due(two):
 def test_a_check_beyond_the_horizon_in_the_bucket_it_reaches_goes_straight_to_the_heap(two):
     """More than FAR_HORIZON_S away but in the day bucket that _promote takes now: into the heap
     at once (a far bucket would be promoted at the next look, decoding the held document)."""
-    from services.sla.handlers import FAR_BUCKET_S, FAR_HORIZON_S
+    from services.sla.scheduler import FAR_BUCKET_S, FAR_HORIZON_S
     clock, repo, bus, a, _ = two
     a.assign([0])
     later = event("D-13", when=T0 + timedelta(hours=9))           # due T0 + 10 h: 11:00 UTC
@@ -206,7 +206,7 @@ def test_a_check_beyond_the_horizon_in_the_bucket_it_reaches_goes_straight_to_th
     now = clock.now().timestamp()
     assert due > now + FAR_HORIZON_S and due // FAR_BUCKET_S == (now + FAR_HORIZON_S) // FAR_BUCKET_S
     a.handle([incoming(later)])
-    assert [e[2] for e in a._heap] == ["D-13"] and not a._far
+    assert [e[2] for e in a.scheduler.heap] == ["D-13"] and not a.scheduler.far
     clock.set(T0 + timedelta(hours=10, seconds=1))
     a.check_due([0])
     assert [p[1] for p in published(bus)] == ["D-13:OVERDUE"]

@@ -11,7 +11,8 @@ from shared.clock import VirtualClock
 from shared.messaging import InMemoryBus, encode
 from shared.runtime import Backoff
 from services.sla.dlq import DeadLetters, Origin, TooManyDeadLetters, printable
-from services.sla.handlers import Incoming, SlaHandler
+from services.sla.handlers import SlaHandler
+from services.sla.projection import Incoming
 from services.sla.loop import ConsumerLoop
 from services.sla.repository import InMemoryRepository, StaleWrite
 
@@ -186,7 +187,7 @@ def test_dlq_printable_redacts_personal_data(world):
 def test_summary_records_actors_and_assignees_for_the_dashboard():
     from datetime import datetime, timezone
 
-    from services.sla.handlers import update_summary
+    from services.sla.projection import update_summary
 
     t1 = datetime(2026, 11, 2, 2, tzinfo=timezone.utc)
     t2 = datetime(2026, 11, 3, 2, tzinfo=timezone.utc)

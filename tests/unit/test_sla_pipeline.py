@@ -83,7 +83,7 @@ def test_next_batch_is_prepared_while_the_first_is_written_and_commits_follow_th
     assert consumer.commits == [{0: 2}]              # both batches written: one commit
     assert set(repo.dossiers) == {"D-1", "D-2"}
     assert sorted(published(bus)) == [("D-1", "D-1:OVERDUE", "open", 1), ("D-2", "D-2:OVERDUE", "open", 1)]
-    assert a._publishing == {} and loop.batches == 2
+    assert a.publication.in_flight == {} and loop.batches == 2
 
 
 def test_a_failed_write_commits_nothing_after_it_and_puts_the_held_copies_back(world):
@@ -105,7 +105,7 @@ def test_a_failed_write_commits_nothing_after_it_and_puts_the_held_copies_back(w
     assert repo.saves == 1                           # batch 2 was skipped, not written
     assert set(repo.dossiers) == {"D-0"} and repo.dossiers["D-0"]["closed"] is False
     assert (dict(a.cache.docs[0]), dict(a.cache.findings)) == held_before
-    assert a._publishing == {} and not loop._inflight and published(bus) == []
+    assert a.publication.in_flight == {} and not loop._inflight and published(bus) == []
     loop.run_once()                                  # read again: applied once
     loop.run_once()
     assert consumer.commits == [{0: 4}]
@@ -179,7 +179,7 @@ def test_a_batch_that_needs_a_store_read_waits_for_the_writes_in_flight(world):
 
 def test_revocation_waits_for_the_writes_and_their_offsets_on_revoked_partitions_stay_uncommitted(world):
     clock, repo, bus, a = world
-    a.defer_marks = True                             # as in the worker
+    a.publication.defer_marks = True                             # as in the worker
     clock.set(T0 + timedelta(hours=2))
     consumer = FakeConsumer([[rec(event("D-9"), 0)], []])
     loop = pipelined(consumer, a, bus, clock)

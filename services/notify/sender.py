@@ -1,0 +1,114 @@
+"""The worker's background sender: sends the alerts leased at planning while the loop polls and
+plans the next batch. The loop owns it (loop.py); the work it runs is the service's.
+
+A dispatcher thread hands each leased alert to the send pool as it comes (no batch waits for its
+slowest send); a marker thread records the accepted ones together every few milliseconds.
+docs/architecture.md, "Delivery".
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from shared.clock import ensure_utc
+from shared.runtime import Backoff
+
+from .delivery import log_fields
+
+log = logging.getLogger("motcua.notify")
+
+
+class BackgroundSender:
+    def __init__(self, service):
+        self.service = service
+        self.outbox = service.outbox
+        self.dispatcher = service.dispatcher
+        self._threads: list[threading.Thread] | None = None
+        self._stop = threading.Event()
+        self._sink: list = []              # accepted sends waiting for their marks (under outbox.cv)
+
+    def start(self) -> None:
+        if self._threads is not None:
+            return
+        self._stop = threading.Event()
+        self._sink = []
+        self._threads = [threading.Thread(target=self._dispatch_run, name="notify-direct", daemon=True),
+                         threading.Thread(target=self._marker_run, name="notify-marks", daemon=True)]
+        for t in self._threads:
+            t.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop once what it holds is sent and marked (their offsets are committed; anything
+        left is sent from the queue when its lease ends)."""
+        threads = self._threads
+        if threads is None:
+            return
+        self._stop.set()
+        with self.outbox.cv:
+            self.outbox.cv.notify_all()
+        deadline = time.monotonic() + timeout
+        for t in threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        self._threads = None
+
+    def wait(self, limit: int, timeout: float) -> bool:
+        """Back-pressure for the loop: at most `limit` leased alerts waiting or being sent."""
+        return self.outbox.wait_below(limit, timeout)
+
+    def _dispatch_run(self) -> None:
+        cv = self.outbox.cv
+        while True:
+            with cv:
+                while not self.outbox.items and not self._stop.is_set():
+                    cv.wait(1.0)
+                if not self.outbox.items:
+                    return
+                leased = self.outbox.take()     # the condition's lock is reentrant
+            pool = self.dispatcher.pool()
+            for d in leased:
+                pool.submit(self._send_one, d)
+
+    def _send_one(self, doc: dict) -> None:
+        """One leased alert (a pool thread); accepted: into the marker thread's sink."""
+        queued = False
+        try:
+            now = ensure_utc(self.service.clock.now())
+            if self.dispatcher.fresh(doc, now):
+                out: list = []
+                self.dispatcher.deliver(doc, now, out)
+                if out:
+                    with self.outbox.cv:
+                        self._sink.extend(out)
+                        self.outbox.cv.notify_all()
+                    queued = True
+        except Exception:
+            log.exception("sending a leased alert failed; the queue sends it when its lease ends",
+                          extra={"fields": log_fields(doc)})
+        finally:
+            self.outbox.forget([doc["finding_id"]])
+            if not queued:
+                self.outbox.finished(1)
+
+    def _marker_run(self) -> None:
+        backoff = Backoff()
+        cv = self.outbox.cv
+        while True:
+            with cv:
+                while not self._sink and not (self._stop.is_set() and self.outbox.inflight == 0
+                                              and not self.outbox.items):
+                    cv.wait(1.0)
+                if not self._sink:
+                    return
+                if len(self._sink) < 50 and self.outbox.inflight > len(self._sink):
+                    cv.wait(0.02)   # a few more sends finish: fewer, larger writes
+                batch, self._sink = self._sink, []
+            try:
+                self.dispatcher.deliveries.sent(batch)
+                backoff.reset()
+            except Exception:
+                # not recorded: still leased, so sent once more when the lease ends (reclaimed > 0)
+                log.exception("marking sent alerts failed; they will be sent again after their lease")
+                self._stop.wait(backoff.failed())
+            finally:
+                self.outbox.finished(len(batch))
