@@ -27,6 +27,8 @@ from urllib.parse import urlencode
 from shared.clock import clock_from_env
 from shared.config import Settings, env
 from shared.events import DOSSIER_CODE
+from shared.mongo import mongo_db
+from shared.runtime import Lazy
 from shared.workcal import TZ
 
 from . import fmt, view as v
@@ -45,18 +47,6 @@ class PageError(Exception):
     def __init__(self, status: int, message: str):
         super().__init__(message)
         self.status, self.message = status, message
-
-
-class _Lazy:
-    def __init__(self, build):
-        self._build, self._value, self._lock = build, None, threading.Lock()
-
-    def __call__(self):
-        if self._value is None:
-            with self._lock:
-                if self._value is None:
-                    self._value = self._build()
-        return self._value
 
 
 def create_app(settings: Settings | None = None, clock=None, *, db=None, config: dict | None = None):
@@ -93,13 +83,9 @@ def create_app(settings: Settings | None = None, clock=None, *, db=None, config:
     def _db():
         if db is not None:
             return db
-        from pymongo import MongoClient
+        return mongo_db(settings, appname="motcua-dashboard", for_requests=True)
 
-        from shared.httpapi import mongo_timeouts
-        return MongoClient(settings.mongo_uri, tz_aware=True,
-                           **mongo_timeouts(settings.mongo_timeout_ms))[settings.mongo_db]
-
-    get_db = _Lazy(_db)
+    get_db = Lazy(_db)
 
     def _store():
         from .store import DashboardStore
@@ -110,7 +96,7 @@ def create_app(settings: Settings | None = None, clock=None, *, db=None, config:
             log.exception("index creation failed")
         return s
 
-    get_store = _Lazy(_store)
+    get_store = Lazy(_store)
 
     def _directory():
         if app.config.get("DIRECTORY") is not None:
@@ -130,7 +116,7 @@ def create_app(settings: Settings | None = None, clock=None, *, db=None, config:
         from services.sla.worker import engine_context
         return engine_context(settings, get_db())
 
-    get_directory, get_catalog, get_ctx = _Lazy(_directory), _Lazy(_catalog), _Lazy(_ctx)
+    get_directory, get_catalog, get_ctx = Lazy(_directory), Lazy(_catalog), Lazy(_ctx)
 
     def _notify():
         from services.notify.service import NotifyService
@@ -139,7 +125,7 @@ def create_app(settings: Settings | None = None, clock=None, *, db=None, config:
         return NotifyService(get_store().notify, policy, get_directory(), {}, clock,
                              secret=env("NOTIFY_SECRET", environ))
 
-    get_notify = _Lazy(_notify)
+    get_notify = Lazy(_notify)
 
     # -- the view ---------------------------------------------------------------------------------
     the_view = v.View()
@@ -152,7 +138,7 @@ def create_app(settings: Settings | None = None, clock=None, *, db=None, config:
         f.start()
         return f
 
-    get_feed = _Lazy(_feed)
+    get_feed = Lazy(_feed)
 
     def current_view() -> v.View:
         if use_feed:
@@ -309,7 +295,7 @@ def create_app(settings: Settings | None = None, clock=None, *, db=None, config:
                 out.setdefault(code, spec.title)
         return out
 
-    get_rule_titles = _Lazy(rule_titles)
+    get_rule_titles = Lazy(rule_titles)
 
     def check_params(allowed: set[str]):
         unknown = sorted(set(request.args) - allowed)

@@ -190,7 +190,7 @@ def _replay(db, partitions: list[int], *, settings: Settings, names: Names, ends
     repo = MongoRepository(db, names)
     with _Inserter(chunk) as ins:
         for code, msgs in groups.items():
-            result = _replay_dossier(code, msgs, now, ctx, engine)
+            result = replay_dossier(code, msgs, now, ctx, engine)
             counts.rejected += result[0]
             if result[1] is not None:
                 ins.add(repo.dossiers, result[1])
@@ -241,7 +241,7 @@ def _code_of(raw: bytes) -> str:
         return ""
 
 
-def _replay_dossier(code: str, items: list[Incoming], now: datetime, ctx, engine):
+def replay_dossier(code: str, items: list[Incoming], now: datetime, ctx, engine):
     """One dossier's timeline: (messages rejected, final dossier document or None, its findings)."""
     rejected = 0
     state = None

@@ -1,5 +1,5 @@
 """Dossiers for dashboard tests, stored exactly as the sla service stores them: events replayed
-by the rebuild's code path (`services.sla.rebuild._replay_dossier`: engine, summary, findings),
+by the rebuild's code path (`services.sla.rebuild.replay_dossier`: engine, summary, findings),
 findings handed to the notify service as `sla.findings` messages (its store, its plans)."""
 from __future__ import annotations
 
@@ -35,13 +35,13 @@ def replay(events: list[dict], now: datetime, ctx) -> tuple[dict, list[dict]]:
     """(dossier document, finding documents) of one dossier's events, as the sla worker stores them."""
     import shared.engine as engine
     from services.sla.projection import Incoming
-    from services.sla.rebuild import _replay_dossier
+    from services.sla.rebuild import replay_dossier
 
     items = []
     for e in events:
         wire = dict(to_wire(e), recorded_at=e["occurred_at"])
         items.append(Incoming(e["dossier_code"], json.dumps(wire).encode(), 0))
-    rejected, doc, findings = _replay_dossier(events[0]["dossier_code"], items, now, ctx, engine)
+    rejected, doc, findings = replay_dossier(events[0]["dossier_code"], items, now, ctx, engine)
     assert rejected == 0 and doc is not None
     return doc, findings
 

@@ -18,7 +18,7 @@ def test_the_vocabulary_is_written_once():
 
 
 def test_rules_api_and_notify_share_it():
-    from services.notify import policy, routing, service
+    from services.notify import planning, policy, routing
     from services.sla import api
     from shared import findings
     from shared.engine import ruledata
@@ -26,4 +26,4 @@ def test_rules_api_and_notify_share_it():
     assert ruledata.SEVERITIES is policy.SEVERITIES is routing.SEVERITIES is api.SEVERITIES is findings.SEVERITIES
     assert ruledata.ROLES is findings.ROLES
     assert api.STATES is findings.STATES
-    assert service.SEVERITIES is findings.SEVERITIES      # notify reads messages with findings.parse
+    assert planning.SEVERITIES is findings.SEVERITIES      # notify reads messages with findings.parse
