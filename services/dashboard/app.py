@@ -113,14 +113,14 @@ def create_app(settings: Settings | None = None, clock=None, *, db=None, config:
     def _ctx():
         if app.config.get("ENGINE_CTX") is not None:
             return app.config["ENGINE_CTX"]
-        from services.sla.worker import engine_context
+        from services.sla.bootstrap import engine_context
         return engine_context(settings, get_db())
 
     get_directory, get_catalog, get_ctx = Lazy(_directory), Lazy(_catalog), Lazy(_ctx)
 
     def _notify():
         from services.notify.service import NotifyService
-        from services.notify.worker import load_notify_policy
+        from services.notify.bootstrap import load_notify_policy
         policy = app.config.get("NOTIFY_POLICY") or load_notify_policy(environ)
         return NotifyService(get_store().notify, policy, get_directory(), {}, clock,
                              secret=env("NOTIFY_SECRET", environ))
@@ -556,7 +556,7 @@ def create_app(settings: Settings | None = None, clock=None, *, db=None, config:
             raise PageError(404, "Không tìm thấy cảnh báo.")
         the_view.put_ack(fid, res.get("acknowledged_at"))
         flash("Đã xác nhận đã nhận cảnh báo lúc " + fmt.dt(res.get("acknowledged_at"))
-              + ". Việc nhắc lại và chuyển cấp cảnh báo này đã dừng.")
+              + ". Việc nhắc lại và chuyển cấp do chưa xác nhận của cảnh báo này đã dừng.")
         return redirect(url_for("dossier", code=code) + "#canh-bao")
 
     # -- reports -------------------------------------------------------------------------------------
