@@ -21,12 +21,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Callable
 
-from shared import findings
-from shared.clock import Clock, ensure_utc
-from shared.events import redact
-from shared.findings import SEVERITIES
-from shared.instants import stored_utc
-from shared.runtime import Backoff, backoff_delay
+from shared.contracts import findings
+from shared.platform.clock import Clock, ensure_utc
+from shared.contracts.events import redact
+from shared.contracts.findings import SEVERITIES
+from shared.domain.instants import stored_utc
+from shared.platform.runtime import Backoff, backoff_delay
 
 from .channels import ChannelError, Outgoing
 from .policy import Policy, Route
@@ -43,7 +43,7 @@ FindingError = findings.FindingError
 
 
 def parse_finding(value: Any) -> dict:
-    """The stored form of a `sla.findings` message (the contract of shared/findings.py), or
+    """The stored form of a `sla.findings` message (the contract of shared/contracts/findings.py), or
     FindingError naming the field."""
     msg = findings.parse(value)
     return {
@@ -102,7 +102,7 @@ class NotifyService:
 
     # --- helpers ------------------------------------------------------------------------------
     def _default_calendars(self, agency_code: str):
-        from shared.workcal import calendar_for
+        from shared.domain.workcal import calendar_for
         agency = self.directory.get(agency_code) if self.directory is not None else None
         return calendar_for(getattr(agency, "office", None) or "default")
 

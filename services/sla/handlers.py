@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Iterable
 
-from shared.eventcheck import accept_stored
-from shared.events import load_stored
-from shared.messaging import decode
+from shared.contracts.eventcheck import accept_stored
+from shared.contracts.events import load_stored
+from shared.platform.messaging import decode
 
 from .alarms import Alarm, OpsAlerts, raise_alarms, reference_data_problem
 from .metrics import SlaMetrics
@@ -152,8 +152,8 @@ def evaluate_dossier(engine, ctx, code: str, state, now: datetime, prev: dict[st
 
 
 def default_engine():
-    """The legal engine (shared.engine), imported on first use."""
-    import shared.engine as engine
+    """The legal engine (shared.domain.engine), imported on first use."""
+    import shared.domain.engine as engine
     return engine
 
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 
-from shared.catalog import CatalogError, CatalogStore, load_catalog
+from shared.domain.catalog import CatalogError, CatalogStore, load_catalog
 from shared.cli import CliError, cli_db
-from shared.clock import clock_from_env
-from shared.config import Settings
-from shared.directory import DirectoryError, DirectoryStore, load_directory
+from shared.platform.clock import clock_from_env
+from shared.platform.config import Settings
+from shared.domain.directory import DirectoryError, DirectoryStore, load_directory
 
 
 _db = cli_db  # the CLI's one MongoDB opener

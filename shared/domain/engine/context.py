@@ -4,15 +4,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from shared.engine.ruledata import RuleSets, default_rulesets, load_rulesets
+from shared.domain.engine.ruledata import RuleSets, default_rulesets, load_rulesets
 
 
 @dataclass(frozen=True)
 class EngineContext:
-    catalog: Any                                  # shared.catalog.Catalog
-    calendars: Callable[[str], Any]               # office id -> shared.workcal.WorkingCalendar
+    catalog: Any                                  # shared.domain.catalog.Catalog
+    calendars: Callable[[str], Any]               # office id -> shared.domain.workcal.WorkingCalendar
     rulesets: RuleSets
-    directory: Any | None = None                  # shared.directory.Directory
+    directory: Any | None = None                  # shared.domain.directory.Directory
 
     def office_for(self, agency_code: str | None) -> str:
         """The office-hours calendar of an agency (directory), `default` when unknown."""
@@ -36,8 +36,8 @@ class EngineContext:
 
 def default_context(directory: Any | None = None) -> EngineContext:
     """Shipped catalog, calendars and rule sets."""
-    from shared import catalog as catalog_mod
-    from shared import workcal
+    from shared.domain import catalog as catalog_mod
+    from shared.domain import workcal
     return EngineContext(catalog=catalog_mod.default_catalog(), calendars=workcal.calendar_for,
                          rulesets=default_rulesets(), directory=directory)
 
@@ -55,9 +55,9 @@ def context_from_settings(settings: Any, db=None) -> EngineContext:
     `extra["rulesets_file"]` for another rule-set binding."""
     from pathlib import Path
 
-    from shared import catalog as catalog_mod
-    from shared import directory as directory_mod
-    from shared import workcal
+    from shared.domain import catalog as catalog_mod
+    from shared.domain import directory as directory_mod
+    from shared.domain import workcal
     catalog = catalog_mod.CatalogStore.current_or_file(settings.catalog_file, db)
     rulesets = rulesets_from_settings(settings)
     directory_file = getattr(settings, "directory_file", None)

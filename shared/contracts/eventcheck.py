@@ -1,10 +1,10 @@
-"""A fast path for the event contract: the marshmallow schemas of `shared.events`, compiled once
+"""A fast path for the event contract: the marshmallow schemas of `shared.contracts.events`, compiled once
 into plain functions, for events that are valid. Two entry points, one compiler:
 
 - `accept(payload)` (intake: a posted event) returns exactly what
-  `shared.events.to_wire(validate_event(payload)[0])` is — instants as UTC ISO 8601 strings;
+  `shared.contracts.events.to_wire(validate_event(payload)[0])` is — instants as UTC ISO 8601 strings;
 - `accept_stored(value)` (sla and `motcua rebuild`: a message of `dossier.events`, with
-  `recorded_at`) returns exactly what `shared.events.load_stored(value)` does — instants as aware
+  `recorded_at`) returns exactly what `shared.contracts.events.load_stored(value)` does — instants as aware
   UTC datetimes.
 
 Both give the same values in the same key order when the input is valid, and None whenever
@@ -32,7 +32,7 @@ from marshmallow import RAISE, fields
 from marshmallow.exceptions import ValidationError
 from marshmallow.utils import missing
 
-from shared.events import DATA_SCHEMAS, Envelope, StoredEnvelope, to_utc, to_wire
+from shared.contracts.events import DATA_SCHEMAS, Envelope, StoredEnvelope, to_utc, to_wire
 
 _UTC = timezone.utc
 

@@ -7,13 +7,13 @@ Interface (docs/legal-engine.md, "Interfaces"):
     receipt_due                         the due date printed on the receipt slip (intake's 202)
     EngineContext, default_context, context_from_settings
 """
-from shared.engine.context import EngineContext, context_from_settings, default_context
-from shared.engine.ruledata import (RULE_CODES, RuleDataError, RuleSet, RuleSets, RuleSpec,
+from shared.domain.engine.context import EngineContext, context_from_settings, default_context
+from shared.domain.engine.ruledata import (RULE_CODES, RuleDataError, RuleSet, RuleSets, RuleSpec,
                                     default_rulesets, load_ruleset, load_rulesets)
-from shared.engine.rules import (Evaluation, Finding, FindingChange, evaluate, explain_deadline,
+from shared.domain.engine.rules import (Evaluation, Finding, FindingChange, evaluate, explain_deadline,
                                  finding_id, reconcile)
-from shared.engine.receipt import receipt_due
-from shared.engine.state import DossierState, apply, new_state, replay
+from shared.domain.engine.receipt import receipt_due
+from shared.domain.engine.state import DossierState, apply, new_state, replay
 
 __all__ = [
     "EngineContext", "context_from_settings", "default_context",

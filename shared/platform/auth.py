@@ -9,7 +9,7 @@ principal = store.verify(secret)             # Principal | None (None: unknown o
 store.revoke(key_id) -> bool; store.list() -> list[dict]     # list() never returns hashes
 
 init_auth(app, store, limiter=None)          # once per Flask app
-principal = authenticate(request)            # in a view: 401 / 429 as ApiError (shared.httpapi)
+principal = authenticate(request)            # in a view: 401 / 429 as ApiError (shared.platform.httpapi)
 principal.can_access(agency_code, directory) # agency inside the key's subtree?
 principal.require_role("counter", "agency", "admin")   # 403 otherwise
 ```
@@ -42,7 +42,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from shared.clock import Clock, SystemClock
+from shared.platform.clock import Clock, SystemClock
 
 ROLES = ("counter", "agency", "supervisor", "admin")
 WRITE_ROLES = ("counter", "agency", "admin")     # may post dossier events
@@ -77,7 +77,7 @@ class Principal:
     def can_access(self, agency_code: str, directory) -> bool:
         """True when `agency_code` is the key's agency or one of its descendants.
 
-        `directory` is a `shared.directory.Directory`; an agency unknown to it is never accessible
+        `directory` is a `shared.domain.directory.Directory`; an agency unknown to it is never accessible
         (except when it is the key's own agency code).
         """
         if agency_code == self.agency_code:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from shared.engine.state import TZ, apply, new_state
+from shared.domain.engine.state import TZ, apply, new_state
 
 
 def local_text(t: datetime | None) -> str | None:
@@ -23,7 +23,7 @@ def _iso(t: datetime | None) -> str | None:
 
 def receipt_due(event: dict, ctx) -> dict:
     """The legal due date of a dossier from its `dossier.received` event alone (the event as
-    `shared.events.load_stored` gives it), with the rule set, catalog and calendar versions
+    `shared.contracts.events.load_stored` gives it), with the rule set, catalog and calendar versions
     that produced it and why that rule set applies. `due_at` is None when the procedure is not
     in the catalog on the receipt date (`reason` says so)."""
     if event.get("type") != "dossier.received":

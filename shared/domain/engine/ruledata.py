@@ -20,9 +20,9 @@ from typing import Any, Mapping
 
 import yaml
 
-from shared.instants import TZ
-from shared.findings import CONFIDENCES, ROLES, SEVERITIES
-from shared.limits import Limit, parse_limit
+from shared.domain.instants import TZ
+from shared.contracts.findings import CONFIDENCES, ROLES, SEVERITIES
+from shared.domain.limits import Limit, parse_limit
 
 
 

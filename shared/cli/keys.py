@@ -1,4 +1,4 @@
-"""`motcua keys create --agency CODE --role ROLE | list | revoke ID` — API keys (shared.auth).
+"""`motcua keys create --agency CODE --role ROLE | list | revoke ID` — API keys (shared.platform.auth).
 
 `create` prints the key once, alone on the last line (only its SHA-256 is stored): clients send
 it as `Authorization: Bearer KEY`. The agency must exist in the directory the services use: the
@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import json
 
-from shared.auth import ROLES, KeyStore
+from shared.platform.auth import ROLES, KeyStore
 from shared.cli import CliError, cli_db, reference_directory
-from shared.config import Settings
+from shared.platform.config import Settings
 
 
 _db = cli_db  # the CLI's one MongoDB opener
@@ -20,7 +20,7 @@ def _create(args) -> int:
     settings = Settings.from_env()
     db = _db(settings)
     if not args.no_directory_check:
-        from shared.directory import DirectoryStore, load_directory
+        from shared.domain.directory import DirectoryStore, load_directory
         if args.directory:
             try:
                 directory = load_directory(args.directory)

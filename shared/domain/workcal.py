@@ -34,8 +34,8 @@ from typing import Any, Iterable, Sequence
 import holidays as pyholidays
 import yaml
 
-from shared.instants import TZ, UTC
-from shared.limits import Limit, parse_limit
+from shared.domain.instants import TZ, UTC
+from shared.domain.limits import Limit, parse_limit
 
 YEARS = range(2015, 2041)
 ALGORITHM_VERSION = "1"          # bump when the arithmetic changes (changes every `version`)

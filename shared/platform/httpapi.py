@@ -12,7 +12,7 @@ metrics(app).counter / .histogram                 # per-app Prometheus metrics
   `[A-Za-z0-9._-]`), else a new UUID4; echoed in the response header and in every log line.
 - Logs: one JSON object per line on stderr (`configure_json_logging()`, done by `init_http` for
   every API unless the app is TESTING); event-shaped data must go through
-  `shared.events.redact()` before being logged. A 500 is logged with its traceback and request
+  `shared.contracts.events.redact()` before being logged. A 500 is logged with its traceback and request
   id, and its body quotes that id.
 - Metrics: `http_requests_total{route,method,status}`, `http_request_duration_seconds{route}`.
   Metrics live in a per-app registry; under gunicorn with several workers set
@@ -66,7 +66,7 @@ def error_response(status: int, errors: list[dict], headers: dict[str, str] | No
 
 
 def auth_error_response(exc):
-    """The JSON answer to a shared.auth.AuthError (401/403/429), the same in every API."""
+    """The JSON answer to a shared.platform.auth.AuthError (401/403/429), the same in every API."""
     headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else {}
     if exc.status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="motcua"'
@@ -159,7 +159,7 @@ def metrics(app) -> Metrics:
 
 
 def init_http(app, service: str, readiness=None, *, json_logs: bool | None = None) -> Metrics:
-    """Register JSON error handlers (ApiError, shared.auth.AuthError, MongoDB errors → 503
+    """Register JSON error handlers (ApiError, shared.platform.auth.AuthError, MongoDB errors → 503
     `store_unavailable`, HTTP errors, the unexpected), request ids, access logs, /healthz, /readyz and /metrics.
 
     `readiness` is a callable returning {check name: error message or None}; /readyz answers 503
@@ -170,7 +170,7 @@ def init_http(app, service: str, readiness=None, *, json_logs: bool | None = Non
     from pymongo.errors import PyMongoError
     from werkzeug.exceptions import HTTPException
 
-    from shared.auth import AuthError
+    from shared.platform.auth import AuthError
 
     reg = CollectorRegistry()
     m = Metrics(

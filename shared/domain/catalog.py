@@ -16,11 +16,11 @@ from typing import Iterable
 
 import yaml
 
-from shared.config import PACKAGE_DATA
-from shared.events import COMPONENT_ID, PROCEDURE_CODE
-from shared.instants import TZ, ensure_utc
-from shared.limits import Limit, parse_limit
-from shared.versioned import VersionedStore
+from shared.platform.config import PACKAGE_DATA
+from shared.contracts.events import COMPONENT_ID, PROCEDURE_CODE
+from shared.domain.instants import TZ, ensure_utc
+from shared.domain.limits import Limit, parse_limit
+from shared.platform.versioned import VersionedStore
 
 SUPPLEMENT_POLICIES = ("pause", "restart")
 DEFAULT_WARNING = ("wh", 8)          # LEGAL.md DUE_SOON: 8 working hours unless the procedure says otherwise
@@ -623,7 +623,7 @@ def default_catalog() -> Catalog:
 
 class CatalogStore(VersionedStore):
     """Catalog versions in MongoDB (collection `catalog_versions`, pointer `catalog_current`);
-    see shared.versioned."""
+    see shared.platform.versioned."""
 
     VERSIONS = "catalog_versions"
     CURRENT = "catalog_current"

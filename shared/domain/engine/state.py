@@ -1,4 +1,4 @@
-"""The dossier state machine: folds events (DESIGN.md §4, as `shared.events.load_stored()` returns
+"""The dossier state machine: folds events (DESIGN.md §4, as `shared.contracts.events.load_stored()` returns
 them) into an immutable `DossierState`.
 
 - Idempotent: an event id already applied changes nothing.
@@ -18,8 +18,8 @@ from dataclasses import replace as _dataclass_replace
 from datetime import date, datetime, timedelta
 from typing import Any, Iterable
 
-from shared.instants import TZ, ensure_utc, stored_utc
-from shared.limits import Limit, parse_limit
+from shared.domain.instants import TZ, ensure_utc, stored_utc
+from shared.domain.limits import Limit, parse_limit
 
 
 STATUSES = ("received", "handling", "awaiting_supplement", "paused", "resolved", "returned",

@@ -11,11 +11,11 @@ import sys
 
 # subcommand modules, in the order `motcua --help` lists them
 COMMAND_MODULES = [
-    "shared.cli_local",       # local up|down|status|env, demo
-    "shared.cli_deadline",    # deadline
-    "shared.cli_rules",       # rules list|show
-    "shared.cli_catalog",     # catalog import|check, directory import
-    "shared.cli_keys",        # keys create|list|revoke
+    "shared.cli.local",       # local up|down|status|env, demo
+    "shared.cli.deadline",    # deadline
+    "shared.cli.rules",       # rules list|show
+    "shared.cli.catalog",     # catalog import|check, directory import
+    "shared.cli.keys",        # keys create|list|revoke
     "services.sla.cli",       # rebuild, dlq show|redrive
 ]
 
@@ -28,7 +28,7 @@ def cli_db(settings):
     """The MongoDB database of `settings`, pinged first: CliError naming MONGO_URI when unreachable."""
     from pymongo.errors import PyMongoError
 
-    from shared.mongo import mongo_client
+    from shared.platform.mongo import mongo_client
 
     client = mongo_client(settings, appname="motcua-cli")
     try:
@@ -45,7 +45,7 @@ def reference_directory(settings, db=None):
     cannot be read."""
     from pymongo.errors import PyMongoError
 
-    from shared.directory import DirectoryStore
+    from shared.domain.directory import DirectoryStore
 
     try:
         return DirectoryStore.current_or_file(settings.directory_file, db if db is not None else cli_db(settings))
@@ -58,7 +58,7 @@ def reference_catalog(settings, db=None):
     catalog import`), else CATALOG_FILE. CliError when it cannot be read."""
     from pymongo.errors import PyMongoError
 
-    from shared.catalog import CatalogStore
+    from shared.domain.catalog import CatalogStore
 
     try:
         return CatalogStore.current_or_file(settings.catalog_file, db if db is not None else cli_db(settings))

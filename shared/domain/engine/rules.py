@@ -20,11 +20,11 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, time, timedelta, timezone
 from typing import Any, Callable
 
-from shared import findings
-from shared.engine.ruledata import RuleSet, RuleSpec, working_hours
-from shared.engine.state import CLOSED, FINISHED, HANDLING_EVENTS, ONLINE_CHANNELS, DossierState, hours
-from shared.instants import TZ, ensure_utc, stored_utc
-from shared.limits import Limit
+from shared.contracts import findings
+from shared.domain.engine.ruledata import RuleSet, RuleSpec, working_hours
+from shared.domain.engine.state import CLOSED, FINISHED, HANDLING_EVENTS, ONLINE_CHANNELS, DossierState, hours
+from shared.domain.instants import TZ, ensure_utc, stored_utc
+from shared.domain.limits import Limit
 
 ZERO = timedelta(0)
 
@@ -55,7 +55,7 @@ class Finding:
     verified_against: str = ""          # what that wording was verified against
 
     def to_message(self, revision: int | None = None) -> dict:
-        """The `sla.findings` message (shared/findings.py) with its revision."""
+        """The `sla.findings` message (shared/contracts/findings.py) with its revision."""
         msg = {name: getattr(self, name) for name in _MESSAGE_FIELDS}
         msg["details"] = dict(self.details)
         if revision is not None:
@@ -622,11 +622,11 @@ def explain_deadline(state: DossierState, ctx) -> dict:
     catalog version, plus the engine's view (status, due date, segments)."""
     if not state.received or state.limit is None:
         raise ValueError(f"dossier {state.dossier_code}: no due date (not received, or procedure unknown)")
-    from shared import workcal
+    from shared.domain import workcal
     cal = ctx.calendars(state.office or "default")
     start = state.restarts[-1] if state.restarts else state.received_at
     pauses = [(p.start, p.end) for p in state.pauses if p.counted and p.start >= start]
-    from shared.limits import parse_limit
+    from shared.domain.limits import parse_limit
     out = dict(workcal.explain_due(cal, start, parse_limit(state.limit), pauses,
                                    ruleset=state.ruleset, catalog_version=state.catalog_version))
     out["ruleset_reason"] = ruleset_reason(state, ctx)

@@ -11,7 +11,7 @@ from shared.cli import CliError
 
 
 def _load(path: str | None):
-    from shared.engine.ruledata import RuleDataError, default_rulesets, load_rulesets
+    from shared.domain.engine.ruledata import RuleDataError, default_rulesets, load_rulesets
     try:
         return load_rulesets(path) if path else default_rulesets()
     except RuleDataError as exc:

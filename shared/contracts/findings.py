@@ -1,6 +1,6 @@
 """The `sla.findings` message contract (DESIGN.md §7), defined once for its writer and its reader.
 
-sla builds every message it publishes with `message()` (shared/engine/rules.py,
+sla builds every message it publishes with `message()` (shared/domain/engine/rules.py,
 services/sla/repository.py); notify reads each one with `parse()` (services/notify/service.py).
 A field is added here, or it does not flow.
 

@@ -10,8 +10,8 @@ import json
 from datetime import datetime
 
 from shared.cli import CliError
-from shared.limits import parse_limit
-from shared.workcal import TZ, CalendarError, calendar_for, explain_due
+from shared.domain.limits import parse_limit
+from shared.domain.workcal import TZ, CalendarError, calendar_for, explain_due
 
 
 
@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--limit: {exc}") from None
     pauses = [_pause(p) for p in args.pause or []]
     now = _instant(args.now, "--now") if args.now else None
-    from shared.engine.ruledata import RuleDataError, default_rulesets, load_rulesets
+    from shared.domain.engine.ruledata import RuleDataError, default_rulesets, load_rulesets
     try:
         sets = load_rulesets(args.rulesets) if args.rulesets else default_rulesets()
     except RuleDataError as exc:

@@ -5,7 +5,7 @@ import argparse
 import sys
 
 from shared.cli import CliError
-from shared.instants import TZ, UTC
+from shared.domain.instants import TZ, UTC
 
 LOCAL_HELP = """\
 Run the whole system on this machine without Docker: Kafka (jars from Maven Central, Java 17),
@@ -54,7 +54,7 @@ def register(sub) -> None:
 
 
 def _cfg(args):
-    from shared.localstack import StackConfig, StackError
+    from shared.dev.localstack import StackConfig, StackError
     try:
         return StackConfig.from_env(name=args.name)
     except StackError as exc:
@@ -62,7 +62,7 @@ def _cfg(args):
 
 
 def _guard(fn, *a, **kw):
-    from shared.localstack import StackError
+    from shared.dev.localstack import StackError
     try:
         return fn(*a, **kw)
     except StackError as exc:
@@ -84,7 +84,7 @@ def _clock_record(cfg):
 
 def rehearsal_clock(cfg):
     """The `FileClock` of a stack started with `--clock`, else None."""
-    from shared.clock import FileClock
+    from shared.platform.clock import FileClock
     rec = _clock_record(cfg)
     return FileClock(rec.read_text().strip()) if rec.exists() else None
 
@@ -116,7 +116,7 @@ def _start_clock(cfg, path: str, start: str | None) -> str:
     from datetime import datetime, timezone
     from pathlib import Path
 
-    from shared.clock import FileClock
+    from shared.platform.clock import FileClock
     f = Path(path).expanduser().resolve()
     clock = FileClock(f)
     if start:
@@ -140,7 +140,7 @@ def _clock_line(cfg) -> str:
     if clock is None:
         return "clock: system time"
     try:
-        from shared.workcal import TZ
+        from shared.domain.workcal import TZ
         now = clock.now().astimezone(TZ).strftime("%Y-%m-%d %H:%M %a (Asia/Ho_Chi_Minh)")
     except (OSError, ValueError) as exc:
         now = f"unreadable ({type(exc).__name__})"
@@ -165,7 +165,7 @@ def _clock(args) -> int:
 
 
 def _up(args) -> int:
-    from shared import localstack
+    from shared.dev import localstack
     cfg = _cfg(args)
     if args.clock_start and not args.clock:
         raise CliError("--clock-start needs --clock FILE")
@@ -190,7 +190,7 @@ def _up(args) -> int:
 
 
 def _down(args) -> int:
-    from shared import localstack
+    from shared.dev import localstack
     cfg = _cfg(args)
     report = _guard(localstack.down, cfg, wipe=args.wipe)
     if _clock_record(cfg).exists():
@@ -203,7 +203,7 @@ def _down(args) -> int:
 
 
 def _status(args) -> int:
-    from shared import localstack
+    from shared.dev import localstack
     cfg = _cfg(args)
     rows = localstack.status(cfg)
     cols = ("name", "state", "pid", "address", "health")
@@ -217,7 +217,7 @@ def _status(args) -> int:
 
 
 def _env(args) -> int:
-    from shared import localstack
+    from shared.dev import localstack
     cfg = _cfg(args)
     sys.stdout.write(localstack.env_text(cfg))
     if rehearsal_clock(cfg) is not None:
@@ -227,7 +227,7 @@ def _env(args) -> int:
 
 
 def _provision(args) -> int:
-    from shared import localstack
+    from shared.dev import localstack
     _guard(localstack.provision, _cfg(args))
     print("Kafka jars and FerretDB binary are in the cache")
     return 0
@@ -240,7 +240,7 @@ Post a realistic sample of dossier events (procedures from the catalog, agencies
 directory, Vietnamese applicants) to the intake API of a running stack. Some dossiers are
 backdated past their deadline, so overdue alerts appear at once in MAIL_DIR.
 Without --key, an admin key bound to the directory's root agency is created in MongoDB
-(MONGO_URI, MONGO_DB) through shared.auth.
+(MONGO_URI, MONGO_DB) through shared.platform.auth.
 
 --month plays a scripted month on the rehearsal clock of a stack started with
 `motcua local up --clock FILE` (MOTCUA_CLOCK_FILE from `motcua local env`): receipts, a
@@ -413,8 +413,8 @@ def _demo(args) -> int:
     import random
 
     from shared.cli import cli_db, reference_catalog, reference_directory
-    from shared.clock import clock_from_env
-    from shared.config import Settings, env
+    from shared.platform.clock import clock_from_env
+    from shared.platform.config import Settings, env
 
     if not 1 <= args.count <= 500:
         raise CliError("--count must be between 1 and 500")
@@ -434,8 +434,8 @@ def _demo(args) -> int:
               file=sys.stderr)
         db = None
     if db is None:
-        from shared.catalog import load_catalog
-        from shared.directory import load_directory
+        from shared.domain.catalog import load_catalog
+        from shared.domain.directory import load_directory
         catalog, directory = load_catalog(settings.catalog_file), load_directory(settings.directory_file)
     else:
         catalog, directory = reference_catalog(settings, db), reference_directory(settings, db)
@@ -469,9 +469,9 @@ def _demo_month(args, settings, catalog, directory) -> int:
     import json
 
     from shared.cli import cli_db
-    from shared.clock import FileClock
-    from shared.config import env
-    from shared.demo_month import month_script, play
+    from shared.platform.clock import FileClock
+    from shared.platform.config import env
+    from shared.dev.demo_month import month_script, play
 
     if not 5 <= args.days <= 60:
         raise CliError("--days must be between 5 and 60")
@@ -537,7 +537,7 @@ def _demo_month(args, settings, catalog, directory) -> int:
 def _demo_key(db, directory) -> str:
     from pymongo.errors import PyMongoError
 
-    from shared.auth import KeyStore
+    from shared.platform.auth import KeyStore
 
     roots = [a.code for a in _agencies(directory) if not a.parent]
     if not roots:

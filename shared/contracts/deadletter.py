@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Iterable
 
-from shared.events import redact, redact_text
+from shared.contracts.events import redact, redact_text
 
 log = logging.getLogger("motcua.deadletter")
 
@@ -145,7 +145,7 @@ def original_bytes(value: dict) -> bytes | None:
 
 
 def printable(value: dict) -> dict:
-    """A DLQ entry for display: personal data redacted (shared.events.redact), the original
+    """A DLQ entry for display: personal data redacted (shared.contracts.events.redact), the original
     value parsed when it is JSON, described when it is not."""
     out = dict(value)       # our own metadata as it is (offsets may have 9 or 12 digits)
     out["error"] = redact_text(value.get("error"))

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Protocol
 
-from shared.instants import ensure_utc  # noqa: F401  (shared.clock.ensure_utc: the clocks' normaliser)
+from shared.domain.instants import ensure_utc  # noqa: F401  (shared.platform.clock.ensure_utc: the clocks' normaliser)
 
 
 class Clock(Protocol):

@@ -11,10 +11,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Iterable
 
-from shared.catalog import (Collector, DataFileError, check_keys, content_hash, entry_order,
+from shared.domain.catalog import (Collector, DataFileError, check_keys, content_hash, entry_order,
                             read_records)
-from shared.config import PACKAGE_DATA
-from shared.versioned import VersionedStore
+from shared.platform.config import PACKAGE_DATA
+from shared.platform.versioned import VersionedStore
 
 AGENCY_CODE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]{0,63}$")
 EMAIL = re.compile(r"^[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}$")
@@ -287,7 +287,7 @@ def directory_from_records(records: list, file: str = "<records>", *,
     shared/data/offices.yaml, the one the engine's calendars read). Every problem is reported in
     one run: duplicate codes, parents and cycles are checked over all entries, including those
     with other errors."""
-    from shared import workcal
+    from shared.domain import workcal
 
     offices_path = Path(offices_file) if offices_file is not None else workcal.OFFICES_FILE
     offices = None
@@ -351,7 +351,7 @@ def default_directory() -> Directory:
 
 class DirectoryStore(VersionedStore):
     """Directory versions in MongoDB, so past alerts keep who was responsible then
-    (collection `directory_versions`, pointer `directory_current`; see shared.versioned)."""
+    (collection `directory_versions`, pointer `directory_current`; see shared.platform.versioned)."""
 
     VERSIONS = "directory_versions"
     CURRENT = "directory_current"

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time as dtime, timedelta, timezone
 from random import Random
 
-from shared.workcal import TZ
+from shared.domain.workcal import TZ
 
 # (story, procedure code, components left out): the procedures are the shipped catalog's
 STORIES = [
@@ -52,7 +52,7 @@ def _at(d: date, hh: int, mm: int = 0) -> datetime:
 def month_script(catalog, directory, start: datetime, *, days: int = 30, seed: int = 0,
                  digest_wait: float = 11.0, step_wait: float = 2.0) -> list[Step]:
     """The steps of a rehearsal month from the first working day at or after `start`."""
-    from shared.workcal import calendar_for
+    from shared.domain.workcal import calendar_for
 
     rng = Random(seed)
     cal = calendar_for("default")
