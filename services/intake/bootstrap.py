@@ -72,7 +72,7 @@ class Resources:
         """The catalog imported into MongoDB (`motcua catalog import`), else CATALOG_FILE; read
         once per worker. A MongoDB error propagates (a 503 for the request) and is retried."""
         if self._catalog is None:
-            from shared.domain.catalog import CatalogStore
+            from shared.platform.refdata import CatalogStore
             self._catalog = CatalogStore.current_or_file(self.settings.catalog_file, self.db())
         return self._catalog
 
@@ -90,7 +90,7 @@ class Resources:
     def directory(self):
         """The directory imported into MongoDB (`motcua directory import`), else DIRECTORY_FILE."""
         if self._directory is None:
-            from shared.domain.directory import DirectoryStore
+            from shared.platform.refdata import DirectoryStore
             self._directory = DirectoryStore.current_or_file(self.settings.directory_file, self.db())
         return self._directory
 

@@ -27,7 +27,7 @@ def load_notify_policy(environ: dict | None = None) -> Policy:
 def load_agencies(settings: Settings, db=None):
     """The directory last imported into MongoDB (`motcua directory import`), else DIRECTORY_FILE
     (the same choice as intake and sla: VersionedStore.current_or_file)."""
-    from shared.domain.directory import DirectoryStore
+    from shared.platform.refdata import DirectoryStore
 
     return DirectoryStore.current_or_file(settings.directory_file, db)
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from shared.platform.config import PACKAGE_DATA
+from shared.domain import PACKAGE_DATA
 from shared.contracts.findings import SEVERITIES
 
 # `responsible` = the role the finding names (officer/agency_head → head, one_stop_chief,

@@ -51,8 +51,8 @@ def lookups(settings: Settings, db=None, *, clock: Clock | None = None):
     """(procedure name by code, rule requirement by rule set and rule) from the reference data
     sla uses: the catalog imported into `db` (else CATALOG_FILE), the rule sets of the settings.
     A finding without a rule set takes the one in force on the clock's date in Vietnam."""
-    from shared.domain.catalog import CatalogStore
-    from shared.domain.engine.context import rulesets_from_settings
+    from shared.platform.refdata import CatalogStore
+    from shared.platform.refdata import rulesets_from_settings
     from shared.domain.instants import TZ
 
     clock = clock or clock_from_env()

@@ -19,7 +19,7 @@ from shared.platform.runtime import Lazy
 def engine_context(settings: Settings, db=None):
     """The legal engine's context (catalog, calendars, rule sets, directory): the catalog and
     directory imported into `db` when present, else the files the settings name."""
-    from shared.domain.engine.context import context_from_settings
+    from shared.platform.refdata import context_from_settings
     return context_from_settings(settings, db)
 
 
@@ -50,13 +50,13 @@ def bootstrap(settings: Settings | None = None, *, clock: Clock | None = None, d
     def _directory():
         if directory is not None:
             return directory
-        from shared.domain.directory import DirectoryStore
+        from shared.platform.refdata import DirectoryStore
         return DirectoryStore.current_or_file(settings.directory_file, get_db())
 
     def _catalog():
         if catalog is not None:
             return catalog
-        from shared.domain.catalog import CatalogStore
+        from shared.platform.refdata import CatalogStore
         return CatalogStore.current_or_file(settings.catalog_file, get_db())
 
     return Sla(settings=settings, clock=clock or clock_from_env(), db=get_db,

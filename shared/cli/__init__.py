@@ -1,13 +1,16 @@
 """`motcua`, the ops command line (DESIGN.md §12).
 
 Each subcommand lives in its own module exposing `register(subparsers)`; the module sets
-`func` on its parser, called with the parsed arguments, returning the exit code.
+`func` on its parser, called with the parsed arguments, returning the exit code. The services
+add theirs through the `motcua.commands` entry points (pyproject.toml), so this package never
+names a service.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
+from importlib.metadata import entry_points
 
 # subcommand modules, in the order `motcua --help` lists them
 COMMAND_MODULES = [
@@ -16,8 +19,8 @@ COMMAND_MODULES = [
     "shared.cli.rules",       # rules list|show
     "shared.cli.catalog",     # catalog import|check, directory import
     "shared.cli.keys",        # keys create|list|revoke
-    "services.sla.cli",       # rebuild, dlq show|redrive
 ]
+ENTRY_POINT_GROUP = "motcua.commands"   # name -> "module:register", listed after, by name
 
 
 class CliError(Exception):
@@ -45,7 +48,7 @@ def reference_directory(settings, db=None):
     cannot be read."""
     from pymongo.errors import PyMongoError
 
-    from shared.domain.directory import DirectoryStore
+    from shared.platform.refdata import DirectoryStore
 
     try:
         return DirectoryStore.current_or_file(settings.directory_file, db if db is not None else cli_db(settings))
@@ -58,7 +61,7 @@ def reference_catalog(settings, db=None):
     catalog import`), else CATALOG_FILE. CliError when it cannot be read."""
     from pymongo.errors import PyMongoError
 
-    from shared.domain.catalog import CatalogStore
+    from shared.platform.refdata import CatalogStore
 
     try:
         return CatalogStore.current_or_file(settings.catalog_file, db if db is not None else cli_db(settings))
@@ -78,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             raise
         module.register(sub)
+    for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        ep.load()(sub)
     return parser
 
 
@@ -94,7 +99,3 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -20,7 +20,8 @@ def _create(args) -> int:
     settings = Settings.from_env()
     db = _db(settings)
     if not args.no_directory_check:
-        from shared.domain.directory import DirectoryStore, load_directory
+        from shared.platform.refdata import DirectoryStore
+        from shared.domain.directory import load_directory
         if args.directory:
             try:
                 directory = load_directory(args.directory)

@@ -14,6 +14,8 @@ from typing import Any
 
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate
 
+from shared.domain.codes import COMPONENT_ID, PROCEDURE_CODE
+
 DOSSIER_CODE = re.compile(r"^[A-Za-z0-9._/-]{1,64}$")
 # Dossier-code layouts this contract recognises (both pass DOSSIER_CODE; the contract accepts any
 # code of that pattern): today's `<agency code>-YYMMDD-NNNN` (Circular 01/2018 practice, e.g.
@@ -31,8 +33,6 @@ ONLINE_CHANNELS = ("online", "vneid")       # submitted electronically (national
 # 61/107) or Circular 03/2025/TT-VPCP (Mẫu 01–07, Decree 118/2025).
 FORM_CIRCULARS = ("01/2018/TT-VPCP", "03/2025/TT-VPCP")
 AGENCY_CODE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-PROCEDURE_CODE = re.compile(r"^[A-Za-z0-9._-]{1,32}$")
-COMPONENT_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 
 EVENT_TYPES = (
     "dossier.received", "dossier.supplement_requested", "dossier.supplement_received",

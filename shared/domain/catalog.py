@@ -16,11 +16,10 @@ from typing import Iterable
 
 import yaml
 
-from shared.platform.config import PACKAGE_DATA
-from shared.contracts.events import COMPONENT_ID, PROCEDURE_CODE
+from shared.domain import PACKAGE_DATA
+from shared.domain.codes import COMPONENT_ID, PROCEDURE_CODE
 from shared.domain.instants import TZ, ensure_utc
 from shared.domain.limits import Limit, parse_limit
-from shared.platform.versioned import VersionedStore
 
 SUPPLEMENT_POLICIES = ("pause", "restart")
 DEFAULT_WARNING = ("wh", 8)          # LEGAL.md DUE_SOON: 8 working hours unless the procedure says otherwise
@@ -617,20 +616,3 @@ def load_catalog(path: str | Path) -> Catalog:
 def default_catalog() -> Catalog:
     """The catalog shipped in shared/data/catalog.yaml."""
     return load_catalog(PACKAGE_DATA / "catalog.yaml")
-
-
-# ----------------------------------------------------------------------------- store
-
-class CatalogStore(VersionedStore):
-    """Catalog versions in MongoDB (collection `catalog_versions`, pointer `catalog_current`);
-    see shared.platform.versioned."""
-
-    VERSIONS = "catalog_versions"
-    CURRENT = "catalog_current"
-    FIELD = "procedures"
-    load_file = staticmethod(load_catalog)
-    from_records = staticmethod(lambda records, name: catalog_from_records(records, name))
-
-    def import_catalog(self, catalog: Catalog, imported_at: datetime, source: str = "") -> str:
-        return self.store(catalog, imported_at, source)
-

@@ -1,5 +1,6 @@
 """Agency directory: agencies as a tree of any depth, their heads, one-stop chiefs and
-contact channels; loader with specific errors, tree queries, and a versioned MongoDB store.
+contact channels; loader with specific errors and tree queries (its versions in MongoDB:
+shared.platform.refdata.DirectoryStore).
 
 The file format is documented in docs/catalog.md ("Agency directory").
 """
@@ -7,14 +8,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Iterable
 
 from shared.domain.catalog import (Collector, DataFileError, check_keys, content_hash, entry_order,
-                            read_records)
-from shared.platform.config import PACKAGE_DATA
-from shared.platform.versioned import VersionedStore
+                                   read_records)
+from shared.domain import PACKAGE_DATA
 
 AGENCY_CODE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]{0,63}$")
 EMAIL = re.compile(r"^[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}$")
@@ -345,25 +344,3 @@ def load_directory(path: str | Path) -> Directory:
 def default_directory() -> Directory:
     """The sample directory shipped in shared/data/directory.yaml."""
     return load_directory(PACKAGE_DATA / "directory.yaml")
-
-
-# ----------------------------------------------------------------------------- store
-
-class DirectoryStore(VersionedStore):
-    """Directory versions in MongoDB, so past alerts keep who was responsible then
-    (collection `directory_versions`, pointer `directory_current`; see shared.platform.versioned)."""
-
-    VERSIONS = "directory_versions"
-    CURRENT = "directory_current"
-    FIELD = "agencies"
-    load_file = staticmethod(load_directory)
-    # offices were checked at import; a version that names an office since dropped from the
-    # offices file still loads (intake and notify do not need it), and each of its events the
-    # sla engine cannot apply raises the reference-data alarm (services/sla/alarms.py)
-    from_records = staticmethod(lambda records, name: directory_from_records(records, name,
-                                                                             check_offices=False))
-
-    def import_directory(self, directory: Directory, imported_at: datetime, source: str = "") -> str:
-        """Store `directory` as the current version; returns its version."""
-        return self.store(directory, imported_at, source)
-

@@ -34,13 +34,13 @@ from typing import Any, Iterable, Sequence
 import holidays as pyholidays
 import yaml
 
+from shared.domain import PACKAGE_DATA
 from shared.domain.instants import TZ, UTC
 from shared.domain.limits import Limit, parse_limit
 
 YEARS = range(2015, 2041)
 ALGORITHM_VERSION = "1"          # bump when the arithmetic changes (changes every `version`)
-DATA_DIR = Path(__file__).resolve().parent / "data"
-OFFICES_FILE = DATA_DIR / "offices.yaml"
+OFFICES_FILE = PACKAGE_DATA / "offices.yaml"
 
 WORKING_DAY = timedelta(hours=8)   # 1wd, DESIGN.md §5
 SAME_DAY_CUTOFF = time(15, 0)      # same-day: received before 15:00 on a working day

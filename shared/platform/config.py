@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-PACKAGE_DATA = Path(__file__).resolve().parent / "data"
+from shared.domain import PACKAGE_DATA
 
 # name -> (default, what it is)
 ENV_VARS: dict[str, tuple[str, str]] = {

@@ -12,9 +12,11 @@ from pathlib import Path
 import yaml
 
 from shared.platform.auth import KeyStore
-from shared.domain.catalog import CatalogStore, default_catalog
-from shared.platform.config import PACKAGE_DATA, Settings
-from shared.domain.directory import DirectoryStore
+from shared.platform.refdata import CatalogStore
+from shared.domain.catalog import default_catalog
+from shared.domain import PACKAGE_DATA
+from shared.platform.config import Settings
+from shared.platform.refdata import DirectoryStore
 
 MOTCUA = str(Path(sys.executable).parent / "motcua")
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -13,7 +13,8 @@ import pytest
 from helpers.sla_stack import FAST, consume, wait_for
 
 from shared.platform.clock import VirtualClock
-from shared.domain.directory import DirectoryStore, directory_from_records
+from shared.platform.refdata import DirectoryStore
+from shared.domain.directory import directory_from_records
 from shared.platform.messaging import KafkaPublisher
 from services.sla.alarms import COLLECTION, OpsAlerts
 from services.sla.worker import build_worker

@@ -9,7 +9,7 @@ import pytest
 
 from shared.domain.catalog import (Catalog, CatalogError, catalog_from_records, default_catalog,
                             load_catalog)
-from shared.contracts.events import COMPONENT_ID
+from shared.domain.codes import COMPONENT_ID
 from shared.domain.limits import Limit
 
 MINIMAL = """\

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from shared.domain.engine.ruledata import RuleSets, default_rulesets, load_rulesets
+from shared.domain.engine.ruledata import RuleSets, default_rulesets
 
 
 @dataclass(frozen=True)
@@ -40,29 +40,3 @@ def default_context(directory: Any | None = None) -> EngineContext:
     from shared.domain import workcal
     return EngineContext(catalog=catalog_mod.default_catalog(), calendars=workcal.calendar_for,
                          rulesets=default_rulesets(), directory=directory)
-
-
-def rulesets_from_settings(settings: Any) -> RuleSets:
-    """The rule sets of a service: `extra["rulesets_file"]` when the settings name one, else the
-    shipped bindings (sla and notify read them the same way)."""
-    extra = getattr(settings, "extra", None) or {}
-    return load_rulesets(extra["rulesets_file"]) if extra.get("rulesets_file") else default_rulesets()
-
-
-def context_from_settings(settings: Any, db=None) -> EngineContext:
-    """The engine context for a service: the catalog and directory imported into `db` (MongoDB)
-    when given and present, else the files named by the settings (CATALOG_FILE, DIRECTORY_FILE);
-    `extra["rulesets_file"]` for another rule-set binding."""
-    from pathlib import Path
-
-    from shared.domain import catalog as catalog_mod
-    from shared.domain import directory as directory_mod
-    from shared.domain import workcal
-    catalog = catalog_mod.CatalogStore.current_or_file(settings.catalog_file, db)
-    rulesets = rulesets_from_settings(settings)
-    directory_file = getattr(settings, "directory_file", None)
-    directory = directory_mod.DirectoryStore(db).current() if db is not None else None
-    if directory is None and directory_file and Path(directory_file).exists():
-        directory = directory_mod.load_directory(directory_file)
-    return EngineContext(catalog=catalog, calendars=workcal.calendar_for, rulesets=rulesets,
-                         directory=directory)

@@ -20,6 +20,7 @@ from typing import Any, Mapping
 
 import yaml
 
+from shared.domain import PACKAGE_DATA
 from shared.domain.instants import TZ
 from shared.contracts.findings import CONFIDENCES, ROLES, SEVERITIES
 from shared.domain.limits import Limit, parse_limit
@@ -33,7 +34,7 @@ def vn_date(t: datetime) -> date:
         raise ValueError("a receipt instant must carry a UTC offset")
     return t.astimezone(TZ).date()
 
-RULES_DIR = Path(__file__).resolve().parent.parent / "data" / "rules"
+RULES_DIR = PACKAGE_DATA / "rules"
 
 RULE_CODES = (
     "RECEIVED_INCOMPLETE", "RECEIVED_EXTRA", "SUPPLEMENT_REPEATED", "SUPPLEMENT_OUT_OF_LIST",
