@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import json
 
-from shared.domain.catalog import CatalogError, load_catalog
-from shared.platform.refdata import CatalogStore
 from shared.cli import CliError, cli_db
+from shared.domain.catalog import CatalogError, load_catalog
+from shared.domain.directory import DirectoryError, load_directory
 from shared.platform.clock import clock_from_env
 from shared.platform.config import Settings
-from shared.domain.directory import DirectoryError, load_directory
-from shared.platform.refdata import DirectoryStore
+from shared.platform.refdata import CatalogStore, DirectoryStore
 
 
 _db = cli_db  # the CLI's one MongoDB opener
