@@ -22,7 +22,7 @@ echo "== installing the project and its test dependencies"
 
 if [ -z "${KAFKA_BOOTSTRAP_SERVERS:-}" ] || [ -z "${MONGO_URI:-}" ]; then
   echo "== provisioning the local infrastructure (Kafka jars, FerretDB build; cached in deploy/local/.cache)"
-  .venv/bin/python -m shared.localstack provision
+  .venv/bin/python -m shared.dev.localstack provision
 fi
 
 echo "== running the tests"

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.clock import VirtualClock
+from shared.platform.clock import VirtualClock
 
 # `settings` and `db` of the sla tests on the real broker and store (helpers shared between test
 # modules live in tests/helpers/, never in another test module)
@@ -103,8 +103,8 @@ class _Infra:
             if self._stack_error is not None:
                 raise RuntimeError(f"the session's local stack could not start: {self._stack_error}")
             if self._stack is None:
-                from shared import localstack
-                from shared.localstack import free_port_pair
+                from shared.dev import localstack
+                from shared.dev.localstack import free_port_pair
 
                 cfg = localstack.StackConfig.from_env(
                     name=f"pytest-{os.getpid()}",
@@ -161,7 +161,7 @@ class _Infra:
             except Exception:   # noqa: BLE001
                 pass
         if self._stack is not None:
-            from shared import localstack
+            from shared.dev import localstack
 
             localstack.down(self._stack, wipe=True)
 
@@ -178,7 +178,7 @@ def infra():
 def kafka_bootstrap(infra) -> str:
     """Bootstrap servers of a real Kafka broker (comma-separated host:port)."""
     bootstrap = infra.kafka()
-    from shared.localstack import kafka_healthy
+    from shared.dev.localstack import kafka_healthy
 
     try:
         kafka_healthy(bootstrap, timeout=10)
@@ -191,7 +191,7 @@ def kafka_bootstrap(infra) -> str:
 def mongo_uri(infra) -> str:
     """URI of a real MongoDB-wire server (MongoDB or FerretDB)."""
     uri = infra.mongo()
-    from shared.localstack import mongo_healthy
+    from shared.dev.localstack import mongo_healthy
 
     try:
         mongo_healthy(uri, timeout=10)
@@ -220,7 +220,7 @@ def topic_name(request):
 def topics(kafka_bootstrap, topic_name):
     """Factory creating unique topics on the real broker: `topics("events", "findings",
     partitions=3)` returns {label: topic name}; the topics are deleted after the test."""
-    from shared.messaging import ensure_topics
+    from shared.platform.messaging import ensure_topics
 
     created: list[str] = []
 

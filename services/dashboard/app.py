@@ -24,12 +24,12 @@ import time
 from datetime import date, datetime, time as dtime, timedelta
 from urllib.parse import urlencode
 
-from shared.clock import clock_from_env
-from shared.config import Settings, env
-from shared.events import DOSSIER_CODE
-from shared.mongo import mongo_db
-from shared.runtime import Lazy
-from shared.workcal import TZ
+from shared.platform.clock import clock_from_env
+from shared.platform.config import Settings, env
+from shared.contracts.events import DOSSIER_CODE
+from shared.platform.mongo import mongo_db
+from shared.platform.runtime import Lazy
+from shared.domain.workcal import TZ
 
 from . import fmt, view as v
 from .exports import CSV_MIME, XLSX_MIME, to_csv, to_xlsx
@@ -101,13 +101,13 @@ def create_app(settings: Settings | None = None, clock=None, *, db=None, config:
     def _directory():
         if app.config.get("DIRECTORY") is not None:
             return app.config["DIRECTORY"]
-        from shared.directory import DirectoryStore
+        from shared.platform.refdata import DirectoryStore
         return DirectoryStore.current_or_file(settings.directory_file, get_db())
 
     def _catalog():
         if app.config.get("CATALOG") is not None:
             return app.config["CATALOG"]
-        from shared.catalog import CatalogStore
+        from shared.platform.refdata import CatalogStore
         return CatalogStore.current_or_file(settings.catalog_file, get_db())
 
     def _ctx():
@@ -284,7 +284,7 @@ def create_app(settings: Settings | None = None, clock=None, *, db=None, config:
         return pr.name if pr else (code or "")
 
     def rule_titles() -> dict[str, str]:
-        from shared.engine.ruledata import default_rulesets
+        from shared.domain.engine.ruledata import default_rulesets
         try:
             rs = get_ctx().rulesets
         except Exception:   # noqa: BLE001
@@ -389,7 +389,7 @@ def create_app(settings: Settings | None = None, clock=None, *, db=None, config:
             pass
         if ctx is not None:
             return v.Thresholds(clock.now(), ctx.calendars)
-        from shared.workcal import calendar_for
+        from shared.domain.workcal import calendar_for
         return v.Thresholds(clock.now(), calendar_for)
 
     def row_view(r: v.Row, th: v.Thresholds) -> dict:
@@ -507,7 +507,7 @@ def create_app(settings: Settings | None = None, clock=None, *, db=None, config:
     @app.get("/ho-so/<path:code>")
     def dossier(code):
         from services.sla.repository import strip_dossier
-        from shared import engine
+        from shared.domain import engine
         check_params(set())
         p = g.principal
         doc = visible_doc(p, code)

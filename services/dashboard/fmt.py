@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import date, datetime, timezone
 
-from shared.workcal import TZ
+from shared.domain.workcal import TZ
 
 STATUS = {"received": "đã tiếp nhận", "handling": "đang giải quyết", "awaiting_supplement": "chờ bổ sung",
           "paused": "tạm dừng giải quyết", "resolved": "đã có kết quả", "returned": "đã trả kết quả",

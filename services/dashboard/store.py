@@ -1,5 +1,5 @@
 """Where the dashboard reads: the sla projections (`services.sla.repository.MongoRepository`),
-the notify store (`services.notify.store.NotifyStore`) and the API keys (`shared.auth.KeyStore`)
+the notify store (`services.notify.store.NotifyStore`) and the API keys (`shared.platform.auth.KeyStore`)
 of the same database. Read-only, except the acknowledgement, which goes through notify's own
 `NotifyService.acknowledge` (the e-mail link's code path).
 
@@ -20,7 +20,7 @@ from pymongo import ASCENDING
 
 from services.notify.store import NotifyStore
 from services.sla.repository import MongoRepository, live_names
-from shared.auth import KeyStore, Principal
+from shared.platform.auth import KeyStore, Principal
 
 from .view import DOSSIER_PROJECTION, FINDING_PROJECTION, View, finding_row, row_from_doc
 

@@ -14,8 +14,8 @@ import uuid
 
 from flask import Blueprint, current_app, jsonify, request
 
-from shared.auth import WRITE_ROLES, authenticate
-from shared.httpapi import ApiError
+from shared.platform.auth import WRITE_ROLES, authenticate
+from shared.platform.httpapi import ApiError
 
 from .service import stored_value
 
@@ -102,7 +102,7 @@ def post_batch():
 
 def _receipt_of(event_id: str) -> dict:
     """Mẫu 01 data of a `dossier.received` accepted by intake and visible to the key."""
-    from shared.engine import receipt_due
+    from shared.domain.engine import receipt_due
 
     from .receipt import receipt_data
     principal = authenticate()

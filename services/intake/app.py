@@ -7,12 +7,12 @@ client, the Kafka producer, the catalog and the directory (`bootstrap.Resources`
 first use, in each gunicorn worker after the fork. Tests pass an `InMemoryBus` as publisher, a
 `VirtualClock` and a database.
 
-Configuration: `shared.config.Settings` from the environment variables of `ENV_VARS`
+Configuration: `shared.platform.config.Settings` from the environment variables of `ENV_VARS`
 (KAFKA_BOOTSTRAP_SERVERS, MONGO_URI, MONGO_DB, TOPIC_EVENTS, CATALOG_FILE, DIRECTORY_FILE, INTAKE_*,
 MONGO_TIMEOUT_MS), each overridable by the same key in `config`
 (`Settings.from_config`). `config` may also carry ready objects: `CATALOG`,
-`DIRECTORY` (shared.catalog.Catalog / shared.directory.Directory), `RULESETS`
-(shared.engine.RuleSets, for the receipt's due date) and `AUTH_LIMITER=False` to
+`DIRECTORY` (shared.domain.catalog.Catalog / shared.domain.directory.Directory), `RULESETS`
+(shared.domain.engine.RuleSets, for the receipt's due date) and `AUTH_LIMITER=False` to
 disable rate limiting.
 """
 from __future__ import annotations
@@ -22,11 +22,11 @@ import logging
 
 from flask import Flask
 
-from shared.auth import KeyStore, RateLimiter, init_auth
-from shared.clock import clock_from_env
-from shared.config import Settings
-from shared.httpapi import init_http
-from shared.mongo import ping_error
+from shared.platform.auth import KeyStore, RateLimiter, init_auth
+from shared.platform.clock import clock_from_env
+from shared.platform.config import Settings
+from shared.platform.httpapi import init_http
+from shared.platform.mongo import ping_error
 
 from .bootstrap import Resources
 from .service import Intake

@@ -1,4 +1,4 @@
-"""The intake service's wiring: its configuration (`shared.config.Settings`), and the MongoDB
+"""The intake service's wiring: its configuration (`shared.platform.config.Settings`), and the MongoDB
 client, Kafka producer, catalog and directory it builds on first use, in each gunicorn worker
 after the fork (`Resources`). `app.create_app` builds the HTTP API on it."""
 from __future__ import annotations
@@ -6,8 +6,8 @@ from __future__ import annotations
 import logging
 import threading
 
-from shared.config import Settings
-from shared.mongo import mongo_client
+from shared.platform.config import Settings
+from shared.platform.mongo import mongo_client
 
 log = logging.getLogger("motcua.intake")
 
@@ -40,7 +40,7 @@ class Resources:
         if self._publisher is None:
             with self._lock:
                 if self._publisher is None:
-                    from shared.messaging import KafkaPublisher
+                    from shared.platform.messaging import KafkaPublisher
                     ms = int(self.settings.intake_publish_timeout_s * 1000)
                     self._publisher = KafkaPublisher(
                         self.settings.kafka_bootstrap_servers, client_id="motcua-intake",
@@ -72,7 +72,7 @@ class Resources:
         """The catalog imported into MongoDB (`motcua catalog import`), else CATALOG_FILE; read
         once per worker. A MongoDB error propagates (a 503 for the request) and is retried."""
         if self._catalog is None:
-            from shared.catalog import CatalogStore
+            from shared.platform.refdata import CatalogStore
             self._catalog = CatalogStore.current_or_file(self.settings.catalog_file, self.db())
         return self._catalog
 
@@ -80,8 +80,8 @@ class Resources:
         """The legal engine's context over the same catalog and directory (and the shipped rule
         sets, or the injected ones): what the sla service judges with."""
         if self._engine_ctx is None:
-            from shared.engine import EngineContext, default_rulesets
-            from shared.workcal import calendar_for
+            from shared.domain.engine import EngineContext, default_rulesets
+            from shared.domain.workcal import calendar_for
             self._engine_ctx = EngineContext(catalog=self.catalog(), calendars=calendar_for,
                                              rulesets=self._rulesets or default_rulesets(),
                                              directory=self.directory())
@@ -90,7 +90,7 @@ class Resources:
     def directory(self):
         """The directory imported into MongoDB (`motcua directory import`), else DIRECTORY_FILE."""
         if self._directory is None:
-            from shared.directory import DirectoryStore
+            from shared.platform.refdata import DirectoryStore
             self._directory = DirectoryStore.current_or_file(self.settings.directory_file, self.db())
         return self._directory
 

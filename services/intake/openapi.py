@@ -1,4 +1,4 @@
-"""OpenAPI 3 description of intake, generated from the marshmallow schemas of `shared.events`
+"""OpenAPI 3 description of intake, generated from the marshmallow schemas of `shared.contracts.events`
 (apispec + MarshmallowPlugin), served at `/openapi.json`, and a self-contained docs page at
 `/docs` (server-rendered HTML, no external scripts or fonts)."""
 from __future__ import annotations
@@ -12,7 +12,7 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Blueprint, Response, jsonify
 from marshmallow import Schema, fields, validate
 
-from shared import events as ev
+from shared.contracts import events as ev
 
 bp = Blueprint("intake_openapi", __name__)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from shared.events import dossier_code_format
+from shared.contracts.events import dossier_code_format
 
 _ENV = Environment(loader=FileSystemLoader(Path(__file__).resolve().parent / "templates"),
                    autoescape=True, undefined=StrictUndefined)
@@ -68,7 +68,7 @@ def receipt_data(event: dict, due: dict, ctx) -> dict:
 
 def receipt_html(receipt: dict) -> str:
     """The printable page (A5, Vietnamese)."""
-    from shared.engine.state import TZ
+    from shared.domain.engine.state import TZ
     from datetime import datetime
 
     def parts(iso):

@@ -17,9 +17,9 @@ from typing import Any, Callable
 
 from pymongo.errors import PyMongoError
 
-from shared.eventcheck import accept, accept_stored
-from shared.events import FieldError, load_stored, out_of_range, to_wire, validate_event
-from shared.messaging import Published
+from shared.contracts.eventcheck import accept, accept_stored
+from shared.contracts.events import FieldError, load_stored, out_of_range, to_wire, validate_event
+from shared.platform.messaging import Published
 
 from .store import IntakeStore
 
@@ -212,7 +212,7 @@ class Intake:
         the engine's `receipt_due`, the same computation the sla service stores."""
         if doc.get("type") != "dossier.received" or self._engine_ctx is None:
             return None
-        from shared.engine import receipt_due
+        from shared.domain.engine import receipt_due
         try:
             out = receipt_due(self.stored_event(doc), self._engine_ctx())
         except PyMongoError:

@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.cmd == "check-policy":
         from .policy import PolicyError, load_policy
-        from shared.config import env
+        from shared.platform.config import env
         try:
             p = load_policy(args.file or env("NOTIFY_POLICY_FILE") or None)
         except PolicyError as exc:

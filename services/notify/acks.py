@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
-from shared.clock import Clock, ensure_utc
-from shared.instants import stored_utc
+from shared.platform.clock import Clock, ensure_utc
+from shared.domain.instants import stored_utc
 
 from .policy import Policy
 from .store import NotifyStore

@@ -28,10 +28,10 @@ from __future__ import annotations
 import os
 from datetime import datetime, timezone
 
-from shared.auth import KeyStore, authenticate, init_auth
-from shared.httpapi import ApiError, init_http
-from shared.mongo import ping_error
-from shared.runtime import Lazy
+from shared.platform.auth import KeyStore, authenticate, init_auth
+from shared.platform.httpapi import ApiError, init_http
+from shared.platform.mongo import ping_error
+from shared.platform.runtime import Lazy
 
 from .bootstrap import bootstrap
 from .service import NotifyService
@@ -84,7 +84,7 @@ def create_app(config: dict | None = None, *, db=None, clock=None):
     init_auth(app, keys)
 
     m = init_http(app, "notify", readiness=lambda: {"mongo": ping_error(get_db)})
-    from shared.apidoc import blueprint
+    from shared.platform.apidoc import blueprint
     from .openapi import build_spec
     app.register_blueprint(blueprint("notify_openapi", build_spec))
     from .metrics import StoreCollector

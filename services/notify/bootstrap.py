@@ -10,10 +10,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from shared.clock import Clock, clock_from_env
-from shared.config import Settings, env
-from shared.mongo import mongo_db
-from shared.runtime import Lazy
+from shared.platform.clock import Clock, clock_from_env
+from shared.platform.config import Settings, env
+from shared.platform.mongo import mongo_db
+from shared.platform.runtime import Lazy
 
 from .policy import Policy, load_policy
 from .store import NotifyStore
@@ -27,7 +27,7 @@ def load_notify_policy(environ: dict | None = None) -> Policy:
 def load_agencies(settings: Settings, db=None):
     """The directory last imported into MongoDB (`motcua directory import`), else DIRECTORY_FILE
     (the same choice as intake and sla: VersionedStore.current_or_file)."""
-    from shared.directory import DirectoryStore
+    from shared.platform.refdata import DirectoryStore
 
     return DirectoryStore.current_or_file(settings.directory_file, db)
 
@@ -39,7 +39,7 @@ class Notify:
     environ: dict          # the variables read here (NOTIFY_SECRET, NOTIFY_URL, SMTP_*…)
     clock: Clock
     db: Lazy
-    directory: Lazy        # shared.directory.Directory in force
+    directory: Lazy        # shared.domain.directory.Directory in force
     policy: Lazy           # the routing policy
     store: Lazy            # NotifyStore on `db`
 

@@ -20,8 +20,8 @@ from email.utils import format_datetime, make_msgid
 from typing import Protocol
 from urllib.parse import quote
 
-from shared.clock import Clock, SystemClock
-from shared.workcal import TZ
+from shared.platform.clock import Clock, SystemClock
+from shared.domain.workcal import TZ
 
 from .tokens import sign_webhook
 

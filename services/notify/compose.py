@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Callable
 from urllib.parse import quote
 
-from shared.instants import stored_utc
+from shared.domain.instants import stored_utc
 
 from .acks import Acks
 from .channels import Outgoing

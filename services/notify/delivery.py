@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
-from shared.instants import stored_utc
+from shared.domain.instants import stored_utc
 
 from .store import NotifyStore
 

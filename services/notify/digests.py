@@ -8,7 +8,7 @@ import logging
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from shared.instants import stored_utc
+from shared.domain.instants import stored_utc
 
 from .policy import Policy
 from .routing import Recipient, people_for

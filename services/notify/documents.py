@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import lru_cache
 
-from shared.instants import TZ
+from shared.domain.instants import TZ
 
 DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
 FORM_FOR_RULE = {"DUE_SOON": "apology", "APOLOGY_MISSING": "apology",
@@ -38,7 +38,7 @@ class Attachment:
 
 @lru_cache(maxsize=1)
 def _rulesets():
-    from shared.engine.ruledata import default_rulesets
+    from shared.domain.engine.ruledata import default_rulesets
     return default_rulesets()
 
 

@@ -10,7 +10,7 @@ import logging
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from shared.instants import stored_utc
+from shared.domain.instants import stored_utc
 
 from .policy import Policy, Route
 from .routing import Recipient, escalation_levels

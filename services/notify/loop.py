@@ -2,7 +2,7 @@
 
 Offsets are committed after `handle_many` stored the findings and their notification records;
 sending happens after the commit, from those records. A bad message goes to `<topic>.dlq`
-(shared/deadletter.py); a
+(shared/contracts/deadletter.py); a
 store failure rewinds the batch and backs off. Protocol: docs/architecture.md, "notify".
 """
 from __future__ import annotations
@@ -11,10 +11,10 @@ import logging
 import threading
 import time
 
-from shared.consumer import commit_batch, rewind
-from shared.deadletter import ERROR_MAX, DeadLetters, Failed, TooManyDeadLetters, failed_record
-from shared.messaging import decode
-from shared.runtime import Backoff
+from shared.platform.consumer import commit_batch, rewind
+from shared.contracts.deadletter import ERROR_MAX, DeadLetters, Failed, TooManyDeadLetters, failed_record
+from shared.platform.messaging import decode
+from shared.platform.runtime import Backoff
 
 from .sender import BackgroundSender
 from .service import NotifyService

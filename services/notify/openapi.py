@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from shared.apidoc import common_errors, document, err, path, query
+from shared.platform.apidoc import common_errors, document, err, path, query
 
 OPEN = {"type": "object", "additionalProperties": True}
 

@@ -1,17 +1,17 @@
-"""A `sla.findings` message in, the finding as notify stores it out (contract: shared/findings.py)."""
+"""A `sla.findings` message in, the finding as notify stores it out (contract: shared/contracts/findings.py)."""
 from __future__ import annotations
 
 from typing import Any
 
-from shared import findings
-from shared.events import redact
+from shared.contracts import findings
+from shared.contracts.events import redact
 
 # a findings message outside the contract: dead-lettered with reason invalid_finding
 FindingError = findings.FindingError
 
 
 def parse_finding(value: Any) -> dict:
-    """The stored form of a `sla.findings` message (the contract of shared/findings.py), or
+    """The stored form of a `sla.findings` message (the contract of shared/contracts/findings.py), or
     FindingError naming the field."""
     msg = findings.parse(value)
     return {

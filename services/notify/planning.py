@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from shared.clock import ensure_utc
-from shared.findings import SEVERITIES
+from shared.platform.clock import ensure_utc
+from shared.contracts.findings import SEVERITIES
 
 from .delivery import DeliveryLog
 from .escalation import first_schedule, recipient_of

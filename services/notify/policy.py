@@ -15,8 +15,8 @@ from typing import Any
 
 import yaml
 
-from shared.config import PACKAGE_DATA
-from shared.findings import SEVERITIES
+from shared.domain import PACKAGE_DATA
+from shared.contracts.findings import SEVERITIES
 
 # `responsible` = the role the finding names (officer/agency_head → head, one_stop_chief,
 # parent_head); `head` = the acting head instead of the head while one is set.

@@ -2,14 +2,14 @@
 
 A recipient is one person (or webhook) on one channel. Its `id` is stable
 (`<channel>:<role>@<agency>` or `webhook:<name>`), the unit of deduplication together with the
-finding and the escalation level. The directory is duck-typed to `shared.directory.Directory`
+finding and the escalation level. The directory is duck-typed to `shared.domain.directory.Directory`
 (`get`, `ancestors`, `responsible_head`).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared.findings import SEVERITIES
+from shared.contracts.findings import SEVERITIES
 
 from .policy import Policy, Route
 

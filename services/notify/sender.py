@@ -11,8 +11,8 @@ import logging
 import threading
 import time
 
-from shared.clock import ensure_utc
-from shared.runtime import Backoff
+from shared.platform.clock import ensure_utc
+from shared.platform.runtime import Backoff
 
 from .delivery import log_fields
 

@@ -8,8 +8,8 @@ import logging
 import time as _time
 from datetime import datetime, timedelta
 
-from shared.clock import Clock, ensure_utc
-from shared.runtime import backoff_delay
+from shared.platform.clock import Clock, ensure_utc
+from shared.platform.runtime import backoff_delay
 
 from .channels import ChannelError
 from .compose import Composer

@@ -21,7 +21,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any, Callable
 
-from shared.clock import Clock, ensure_utc
+from shared.platform.clock import Clock, ensure_utc
 
 from .acks import Acks
 from .compose import Composer

@@ -18,7 +18,7 @@ from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from shared.instants import stored_utc
+from shared.domain.instants import stored_utc
 
 FINDINGS = "notify_findings"
 NOTIFICATIONS = "notifications"

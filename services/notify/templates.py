@@ -13,7 +13,7 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateNotFound
 
-from shared.instants import TZ, stored_utc
+from shared.domain.instants import TZ, stored_utc
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "jinja"
 SEVERITY_TEXT = {"info": "thông tin", "warning": "cảnh báo", "critical": "nghiêm trọng"}

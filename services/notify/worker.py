@@ -5,11 +5,11 @@ import logging
 import os
 from dataclasses import dataclass
 
-from shared import runtime
-from shared.clock import Clock, clock_from_env
-from shared.config import Settings, env
-from shared.messaging import KafkaPublisher, ensure_topics, kafka_consumer
-from shared.runtime import serve_until_signalled
+from shared.platform import runtime
+from shared.platform.clock import Clock, clock_from_env
+from shared.platform.config import Settings, env
+from shared.platform.messaging import KafkaPublisher, ensure_topics, kafka_consumer
+from shared.platform.runtime import serve_until_signalled
 
 from .bootstrap import bootstrap, load_agencies, load_notify_policy
 from .channels import SmsChannel, SmtpChannel, WebhookChannel
@@ -52,9 +52,9 @@ def lookups(settings: Settings, db=None, *, clock: Clock | None = None):
     """(procedure name by code, rule requirement by rule set and rule) from the reference data
     sla uses: the catalog imported into `db` (else CATALOG_FILE), the rule sets of the settings.
     A finding without a rule set takes the one in force on the clock's date in Vietnam."""
-    from shared.catalog import CatalogStore
-    from shared.engine.context import rulesets_from_settings
-    from shared.instants import TZ
+    from shared.platform.refdata import CatalogStore
+    from shared.platform.refdata import rulesets_from_settings
+    from shared.domain.instants import TZ
 
     clock = clock or clock_from_env()
     try:
@@ -132,7 +132,7 @@ def build_worker(settings: Settings, clock: Clock | None = None, *, db=None, gro
 
 def run_worker(settings: Settings | None = None, metrics_port: int | None = None) -> int:
     """`python -m services.notify worker`: run until SIGTERM/SIGINT."""
-    from shared.httpapi import configure_json_logging
+    from shared.platform.httpapi import configure_json_logging
 
     configure_json_logging()
     settings = settings or Settings.from_env()

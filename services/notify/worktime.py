@@ -1,12 +1,12 @@
 """Working time of the agencies notify writes to: when an alert may go, when a reminder is due,
-how late a finding is now (each agency's office calendar, shared.workcal)."""
+how late a finding is now (each agency's office calendar, shared.domain.workcal)."""
 from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
 from typing import Any, Callable
 
-from shared.instants import stored_utc
+from shared.domain.instants import stored_utc
 
 log = logging.getLogger("motcua.notify")
 
@@ -19,7 +19,7 @@ class WorkTime:
         self.calendar = calendars or self._default_calendars
 
     def _default_calendars(self, agency_code: str):
-        from shared.workcal import calendar_for
+        from shared.domain.workcal import calendar_for
         agency = self.directory.get(agency_code) if self.directory is not None else None
         return calendar_for(getattr(agency, "office", None) or "default")
 

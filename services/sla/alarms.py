@@ -15,7 +15,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
-from shared.workcal import CalendarConfigError, CalendarRangeError, UnknownOfficeError
+from shared.domain.workcal import CalendarConfigError, CalendarRangeError, UnknownOfficeError
 
 log = logging.getLogger("motcua.sla")
 

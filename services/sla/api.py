@@ -1,12 +1,12 @@
 """Read API of the sla service: dossier states, findings, deadline explanations, reports.
 
 `gunicorn 'services.sla.api:create_app()'`. Same API keys and tenancy as intake
-(`shared.auth`): a key reads only dossiers and findings of its agency subtree. Nothing connects
+(`shared.platform.auth`): a key reads only dossiers and findings of its agency subtree. Nothing connects
 at import or in the factory: the Mongo client is built on first use in each (forked) worker.
 
 Test configuration keys (`create_app(config)`): SETTINGS (a `Settings`), DIRECTORY
-(a `shared.directory.Directory`), CATALOG (a `shared.catalog.Catalog`), ENGINE_CTX (the legal
-engine's context), KEY_STORE (a `shared.auth.KeyStore`), RATE_LIMIT (requests per minute per key).
+(a `shared.domain.directory.Directory`), CATALOG (a `shared.domain.catalog.Catalog`), ENGINE_CTX (the legal
+engine's context), KEY_STORE (a `shared.platform.auth.KeyStore`), RATE_LIMIT (requests per minute per key).
 """
 from __future__ import annotations
 
@@ -15,14 +15,14 @@ import threading
 import time
 from datetime import datetime, timezone
 
-from shared.auth import KeyStore, RateLimiter, authenticate, init_auth
-from shared.config import Settings
-from shared.engine.ruledata import RULE_CODES
-from shared.events import DOSSIER_CODE, redact
-from shared.findings import SEVERITIES, STATES
-from shared.httpapi import ApiError, init_http
-from shared.mongo import ping_error
-from shared.runtime import Lazy
+from shared.platform.auth import KeyStore, RateLimiter, authenticate, init_auth
+from shared.platform.config import Settings
+from shared.domain.engine.ruledata import RULE_CODES
+from shared.contracts.events import DOSSIER_CODE, redact
+from shared.contracts.findings import SEVERITIES, STATES
+from shared.platform.httpapi import ApiError, init_http
+from shared.platform.mongo import ping_error
+from shared.platform.runtime import Lazy
 
 from services.notify.view import alerting_for
 
@@ -58,7 +58,7 @@ def create_app(config: dict | None = None, *, db=None, clock=None):
         return MongoRepository(get_db(), live_names(get_db()))
 
     m = init_http(app, "sla", readiness=lambda: {"mongo": ping_error(get_db)})
-    from shared.apidoc import blueprint
+    from shared.platform.apidoc import blueprint
     from .openapi import build_spec
     app.register_blueprint(blueprint("sla_openapi", build_spec))
     group = app.config.get("CONSUMER_GROUP", "sla")
@@ -106,7 +106,7 @@ def create_app(config: dict | None = None, *, db=None, clock=None):
 
     @app.get("/v1/dossiers/<path:code>/deadline")
     def dossier_deadline(code):
-        from shared import engine
+        from shared.domain import engine
         doc = visible_dossier(code)
         state = engine.DossierState.from_doc(strip_dossier(doc))
         try:

@@ -10,16 +10,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared.clock import Clock, clock_from_env
-from shared.config import Settings
-from shared.mongo import mongo_db
-from shared.runtime import Lazy
+from shared.platform.clock import Clock, clock_from_env
+from shared.platform.config import Settings
+from shared.platform.mongo import mongo_db
+from shared.platform.runtime import Lazy
 
 
 def engine_context(settings: Settings, db=None):
     """The legal engine's context (catalog, calendars, rule sets, directory): the catalog and
     directory imported into `db` when present, else the files the settings name."""
-    from shared.engine.context import context_from_settings
+    from shared.platform.refdata import context_from_settings
     return context_from_settings(settings, db)
 
 
@@ -29,9 +29,9 @@ class Sla:
     settings: Settings
     clock: Clock
     db: Lazy
-    ctx: Lazy              # shared.engine.context.EngineContext
-    directory: Lazy        # shared.directory.Directory in force (tenancy of the read API)
-    catalog: Lazy          # shared.catalog.Catalog in force
+    ctx: Lazy              # shared.domain.engine.context.EngineContext
+    directory: Lazy        # shared.domain.directory.Directory in force (tenancy of the read API)
+    catalog: Lazy          # shared.domain.catalog.Catalog in force
 
 
 def bootstrap(settings: Settings | None = None, *, clock: Clock | None = None, db=None, ctx=None,
@@ -50,13 +50,13 @@ def bootstrap(settings: Settings | None = None, *, clock: Clock | None = None, d
     def _directory():
         if directory is not None:
             return directory
-        from shared.directory import DirectoryStore
+        from shared.platform.refdata import DirectoryStore
         return DirectoryStore.current_or_file(settings.directory_file, get_db())
 
     def _catalog():
         if catalog is not None:
             return catalog
-        from shared.catalog import CatalogStore
+        from shared.platform.refdata import CatalogStore
         return CatalogStore.current_or_file(settings.catalog_file, get_db())
 
     return Sla(settings=settings, clock=clock or clock_from_env(), db=get_db,

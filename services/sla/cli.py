@@ -1,4 +1,4 @@
-"""`motcua rebuild` and `motcua dlq show|redrive` (DESIGN.md §12; dead letters: shared/deadletter.py)."""
+"""`motcua rebuild` and `motcua dlq show|redrive` (DESIGN.md §12; dead letters: shared/contracts/deadletter.py)."""
 from __future__ import annotations
 
 import json
@@ -56,7 +56,7 @@ def _dlq_options(p) -> None:
 def _offsets(text: str):
     import argparse
 
-    from shared.deadletter import parse_offsets
+    from shared.contracts.deadletter import parse_offsets
     try:
         return parse_offsets(text)
     except ValueError as exc:
@@ -75,12 +75,12 @@ def _positive(text: str) -> int:
 
 
 def _settings():
-    from shared.config import Settings
+    from shared.platform.config import Settings
     return Settings.from_env()
 
 
 def dlq_topic_of(settings, service: str) -> str:
-    from shared.deadletter import dlq_topic
+    from shared.contracts.deadletter import dlq_topic
     return dlq_topic(settings.topic_events if service == "sla" else settings.topic_findings)
 
 
@@ -90,7 +90,7 @@ def read_dlq(settings, topic: str, timeout_ms: int = 3000) -> list:
     from kafka import KafkaConsumer, TopicPartition
     from kafka.errors import KafkaError
 
-    from shared.messaging import decode
+    from shared.platform.messaging import decode
     try:
         consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers.split(","),
                                  group_id=None, enable_auto_commit=False, client_id="motcua-dlq")
@@ -125,13 +125,13 @@ def read_dlq(settings, topic: str, timeout_ms: int = 3000) -> list:
 
 
 def _selection(args, statuses=None):
-    from shared.deadletter import PENDING, Selection
+    from shared.contracts.deadletter import PENDING, Selection
     return Selection(tuple(args.reason), tuple(args.key), tuple(args.offsets),
                      (PENDING,) if statuses is None else statuses)
 
 
 def _describe(e) -> str:
-    from shared.events import redact_text
+    from shared.contracts.events import redact_text
     o = e.value.get("origin") or {}
     text = (f"#{e.partition}:{e.offset} {e.value.get('failed_at')} {e.reason} from "
             f"{o.get('topic')}[{o.get('partition')}]@{o.get('offset')} key={redact_text(str(o.get('key')))}")
@@ -141,7 +141,7 @@ def _describe(e) -> str:
 
 
 def _dlq_show(args) -> int:
-    from shared.deadletter import entries, printable
+    from shared.contracts.deadletter import entries, printable
 
     settings = _settings()
     topic = dlq_topic_of(settings, args.service)
@@ -169,9 +169,9 @@ def _dlq_redrive(args) -> int:
     from kafka import KafkaProducer
     from kafka.errors import KafkaError
 
-    from shared.clock import clock_from_env
-    from shared.deadletter import REDRIVEN_FROM, entries, original_bytes, redrive_marker
-    from shared.messaging import encode
+    from shared.platform.clock import clock_from_env
+    from shared.contracts.deadletter import REDRIVEN_FROM, entries, original_bytes, redrive_marker
+    from shared.platform.messaging import encode
 
     settings = _settings()
     topic = dlq_topic_of(settings, args.service)

@@ -1,14 +1,14 @@
 """Dead letters of `dossier.events`: messages that cannot be parsed or applied.
 
 The record format, the in-a-row limit and the display are shared with notify
-(shared/deadletter.py); this module turns the handler's `Rejected` into them.
+(shared/contracts/deadletter.py); this module turns the handler's `Rejected` into them.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared import deadletter
-from shared.deadletter import TooManyDeadLetters, printable  # noqa: F401  (the sla names)
+from shared.contracts import deadletter
+from shared.contracts.deadletter import TooManyDeadLetters, printable  # noqa: F401  (the sla names)
 
 from .projection import Rejected
 

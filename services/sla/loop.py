@@ -13,8 +13,8 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
-from shared.consumer import commit_batch, rewind
-from shared.runtime import Backoff
+from shared.platform.consumer import commit_batch, rewind
+from shared.platform.runtime import Backoff
 
 from .dlq import DeadLetters, Origin
 from .handlers import SlaHandler

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from shared.apidoc import common_errors, document, err, path, query
-from shared.engine.ruledata import RULE_CODES
+from shared.platform.apidoc import common_errors, document, err, path, query
+from shared.domain.engine.ruledata import RULE_CODES
 
 SEVERITIES = ["info", "warning", "critical"]
 OPEN = {"type": "object", "additionalProperties": True}

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from shared.eventcheck import accept_stored
-from shared.events import load_stored
-from shared.messaging import decode
+from shared.contracts.eventcheck import accept_stored
+from shared.contracts.events import load_stored
+from shared.platform.messaging import decode
 
 from .repository import DossierWrite, FindingWrite, finding_message, strip_dossier
 
@@ -135,8 +135,8 @@ def unchanged(old: dict | None, w: DossierWrite) -> bool:
 
 
 def default_engine():
-    """The legal engine (shared.engine), imported on first use."""
-    import shared.engine as engine
+    """The legal engine (shared.domain.engine), imported on first use."""
+    import shared.domain.engine as engine
     return engine
 
 

@@ -15,8 +15,8 @@ import traceback
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from shared.config import Settings
-from shared.messaging import decode
+from shared.platform.config import Settings
+from shared.platform.messaging import decode
 
 from .dlq import Origin
 from .projection import (Incoming, Rejected, default_engine, event_agencies, evaluate_dossier,
@@ -166,7 +166,7 @@ def _in_processes(db_name: str, shares: list[list[int]], args: dict) -> list[_Co
 
 def _child(send, db_name: str, share: list[int], args: dict) -> None:
     try:
-        from shared.mongo import mongo_client
+        from shared.platform.mongo import mongo_client
 
         client = mongo_client(args["settings"], appname="motcua-rebuild")
         try:

@@ -31,8 +31,8 @@ import io
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 
-from shared.httpapi import ApiError
-from shared.workcal import TZ
+from shared.platform.httpapi import ApiError
+from shared.domain.workcal import TZ
 
 GROUP_BY = ("agency", "field", "procedure")
 COUNTS = ("carried_over", "received_online", "received_direct_postal", "received_total",

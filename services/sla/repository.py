@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Iterable, Protocol
 
-from shared import findings
+from shared.contracts import findings
 
 META = "sla_meta"            # collection holding the pointer document
 POINTER_ID = "live"
@@ -88,7 +88,7 @@ def strip_dossier(doc: dict) -> dict:
 
 def finding_message(doc: dict) -> dict:
     """The message to publish for a stored finding: the fields of the findings contract
-    (shared/findings.py), bookkeeping left out."""
+    (shared/contracts/findings.py), bookkeeping left out."""
     msg = findings.message(doc)
     msg["finding_id"] = doc["_id"]
     msg["revision"] = doc["revision"]

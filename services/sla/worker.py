@@ -4,11 +4,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from shared import runtime
-from shared.clock import Clock
-from shared.config import Settings
-from shared.messaging import KafkaPublisher, ensure_topics, kafka_consumer
-from shared.runtime import serve_until_signalled
+from shared.platform import runtime
+from shared.platform.clock import Clock
+from shared.platform.config import Settings
+from shared.platform.messaging import KafkaPublisher, ensure_topics, kafka_consumer
+from shared.platform.runtime import serve_until_signalled
 
 from .alarms import OpsAlerts
 from .bootstrap import bootstrap
@@ -68,7 +68,7 @@ def build_worker(settings: Settings, clock: Clock | None = None, *, ctx=None, en
 def run_worker(settings: Settings | None = None, metrics_port: int | None = None,
                group_id: str = GROUP_ID) -> int:
     """`python -m services.sla worker`: run until SIGTERM/SIGINT."""
-    from shared.httpapi import configure_json_logging
+    from shared.platform.httpapi import configure_json_logging
 
     configure_json_logging()
     settings = settings or Settings.from_env()

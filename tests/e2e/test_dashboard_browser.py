@@ -38,8 +38,8 @@ LATER = datetime(2026, 11, 10, 3, 0, tzinfo=timezone.utc)      # Tuesday 10/11 1
 def dashboard_stack(kafka_bootstrap, mongo_uri, mongo_db, topics, smtp_server, tmp_path):
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: run deploy/ci/browser-setup.sh (apt-get install chromium)")
-    from shared.clock import FileClock
-    from shared.messaging import ensure_topics
+    from shared.platform.clock import FileClock
+    from shared.platform.messaging import ensure_topics
 
     names = topics("events", "findings", partitions=3)
     ensure_topics(kafka_bootstrap, {names["events"] + ".dlq": 1, names["findings"] + ".dlq": 1})
@@ -63,7 +63,7 @@ def dashboard_stack(kafka_bootstrap, mongo_uri, mongo_db, topics, smtp_server, t
     try:
         for url in (f"http://127.0.0.1:{intake_port}", dash_url):
             _wait_http(services, url + "/healthz")
-        from shared.auth import KeyStore
+        from shared.platform.auth import KeyStore
         keys = KeyStore(mongo_db)
         secrets = {"counter": keys.create(AGENCY_A, "counter", "e2e")[1],
                    "a": keys.create(AGENCY_A, "agency", "e2e")[1],

@@ -35,7 +35,7 @@ def stack(kafka_bootstrap, mongo_uri, mongo_db, topics, smtp_server, tmp_path, c
     if missing:
         pytest.fail(f"service entry points missing: {missing}")
     names = topics("events", "findings", partitions=3)
-    from shared.messaging import ensure_topics
+    from shared.platform.messaging import ensure_topics
     ensure_topics(kafka_bootstrap, {names["events"] + ".dlq": 1, names["findings"] + ".dlq": 1})
     port = free_port()
     env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap, MONGO_URI=mongo_uri,
@@ -45,7 +45,7 @@ def stack(kafka_bootstrap, mongo_uri, mongo_db, topics, smtp_server, tmp_path, c
                PYTHONUNBUFFERED="1", INTAKE_WORKERS="1", INTAKE_THREADS="4")
     env.pop("MOTCUA_CLOCK_FILE", None)
     if clock_file:
-        from shared.clock import FileClock
+        from shared.platform.clock import FileClock
         FileClock(clock_file).set(VIRTUAL_START)
         env["MOTCUA_CLOCK_FILE"] = str(clock_file)
     services = Services(env, tmp_path)
@@ -72,7 +72,7 @@ def stack(kafka_bootstrap, mongo_uri, mongo_db, topics, smtp_server, tmp_path, c
             if time.monotonic() > deadline:
                 raise AssertionError(f"intake did not answer /healthz:\n{services.tail('intake')}")
             time.sleep(0.3)
-        from shared.auth import KeyStore
+        from shared.platform.auth import KeyStore
         _kid, key = KeyStore(mongo_db).create(AGENCY, "counter", "e2e")
         yield url, key, services
     finally:
@@ -130,7 +130,7 @@ def test_virtual_clock_moves_a_dossier_past_its_deadline(stack, smtp_server, clo
     """Time is injected: the services share a file clock; the dossier is on time until the test
     moves the clock past its due date (3 working days: Thursday 05/11/2026 09:00), then the
     agency head gets the OVERDUE e-mail."""
-    from shared.clock import FileClock
+    from shared.platform.clock import FileClock
 
     url, key, services = stack
     code = f"{AGENCY}-261102-{uuid.uuid4().int % 10000:04d}"

@@ -7,7 +7,7 @@ import json
 import uuid
 from datetime import datetime, timedelta, timezone
 
-from shared.events import to_wire
+from shared.contracts.events import to_wire
 
 SIBLING_A = "000.00.17.H56"      # UBND phường Tân An
 SIBLING_B = "000.00.18.H56"      # UBND xã Đức Hòa
@@ -33,7 +33,7 @@ def received(code: str, at: datetime, agency: str, procedure: str = PROC_3WD, ac
 
 def replay(events: list[dict], now: datetime, ctx) -> tuple[dict, list[dict]]:
     """(dossier document, finding documents) of one dossier's events, as the sla worker stores them."""
-    import shared.engine as engine
+    import shared.domain.engine as engine
     from services.sla.projection import Incoming
     from services.sla.rebuild import replay_dossier
 

@@ -7,11 +7,11 @@ import mongomock
 
 from services.intake.app import create_app
 from services.intake.openapi import example_event
-from shared.auth import KeyStore
-from shared.catalog import default_catalog
-from shared.clock import VirtualClock
-from shared.directory import directory_from_records
-from shared.messaging import InMemoryBus
+from shared.platform.auth import KeyStore
+from shared.domain.catalog import default_catalog
+from shared.platform.clock import VirtualClock
+from shared.domain.directory import directory_from_records
+from shared.platform.messaging import InMemoryBus
 
 TOPIC = "dossier.events.test"
 PROVINCE, DEPT, COMMUNE, OTHER = "000.00.00.H56", "000.00.17.H56", "000.17.31.H56", "000.00.18.H56"

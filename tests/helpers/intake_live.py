@@ -5,11 +5,11 @@ import time
 import uuid
 
 from services.intake.app import create_app
-from shared.auth import KeyStore
-from shared.catalog import default_catalog
-from shared.clock import VirtualClock
-from shared.directory import directory_from_records
-from shared.messaging import kafka_consumer
+from shared.platform.auth import KeyStore
+from shared.domain.catalog import default_catalog
+from shared.platform.clock import VirtualClock
+from shared.domain.directory import directory_from_records
+from shared.platform.messaging import kafka_consumer
 
 from helpers.intake import DEPT, NOW, directory_records
 

@@ -6,8 +6,8 @@ from datetime import datetime, timezone
 
 import mongomock
 
-from shared.clock import VirtualClock
-from shared.directory import default_directory
+from shared.platform.clock import VirtualClock
+from shared.domain.directory import default_directory
 from services.notify.channels import FakeChannel
 from services.notify.outbox import Outbox
 from services.notify.policy import load_policy

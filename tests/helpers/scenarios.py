@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from shared import workcal
-from shared.catalog import catalog_from_records
-from shared.engine import EngineContext, default_rulesets
+from shared.domain import workcal
+from shared.domain.catalog import catalog_from_records
+from shared.domain.engine import EngineContext, default_rulesets
 
 HERE = Path(__file__).resolve().parents[1] / "unit" / "engine_scenarios"
 ONE_STOP = "000.00.17.H56"

@@ -9,9 +9,9 @@ from datetime import datetime, timedelta, timezone
 
 from kafka import TopicPartition
 
-from shared.engine.context import EngineContext
-from shared.engine.rules import FindingChange
-from shared.messaging import encode
+from shared.domain.engine.context import EngineContext
+from shared.domain.engine.rules import FindingChange
+from shared.platform.messaging import encode
 from services.sla.dlq import Origin
 from services.sla.projection import Incoming
 
@@ -19,7 +19,7 @@ T0 = datetime(2024, 11, 5, 1, 0, tzinfo=timezone.utc)
 FINDINGS = "sla.findings"
 
 
-# --- a tiny engine with the documented interface (shared/engine is tested on its own) ---------
+# --- a tiny engine with the documented interface (shared/domain/engine is tested on its own) ---------
 @dataclass
 class FState:
     dossier_code: str

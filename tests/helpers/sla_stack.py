@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from shared.config import Settings
+from shared.platform.config import Settings
 from services.sla.worker import build_worker
 
 from helpers.sla import FakeEngine
@@ -46,7 +46,7 @@ def db(settings):
 def consume(settings, topic, until, timeout=60.0):
     """Records of `topic` from the beginning until `until(records)` is true."""
     from kafka import KafkaConsumer
-    from shared.messaging import decode
+    from shared.platform.messaging import decode
     c = KafkaConsumer(topic, bootstrap_servers=settings.kafka_bootstrap_servers.split(","),
                       group_id=None, auto_offset_reset="earliest", enable_auto_commit=False)
     out = []

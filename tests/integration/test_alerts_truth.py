@@ -12,11 +12,11 @@ import pytest
 
 from helpers.sla_stack import FAST
 
-from shared.auth import KeyStore
-from shared.clock import VirtualClock
-from shared.config import Settings
-from shared.directory import default_directory
-from shared.messaging import KafkaPublisher
+from shared.platform.auth import KeyStore
+from shared.platform.clock import VirtualClock
+from shared.platform.config import Settings
+from shared.domain.directory import default_directory
+from shared.platform.messaging import KafkaPublisher
 
 pytestmark = pytest.mark.integration
 AGENCY = "000.00.17.H56"                          # UBND phường Tân An; parent UBND tỉnh Long An
@@ -183,11 +183,11 @@ def test_sla_and_notify_tell_the_same_acknowledged_escalated_finding(stack, db, 
 
 
 def test_the_scripted_rehearsal_month_fills_the_mailbox(stack, db):
-    """`motcua demo --month`'s script (shared/demo_month.py) played on the real workers, with the
+    """`motcua demo --month`'s script (shared/dev/demo_month.py) played on the real workers, with the
     waits shortened: every kind of mail the issue lists arrives, and the digests' figures grow."""
     from services.notify.api import create_app as notify_api
-    from shared.catalog import default_catalog
-    from shared.demo_month import month_script, play
+    from shared.domain.catalog import default_catalog
+    from shared.dev.demo_month import month_script, play
 
     keys = KeyStore(db, stack.clock)
     auth = {"Authorization": f"Bearer {keys.create('000.00.00.H56', 'admin')[1]}"}

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from shared.config import Settings
+from shared.platform.config import Settings
 
 from helpers.net import closed_port
 

@@ -11,9 +11,9 @@ from datetime import timedelta
 import pytest
 from helpers.dashboard_seed import PROVINCE, SIBLING_A, SIBLING_B, event, notify, received, replay, store, utc
 
-from shared.auth import KeyStore
-from shared.clock import VirtualClock
-from shared.config import Settings
+from shared.platform.auth import KeyStore
+from shared.platform.clock import VirtualClock
+from shared.platform.config import Settings
 
 NOW = utc(2026, 11, 10, 10, 0)          # Tuesday 10/11/2026 10:00 in Vietnam
 OFFICER = {"id": "cb-07", "name": "Lê Văn Xử Lý"}
@@ -23,8 +23,8 @@ OFFICER = {"id": "cb-07", "name": "Lê Văn Xử Lý"}
 def ctx():
     import dataclasses
 
-    from shared.directory import default_directory
-    from shared.engine import default_context
+    from shared.domain.directory import default_directory
+    from shared.domain.engine import default_context
     return dataclasses.replace(default_context(), directory=default_directory())
 
 
@@ -269,7 +269,7 @@ def test_dossier_page_explains_and_acknowledge_stops_escalation(env):
     ack = db.acks.find_one({"finding_id": fid})
     assert ack["via"] == "dashboard" and ack["note"] == "Đã giao xử lý gấp"
     page = c.get("/ho-so/" + code).text
-    assert "đã xác nhận" in page and "Việc nhắc lại và chuyển cấp đã dừng" in page
+    assert "đã xác nhận" in page and "Việc nhắc lại và chuyển cấp do chưa xác nhận đã dừng" in page
     assert f'name="finding_id" value="{fid}"' not in page
     # escalation time passes: the notify scheduler escalates nothing for it
     from services.notify.policy import load_policy

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from shared.catalog import CatalogStore, catalog_from_records, default_catalog
+from shared.platform.refdata import CatalogStore
+from shared.domain.catalog import catalog_from_records, default_catalog
 from shared.cli import main
-from shared.directory import DirectoryStore, default_directory, directory_from_records
+from shared.platform.refdata import DirectoryStore
+from shared.domain.directory import default_directory, directory_from_records
 
 T0 = datetime(2024, 11, 5, 2, 0, tzinfo=timezone.utc)
 
@@ -85,7 +87,7 @@ def _cli_env(monkeypatch, mongo_db, tmp_path):
 
 def test_cli_directory_and_catalog_import(mongo_db, monkeypatch, tmp_path, capsys):
     _cli_env(monkeypatch, mongo_db, tmp_path)
-    from shared.config import PACKAGE_DATA
+    from shared.domain import PACKAGE_DATA
 
     assert main(["directory", "import", str(PACKAGE_DATA / "directory.yaml")]) == 0
     out = capsys.readouterr().out
@@ -115,9 +117,10 @@ def test_cli_import_of_an_invalid_file_changes_nothing(mongo_db, monkeypatch, tm
 def test_services_use_the_imported_catalog_and_directory_else_the_files(mongo_db):
     """intake, the sla engine/API and notify read the version imported into MongoDB
     (VersionedStore.current_or_file), else CATALOG_FILE/DIRECTORY_FILE."""
-    from shared.catalog import load_catalog
-    from shared.config import PACKAGE_DATA, Settings
-    from shared.engine.context import context_from_settings
+    from shared.domain.catalog import load_catalog
+    from shared.domain import PACKAGE_DATA
+    from shared.platform.config import Settings
+    from shared.platform.refdata import context_from_settings
     from services.intake.bootstrap import Resources
     from services.notify.bootstrap import load_agencies
 

@@ -12,9 +12,9 @@ from helpers.sla_stack import FAST, Running, consume
 from helpers.sla import T0, event
 
 from shared import cli
-from shared.clock import VirtualClock
-from shared.deadletter import original_bytes
-from shared.messaging import KafkaPublisher, encode
+from shared.platform.clock import VirtualClock
+from shared.contracts.deadletter import original_bytes
+from shared.platform.messaging import KafkaPublisher, encode
 
 pytestmark = pytest.mark.integration
 PHONE, CCCD = "0912345678", "079200001111"

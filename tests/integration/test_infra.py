@@ -9,7 +9,7 @@ from email.message import EmailMessage
 import pytest
 from pymongo.errors import DuplicateKeyError
 
-from shared.messaging import KafkaPublisher, kafka_consumer
+from shared.platform.messaging import KafkaPublisher, kafka_consumer
 
 
 def test_topics_are_unique_and_carry_keyed_messages_in_order(kafka_bootstrap, topics):

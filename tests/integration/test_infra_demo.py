@@ -6,11 +6,11 @@ import random
 import re
 from datetime import datetime, timedelta, timezone
 
-from shared.catalog import default_catalog
-from shared.cli_local import demo_events
-from shared.config import Settings
-from shared.directory import load_directory
-from shared.events import validate_event
+from shared.domain.catalog import default_catalog
+from shared.cli.local import demo_events
+from shared.platform.config import Settings
+from shared.domain.directory import load_directory
+from shared.contracts.events import validate_event
 
 NOW = datetime(2024, 11, 20, 3, 0, tzinfo=timezone.utc)
 

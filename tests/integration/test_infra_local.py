@@ -1,4 +1,4 @@
-"""The local stack of deploy/local (shared/localstack.py) through `motcua local`: a private stack
+"""The local stack of deploy/local (shared/dev/localstack.py) through `motcua local`: a private stack
 on free ports, started, checked with real clients, started again (idempotent), stopped, wiped."""
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from shared import localstack
-from shared.localstack import StackConfig, StackError
+from shared.dev import localstack
+from shared.dev.localstack import StackConfig, StackError
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -13,10 +13,10 @@ import pytest
 
 from services.intake.app import create_app
 from services.intake.store import IntakeStore
-from shared.auth import KeyStore
-from shared.catalog import default_catalog
-from shared.clock import VirtualClock
-from shared.directory import directory_from_records
+from shared.platform.auth import KeyStore
+from shared.domain.catalog import default_catalog
+from shared.platform.clock import VirtualClock
+from shared.domain.directory import directory_from_records
 
 from helpers.intake import COMMUNE, DEPT, NOW, OTHER, PROVINCE, directory_records, ev  # noqa: F401
 from helpers.intake_live import Live

@@ -1,7 +1,7 @@
 """The broker dies mid-run: intake never answers 2xx for an event that is not on the topic, and no
 accepted event is lost after the broker comes back.
 
-A PRIVATE Kafka broker is started for this test only (shared.localstack, its own state directory
+A PRIVATE Kafka broker is started for this test only (shared.dev.localstack, its own state directory
 under tmp_path and free ports; the shared dev stack is never touched). Intake runs behind a real
 HTTP server (werkzeug, threaded) against that broker and a unique MongoDB database. A client
 thread posts events in a loop; the broker process is SIGKILLed by its pid mid-run; requests get
@@ -27,11 +27,11 @@ from werkzeug.serving import make_server
 
 from services.intake.app import create_app
 from services.intake.openapi import example_event
-from shared import localstack
-from shared.auth import KeyStore
-from shared.catalog import default_catalog
-from shared.directory import directory_from_records
-from shared.messaging import ensure_topics, kafka_consumer
+from shared.dev import localstack
+from shared.platform.auth import KeyStore
+from shared.domain.catalog import default_catalog
+from shared.domain.directory import directory_from_records
+from shared.platform.messaging import ensure_topics, kafka_consumer
 
 from helpers.intake import DEPT, directory_records
 

@@ -11,10 +11,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from shared.clock import VirtualClock
-from shared.config import Settings
-from shared.directory import default_directory
-from shared.messaging import KafkaPublisher
+from shared.platform.clock import VirtualClock
+from shared.platform.config import Settings
+from shared.domain.directory import default_directory
+from shared.platform.messaging import KafkaPublisher
 from services.notify.channels import SmsChannel, SmtpChannel, WebhookChannel
 from services.notify.outbox import Outbox
 from services.notify.policy import load_policy, parse_policy
@@ -269,7 +269,7 @@ def test_retries_with_backoff_then_failed_and_visible(mongo_db):
     clock.advance(timedelta(hours=1))
     assert svc.dispatch_due() == 0                       # failed is final, not retried silently
     # surfaced by the API (with tenancy) and in /metrics
-    from shared.auth import KeyStore
+    from shared.platform.auth import KeyStore
     from services.notify.api import create_app
     keys = KeyStore(mongo_db, clock)
     _, sup = keys.create("000.00.00.H56", "supervisor")

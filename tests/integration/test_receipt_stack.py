@@ -13,11 +13,11 @@ import pytest
 from services.intake.openapi import example_event
 from services.sla.repository import MongoRepository
 from services.sla.worker import build_worker
-from shared.catalog import default_catalog
-from shared.config import Settings
-from shared.directory import directory_from_records
-from shared.engine import EngineContext, default_rulesets
-from shared.workcal import calendar_for
+from shared.domain.catalog import default_catalog
+from shared.platform.config import Settings
+from shared.domain.directory import directory_from_records
+from shared.domain.engine import EngineContext, default_rulesets
+from shared.domain.workcal import calendar_for
 
 from helpers.intake import COMMUNE, DEPT, directory_records
 from helpers.intake_live import Live

@@ -11,10 +11,12 @@ from pathlib import Path
 
 import yaml
 
-from shared.auth import KeyStore
-from shared.catalog import CatalogStore, default_catalog
-from shared.config import PACKAGE_DATA, Settings
-from shared.directory import DirectoryStore
+from shared.platform.auth import KeyStore
+from shared.platform.refdata import CatalogStore
+from shared.domain.catalog import default_catalog
+from shared.domain import PACKAGE_DATA
+from shared.platform.config import Settings
+from shared.platform.refdata import DirectoryStore
 
 MOTCUA = str(Path(sys.executable).parent / "motcua")
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -77,14 +79,14 @@ def test_directory_import_with_a_mistyped_office_stores_nothing(mongo_db, tmp_pa
 
 
 def test_notify_uses_the_imported_catalog(mongo_db):
-    from shared.clock import VirtualClock
+    from shared.platform.clock import VirtualClock
     from services.notify.policy import load_policy
     from services.notify.worker import build_service
 
     shipped = default_catalog()
     records = [dict(r, name="Đăng ký khai sinh (tên của tỉnh)") if r["code"] == "1.001193" else r
                for r in shipped.records]
-    from shared.catalog import catalog_from_records
+    from shared.domain.catalog import catalog_from_records
     CatalogStore(mongo_db).import_catalog(catalog_from_records(records, "mine.yaml"), T0, "mine.yaml")
     settings = Settings.from_env(catalog_file=str(PACKAGE_DATA / "catalog.yaml"),
                                  directory_file=str(PACKAGE_DATA / "directory.yaml"))

@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 import uuid
 
-from shared.clock import VirtualClock
-from shared.config import Settings
-from shared.directory import directory_from_records
-from shared.messaging import KafkaPublisher, kafka_consumer
+from shared.platform.clock import VirtualClock
+from shared.platform.config import Settings
+from shared.domain.directory import directory_from_records
+from shared.platform.messaging import KafkaPublisher, kafka_consumer
 
 from conftest import VIRTUAL_START
 

@@ -12,9 +12,10 @@ import pytest
 
 from helpers.sla_stack import FAST, consume, wait_for
 
-from shared.clock import VirtualClock
-from shared.directory import DirectoryStore, directory_from_records
-from shared.messaging import KafkaPublisher
+from shared.platform.clock import VirtualClock
+from shared.platform.refdata import DirectoryStore
+from shared.domain.directory import directory_from_records
+from shared.platform.messaging import KafkaPublisher
 from services.sla.alarms import COLLECTION, OpsAlerts
 from services.sla.worker import build_worker
 

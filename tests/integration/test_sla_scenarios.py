@@ -10,10 +10,10 @@ from datetime import datetime, timezone
 
 import pytest
 
-from shared.auth import KeyStore
-from shared.clock import VirtualClock
-from shared.directory import directory_from_records
-from shared.messaging import KafkaPublisher
+from shared.platform.auth import KeyStore
+from shared.platform.clock import VirtualClock
+from shared.domain.directory import directory_from_records
+from shared.platform.messaging import KafkaPublisher
 from services.sla.api import create_app
 from services.sla.worker import build_worker
 

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.clock import FileClock, VirtualClock
-from shared.messaging import KafkaPublisher, encode
+from shared.platform.clock import FileClock, VirtualClock
+from shared.platform.messaging import KafkaPublisher, encode
 from services.sla.rebuild import rebuild
 from services.sla.repository import MongoRepository, live_names, strip_dossier
 from services.sla.worker import build_worker
@@ -74,7 +74,7 @@ def _worker_cmd(group, **consumer):
     code = ("import sys; sys.path.insert(0, %r);"
             "from helpers.sla import FakeEngine;"
             "from services.sla.worker import build_worker;"
-            "from shared.config import Settings;"
+            "from shared.platform.config import Settings;"
             "w = build_worker(Settings.from_env(), ctx=object(), engine=FakeEngine, group_id=%r,"
             " consumer_config=%r);"
             "w.run()") % (str(REPO_ROOT / "tests"), group, dict(FAST, **consumer))

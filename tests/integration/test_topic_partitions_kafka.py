@@ -6,9 +6,9 @@ from __future__ import annotations
 import time
 import uuid
 
-from shared import localstack
-from shared.config import Settings
-from shared.messaging import ensure_topics
+from shared.dev import localstack
+from shared.platform.config import Settings
+from shared.platform.messaging import ensure_topics
 
 
 def _partitions(bootstrap: str, names, timeout: float = 20.0) -> dict[str, int]:

@@ -15,8 +15,8 @@ from datetime import datetime, timedelta, timezone
 import holidays
 import pytest
 
-from shared.limits import Limit
-from shared.workcal import calendar_for
+from shared.domain.limits import Limit
+from shared.domain.workcal import calendar_for
 
 from helpers.workcal import day_by_day_add
 

@@ -153,11 +153,11 @@ def test_dashboard_pages_at_scale(mongo_db, mongo_uri):
 
     from services.dashboard.app import create_app
     from services.sla.api import create_app as sla_app
-    from shared.auth import KeyStore
-    from shared.clock import VirtualClock
-    from shared.config import Settings
-    from shared.directory import default_directory
-    from shared.engine import default_context
+    from shared.platform.auth import KeyStore
+    from shared.platform.clock import VirtualClock
+    from shared.platform.config import Settings
+    from shared.domain.directory import default_directory
+    from shared.domain.engine import default_context
 
     ctx = dataclasses.replace(default_context(), directory=default_directory())
     codes = _seed(mongo_db, ctx, N)

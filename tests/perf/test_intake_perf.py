@@ -117,7 +117,7 @@ def _pct(xs: list[float], p: float) -> float:
 
 @pytest.fixture
 def intake_server(kafka_bootstrap, mongo_uri, mongo_db, topics, tmp_path):
-    from shared.auth import KeyStore
+    from shared.platform.auth import KeyStore
     topic = topics("events", partitions=3)["events"]
     dfile = tmp_path / "directory.yaml"
     dfile.write_text(yaml.safe_dump([{"code": DEPT, "name": "Sở Tư pháp", "parent": None}],

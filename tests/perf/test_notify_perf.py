@@ -17,10 +17,10 @@ from datetime import datetime, timezone
 
 import pytest
 
-from shared.clock import SystemClock
-from shared.config import Settings
-from shared.directory import default_directory
-from shared.messaging import KafkaPublisher
+from shared.platform.clock import SystemClock
+from shared.platform.config import Settings
+from shared.domain.directory import default_directory
+from shared.platform.messaging import KafkaPublisher
 from services.notify.channels import Outgoing, SmtpChannel
 from services.notify.policy import parse_policy
 

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from shared import workcal
-from shared.catalog import catalog_from_records
-from shared.engine import EngineContext, default_rulesets, evaluate, reconcile, replay
-from shared.events import load_stored
+from shared.domain import workcal
+from shared.domain.catalog import catalog_from_records
+from shared.domain.engine import EngineContext, default_rulesets, evaluate, reconcile, replay
+from shared.contracts.events import load_stored
 
 pytestmark = pytest.mark.perf
 

@@ -27,8 +27,8 @@ from datetime import timedelta
 
 import pytest
 
-from shared.clock import VirtualClock
-from shared.messaging import KafkaPublisher, decode
+from shared.platform.clock import VirtualClock
+from shared.platform.messaging import KafkaPublisher, decode
 from services.sla.worker import build_worker, ensure_sla_topics
 
 from helpers.sla import T0, FakeEngine, event
@@ -153,7 +153,7 @@ def test_apply_rate_vs_raw_consumer(settings, db):
     watch.close()
     assert _count(db, "dossiers") == N_EVENTS
     # the same events through the handler alone (in-memory store, no broker): the engine's ceiling
-    from shared.messaging import encode
+    from shared.platform.messaging import encode
     from services.sla.handlers import SlaHandler
     from services.sla.projection import Incoming
     from services.sla.repository import InMemoryRepository
@@ -240,12 +240,12 @@ def test_memory_of_held_states():
     import gc
     import bson
     from datetime import datetime, timezone
-    from shared.clock import VirtualClock as VC
+    from shared.platform.clock import VirtualClock as VC
     from services.sla.handlers import SlaHandler
     from services.sla.repository import DossierWrite, dossier_doc
     from services.sla.bootstrap import engine_context
-    from shared.config import Settings
-    import shared.engine as engine
+    from shared.platform.config import Settings
+    import shared.domain.engine as engine
 
     held = int(os.environ.get("SLA_PERF_HELD", "100000"))
     real = int(os.environ.get("SLA_PERF_HELD_REAL", "2000"))
@@ -255,7 +255,7 @@ def test_memory_of_held_states():
     base = datetime(2024, 11, 4, 1, 0, tzinfo=timezone.utc)
     for i in range(real):      # received at different minutes, working hours or not
         ev = _received(f"M-{i}", (base + timedelta(minutes=37 * i)).isoformat())
-        from shared.events import load_stored
+        from shared.contracts.events import load_stored
         st = engine.apply(engine.new_state(f"M-{i}"), load_stored(ev), ctx)
         ev_ = engine.evaluate(st, now, ctx)
         docs.append((st.to_doc(), ev_.next_check_at or now + timedelta(days=3)))

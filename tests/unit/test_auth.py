@@ -1,13 +1,13 @@
-"""shared.auth: key store (hashed secrets), principals, fixed-window rate limit, Flask guard."""
+"""shared.platform.auth: key store (hashed secrets), principals, fixed-window rate limit, Flask guard."""
 from datetime import datetime, timedelta, timezone
 
 import mongomock
 import pytest
 from flask import Flask, jsonify
 
-from shared.auth import (AuthError, KeyStore, Principal, RateLimiter, authenticate, hash_secret,
+from shared.platform.auth import (AuthError, KeyStore, Principal, RateLimiter, authenticate, hash_secret,
                          init_auth)
-from shared.clock import VirtualClock
+from shared.platform.clock import VirtualClock
 
 
 class Tree:

@@ -3,8 +3,8 @@ import mongomock
 import pytest
 import yaml
 
-import shared.cli_keys as cli_keys
-from shared.auth import KeyStore
+import shared.cli.keys as cli_keys
+from shared.platform.auth import KeyStore
 from shared.cli import main
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.clock import VirtualClock
-from shared.config import Settings
+from shared.platform.clock import VirtualClock
+from shared.platform.config import Settings
 
 from helpers.sla import T0
 

@@ -7,10 +7,10 @@ from datetime import date, datetime, timezone
 
 import pytest
 
-from shared.catalog import (Catalog, CatalogError, catalog_from_records, default_catalog,
+from shared.domain.catalog import (Catalog, CatalogError, catalog_from_records, default_catalog,
                             load_catalog)
-from shared.events import COMPONENT_ID
-from shared.limits import Limit
+from shared.domain.codes import COMPONENT_ID
+from shared.domain.limits import Limit
 
 MINIMAL = """\
 - code: "1.001193"

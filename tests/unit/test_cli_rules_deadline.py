@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from shared import cli, workcal
-from shared.catalog import catalog_from_records
-from shared.engine import EngineContext, default_rulesets, explain_deadline, replay
-from shared.events import load_stored
+from shared import cli
+from shared.domain import workcal
+from shared.domain.catalog import catalog_from_records
+from shared.domain.engine import EngineContext, default_rulesets, explain_deadline, replay
+from shared.contracts.events import load_stored
 
 SCEN = Path(__file__).parent / "engine_scenarios"
 
@@ -111,7 +112,7 @@ def test_engine_explanation_says_which_rule_set_and_why():
     assert why["clock_model"] == "restart" and "tính lại từ đầu" in why["text"]
     assert out["lines"][0] == why["text"] and out["engine"]["clock_model"] == "restart"
     # a binding file changed since receipt: the dossier keeps its rule set, and the text says so
-    from shared.engine.ruledata import RULES_DIR, load_rulesets
+    from shared.domain.engine.ruledata import RULES_DIR, load_rulesets
     import tempfile
     with tempfile.TemporaryDirectory() as tmp:
         p = Path(tmp) / "rulesets.yaml"

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from shared.config import ENV_VARS
-from shared.localstack import KAFKA_VERSION
+from shared.platform.config import ENV_VARS
+from shared.dev.localstack import KAFKA_VERSION
 
 REPO = Path(__file__).resolve().parents[2]
 APP_SERVICES = {"intake", "sla-worker", "sla-api", "notify-worker", "notify-api"}
@@ -96,7 +96,7 @@ def test_every_env_var_of_our_services_is_read_by_the_code(compose):
             if name in INFRA_SERVICES:
                 assert IMAGE_VARS.match(var), f"{name}: {var} is not a variable of its image"
             else:
-                assert var in known, f"{name}: {var} is read by no code (typo, or add it to shared.config.ENV_VARS)"
+                assert var in known, f"{name}: {var} is read by no code (typo, or add it to shared.platform.config.ENV_VARS)"
 
 
 def test_commands_name_entry_points_that_exist(compose):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.config import ENV_VARS, Settings
+from shared.platform.config import ENV_VARS, Settings
 
 
 def test_intake_variables_are_typed_settings_with_the_documented_defaults():

@@ -4,7 +4,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 from services.dashboard import view as v
-from shared.workcal import calendar_for
+from shared.domain.workcal import calendar_for
 
 NOW = datetime(2026, 11, 10, 3, 0, tzinfo=timezone.utc)      # Tuesday 10:00 in Vietnam
 

@@ -1,4 +1,4 @@
-"""Dead letters (shared/deadletter.py) in memory: the record both workers write, the statuses and
+"""Dead letters (shared/contracts/deadletter.py) in memory: the record both workers write, the statuses and
 selection `motcua dlq show|redrive` work from, and the redaction of what is printed.
 The CLI on a real broker: tests/integration/test_dlq_cli.py."""
 from __future__ import annotations
@@ -9,13 +9,13 @@ from datetime import datetime, timezone
 
 import pytest
 
-from shared import deadletter
-from shared.clock import VirtualClock
-from shared.deadletter import (DUPLICATE, FAILED_AGAIN, PENDING, REDRIVEN, Failed, Selection,
+from shared.contracts import deadletter
+from shared.platform.clock import VirtualClock
+from shared.contracts.deadletter import (DUPLICATE, FAILED_AGAIN, PENDING, REDRIVEN, Failed, Selection,
                                TooManyDeadLetters, entries, entry_value, original_bytes,
                                parse_offsets, printable)
-from shared.events import redact, redact_text
-from shared.messaging import InMemoryBus, encode
+from shared.contracts.events import redact, redact_text
+from shared.platform.messaging import InMemoryBus, encode
 from services.notify.loop import NotifyLoop
 from services.sla.dlq import DeadLetters, Origin
 from services.sla.handlers import SlaHandler

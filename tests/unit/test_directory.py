@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-from shared.directory import (Directory, DirectoryError, default_directory,
+from shared.domain.directory import (Directory, DirectoryError, default_directory,
                               directory_from_records, load_directory)
 
 DESIGN_EXAMPLE = """\

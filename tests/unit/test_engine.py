@@ -10,13 +10,13 @@ import bson
 import pytest
 import yaml
 
-from shared import workcal
-from shared.catalog import catalog_from_records
-from shared.engine import (RULE_CODES, DossierState, EngineContext, RuleDataError, apply, default_rulesets,
+from shared.domain import workcal
+from shared.domain.catalog import catalog_from_records
+from shared.domain.engine import (RULE_CODES, DossierState, EngineContext, RuleDataError, apply, default_rulesets,
                            evaluate, explain_deadline, finding_id, load_ruleset, load_rulesets,
                            new_state, reconcile, replay)
-from shared.engine.ruledata import RULES_DIR
-from shared.events import load_stored
+from shared.domain.engine.ruledata import RULES_DIR
+from shared.contracts.events import load_stored
 
 SCEN = Path(__file__).parent / "engine_scenarios"
 ONE_STOP = "000.00.17.H56"
@@ -328,7 +328,7 @@ def test_state_replace_is_dataclasses_replace(ctx):
     """The engine's fast replace (dict copy, no __init__) gives what dataclasses.replace gives."""
     import dataclasses
 
-    from shared.engine import state as state_mod
+    from shared.domain.engine import state as state_mod
     s = replay([ev("received", "2024-11-04T09:00:00+07:00"), ev("paused", "2024-11-05T09:00:00+07:00")], ctx)
     changes = {"status": "handling", "due_at": T("2024-11-20T17:00:00+07:00"), "anomalies": ("x",)}
     fast, slow = state_mod.replace(s, **changes), dataclasses.replace(s, **changes)

@@ -10,10 +10,10 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared import workcal
-from shared.catalog import catalog_from_records
-from shared.engine import DossierState, EngineContext, apply, default_rulesets, evaluate, new_state, replay
-from shared.events import load_stored
+from shared.domain import workcal
+from shared.domain.catalog import catalog_from_records
+from shared.domain.engine import DossierState, EngineContext, apply, default_rulesets, evaluate, new_state, replay
+from shared.contracts.events import load_stored
 
 SCEN = Path(__file__).parent / "engine_scenarios"
 CTX = EngineContext(catalog=catalog_from_records(yaml.safe_load((SCEN / "catalog.yaml").read_text(encoding="utf-8"))),

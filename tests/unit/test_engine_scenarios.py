@@ -15,9 +15,9 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from shared.engine import (RULE_CODES, DossierState, EngineContext, apply, default_rulesets, evaluate,
+from shared.domain.engine import (RULE_CODES, DossierState, EngineContext, apply, default_rulesets, evaluate,
                            new_state, reconcile)
-from shared.events import load_stored
+from shared.contracts.events import load_stored
 
 from helpers.scenarios import KINDS, SCENARIOS, ctx, raw_event  # noqa: F401  (ctx: fixture)
 

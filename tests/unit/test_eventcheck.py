@@ -1,4 +1,4 @@
-"""The fast path of the event contract (shared.eventcheck) never disagrees with marshmallow: for
+"""The fast path of the event contract (shared.contracts.eventcheck) never disagrees with marshmallow: for
 any payload `accept` returns None or exactly the event `validate_event` loads, in wire form
 (`to_wire`: same values, same types, same key order), and for any message `accept_stored`
 returns None or exactly what `load_stored` returns (UTC datetimes); every example event takes
@@ -9,9 +9,9 @@ import json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.eventcheck import accept, accept_stored
+from shared.contracts.eventcheck import accept, accept_stored
 from services.intake.openapi import EXAMPLES, example_event
-from shared.events import load_stored, to_wire, validate_event
+from shared.contracts.events import load_stored, to_wire, validate_event
 
 POOL = [None, "", "x", "HS-1\n", "HS 1", 0, 1, -1, 1.5, True, False, 3650, 3651, [], ["a"], ["A"],
         ["a", 1], {}, {"id": "x"}, {"id": ""}, {"id": "x", "extra": 1}, "2024-11-05T08:15:00",

@@ -1,4 +1,4 @@
-from shared.events import validate_event
+from shared.contracts.events import validate_event
 
 VALID = {
     "event_id": "3f1c2f7e-8a1d-4c7e-9c8e-0a1b2c3d4e5f",

@@ -7,8 +7,8 @@ import copy
 import pytest
 
 from services.intake.openapi import example_event
-from shared.eventcheck import accept, accept_stored
-from shared.events import (EVENT_TYPES, dossier_code_format, load_stored, to_wire,
+from shared.contracts.eventcheck import accept, accept_stored
+from shared.contracts.events import (EVENT_TYPES, dossier_code_format, load_stored, to_wire,
                            validate_event)
 
 

@@ -1,10 +1,10 @@
-"""Machine error codes of shared.events and the normalised wire form."""
+"""Machine error codes of shared.contracts.events and the normalised wire form."""
 import copy
 from datetime import datetime, timezone
 
 import pytest
 
-from shared.events import load_stored, redact, to_wire, validate_event
+from shared.contracts.events import load_stored, redact, to_wire, validate_event
 
 VALID = {
     "event_id": "3f1c2f7e-8a1d-4c7e-9c8e-0a1b2c3d4e5f", "type": "dossier.apology_issued",

@@ -1,4 +1,4 @@
-"""The `sla.findings` contract (shared/findings.py) between its writer and its reader.
+"""The `sla.findings` contract (shared/contracts/findings.py) between its writer and its reader.
 
 The real sla handler (real legal engine, in-memory repository and bus) is driven over every engine
 scenario of tests/unit/engine_scenarios: each message it publishes must be accepted by notify's
@@ -11,10 +11,10 @@ from datetime import datetime, timezone
 
 import pytest
 
-from shared import findings
-from shared.clock import VirtualClock
-from shared.engine import RULE_CODES
-from shared.messaging import InMemoryBus, encode
+from shared.contracts import findings
+from shared.platform.clock import VirtualClock
+from shared.domain.engine import RULE_CODES
+from shared.platform.messaging import InMemoryBus, encode
 from services.notify.parsing import FindingError, parse_finding
 from services.sla.dlq import Origin
 from services.sla.handlers import SlaHandler
@@ -79,7 +79,7 @@ def test_the_scenarios_cover_every_rule_state_and_revision_path(all_emitted):
 
 
 def test_roles_severities_and_states_have_one_definition():
-    from shared.engine import ruledata
+    from shared.domain.engine import ruledata
     from services.notify import planning, policy, service
     assert ruledata.SEVERITIES is findings.SEVERITIES and ruledata.ROLES is findings.ROLES
     assert policy.SEVERITIES is findings.SEVERITIES and planning.SEVERITIES is findings.SEVERITIES

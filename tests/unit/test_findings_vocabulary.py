@@ -1,5 +1,5 @@
 """The findings vocabulary (states, severities, responsible roles) is defined once, in
-shared/findings.py, and every writer and reader of findings uses it."""
+shared/contracts/findings.py, and every writer and reader of findings uses it."""
 from __future__ import annotations
 
 import re
@@ -14,14 +14,14 @@ def test_the_vocabulary_is_written_once():
                 re.compile(r"\(\s*\"officer\",\s*\"one_stop_chief\",\s*\"agency_head\",\s*\"parent_head\"\s*\)")]
     found = sorted({str(p.relative_to(ROOT)) for top in ("services", "shared") for p in (ROOT / top).rglob("*.py")
                     for lit in literals if lit.search(p.read_text(encoding="utf-8"))})
-    assert found == ["shared/findings.py"]
+    assert found == ["shared/contracts/findings.py"]
 
 
 def test_rules_api_and_notify_share_it():
     from services.notify import planning, policy, routing
     from services.sla import api
-    from shared import findings
-    from shared.engine import ruledata
+    from shared.contracts import findings
+    from shared.domain.engine import ruledata
 
     assert ruledata.SEVERITIES is policy.SEVERITIES is routing.SEVERITIES is api.SEVERITIES is findings.SEVERITIES
     assert ruledata.ROLES is findings.ROLES

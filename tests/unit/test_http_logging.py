@@ -9,10 +9,10 @@ from datetime import datetime, timezone
 import mongomock
 import pytest
 
-from shared.clock import VirtualClock
-from shared.config import Settings
-from shared.directory import directory_from_records
-from shared.httpapi import JsonFormatter
+from shared.platform.clock import VirtualClock
+from shared.platform.config import Settings
+from shared.domain.directory import directory_from_records
+from shared.platform.httpapi import JsonFormatter
 
 NOW = datetime(2024, 11, 5, 2, 0, tzinfo=timezone.utc)
 
@@ -54,8 +54,8 @@ def _notify():
 
 def _intake():
     from services.intake.app import create_app
-    from shared.catalog import default_catalog
-    from shared.messaging import InMemoryBus
+    from shared.domain.catalog import default_catalog
+    from shared.platform.messaging import InMemoryBus
 
     app = create_app({"CATALOG": default_catalog(), "DIRECTORY": directory_from_records([])},
                      publisher=InMemoryBus(), clock=VirtualClock(NOW), db=mongomock.MongoClient()["t"])

@@ -1,4 +1,4 @@
-"""shared/instants.py: the office time zone and the two UTC normalisers, defined once."""
+"""shared/domain/instants.py: the office time zone and the two UTC normalisers, defined once."""
 from __future__ import annotations
 
 import re
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.instants import TZ, ensure_utc, stored_utc
+from shared.domain.instants import TZ, ensure_utc, stored_utc
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,8 +34,8 @@ def test_the_time_zone_is_defined_in_one_place():
     pattern = re.compile(r"ZoneInfo\(\s*[\"']Asia/Ho_Chi_Minh")
     found = [str(p.relative_to(ROOT)) for top in ("services", "shared") for p in (ROOT / top).rglob("*.py")
              if pattern.search(p.read_text(encoding="utf-8"))]
-    assert found == ["shared/instants.py"]
+    assert found == ["shared/domain/instants.py"]
     from services.notify import templates
-    from shared import workcal
-    from shared.engine import state
+    from shared.domain import workcal
+    from shared.domain.engine import state
     assert workcal.TZ is state.TZ is templates.TZ is TZ

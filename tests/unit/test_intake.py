@@ -8,9 +8,9 @@ import pytest
 from services.intake.app import create_app
 from services.intake.store import IntakeStore
 from services.intake.openapi import EXAMPLES
-from shared.catalog import default_catalog
-from shared.clock import VirtualClock
-from shared.messaging import InMemoryBus
+from shared.domain.catalog import default_catalog
+from shared.platform.clock import VirtualClock
+from shared.platform.messaging import InMemoryBus
 
 from helpers.intake import COMMUNE, DEPT, NOW, OTHER, PROVINCE, TOPIC, Env, directory, ev
 
@@ -307,7 +307,7 @@ def test_failed_producer_is_discarded_and_rebuilt():
     import time as _time
 
     from services.intake.bootstrap import Resources
-    from shared.config import Settings
+    from shared.platform.config import Settings
     from services.intake.service import Intake
 
     class FakeProducer(InMemoryBus):

@@ -9,7 +9,7 @@ from pymongo.errors import AutoReconnect
 
 from services.intake import service
 from services.intake.store import IntakeStore
-from shared.messaging import InMemoryBus
+from shared.platform.messaging import InMemoryBus
 
 from helpers.intake import COMMUNE, DEPT, NOW, TOPIC, Env, ev  # noqa: F401
 
@@ -140,7 +140,7 @@ def test_message_bytes_are_encoded_once_and_the_same_on_a_retry():
     first = message_bytes(value, canonical(wire))
     assert first == message_bytes(value)                    # rebuilt from the stored value
     assert json.loads(first) == value and list(json.loads(first))[-1] == "recorded_at"
-    assert "Nguyễn".encode() in first                       # UTF-8 kept, as shared.messaging.encode
+    assert "Nguyễn".encode() in first                       # UTF-8 kept, as shared.platform.messaging.encode
 
 
 def test_batch_counts_accepted_events_per_label():
@@ -159,7 +159,7 @@ def test_batch_counts_accepted_events_per_label():
 def test_documents_stored_before_the_message_field_are_still_answered_and_republished(published):
     """Older documents carry the message as the sub-document `value` (no `message`)."""
     from services.intake.service import body_hash
-    from shared.events import to_wire, validate_event
+    from shared.contracts.events import to_wire, validate_event
     bus = SendingBus()
     env = make_env(bus)
     h = env.key()

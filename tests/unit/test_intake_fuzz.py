@@ -9,10 +9,10 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 
 from services.intake.app import create_app
-from shared.auth import KeyStore
-from shared.catalog import default_catalog
-from shared.clock import VirtualClock
-from shared.messaging import InMemoryBus
+from shared.platform.auth import KeyStore
+from shared.domain.catalog import default_catalog
+from shared.platform.clock import VirtualClock
+from shared.platform.messaging import InMemoryBus
 
 from helpers.intake import DEPT, NOW, directory
 

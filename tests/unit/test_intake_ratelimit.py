@@ -1,13 +1,13 @@
-"""shared.auth.RateLimiter with per-process counting (`sync_seconds` > 0), as intake uses it:
+"""shared.platform.auth.RateLimiter with per-process counting (`sync_seconds` > 0), as intake uses it:
 fewer MongoDB round trips, exact near the limit, overshoot within the documented bound."""
 from datetime import datetime, timedelta, timezone
 
 import mongomock
 import pytest
 
-import shared.auth as auth
-from shared.auth import AuthError, RateLimiter
-from shared.clock import VirtualClock
+import shared.platform.auth as auth
+from shared.platform.auth import AuthError, RateLimiter
+from shared.platform.clock import VirtualClock
 
 
 class CountingColl:

@@ -1,4 +1,4 @@
-"""The fake broker implements the real publisher's port (shared.messaging.Publisher): the same
+"""The fake broker implements the real publisher's port (shared.platform.messaging.Publisher): the same
 methods with the same parameters, and a delivery whose ack the caller waits for, so production
 code has one path for both."""
 from __future__ import annotations
@@ -7,7 +7,7 @@ import inspect
 
 import pytest
 
-from shared.messaging import InMemoryBus, KafkaPublisher, Publisher
+from shared.platform.messaging import InMemoryBus, KafkaPublisher, Publisher
 
 PORT = [name for name, _ in inspect.getmembers(Publisher, inspect.isfunction) if not name.startswith("_")]
 

@@ -1,4 +1,4 @@
-"""The one MongoDB client factory (shared/mongo.py): the same options everywhere, and no other
+"""The one MongoDB client factory (shared/platform/mongo.py): the same options everywhere, and no other
 `MongoClient(` in the services or shared code. Builds clients only: pymongo connects lazily."""
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 from bson import decode, encode
 from bson.codec_options import CodecOptions
 
-from shared.config import Settings
-from shared.mongo import mongo_client, mongo_db
+from shared.platform.config import Settings
+from shared.platform.mongo import mongo_client, mongo_db
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -71,7 +71,7 @@ def test_no_other_mongo_client_in_services_or_shared():
 
 
 def test_ping_error_names_what_failed_and_is_none_when_the_store_answers():
-    from shared.mongo import ping_error
+    from shared.platform.mongo import ping_error
 
     class Db:
         def __init__(self, exc=None):

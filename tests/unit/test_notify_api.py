@@ -5,7 +5,7 @@ from datetime import timedelta
 
 import pytest
 
-from shared.auth import KeyStore
+from shared.platform.auth import KeyStore
 from services.notify.api import create_app
 from services.notify.policy import parse_policy
 from services.notify.tokens import sign_ack

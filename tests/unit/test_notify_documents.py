@@ -10,7 +10,7 @@ from docx import Document
 
 from services.notify.channels import Outgoing, SmtpChannel
 from services.notify.documents import DOCX, attachments_for, stop_notice
-from shared.engine import default_rulesets
+from shared.domain.engine import default_rulesets
 
 SETS = default_rulesets()
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.directory import default_directory
+from shared.domain.directory import default_directory
 from services.notify.policy import RULE_CODES, PolicyError, load_policy, parse_policy
 from services.notify.routing import recipients_for
 
@@ -64,7 +64,7 @@ def test_critical_any_hour_can_be_turned_off():
 
 
 class _Acting:
-    """A directory where the Sở has an acting head (shape of shared.directory)."""
+    """A directory where the Sở has an acting head (shape of shared.domain.directory)."""
 
     def __init__(self, d, acting):
         import dataclasses
@@ -100,7 +100,7 @@ def test_roles_resolve_to_people_and_channels():
 
 
 def test_acting_head_receives_instead_of_head():
-    from shared.directory import Person
+    from shared.domain.directory import Person
     d = _Acting(default_directory(), Person(name="Lý Thị Quyền", title="Phó Giám đốc phụ trách",
                                             email="quyen@stp.longan.example.org"))
     p = parse_policy({"defaults": {"critical": {"roles": ["head"], "channels": ["email"]}}})

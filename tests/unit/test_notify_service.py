@@ -1,5 +1,5 @@
 """Notify service on fakes: mongomock store, fake channels, virtual clock, the shipped directory
-and the real Vietnamese working calendar (shared.workcal)."""
+and the real Vietnamese working calendar (shared.domain.workcal)."""
 from __future__ import annotations
 
 from datetime import timedelta, timezone

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from shared.engine.ruledata import default_rulesets
+from shared.domain.engine.ruledata import default_rulesets
 from services.notify.policy import RULE_CODES
 from services.notify.templates import Renderer, late_text, local_text
 

@@ -5,9 +5,9 @@ import dataclasses
 from datetime import date, datetime, timezone
 from email.utils import parsedate_to_datetime
 
-from shared.clock import VirtualClock
-from shared.config import Settings
-from shared.engine import ruledata
+from shared.platform.clock import VirtualClock
+from shared.platform.config import Settings
+from shared.domain.engine import ruledata
 from services.notify.channels import Outgoing, SmtpChannel
 from services.notify.worker import build_channels, load_notify_policy, lookups
 
@@ -25,8 +25,8 @@ def _two_rule_sets() -> ruledata.RuleSets:
 def test_a_finding_without_rule_set_takes_the_one_in_force_on_the_clock_s_local_date(monkeypatch):
     monkeypatch.setattr(ruledata, "default_rulesets", _two_rule_sets)
     # the rule sets of the settings (RULESETS_FILE), where lookups reads them from that
-    from shared.engine import context
-    monkeypatch.setattr(context, "rulesets_from_settings", lambda settings: _two_rule_sets(), raising=False)
+    from shared.platform import refdata
+    monkeypatch.setattr(refdata, "rulesets_from_settings", lambda settings: _two_rule_sets())
     settings = Settings.from_env({})
     # 31 Dec 2030 17:30 UTC is already 1 January 2031 (00:30) in Vietnam
     _, requirement = lookups(settings, clock=VirtualClock(datetime(2030, 12, 31, 17, 30, tzinfo=timezone.utc)))

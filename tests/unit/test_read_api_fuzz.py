@@ -11,11 +11,11 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
-from shared.auth import KeyStore
-from shared.catalog import default_catalog
-from shared.clock import VirtualClock
-from shared.config import Settings
-from shared.directory import default_directory
+from shared.platform.auth import KeyStore
+from shared.domain.catalog import default_catalog
+from shared.platform.clock import VirtualClock
+from shared.platform.config import Settings
+from shared.domain.directory import default_directory
 from services.notify.api import create_app as notify_app
 from services.notify.policy import load_policy
 from services.sla.api import create_app as sla_app

@@ -15,11 +15,11 @@ from services.intake.openapi import example_event
 from services.sla.handlers import SlaHandler
 from services.sla.projection import Incoming
 from services.sla.repository import InMemoryRepository
-from shared.catalog import default_catalog
-from shared.clock import VirtualClock
-from shared.engine import EngineContext, default_rulesets
-from shared.messaging import InMemoryBus, encode
-from shared.workcal import TZ, calendar_for
+from shared.domain.catalog import default_catalog
+from shared.platform.clock import VirtualClock
+from shared.domain.engine import EngineContext, default_rulesets
+from shared.platform.messaging import InMemoryBus, encode
+from shared.domain.workcal import TZ, calendar_for
 
 from helpers.intake import COMMUNE, DEPT, OTHER, PROVINCE, Env, directory
 

@@ -7,14 +7,14 @@ from datetime import datetime, timezone
 
 import pytest
 
-from shared import cli_local
-from shared.catalog import default_catalog
+from shared.cli import local as cli_local
+from shared.domain.catalog import default_catalog
 from shared.cli import main
-from shared.clock import FileClock
-from shared.demo_month import month_script, play
-from shared.directory import default_directory
-from shared.localstack import StackConfig
-from shared.workcal import TZ
+from shared.platform.clock import FileClock
+from shared.dev.demo_month import month_script, play
+from shared.domain.directory import default_directory
+from shared.dev.localstack import StackConfig
+from shared.domain.workcal import TZ
 
 START = datetime(2026, 11, 2, 0, 0, tzinfo=timezone.utc)      # Monday 07:00 in Vietnam
 

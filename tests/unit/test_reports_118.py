@@ -12,11 +12,11 @@ import yaml
 
 from services.sla import projection
 from services.sla.reports import Params, tally
-from shared import engine, workcal
-from shared.catalog import catalog_from_records
-from shared.engine import EngineContext, default_rulesets
-from shared.events import load_stored
-from shared.workcal import TZ
+from shared.domain import engine, workcal
+from shared.domain.catalog import catalog_from_records
+from shared.domain.engine import EngineContext, default_rulesets
+from shared.contracts.events import load_stored
+from shared.domain.workcal import TZ
 
 SCEN = Path(__file__).parent / "engine_scenarios"
 ONE_STOP = "000.00.17.H56"

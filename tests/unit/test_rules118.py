@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from shared import workcal
-from shared.catalog import catalog_from_records
-from shared.engine import (EngineContext, RuleDataError, default_rulesets, evaluate, load_ruleset,
+from shared.domain import workcal
+from shared.domain.catalog import catalog_from_records
+from shared.domain.engine import (EngineContext, RuleDataError, default_rulesets, evaluate, load_ruleset,
                            replay)
-from shared.engine.ruledata import RULES_DIR
-from shared.events import load_stored
+from shared.domain.engine.ruledata import RULES_DIR
+from shared.contracts.events import load_stored
 
 SCEN = Path(__file__).parent / "engine_scenarios"
 
@@ -103,7 +103,7 @@ def test_an_operator_can_change_the_clock_model_and_a_parameter_in_the_file(tmp_
         f"default: nd61-107\nbindings:\n  - {{id: nd61-107, file: {RULES_DIR / 'nd61-107.yaml'}, "
         f"effective_from: 2018-06-21}}\n  - {{id: nd118-2025, file: {p.name}, effective_from: 2025-07-01}}\n",
         encoding="utf-8")
-    from shared.engine import load_rulesets
+    from shared.domain.engine import load_rulesets
     ctx2 = EngineContext(ctx.catalog, ctx.calendars, load_rulesets(tmp_path / "rulesets.yaml"))
     events = [_ev("received", "2025-07-07T09:00:00+07:00"),
               _ev("supplement_requested", "2025-07-11T09:00:00+07:00",

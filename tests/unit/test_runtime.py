@@ -1,4 +1,4 @@
-"""shared/runtime.py: the lazy per-process value, the capped back-off of every retry loop, the
+"""shared/platform/runtime.py: the lazy per-process value, the capped back-off of every retry loop, the
 worker's run/stop wrapper."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from shared.runtime import Backoff, Lazy, Worker, backoff_delay
+from shared.platform.runtime import Backoff, Lazy, Worker, backoff_delay
 
 
 def test_lazy_builds_once_on_first_call_even_from_many_threads():

@@ -10,13 +10,13 @@ from datetime import datetime, timezone
 
 import pytest
 
-from shared.catalog import default_catalog
-from shared.clock import VirtualClock
-from shared.directory import directory_from_records
-from shared.engine.context import EngineContext
-from shared.engine.ruledata import default_rulesets
-from shared.messaging import InMemoryBus, encode
-from shared.workcal import calendar_for
+from shared.domain.catalog import default_catalog
+from shared.platform.clock import VirtualClock
+from shared.domain.directory import directory_from_records
+from shared.domain.engine.context import EngineContext
+from shared.domain.engine.ruledata import default_rulesets
+from shared.platform.messaging import InMemoryBus, encode
+from shared.domain.workcal import calendar_for
 from services.sla.alarms import reference_data_problem
 from services.sla.dlq import Origin
 from services.sla.handlers import SlaHandler
@@ -113,7 +113,7 @@ def test_other_refusals_are_dead_letters_only(caplog):
 
 
 def test_reference_data_problems_are_told_apart():
-    from shared.workcal import CalendarConfigError, CalendarError, CalendarRangeError, UnknownOfficeError
+    from shared.domain.workcal import CalendarConfigError, CalendarError, CalendarRangeError, UnknownOfficeError
     assert reference_data_problem(UnknownOfficeError("x", ["default"])) == ("unknown_office", "x")
     assert reference_data_problem(CalendarConfigError("o.yaml", "office 'a'", "", "bad")) == \
         ("calendar_config", "o.yaml")

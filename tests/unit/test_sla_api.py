@@ -8,11 +8,11 @@ from datetime import datetime, timedelta, timezone
 import mongomock
 import pytest
 
-from shared.auth import KeyStore
-from shared.clock import VirtualClock
-from shared.config import Settings
-from shared.directory import directory_from_records
-from shared.workcal import TZ
+from shared.platform.auth import KeyStore
+from shared.platform.clock import VirtualClock
+from shared.platform.config import Settings
+from shared.domain.directory import directory_from_records
+from shared.domain.workcal import TZ
 from services.sla.api import create_app
 from services.sla.reports import Params, tally
 

@@ -8,8 +8,8 @@ from datetime import timedelta
 import pytest
 from kafka import TopicPartition
 
-from shared.clock import VirtualClock
-from shared.messaging import InMemoryBus
+from shared.platform.clock import VirtualClock
+from shared.platform.messaging import InMemoryBus
 from services.sla.dlq import DeadLetters
 from services.sla.handlers import SlaHandler
 from services.sla.loop import ConsumerLoop

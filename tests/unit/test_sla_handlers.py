@@ -7,9 +7,9 @@ from datetime import timedelta
 
 import pytest
 
-from shared.clock import VirtualClock
-from shared.messaging import InMemoryBus, encode
-from shared.runtime import Backoff
+from shared.platform.clock import VirtualClock
+from shared.platform.messaging import InMemoryBus, encode
+from shared.platform.runtime import Backoff
 from services.sla.dlq import DeadLetters, Origin, TooManyDeadLetters, printable
 from services.sla.handlers import SlaHandler
 from services.sla.projection import Incoming

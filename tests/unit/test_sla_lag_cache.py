@@ -6,9 +6,9 @@ from datetime import datetime, timezone
 
 import mongomock
 
-from shared.clock import VirtualClock
-from shared.config import Settings
-from shared.directory import directory_from_records
+from shared.platform.clock import VirtualClock
+from shared.platform.config import Settings
+from shared.domain.directory import directory_from_records
 from services.sla.api import create_app
 
 NOW = datetime(2024, 11, 30, 3, 0, tzinfo=timezone.utc)

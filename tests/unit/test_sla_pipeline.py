@@ -10,9 +10,9 @@ from datetime import timedelta
 import pytest
 from kafka import TopicPartition
 
-from shared.clock import VirtualClock
-from shared.messaging import InMemoryBus
-from shared.runtime import Backoff
+from shared.platform.clock import VirtualClock
+from shared.platform.messaging import InMemoryBus
+from shared.platform.runtime import Backoff
 from services.sla.dlq import DeadLetters
 from services.sla.handlers import SlaHandler
 from services.sla.loop import ConsumerLoop

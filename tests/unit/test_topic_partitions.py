@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from shared import localstack
-from shared.config import ENV_VARS, Settings
+from shared.dev import localstack
+from shared.platform.config import ENV_VARS, Settings
 
 
 @pytest.fixture(autouse=True)

@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from shared import cli
-from shared.limits import Limit
-from shared.workcal import (TZ, CalendarConfigError, CalendarRangeError, WorkingCalendar,
+from shared.domain.limits import Limit
+from shared.domain.workcal import (TZ, CalendarConfigError, CalendarRangeError, WorkingCalendar,
                             calendar_for, explain_due, load_offices, load_overrides)
 
 HERE = Path(__file__).parent
@@ -293,7 +293,7 @@ def test_explain_cd_with_open_pause_and_counter_session():
 
 
 def test_calendar_for_sees_a_changed_override_file_after_the_recheck_interval(tmp_path, monkeypatch):
-    from shared import workcal
+    from shared.domain import workcal
 
     path = _write(tmp_path, "province: Tỉnh A\ndays_off:\n  - {date: 2026-11-25, name: Nghỉ A}\n")
     first = calendar_for("default", path)

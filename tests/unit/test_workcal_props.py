@@ -7,8 +7,8 @@ from datetime import datetime, time, timedelta, timezone
 import holidays
 from hypothesis import given, settings, strategies as st
 
-from shared.limits import Limit
-from shared.workcal import TZ, calendar_for
+from shared.domain.limits import Limit
+from shared.domain.workcal import TZ, calendar_for
 
 from helpers.workcal import day_by_day_add
 
