@@ -15,6 +15,8 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "MONGO_DB": ("motcua", "database name"),
     "TOPIC_EVENTS": ("dossier.events", "topic of dossier events (key = dossier code)"),
     "TOPIC_FINDINGS": ("sla.findings", "topic of findings published by sla"),
+    "TOPIC_PARTITIONS": ("6", "partitions of the events and findings topics, for every path that creates "
+                              "them (workers, local stack, the broker's auto-create); dead-letter topics have 1"),
     "CATALOG_FILE": (str(PACKAGE_DATA / "catalog.yaml"), "procedure catalog (YAML/JSON)"),
     "DIRECTORY_FILE": (str(PACKAGE_DATA / "directory.yaml"), "agency directory (YAML/JSON)"),
     "SMTP_HOST": ("127.0.0.1", "SMTP server for alert e-mails"),
