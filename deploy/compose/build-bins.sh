@@ -95,6 +95,10 @@ targets=("$@")
 [ ${#targets[@]} -eq 0 ] && targets=(compose mailpit prometheus alertmanager)
 for t in "${targets[@]}"; do
   start=$(date +%s)
+  # one build per binary at a time (CI builds in the background while tests may ask too)
+  exec 9>"$CACHE/build-$t.lock"
+  flock 9
   "build_$t"
+  exec 9>&-
   log "$t ready ($(( $(date +%s) - start )) s)"
 done
