@@ -14,7 +14,7 @@ from collections import Counter
 import load
 from conftest import STORE_PROBE, figure
 
-N_EVENTS = int(os.environ.get("MOTCUA_COMPOSE_EVENTS", "10000"))
+N_EVENTS = int(os.environ.get("MOTCUA_COMPOSE_EVENTS", "2000"))
 
 APPLIED = r'''
 import json, urllib.request
