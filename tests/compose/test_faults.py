@@ -13,7 +13,7 @@ container for 20 s; stop Mailpit for 30 s. Each fault prints a line of figures:
 
 The client posts each dossier's events in order (the next one only after the previous was
 accepted) and retries a refused event with the same id after Retry-After, as the API asks.
-MOTCUA_COMPOSE_FAULT_RATE sets the events per second of the load (default 20)."""
+MOTCUA_COMPOSE_FAULT_RATE sets the events per second of the load (default 2)."""
 from __future__ import annotations
 
 import os
@@ -29,7 +29,7 @@ import requests
 import load
 from conftest import STORE_PROBE, figure
 
-RATE = float(os.environ.get("MOTCUA_COMPOSE_FAULT_RATE", "20"))
+RATE = float(os.environ.get("MOTCUA_COMPOSE_FAULT_RATE", "2"))
 BATCH = 5
 
 

@@ -5,6 +5,7 @@ is sent twice, and the apply throughput of 1 and of 3 sla workers is printed (no
 MOTCUA_COMPOSE_EVENTS sets the number of events (default 10,000)."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -14,53 +15,63 @@ from collections import Counter
 import load
 from conftest import STORE_PROBE, figure
 
-N_EVENTS = int(os.environ.get("MOTCUA_COMPOSE_EVENTS", "2000"))
+N_EVENTS = int(os.environ.get("MOTCUA_COMPOSE_EVENTS", "1000"))
+PARTITIONS = int(os.environ.get("TOPIC_PARTITIONS", "6"))
 
-APPLIED = r'''
+WORKER_FIGURES = r'''
 import json, urllib.request
+applied, lags = -1.0, []
 try:
     text = urllib.request.urlopen("http://127.0.0.1:9101/metrics", timeout=5).read().decode()
-    n = sum(float(l.split()[-1]) for l in text.splitlines() if l.startswith("sla_events_applied_total"))
+    for line in text.splitlines():
+        if line.startswith("sla_events_applied_total "):
+            applied = float(line.split()[-1])
+        elif line.startswith("sla_consumer_lag{"):
+            lags.append(float(line.split()[-1]))
 except Exception:
-    n = -1
-print(json.dumps(n))
+    pass
+print(json.dumps([applied, lags]))
 '''
 
 
-def applied_total(stack) -> float:
-    """sla_events_applied_total summed over the running sla workers (each asked inside its container)."""
-    total = 0.0
+def worker_figures(stack) -> tuple[float, int, float]:
+    """(events applied, partitions assigned, their lag) summed over the running sla workers, each
+    read from its /metrics inside its container."""
+    applied, assigned, lag = 0.0, 0, 0.0
     for cid in stack.container_ids("sla-worker"):
-        res = subprocess.run(["docker", "exec", "-i", cid, "python", "-"], input=APPLIED,
+        res = subprocess.run(["docker", "exec", "-i", cid, "python", "-"], input=WORKER_FIGURES,
                              capture_output=True, text=True, timeout=30)
         try:
-            total += max(0.0, float(res.stdout.strip().splitlines()[-1]))
+            n, lags = json.loads(res.stdout.strip().splitlines()[-1])
         except (ValueError, IndexError):
-            pass
-    return total
+            continue
+        applied += max(0.0, n)
+        assigned += len(lags)
+        lag += sum(lags)
+    return applied, assigned, lag
 
 
-def apply_with(stack, workers: int, n_events: int, timeout: float = 900) -> tuple[float, float]:
-    """Start `workers` sla workers on a backlog of `n_events` and measure until it is applied.
-    Returns (steady events/s from the first to the last applied event, seconds from `up`)."""
+def apply_with(stack, workers: int, n_events: int, timeout: float = 1200) -> tuple[float, float, float]:
+    """Start `workers` sla workers on a backlog of `n_events`; wait until every partition is
+    assigned, its lag is 0 and the applied count stands still. Returns (events/s from the first
+    assignment, seconds from assignment, seconds from `up`)."""
     t0 = time.monotonic()
     stack.up("--scale", f"sla-worker={workers}", "--scale", "notify-worker=2", wait=300)
-    first = last = None
-    seen = 0.0
+    assigned_at = None
+    previous = -1.0
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        n = applied_total(stack)
+        applied, assigned, lag = worker_figures(stack)
         now = time.monotonic()
-        if n > 0 and first is None:
-            first = (now, n)
-        if n > seen:
-            seen, last = n, now
-        if n >= n_events:
-            break
-        time.sleep(0.5)
-    assert seen >= n_events, f"{workers} sla worker(s) applied {seen:.0f} of {n_events} events in {timeout:.0f}s"
-    rate = (seen - first[1]) / (last - first[0]) if last and first and last > first[0] else float("nan")
-    return rate, last - t0
+        if assigned and assigned_at is None:
+            assigned_at = now
+        if assigned >= PARTITIONS and lag == 0 and applied == previous and applied > 0:
+            apply_s = now - assigned_at
+            return n_events / apply_s, apply_s, now - t0
+        previous = applied
+        time.sleep(1)
+    raise AssertionError(f"{workers} sla worker(s) did not apply {n_events} events within {timeout:.0f}s "
+                         f"(applied {applied:.0f}, lag {lag:.0f}, partitions assigned {assigned})")
 
 
 def test_scale_out_three_sla_and_two_notify_workers(stack):
@@ -77,17 +88,18 @@ def test_scale_out_three_sla_and_two_notify_workers(stack):
     t = time.monotonic()
     recorded = stack.post_all(first_half)
     post_s = time.monotonic() - t
-    rate1, wall1 = apply_with(stack, 1, len(first_half))
+    rate1, apply1, wall1 = apply_with(stack, 1, len(first_half))
     stack.dc("up", "-d", "--scale", "sla-worker=0", "--scale", "notify-worker=2", profiles=())
     t = time.monotonic()
     recorded.update(stack.post_all(second_half))
     post_s += time.monotonic() - t
-    rate3, wall3 = apply_with(stack, 3, len(second_half))
+    rate3, apply3, wall3 = apply_with(stack, 3, len(second_half))
     figure(f"scale-out: intake accepted {len(events)} events in {post_s:.1f} s "
            f"({len(events) / post_s:.0f} ev/s, batches of 500)")
-    figure(f"scale-out: apply throughput 1 sla worker {rate1:.0f} ev/s ({len(first_half)} events, "
-           f"{wall1:.1f} s from up); 3 sla workers {rate3:.0f} ev/s ({len(second_half)} events, "
-           f"{wall3:.1f} s from up); ratio {rate3 / rate1:.2f}")
+    figure(f"scale-out: apply throughput (from partition assignment to lag 0) 1 sla worker "
+           f"{rate1:.1f} ev/s ({len(first_half)} events in {apply1:.1f} s; {wall1:.0f} s from up), "
+           f"3 sla workers {rate3:.1f} ev/s ({len(second_half)} events in {apply3:.1f} s; "
+           f"{wall3:.0f} s from up); ratio {rate3 / rate1:.2f}")
 
     # every expected finding stored once; then every alert sent once
     expected = load.expected_findings(events, recorded)
