@@ -103,10 +103,17 @@ kafka_libs() {
 }
 
 ferretdb_bin() {
+  # deploy/local's binary when it has one; else a build of our own (not in deploy/local's cache:
+  # `shared.localstack provision` may be building there at the same time)
   local bin=$LOCAL_CACHE/bin/ferretdb-$FERRETDB_VERSION
   if [ ! -x "$bin" ]; then
-    log "building FerretDB $FERRETDB_VERSION (deploy/local)"
-    MOTCUA_CACHE_DIR=$LOCAL_CACHE "$PY" -c 'from shared import localstack as l; l.build_ferretdb(l.StackConfig.from_env())' >&2
+    bin=$CACHE/local/bin/ferretdb-$FERRETDB_VERSION
+    if [ ! -x "$bin" ]; then
+      log "building FerretDB $FERRETDB_VERSION"
+      (exec 9>"$CACHE/build-ferretdb.lock"; flock 9
+       [ -x "$bin" ] || MOTCUA_CACHE_DIR=$CACHE/local nice "$PY" -c \
+         'from shared import localstack as l; l.build_ferretdb(l.StackConfig.from_env())' >&2)
+    fi
   fi
   echo "$bin"
 }
