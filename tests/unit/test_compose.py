@@ -130,6 +130,8 @@ def test_monitoring_is_a_profile_scraping_every_service(compose):
         cmd = " ".join(services[name]["command"])
         env = services[name].get("environment", {})
         assert f"{port}" in cmd or f":{port}" in str(env.get("INTAKE_BIND", "")), f"{name}: scraped on {port}"
+    for name in ("sla-worker", "notify-worker"):   # their /metrics listen on 127.0.0.1 unless told
+        assert services[name]["environment"]["METRICS_BIND"] == "0.0.0.0", name
     rules = yaml.safe_load((REPO / "deploy/compose/monitoring/rules.yml").read_text(encoding="utf-8"))
     alerts = {r["alert"] for g in rules["groups"] for r in g["rules"]}
     assert alerts >= {"ServiceDown", "ConsumerLagGrowing", "DeadLetters", "NotificationsFailed",
