@@ -126,7 +126,8 @@ def _docker_client():
 
 
 def _first_error_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
+    # docker's APIError carries the engine's own words apart from the HTTP wrapping
+    text = str(getattr(exc, "explanation", None) or exc).strip().splitlines()
     return (text[0] if text else type(exc).__name__)[:160]
 
 

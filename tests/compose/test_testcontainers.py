@@ -42,11 +42,11 @@ def labelled_containers() -> list[str]:
 
 
 def test_the_plan_picks_an_image_the_engine_has(stand_ins):
-    sys.path.insert(0, str(REPO / "tests"))
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("root_conftest", REPO / "tests" / "conftest.py")
+    spec = importlib.util.spec_from_file_location("motcua_root_conftest", REPO / "tests" / "conftest.py")
     root = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = root       # its dataclasses look their module up
     spec.loader.exec_module(root)
     plan = root.plan_infra({})
     assert plan.kafka == "testcontainers" and plan.kafka_image in root.KAFKA_IMAGES, plan
@@ -82,7 +82,7 @@ def test_images_that_cannot_be_had_fall_back_to_the_process_stack(stand_ins):
 
 
 def test_no_engine_falls_back_to_the_process_stack():
-    res = run_probe({"DOCKER_HOST": "unix:///nonexistent/docker.sock"}, "--collect-only", "-q")
+    res = run_probe({"DOCKER_HOST": "unix:///nonexistent/docker.sock"}, "--collect-only")
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
     assert header(res) == [
         "infrastructure kafka: local stack (no Docker engine answers: deploy/local processes)",
