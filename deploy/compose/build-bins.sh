@@ -67,9 +67,13 @@ build_prometheus() {
   # service discovery: DNS (scaled compose services), file and static only; leaving out the cloud
   # and Kubernetes ones (build tags of Prometheus' plugins/) leaves out most of the compile time
   log "building Prometheus $PROMETHEUS_VERSION"
+  # module v0.316.0 is Prometheus 3.16.0
+  local v=${PROMETHEUS_VERSION#v0.} release
+  release="${v:0:1}.$((10#${v:1:2})).${v#*.}"
   local dir; dir=$(throwaway prometheus)
   (cd "$dir" && nice "$GO" get "github.com/prometheus/prometheus/cmd/prometheus@$PROMETHEUS_VERSION" \
-     && nice "$GO" build -trimpath -ldflags "-s -w" -tags remove_all_sd,enable_dns_sd -o "$out.tmp" \
+     && nice "$GO" build -trimpath -tags remove_all_sd,enable_dns_sd -o "$out.tmp" \
+          -ldflags "-s -w -X github.com/prometheus/common/version.Version=$release" \
           github.com/prometheus/prometheus/cmd/prometheus) >"$CACHE/logs/prometheus.log" 2>&1 \
     || { tail -20 "$CACHE/logs/prometheus.log" >&2; return 1; }
   mv "$out.tmp" "$out"
@@ -86,7 +90,8 @@ build_alertmanager() {
      && mkdir -p "$src/ui/app/dist" \
      && echo '<!doctype html><title>Alertmanager</title><p>Web UI not built; use the API (/api/v2).' \
           >"$src/ui/app/dist/index.html" \
-     && cd "$src" && nice "$GO" build -trimpath -ldflags "-s -w" -o "$out.tmp" ./cmd/alertmanager) \
+     && cd "$src" && nice "$GO" build -trimpath -o "$out.tmp" ./cmd/alertmanager \
+          -ldflags "-s -w -X github.com/prometheus/common/version.Version=${ALERTMANAGER_VERSION#v}") \
      >"$CACHE/logs/alertmanager.log" 2>&1 \
     || { tail -20 "$CACHE/logs/alertmanager.log" >&2; return 1; }
   rm -rf "$src"
