@@ -15,8 +15,9 @@ from datetime import datetime, timedelta, timezone
 STABLE_MIN_AGE = timedelta(days=3)
 
 
-def make_events(n_events: int, tag: str, seed: int = 14, now: datetime | None = None) -> list[dict]:
-    """About `n_events` events (whole dossiers), codes `<demo code>-<tag>`, in posting order."""
+def make_events(n_events: int, tag: str, seed: int | None = None, now: datetime | None = None) -> list[dict]:
+    """About `n_events` events (whole dossiers), codes `<demo code>-<tag>`, in posting order.
+    Event ids come from `seed` (random by default: two calls must not reuse an id)."""
     from shared.catalog import load_catalog
     from shared.cli_local import demo_events
     from shared.config import Settings
@@ -26,7 +27,7 @@ def make_events(n_events: int, tag: str, seed: int = 14, now: datetime | None = 
     catalog = load_catalog(settings.catalog_file)
     directory = load_directory(settings.directory_file)
     now = now or datetime.now(timezone.utc)
-    rng = random.Random(seed)
+    rng = random.Random(random.randrange(2**63) if seed is None else seed)
     out: list[dict] = []
     batch_no = 0
     while len(out) < n_events:
