@@ -16,43 +16,51 @@ from conftest import STORE_PROBE, figure
 N_EVENTS = int(os.environ.get("MOTCUA_COMPOSE_EVENTS", "1000"))
 PARTITIONS = int(os.environ.get("TOPIC_PARTITIONS", "6"))
 
-def group_state(stack) -> tuple[int, int]:
-    """(partitions of dossier.events with a consumer, lag summed over the committed offsets) of
-    the sla group, from Kafka's own tool in the kafka container. (The workers' sla_consumer_lag
-    gauges are not used: a worker keeps the series of partitions it no longer owns.)"""
+def group_state(stack) -> tuple[int, int, int]:
+    """(partitions of dossier.events with a consumer, lag summed over the committed offsets,
+    members) of the sla group, from Kafka's own tool in the kafka container. (The workers'
+    sla_consumer_lag gauges are not used: a worker keeps the series of partitions it no longer owns.)"""
     res = stack.dc("exec", "-T", "-e", "KAFKA_HEAP_OPTS=-Xmx64m",
                    "-e", "KAFKA_JVM_PERFORMANCE_OPTS=-XX:TieredStopAtLevel=1 -XX:+UseSerialGC",
                    "kafka", "/opt/kafka/bin/kafka-consumer-groups.sh", "--bootstrap-server",
                    "localhost:9092", "--describe", "--group", "sla", check=False, profiles=(), timeout=60)
-    assigned, lag = 0, 0
+    assigned, lag, members = 0, 0, set()
     for line in res.stdout.splitlines():
         cols = line.split()
         if len(cols) >= 7 and cols[1] == "dossier.events" and cols[2].isdigit():
-            assigned += cols[6] != "-"
-            lag += int(cols[5]) if cols[5].isdigit() else int(cols[4]) if cols[4].isdigit() else 0
-    return assigned, lag
+            if cols[6] != "-":
+                assigned += 1
+                members.add(cols[6])
+            lag += int(cols[5]) if cols[5].isdigit() else 0
+    return assigned, lag, len(members)
 
 
-def apply_with(stack, workers: int, n_events: int, timeout: float = 1200) -> tuple[float, float, float]:
-    """Start `workers` sla workers on a backlog of `n_events`; wait until every partition has a
-    consumer and the group's committed lag is 0 (offsets are committed after the writes). Returns
-    (events/s from the assignment, seconds from the assignment, seconds from `up`)."""
+def apply_with(stack, workers: int, events: list[dict], recorded: dict,
+               timeout: float = 1200) -> tuple[float, float, float]:
+    """Start `workers` sla workers, wait until the group has settled (every partition owned, by
+    `workers` members), then post `events` and wait until the group's committed lag is 0 (offsets
+    are committed after the writes). Returns (events/s from the first post to lag 0, those
+    seconds, seconds from `up` until the group settled)."""
     t0 = time.monotonic()
     stack.up("--scale", f"sla-worker={workers}", "--scale", "notify-worker=2", wait=300)
-    assigned_at = None
-    assigned = lag = -1
+    deadline = time.monotonic() + 300
+    settled_for = 0
+    while settled_for < 3:
+        assigned, _lag, members = group_state(stack)
+        settled_for = settled_for + 1 if (assigned, members) == (PARTITIONS, workers) else 0
+        assert time.monotonic() < deadline, f"the sla group did not settle: {assigned} partitions, {members} members"
+        time.sleep(1)
+    settle_s = time.monotonic() - t0
+    t1 = time.monotonic()
+    recorded.update(stack.post_all(events))
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        assigned, lag = group_state(stack)
-        now = time.monotonic()
-        if assigned >= PARTITIONS and assigned_at is None:
-            assigned_at = now
-        if assigned_at is not None and lag == 0:
-            apply_s = max(now - assigned_at, 1e-3)
-            return n_events / apply_s, apply_s, now - t0
-        time.sleep(1)
-    raise AssertionError(f"{workers} sla worker(s) did not apply {n_events} events within {timeout:.0f}s "
-                         f"(lag {lag}, partitions with a consumer {assigned})")
+        time.sleep(0.5)
+        assigned, lag, _members = group_state(stack)
+        if lag == 0:
+            apply_s = time.monotonic() - t1
+            return len(events) / apply_s, apply_s, settle_s
+    raise AssertionError(f"{workers} sla worker(s) did not apply {len(events)} events within {timeout:.0f}s (lag {lag})")
 
 
 def test_scale_out_three_sla_and_two_notify_workers(stack):
@@ -64,23 +72,14 @@ def test_scale_out_three_sla_and_two_notify_workers(stack):
     second_half = [e for e in events if e["dossier_code"] not in half]
     figure(f"scale-out: {len(events)} events, {len(codes)} dossiers")
 
-    # a backlog for one sla worker, then one for three (fresh containers: counters start at 0)
-    stack.dc("up", "-d", "--scale", "sla-worker=0", "--scale", "notify-worker=2", profiles=())
-    t = time.monotonic()
-    recorded = stack.post_all(first_half)
-    post_s = time.monotonic() - t
-    rate1, apply1, wall1 = apply_with(stack, 1, len(first_half))
-    stack.dc("up", "-d", "--scale", "sla-worker=0", "--scale", "notify-worker=2", profiles=())
-    t = time.monotonic()
-    recorded.update(stack.post_all(second_half))
-    post_s += time.monotonic() - t
-    rate3, apply3, wall3 = apply_with(stack, 3, len(second_half))
-    figure(f"scale-out: intake accepted {len(events)} events in {post_s:.1f} s "
-           f"({len(events) / post_s:.0f} ev/s, batches of 500)")
-    figure(f"scale-out: apply throughput (from partition assignment to lag 0) 1 sla worker "
-           f"{rate1:.1f} ev/s ({len(first_half)} events in {apply1:.1f} s; {wall1:.0f} s from up), "
-           f"3 sla workers {rate3:.1f} ev/s ({len(second_half)} events in {apply3:.1f} s; "
-           f"{wall3:.0f} s from up); ratio {rate3 / rate1:.2f}")
+    # the same load for one sla worker, then for three, each once its group has settled
+    recorded: dict[str, str] = {}
+    rate1, apply1, settle1 = apply_with(stack, 1, first_half, recorded)
+    rate3, apply3, settle3 = apply_with(stack, 3, second_half, recorded)
+    figure(f"scale-out: apply throughput (first post to committed lag 0, posting included) 1 sla worker "
+           f"{rate1:.1f} ev/s ({len(first_half)} events in {apply1:.1f} s), 3 sla workers {rate3:.1f} ev/s "
+           f"({len(second_half)} events in {apply3:.1f} s); ratio {rate3 / rate1:.2f}; group settled "
+           f"{settle1:.0f} s / {settle3:.0f} s after up")
 
     # every expected finding stored once; then every alert sent once
     expected = load.expected_findings(events, recorded)
