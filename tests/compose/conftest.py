@@ -192,6 +192,38 @@ class Stack:
                     pass
         return out
 
+    def group_state(self, group: str, topic: str) -> tuple[int, int, int]:
+        """(partitions of `topic` with a consumer, lag summed over the committed offsets, members)
+        of a consumer group, from Kafka's own tool in the kafka container: it costs the store
+        nothing (a poll of the store would slow down the workers it waits for)."""
+        res = self.dc("exec", "-T", "-e", "KAFKA_HEAP_OPTS=-Xmx64m",
+                      "-e", "KAFKA_JVM_PERFORMANCE_OPTS=-XX:TieredStopAtLevel=1 -XX:+UseSerialGC",
+                      "kafka", "/opt/kafka/bin/kafka-consumer-groups.sh", "--bootstrap-server",
+                      "localhost:9092", "--describe", "--group", group, check=False, profiles=(), timeout=60)
+        assigned, lag, members = 0, 0, set()
+        for line in res.stdout.splitlines():
+            cols = line.split()
+            if len(cols) >= 7 and cols[1] == topic and cols[2].isdigit():
+                if cols[6] != "-":
+                    assigned += 1
+                    members.add(cols[6])
+                lag += int(cols[5]) if cols[5].isdigit() else 0
+        return assigned, lag, len(members)
+
+    def wait_drained(self, timeout: float = 900) -> float:
+        """Wait until the sla group has applied every event and the notify group has handled every
+        finding (committed lag 0 on both, twice in a row); returns the seconds it took."""
+        t0 = time.monotonic()
+        zero = 0
+        while zero < 2:
+            _, sla_lag, _ = self.group_state("sla", "dossier.events")
+            _, notify_lag, _ = self.group_state("notify", "sla.findings")
+            zero = zero + 1 if sla_lag == 0 and notify_lag == 0 else 0
+            if time.monotonic() - t0 > timeout:
+                raise AssertionError(f"not drained within {timeout:.0f}s: sla lag {sla_lag}, notify lag {notify_lag}")
+            time.sleep(2)
+        return time.monotonic() - t0
+
     def group_lag(self) -> float | None:
         """The sla consumer group's lag on the events topic (sla-api /metrics), None if unknown."""
         try:
