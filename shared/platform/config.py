@@ -40,6 +40,7 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "INTAKE_RATE_WINDOW_S": ("60", "intake: rate-limit window in seconds"),
     "INTAKE_RATE_SYNC_S": ("1", "intake: seconds between syncs of a worker's rate-limit counts to MongoDB (0: every request)"),
     "INTAKE_KEY_CACHE_S": ("5", "API keys: seconds a verified key is cached per process (revocation delay)"),
+    "METRICS_BIND": ("127.0.0.1", "workers: address their /metrics (--metrics-port) listens on; 0.0.0.0 in a container"),
     "MONGO_TIMEOUT_MS": ("3000", "MongoDB server-selection/socket timeout before a 503"),
     "MOTCUA_CLOCK_FILE": ("", "tests and rehearsals (docs/rehearsal.md): a file holding the current instant"),
     # clients of the running stack (`motcua local env`, `motcua demo`, e2e tests)

@@ -80,12 +80,14 @@ def serve_until_signalled(worker, *, name: str, fields: dict, metrics_port: int 
                           registry=None) -> int:
     """Run `worker` (with .run() and .stop()) until SIGTERM/SIGINT: the body of a
     `python -m services.<name> worker` command. With `metrics_port`, Prometheus metrics of
-    `registry` are served on 127.0.0.1:metrics_port."""
+    `registry` are served on METRICS_BIND (127.0.0.1; a container sets 0.0.0.0):metrics_port."""
     import signal
 
     if metrics_port:
         from prometheus_client import start_http_server
-        start_http_server(metrics_port, addr="127.0.0.1", registry=registry)
+
+        from shared.platform.config import env
+        start_http_server(metrics_port, addr=env("METRICS_BIND"), registry=registry)
     worker_log = logging.getLogger(f"motcua.{name}.worker")
 
     def _stop(signum, frame):

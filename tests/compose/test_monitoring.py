@@ -1,0 +1,55 @@
+"""The `monitoring` profile: Prometheus scrapes every service's /metrics, and when the sla worker
+is stopped the service-down alert goes through Alertmanager to Mailpit."""
+from __future__ import annotations
+
+import time
+
+from conftest import figure, run_script
+
+JOBS = {"intake", "sla-api", "notify-api", "sla-worker", "notify-worker"}
+
+
+def targets_up(stack) -> dict[str, int]:
+    data = stack.http.get(f"{stack.url('prometheus')}/api/v1/query", params={"query": "up"}, timeout=10).json()
+    out: dict[str, int] = {}
+    for r in data["data"]["result"]:
+        job = r["metric"]["job"]
+        out[job] = out.get(job, 0) + int(float(r["value"][1]))
+    return out
+
+
+def test_a_stopped_worker_raises_an_alert_that_reaches_mailpit(stack):
+    t0 = time.monotonic()
+    run_script("images.sh", "--monitoring")
+    stack.up("--scale", "sla-worker=1", "--scale", "notify-worker=1", profiles=("monitoring",))
+    deadline = time.monotonic() + 120
+    up = {}
+    while time.monotonic() < deadline:
+        up = targets_up(stack)
+        if all(up.get(job, 0) >= 1 for job in JOBS):
+            break
+        time.sleep(2)
+    assert all(up.get(job, 0) >= 1 for job in JOBS), f"targets up: {up}"
+    rules = stack.http.get(f"{stack.url('prometheus')}/api/v1/rules", timeout=10).json()
+    loaded = {r["name"] for g in rules["data"]["groups"] for r in g["rules"]}
+    assert {"ServiceDown", "ConsumerLagGrowing", "DeadLetters", "NotificationsFailed",
+            "DetectionLagHigh"} <= loaded
+    figure(f"monitoring: up with Prometheus and Alertmanager, every service scraped: {time.monotonic() - t0:.0f} s")
+
+    before = {m["ID"] for m in stack.mail()}
+    t1 = time.monotonic()
+    stack.dc("stop", "sla-worker", profiles=("monitoring",))
+    try:
+        deadline = time.monotonic() + 240
+        alerts = []
+        while time.monotonic() < deadline and not alerts:
+            alerts = [m for m in stack.mail() if m["ID"] not in before and "ServiceDown" in m["Subject"]
+                      and "sla-worker" in m["Subject"]]
+            if not alerts:
+                time.sleep(3)
+        assert alerts, "no ServiceDown alert for sla-worker in Mailpit within 240 s"
+        assert [a["Address"] for a in alerts[0]["To"]] == ["ops@motcua.local"]
+        figure(f"monitoring: sla-worker stopped -> '{alerts[0]['Subject'][:90]}' in Mailpit after "
+               f"{time.monotonic() - t1:.0f} s")
+    finally:
+        stack.up("--scale", "sla-worker=1", profiles=("monitoring",))
