@@ -30,7 +30,6 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -41,8 +40,7 @@ from shared.platform.clock import VirtualClock
 # modules live in tests/helpers/, never in another test module)
 from helpers.sla_stack import db, settings  # noqa: F401
 
-# a Tuesday, 09:00 in Hà Nội: inside office hours, not a holiday
-VIRTUAL_START = datetime(2024, 11, 5, 2, 0, tzinfo=timezone.utc)
+from helpers.clock import VIRTUAL_START  # noqa: E402,F401  (fixtures below use it)
 
 
 def pytest_configure(config):

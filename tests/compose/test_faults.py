@@ -27,7 +27,7 @@ from datetime import datetime, timedelta, timezone
 import requests
 
 import load
-from conftest import STORE_PROBE, figure
+from helpers.compose import STORE_PROBE, figure
 
 RATE = float(os.environ.get("MOTCUA_COMPOSE_FAULT_RATE", "2"))
 BATCH = 5

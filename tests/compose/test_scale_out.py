@@ -11,7 +11,7 @@ import uuid
 from collections import Counter
 
 import load
-from conftest import STORE_PROBE, figure
+from helpers.compose import STORE_PROBE, figure
 
 N_EVENTS = int(os.environ.get("MOTCUA_COMPOSE_EVENTS", "1000"))
 PARTITIONS = int(os.environ.get("TOPIC_PARTITIONS", "6"))

@@ -6,7 +6,7 @@ import time
 import uuid
 from datetime import datetime, timedelta, timezone
 
-from conftest import figure
+from helpers.compose import figure
 
 APP = {"intake", "sla-worker", "sla-api", "notify-worker", "notify-api"}
 INFRA = {"kafka", "mongo", "mailpit"}

@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO, figure, run_script
+from helpers.compose import REPO, figure, run_script
 
 PROBE = "tests/compose/infra_probe.py"
 

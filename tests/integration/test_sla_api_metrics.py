@@ -10,7 +10,7 @@ from shared.platform.config import Settings
 from shared.domain.directory import directory_from_records
 from shared.platform.messaging import KafkaPublisher, kafka_consumer
 
-from conftest import VIRTUAL_START
+from helpers.clock import VIRTUAL_START
 
 
 def _lag_lines(text: str) -> dict[str, float]:
