@@ -90,8 +90,9 @@ build_alertmanager() {
      && mkdir -p "$src/ui/app/dist" \
      && echo '<!doctype html><title>Alertmanager</title><p>Web UI not built; use the API (/api/v2).' \
           >"$src/ui/app/dist/index.html" \
-     && cd "$src" && nice "$GO" build -trimpath -o "$out.tmp" ./cmd/alertmanager \
-          -ldflags "-s -w -X github.com/prometheus/common/version.Version=${ALERTMANAGER_VERSION#v}") \
+     && cd "$src" && nice "$GO" build -trimpath -o "$out.tmp" \
+          -ldflags "-s -w -X github.com/prometheus/common/version.Version=${ALERTMANAGER_VERSION#v}" \
+          ./cmd/alertmanager) \
      >"$CACHE/logs/alertmanager.log" 2>&1 \
     || { tail -20 "$CACHE/logs/alertmanager.log" >&2; return 1; }
   rm -rf "$src"
