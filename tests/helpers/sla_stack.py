@@ -12,7 +12,7 @@ import pytest
 from shared.platform.config import Settings
 from services.sla.worker import build_worker
 
-from helpers.sla import FakeEngine
+from helpers.sla import FAKE_CTX, FakeEngine
 
 FAST = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000, "max_poll_interval_ms": 30000}
 
@@ -66,7 +66,7 @@ class Running:
     """A worker in a thread."""
 
     def __init__(self, settings, clock, group, **kw):
-        self.worker = build_worker(settings, clock, ctx=object(), engine=FakeEngine, group_id=group,
+        self.worker = build_worker(settings, clock, ctx=FAKE_CTX, engine=FakeEngine, group_id=group,
                                    consumer_config=FAST, **kw)
         self.thread = threading.Thread(target=self.worker.run, daemon=True)
         self.thread.start()

@@ -25,7 +25,7 @@ from services.sla.rebuild import rebuild
 from services.sla.repository import MongoRepository, live_names, strip_dossier
 from services.sla.worker import build_worker
 
-from helpers.sla import T0, FakeEngine, event
+from helpers.sla import FAKE_CTX, T0, FakeEngine, event
 from helpers.sla_stack import FAST, Running, consume, wait_for
 
 pytestmark = pytest.mark.integration
@@ -72,10 +72,10 @@ def test_events_scheduler_findings_and_dead_letters(settings, db):
 
 def _worker_cmd(group, **consumer):
     code = ("import sys; sys.path.insert(0, %r);"
-            "from helpers.sla import FakeEngine;"
+            "from helpers.sla import FAKE_CTX, FakeEngine;"
             "from services.sla.worker import build_worker;"
             "from shared.platform.config import Settings;"
-            "w = build_worker(Settings.from_env(), ctx=object(), engine=FakeEngine, group_id=%r,"
+            "w = build_worker(Settings.from_env(), ctx=FAKE_CTX, engine=FakeEngine, group_id=%r,"
             " consumer_config=%r);"
             "w.run()") % (str(REPO_ROOT / "tests"), group, dict(FAST, **consumer))
     return [sys.executable, "-c", code]
@@ -341,7 +341,7 @@ def test_a_failed_background_write_rewinds_and_commits_nothing_after_it(settings
         pub.send(settings.topic_events, f"F-{i}", event(f"F-{i}"))
     pub.flush()
     pub.close()
-    worker = build_worker(settings, clock, ctx=object(), engine=FakeEngine, group_id=group,
+    worker = build_worker(settings, clock, ctx=FAKE_CTX, engine=FakeEngine, group_id=group,
                           consumer_config=FAST, max_records=20)
     loop = worker.loop
     assert loop.pipeline

@@ -31,7 +31,7 @@ from shared.platform.clock import VirtualClock
 from shared.platform.messaging import KafkaPublisher, decode
 from services.sla.worker import build_worker, ensure_sla_topics
 
-from helpers.sla import T0, FakeEngine, event
+from helpers.sla import FAKE_CTX, T0, FakeEngine, event
 from helpers.sla_stack import FAST
 
 pytestmark = pytest.mark.perf
@@ -191,7 +191,7 @@ def test_detection_lag_with_many_open_dossiers(settings, db):
     events = [event(f"L-{i}", when=T0 + timedelta(seconds=i)) for i in range(N_OPEN)]
     _publish(settings, events)
     clock = VirtualClock(T0 + timedelta(minutes=1))
-    worker = build_worker(settings, clock, ctx=object(), engine=FakeEngine,
+    worker = build_worker(settings, clock, ctx=FAKE_CTX, engine=FakeEngine,
                           group_id="g-" + uuid.uuid4().hex[:6], consumer_config=FAST)
     th = threading.Thread(target=worker.run, daemon=True)
     th.start()
