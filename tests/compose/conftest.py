@@ -57,8 +57,8 @@ class Stack:
     def __init__(self, project: str):
         self.project = project
         self.ports = {name: _free_port() for name in
-                      ("INTAKE_PORT", "SLA_PORT", "NOTIFY_PORT", "MAILPIT_PORT", "PROMETHEUS_PORT",
-                       "ALERTMANAGER_PORT")}
+                      ("INTAKE_PORT", "SLA_PORT", "NOTIFY_PORT", "DASHBOARD_PORT", "MAILPIT_PORT",
+                       "PROMETHEUS_PORT", "ALERTMANAGER_PORT")}
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(("COMPOSE_", "DOCKER_HOST"))}
         self.env.update({k: str(v) for k, v in self.ports.items()})
         self.env.update(NOTIFY_SECRET=secrets.token_hex(32), MOTCUA_BIND="127.0.0.1",
@@ -126,6 +126,7 @@ class Stack:
     # -- HTTP through the published ports ---------------------------------------------------
     def url(self, service: str) -> str:
         port = {"intake": "INTAKE_PORT", "sla-api": "SLA_PORT", "notify-api": "NOTIFY_PORT",
+                "dashboard": "DASHBOARD_PORT",
                 "mailpit": "MAILPIT_PORT", "prometheus": "PROMETHEUS_PORT",
                 "alertmanager": "ALERTMANAGER_PORT"}[service]
         return f"http://127.0.0.1:{self.ports[port]}"

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 from helpers.compose import figure
 
-APP = {"intake", "sla-worker", "sla-api", "notify-worker", "notify-api"}
+APP = {"intake", "sla-worker", "sla-api", "notify-worker", "notify-api", "dashboard"}
 INFRA = {"kafka", "mongo", "mailpit"}
 
 
@@ -25,6 +25,7 @@ def test_every_container_is_healthy_after_up_from_fresh_volumes(stack):
     for service in ("intake", "sla-api", "notify-api"):
         assert stack.http.get(f"{stack.url(service)}/healthz", timeout=10).status_code == 200
         assert stack.http.get(f"{stack.url(service)}/readyz", timeout=10).status_code == 200
+    assert stack.http.get(f"{stack.url('dashboard')}/healthz", timeout=10).status_code == 200
 
 
 def test_a_dossier_posted_to_intake_produces_the_vietnamese_alert_in_mailpit(stack):
