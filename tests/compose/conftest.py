@@ -224,6 +224,16 @@ class Stack:
             time.sleep(2)
         return time.monotonic() - t0
 
+    def wait_sent(self, timeout: float = 600) -> float:
+        """After `wait_drained`: wait until no notification is due within 150 s (a lease of a killed
+        sender ends within 2 min: its notification is sent again then); returns the seconds."""
+        t0 = time.monotonic()
+        while self.exec_python("notify-api", QUEUE_PROBE) > 0:
+            if time.monotonic() - t0 > timeout:
+                raise AssertionError(f"notifications still due after {timeout:.0f}s")
+            time.sleep(5)
+        return time.monotonic() - t0
+
     def group_lag(self) -> float | None:
         """The sla consumer group's lag on the events topic (sla-api /metrics), None if unknown."""
         try:
@@ -284,6 +294,21 @@ def run_script(script: str, *args: str) -> None:
     res = subprocess.run(["bash", str(REPO / "deploy" / "compose" / script), *args], cwd=REPO,
                          capture_output=True, text=True, timeout=3600)
     assert res.returncode == 0, f"deploy/compose/{script} failed:\n{res.stderr[-3000:]}"
+
+
+# a script run inside notify-api: notifications waiting to be sent within the next 150 s (due now,
+# retried soon, or leased by a sender that may have died: sent again when the lease ends)
+QUEUE_PROBE = r'''
+import json, os
+from datetime import datetime, timedelta, timezone
+from pymongo import MongoClient
+from services.notify.store import NotifyStore
+
+client = MongoClient(os.environ["MONGO_URI"], tz_aware=True, serverSelectionTimeoutMS=20000)
+store = NotifyStore(client[os.environ.get("MONGO_DB", "motcua")])
+soon = datetime.now(timezone.utc) + timedelta(seconds=150)
+print(json.dumps(store.queue.count_documents({"due_at": {"$lte": soon}})))
+'''
 
 
 @pytest.fixture(scope="session")
