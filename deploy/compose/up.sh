@@ -3,7 +3,9 @@
 # a Docker engine and the compose plugin (deploy/compose/engine.sh), the local stand-in images
 # (deploy/compose/images.sh, cached), then docker-compose.yml with them, waiting until every
 # container is healthy.
-#   bash deploy/compose/up.sh [--monitoring] [docker compose up options, e.g. --scale sla-worker=3]
+#   bash deploy/compose/up.sh [--monitoring] [--no-demo] [docker compose up options, e.g. --scale sla-worker=3]
+# On a first start (no data volume yet) it posts `motcua demo`'s sample of dossiers, whose alert
+# e-mails appear in Mailpit within seconds (--no-demo: not).
 # Then: Mailpit (alert e-mails) http://127.0.0.1:8025, intake http://127.0.0.1:8001,
 #       bash deploy/compose/dc.sh ps | logs | down      (docs/compose.md)
 # A Docker host with internet needs none of this: `docker compose up -d --build`.
@@ -11,9 +13,11 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 monitoring=()
 up_args=()
+demo=1
 for arg in "$@"; do
   case $arg in
     --monitoring) monitoring=(--monitoring) ;;
+    --no-demo) demo=0 ;;
     *) up_args+=("$arg") ;;
   esac
 done
@@ -33,8 +37,14 @@ fi
 
 profile=()
 [ ${#monitoring[@]} -gt 0 ] && profile=(--profile monitoring)
+project=${COMPOSE_PROJECT_NAME:-motcua}
+docker volume inspect "${project}_mongo-data" >/dev/null 2>&1 && demo=0
 bash deploy/compose/dc.sh "${profile[@]}" up -d --build --wait --wait-timeout "${MOTCUA_COMPOSE_WAIT:-300}" "${up_args[@]}"
 bash deploy/compose/dc.sh "${profile[@]}" ps
+if [ "$demo" = 1 ]; then
+  echo "up.sh: first start: posting a sample of dossiers (motcua demo)" >&2
+  bash deploy/compose/dc.sh exec -T intake motcua demo --intake-url http://127.0.0.1:8001 --count 12
+fi
 setting() {   # NAME DEFAULT: the value in the environment, else in .env, else DEFAULT
   local v=${!1:-}
   [ -z "$v" ] && v=$(sed -n "s/^$1=//p" .env | tail -n1)

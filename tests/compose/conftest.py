@@ -2,8 +2,9 @@
 machine's Docker engine, driven from the host through the published ports (127.0.0.1) and
 `docker compose exec` for what is only inside the network (the MongoDB-wire store).
 
-One stack per session, project MOTCUA_COMPOSE_PROJECT (default motcua-ci) on free ports, started
-from nothing (`down -v` first: fresh volumes) and removed at the end unless MOTCUA_COMPOSE_KEEP=1.
+One stack per session, project MOTCUA_COMPOSE_PROJECT (default motcua-ci) on free ports, with the
+`monitoring` profile, started from nothing (`down -v` first: fresh volumes) and removed at the end
+unless MOTCUA_COMPOSE_KEEP=1.
 Figures (timings, throughput, fault lines) are collected in FIGURES and printed at the end of the
 run under "compose figures".
 """
@@ -19,7 +20,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from helpers.compose import FIGURES, REPO, STORE_PROBE, figure, run_script  # noqa: F401
+from helpers.compose import FIGURES, QUEUE_PROBE, REPO, STORE_PROBE, figure, run_script  # noqa: F401
 
 CACHE = Path(os.environ.get("MOTCUA_COMPOSE_CACHE", REPO / "deploy" / "compose" / ".cache"))
 ROOT_AGENCY = "000.00.00.H56"
@@ -80,7 +81,7 @@ class Stack:
                                  f"{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
         return res
 
-    def up(self, *args: str, wait: float = 300, profiles=()) -> float:
+    def up(self, *args: str, wait: float = 300, profiles=("monitoring",)) -> float:
         """`up -d --wait` (every started container healthy); returns the seconds it took."""
         t0 = time.monotonic()
         self.dc("up", "-d", "--wait", "--wait-timeout", str(int(wait)), *args, profiles=profiles,
@@ -219,6 +220,16 @@ class Stack:
             time.sleep(2)
         return time.monotonic() - t0
 
+    def wait_sent(self, timeout: float = 600) -> float:
+        """After `wait_drained`: wait until no notification is due within 150 s (a lease of a killed
+        sender ends within 2 min: its notification is sent again then); returns the seconds."""
+        t0 = time.monotonic()
+        while self.exec_python("notify-api", QUEUE_PROBE) > 0:
+            if time.monotonic() - t0 > timeout:
+                raise AssertionError(f"notifications still due after {timeout:.0f}s")
+            time.sleep(5)
+        return time.monotonic() - t0
+
     def group_lag(self) -> float | None:
         """The sla consumer group's lag on the events topic (sla-api /metrics), None if unknown."""
         try:
@@ -249,7 +260,7 @@ def stack():
     """The compose stack of this session, started from nothing (fresh volumes)."""
     t0 = time.monotonic()
     run_script("engine.sh")
-    run_script("images.sh")
+    run_script("images.sh", "--monitoring")
     figure(f"engine and stand-in images ready: {time.monotonic() - t0:.0f} s (cached after the first run)")
     s = Stack(os.environ.get("MOTCUA_COMPOSE_PROJECT", "motcua-ci"))
     s.dc("down", "-v", "--remove-orphans", timeout=300)

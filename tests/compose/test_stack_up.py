@@ -10,18 +10,21 @@ from helpers.compose import figure
 
 APP = {"intake", "sla-worker", "sla-api", "notify-worker", "notify-api", "dashboard"}
 INFRA = {"kafka", "mongo", "mailpit"}
+MONITORING = {"prometheus", "alertmanager"}
 
 
 def test_every_container_is_healthy_after_up_from_fresh_volumes(stack):
     status = stack.wait_healthy(timeout=60)
     services = {c["Service"] for c in stack.containers()}
-    assert services == APP | INFRA, services
+    assert services == APP | INFRA | MONITORING, services
     assert all(s == "running/healthy" for s in status.values()), status
     # published on 127.0.0.1 only
     for c in stack.containers():
         for p in c.get("Publishers") or []:
             if p.get("PublishedPort"):
                 assert p["URL"] in ("127.0.0.1", ""), f"{c['Name']} publishes on {p['URL']}"
+    for service in ("prometheus", "alertmanager"):
+        assert stack.http.get(f"{stack.url(service)}/-/ready", timeout=10).status_code == 200
     for service in ("intake", "sla-api", "notify-api"):
         assert stack.http.get(f"{stack.url(service)}/healthz", timeout=10).status_code == 200
         assert stack.http.get(f"{stack.url(service)}/readyz", timeout=10).status_code == 200

@@ -50,3 +50,18 @@ def run_script(script: str, *args: str) -> None:
     res = subprocess.run(["bash", str(REPO / "deploy" / "compose" / script), *args], cwd=REPO,
                          capture_output=True, text=True, timeout=3600)
     assert res.returncode == 0, f"deploy/compose/{script} failed:\n{res.stderr[-3000:]}"
+
+
+# a script run inside notify-api: notifications waiting to be sent within the next 150 s (due now,
+# retried soon, or leased by a sender that may have died: sent again when the lease ends)
+QUEUE_PROBE = r'''
+import json, os
+from datetime import datetime, timedelta, timezone
+from pymongo import MongoClient
+from services.notify.store import NotifyStore
+
+client = MongoClient(os.environ["MONGO_URI"], tz_aware=True, serverSelectionTimeoutMS=20000)
+store = NotifyStore(client[os.environ.get("MONGO_DB", "motcua")])
+soon = datetime.now(timezone.utc) + timedelta(seconds=150)
+print(json.dumps(store.queue.count_documents({"due_at": {"$lte": soon}})))
+'''
