@@ -25,6 +25,9 @@ if [ -z "${KAFKA_BOOTSTRAP_SERVERS:-}" ] || [ -z "${MONGO_URI:-}" ]; then
   .venv/bin/python -m shared.dev.localstack provision
 fi
 
+echo "== Debian's chromium for the dashboard's browser test (apt, when missing)"
+bash deploy/ci/browser-setup.sh
+
 echo "== running the tests"
 set +e
 # a skipped test fails the run (tests/conftest.py): missing infrastructure must not pass as green
