@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import date, datetime, timezone
 
-from shared.domain.workcal import TZ
+from shared.domain.workcal import TZ, working_hours_vi
 
 STATUS = {"received": "đã tiếp nhận", "handling": "đang giải quyết", "awaiting_supplement": "chờ bổ sung",
           "paused": "tạm dừng giải quyết", "resolved": "đã có kết quả", "returned": "đã trả kết quả",
@@ -62,16 +62,7 @@ def working_days(hours: float | None) -> str:
     """'3 ngày 2 giờ làm việc' (a working day = 8 working hours)."""
     if hours is None or hours <= 0:
         return ""
-    days, rest = divmod(round(hours * 60), 8 * 60)
-    h, m = divmod(rest, 60)
-    parts = []
-    if days:
-        parts.append(f"{days} ngày")
-    if h:
-        parts.append(f"{h} giờ")
-    if m and not days:
-        parts.append(f"{m} phút")
-    return " ".join(parts or ["dưới 1 phút"]) + " làm việc"
+    return working_hours_vi(hours)
 
 
 def month(m: date) -> str:

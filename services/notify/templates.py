@@ -14,6 +14,7 @@ from pathlib import Path
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateNotFound
 
 from shared.domain.instants import TZ, stored_utc
+from shared.domain.workcal import working_hours_vi
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "jinja"
 SEVERITY_TEXT = {"info": "thông tin", "warning": "cảnh báo", "critical": "nghiêm trọng"}
@@ -43,21 +44,9 @@ def local_text(t: datetime | str | None) -> str | None:
 
 def late_text(overdue_working_hours) -> str | None:
     """'quá hạn 2 ngày 3 giờ làm việc' (8 working hours per working day)."""
-    if overdue_working_hours is None:
+    if overdue_working_hours is None or float(overdue_working_hours) <= 0:
         return None
-    h = float(overdue_working_hours)
-    if h <= 0:
-        return None
-    days, rest = divmod(round(h * 60), 8 * 60)
-    hours, minutes = divmod(rest, 60)
-    parts = []
-    if days:
-        parts.append(f"{days} ngày")
-    if hours:
-        parts.append(f"{hours} giờ")
-    if minutes and not days:
-        parts.append(f"{minutes} phút")
-    return "quá hạn " + " ".join(parts or ["dưới 1 phút"]) + " làm việc"
+    return "quá hạn " + working_hours_vi(float(overdue_working_hours))
 
 
 def _escalation_intro(ctx: dict, esc: dict) -> str:

@@ -722,6 +722,21 @@ def calendar_for(office: str = "default", overrides: str | Path | Iterable[str |
 
 # --------------------------------------------------------------------------- explanation
 
+def working_hours_vi(hours: float) -> str:
+    """A positive working duration in Vietnamese: '2 ngày 3 giờ làm việc' (a working day is 8
+    working hours; minutes only under a day)."""
+    days, rest = divmod(round(hours * 60), 8 * 60)
+    h, m = divmod(rest, 60)
+    parts = []
+    if days:
+        parts.append(f"{days} ngày")
+    if h:
+        parts.append(f"{h} giờ")
+    if m and not days:
+        parts.append(f"{m} phút")
+    return " ".join(parts or ["dưới 1 phút"]) + " làm việc"
+
+
 def _vi_instant(t: datetime) -> str:
     local = t.astimezone(TZ)
     return f"{local:%H:%M} {WEEKDAY_VI[local.weekday()]}, {local:%d/%m/%Y}"
