@@ -75,6 +75,10 @@ EXAMPLES: dict[str, dict] = {
         "data": {"reason": "Người nộp đề nghị dừng giải quyết qua Cổng Dịch vụ công quốc gia",
                  "requested_at": "2024-11-05T08:00:00+07:00",
                  "form": {"circular": "03/2025/TT-VPCP", "number": "05"}}},
+    "dossier.submitted": {
+        "summary": "Hệ thống tiếp nhận hồ sơ trực tuyến, chờ Bộ phận Một cửa chính thức tiếp nhận "
+                   "(Điều 17 Nghị định 118/2025/NĐ-CP)",
+        "data": {"procedure_code": "1.001193", "channel": "online"}},
 }
 
 

@@ -6,13 +6,15 @@ head to print, complete and sign — on the form of the rule set that judged the
   (Mẫu 04, Circular 03/2025) under nd118-2025 (Đ19 k6: at the latest one day before expiry);
 - the supplement request (RECEIVED_INCOMPLETE, ONLINE_RECEIPT_LATE): Phiếu yêu cầu bổ sung, hoàn
   thiện hồ sơ (Mẫu 02);
-- the stop notice: Thông báo dừng giải quyết hồ sơ (Mẫu 05, Circular 03/2025; no 61/107 form),
-  `stop_notice(...)` for callers that handle a `dossier.stopped`.
+- the stop notice (STOP_NOTICE_MISSING): Thông báo dừng giải quyết hồ sơ (Mẫu 05, Circular
+  03/2025; no 61/107 form).
 
-Filled from the finding only (dossier code, procedure, agency, due dates, components): no
-applicant data reaches notify, so the applicant's name, the reason and the new date are dotted
-lines to fill by hand. The layout follows the forms' usual structure (national motto, agency,
-number, title, body, signature); the circulars' full texts were not read (LEGAL-118.md).
+Filled from the finding (dossier code, procedure, agency, due dates, components) and its
+`form_data` (shared/contracts/findings.py): the applicant's name, the reason and the dates of the
+extension or stop request, as the dossier's events gave them. What the events did not give is a
+dotted line to fill by hand. The name is printed on the form only — never in the alert's text,
+subject or logs (docs/law.md). The layout follows the forms' usual structure (national motto,
+agency, number, title, body, signature); the circulars' full texts were not read (LEGAL-118.md).
 """
 from __future__ import annotations
 
@@ -21,11 +23,11 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import lru_cache
 
+from shared.contracts.findings import FORM_DATA_RULES
 from shared.domain.instants import TZ
 
 DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
-FORM_FOR_RULE = {"DUE_SOON": "apology", "APOLOGY_MISSING": "apology",
-                 "RECEIVED_INCOMPLETE": "supplement_request", "ONLINE_RECEIPT_LATE": "supplement_request"}
+FORM_FOR_RULE = FORM_DATA_RULES
 DOTS = "…………………………………………"
 
 
@@ -53,6 +55,16 @@ def _t(v) -> datetime | None:
 
 def _when(t: datetime | None) -> str:
     return f"{t:%H} giờ {t:%M} phút, ngày {t:%d} tháng {t:%m} năm {t:%Y}" if t else DOTS
+
+
+def _fill(form_data: dict | None, key: str) -> str:
+    v = (form_data or {}).get(key)
+    return v.strip() if isinstance(v, str) and v.strip() else DOTS
+
+
+def _addressee(form_data: dict | None) -> str:
+    name = _fill(form_data, "applicant_name")
+    return f"Ông/Bà {name}" if name != DOTS else DOTS
 
 
 def _document(form, *, agency_name: str, parent_name: str | None, number_suffix: str,
@@ -94,24 +106,26 @@ def _document(form, *, agency_name: str, parent_name: str | None, number_suffix:
 def apology(form, finding: dict, *, agency_name: str, parent_name: str | None = None,
             procedure_name: str | None = None) -> bytes:
     details = finding.get("details") or {}
+    fd = finding.get("form_data") or {}
     legal_due = _t(details.get("legal_due_at") or finding.get("due_at"))
+    proposed = _when(_t(fd.get("proposed_at")))
     extension = form.circular.startswith("Thông tư 03/2025")
     body = [
-        f"Kính gửi: {DOTS}",
+        f"Kính gửi: {_addressee(fd)}",
         f"{agency_name} đã tiếp nhận hồ sơ đề nghị giải quyết thủ tục hành chính: "
         f"{procedure_name or finding.get('procedure_code') or DOTS}.",
         f"Mã hồ sơ: {finding['dossier_code']}.",
         f"Thời hạn giải quyết theo quy định: {_when(legal_due)}.",
-        f"Lý do chậm giải quyết: {DOTS}",
+        f"Lý do chậm giải quyết: {_fill(fd, 'reason')}",
     ]
     if extension:
-        body += [f"Đề nghị gia hạn thời gian giải quyết đến: {DOTS}",
+        body += [f"Đề nghị gia hạn thời gian giải quyết đến: {proposed}",
                  "Cơ quan, đơn vị thành thật xin lỗi Ông/Bà vì sự chậm trễ này; văn bản này đồng thời "
                  "thông báo cho Bộ phận Một cửa để điều chỉnh ngày trả kết quả (khoản 6 Điều 19 "
                  "Nghị định 118/2025/NĐ-CP). Việc hẹn lại ngày trả kết quả chỉ thực hiện một lần."]
     else:
         body += ["Sự chậm trễ này đã gây phiền hà cho Ông/Bà. Cơ quan, đơn vị thành thật xin lỗi "
-                 f"và hẹn trả kết quả vào: {DOTS}",
+                 f"và hẹn trả kết quả vào: {proposed}",
                  "Xin trân trọng cảm ơn!"]
     return _document(form, agency_name=agency_name, parent_name=parent_name,
                      number_suffix="PGH" if extension else "PXL", title=form.title, body=body,
@@ -124,11 +138,12 @@ def supplement_request(form, finding: dict, *, agency_name: str, parent_name: st
     missing = details.get("still_missing") or details.get("missing_components") or []
     name = component_name or (lambda cid: cid)
     items = [f"{i}. {name(c) or c}" for i, c in enumerate(missing, 1)] or [f"1. {DOTS}", f"2. {DOTS}"]
-    body = [f"Hồ sơ của: {DOTS}",
+    fd = finding.get("form_data") or {}
+    body = [f"Hồ sơ của: {_fill(fd, 'applicant_name')}",
             f"Nội dung yêu cầu giải quyết: {procedure_name or finding.get('procedure_code') or DOTS}.",
             f"Mã hồ sơ: {finding['dossier_code']}.",
             "Yêu cầu bổ sung, hoàn thiện hồ sơ một lần, đầy đủ, gồm những nội dung sau:", *items,
-            f"Lý do: {DOTS}",
+            f"Lý do: {_fill(fd, 'reason')}",
             "Trong quá trình hoàn thiện hồ sơ, nếu có vướng mắc, Ông/Bà liên hệ "
             f"{agency_name} để được hướng dẫn."]
     return _document(form, agency_name=agency_name, parent_name=parent_name, number_suffix="PYC",
@@ -136,12 +151,15 @@ def supplement_request(form, finding: dict, *, agency_name: str, parent_name: st
 
 
 def stop_notice(form, *, dossier_code: str, agency_name: str, parent_name: str | None = None,
-                procedure_name: str | None = None, requested_at=None) -> bytes:
-    body = [f"Kính gửi: {DOTS}",
+                procedure_name: str | None = None, requested_at=None, applicant_name: str | None = None,
+                reason: str | None = None) -> bytes:
+    fd = {"applicant_name": applicant_name, "reason": reason}
+    body = [f"Kính gửi: {_addressee(fd)}",
             f"Căn cứ đề nghị dừng giải quyết hồ sơ của Ông/Bà ngày {_when(_t(requested_at))}; "
             "căn cứ Điều 21 Nghị định 118/2025/NĐ-CP,",
             f"{agency_name} thông báo dừng giải quyết hồ sơ: "
             f"{procedure_name or DOTS}, mã hồ sơ {dossier_code}.",
+            f"Lý do dừng giải quyết theo đề nghị của Ông/Bà: {_fill(fd, 'reason')}",
             f"Hồ sơ đã nộp được trả lại tại: {DOTS}"]
     return _document(form, agency_name=agency_name, parent_name=parent_name, number_suffix="TB",
                      title=form.title, body=body, signer="THỦ TRƯỞNG CƠ QUAN, ĐƠN VỊ")
@@ -165,6 +183,12 @@ def attachments_for(finding: dict, *, agency_name: str, parent_name: str | None 
     if key == "apology":
         content = apology(form, finding, agency_name=agency_name, parent_name=parent_name,
                           procedure_name=procedure_name)
+    elif key == "stop_notice":
+        fd = finding.get("form_data") or {}
+        content = stop_notice(form, dossier_code=finding["dossier_code"], agency_name=agency_name,
+                              parent_name=parent_name, procedure_name=procedure_name,
+                              requested_at=fd.get("requested_at"), applicant_name=fd.get("applicant_name"),
+                              reason=fd.get("reason"))
     else:
         content = supplement_request(form, finding, agency_name=agency_name, parent_name=parent_name,
                                      procedure_name=procedure_name, component_name=component_name)

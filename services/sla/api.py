@@ -119,6 +119,7 @@ def create_app(config: dict | None = None, *, db=None, clock=None):
     def dossier(code):
         doc = visible_dossier(code)
         state = redact(strip_dossier(doc))
+        state.pop("applicant_name", None)    # for the forms attached to alerts only (docs/law.md)
         return jsonable({"dossier_code": code, "state": state,
                          "timeline": state.get("timeline", state.get("events", [])),
                          "agencies": doc.get("agencies", []),
@@ -343,6 +344,7 @@ def public_finding(doc: dict, views: dict | None = None) -> dict:
     """A finding as sla holds it, with how it stands with its recipients (`alerting`: the
     acknowledgement and escalation notify recorded, None before notify has seen it)."""
     out = finding_message(doc)
+    out.pop("form_data", None)           # the applicant's name: for the attached form only
     out["published"] = not doc.get("pending", False)
     out["alerting"] = (views or {}).get(doc["_id"])
     return jsonable(out)

@@ -40,7 +40,7 @@ EVENT_TYPES = (
     "dossier.consultation_requested", "dossier.consultation_answered",
     "dossier.apology_issued", "dossier.paused", "dossier.resumed",
     "dossier.resolved", "dossier.returned", "dossier.withdrawn",
-    "dossier.stopped",
+    "dossier.stopped", "dossier.submitted",
 )
 
 
@@ -146,6 +146,13 @@ class Stopped(_Strict):
     form = fields.Nested(FormRef)
 
 
+class Submitted(_Strict):
+    """The system (national portal, VNeID) received an online dossier, before the one-stop's
+    official receipt (Đ17 k2 NĐ 118/2025): the 8 working hours of Đ17 k2c run from here."""
+    procedure_code = fields.String(required=True, validate=_code(PROCEDURE_CODE, "procedure code"))
+    channel = fields.String(required=True, validate=validate.OneOf(list(ONLINE_CHANNELS)))
+
+
 class Transferred(_Strict):
     to_agency_code = fields.String(required=True, validate=_code(AGENCY_CODE, "agency code"))
 
@@ -201,6 +208,7 @@ DATA_SCHEMAS: dict[str, type[Schema]] = {
     "dossier.returned": Empty,
     "dossier.withdrawn": WithReason,
     "dossier.stopped": Stopped,
+    "dossier.submitted": Submitted,
 }
 
 

@@ -24,6 +24,8 @@ A field is added here, or it does not flow.
 | `ruleset` | string | | the rule set the dossier was received under |
 | `revision` | integer ≥ 1 | yes | +1 at every change of the finding; readers keep the highest |
 | `resolved_at` | instant | | only when `state` is `resolved` |
+| `article`, `verified_against` | string | | the article that judged it; what its wording was checked against |
+| `form_data` | object | | only for the rules of `FORM_DATA_RULES`: what the form attached to their alert prints (`applicant_name`, `reason`, `proposed_at`, `requested_at`); never an ID number, phone, e-mail or address |
 
 The rows down to `details` are DESIGN.md §7 (`DOCUMENTED`); the others extend it. The reader
 ignores fields it does not know (a writer deployed before its reader must not dead-letter every
@@ -46,9 +48,19 @@ DOCUMENTED = ("finding_id", "rule", "state", "severity", "dossier_code", "proced
 FIELDS = ("finding_id", "rule", "state", "severity", "dossier_code", "procedure_code", "agency_code",
           "responsible_role", "legal_basis", "title", "requirement", "confidence", "detected_at",
           "due_at", "overdue_working_hours", "details", "ruleset", "revision", "resolved_at",
-          "article", "verified_against")
+          "article", "verified_against", "form_data")
 REQUIRED = ("finding_id", "rule", "state", "severity", "dossier_code", "agency_code",
             "responsible_role", "legal_basis", "detected_at", "revision")
+
+# The rules whose alert carries a pre-filled form (services/notify/documents.py), and that form (a
+# rule set's `forms` key). Only their messages carry `form_data`: the applicant's name goes to the
+# form the head prints, and nowhere else (docs/law.md).
+FORM_DATA_RULES = {"DUE_SOON": "apology", "APOLOGY_MISSING": "apology",
+                   "RECEIVED_INCOMPLETE": "supplement_request",
+                   "ONLINE_RECEIPT_LATE": "supplement_request",
+                   "STOP_NOTICE_MISSING": "stop_notice"}
+FORM_DATA_TEXTS = {"applicant_name": 300, "reason": 1000}
+FORM_DATA_INSTANTS = ("proposed_at", "requested_at")
 
 _CODE = re.compile(r"^[A-Za-z0-9._/:-]{1,128}$")
 _RULE = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
@@ -103,6 +115,30 @@ def _text(value: Any, field: str) -> str | None:
     return value[:_TEXT_MAX] or None
 
 
+def _form_data(value: Any, rule: str) -> dict | None:
+    """`form_data` checked: known keys only (others dropped), texts cut to their length, instants
+    as ISO 8601 UTC strings; dropped for a rule whose alert carries no form."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise FindingError("form_data", "expected an object")
+    if rule not in FORM_DATA_RULES:
+        return None                      # the name must not travel with any other finding
+    out: dict[str, Any] = {}
+    for name, size in FORM_DATA_TEXTS.items():
+        v = value.get(name)
+        if v is not None:
+            if not isinstance(v, str):
+                raise FindingError(f"form_data.{name}", "expected a string")
+            if v[:size]:
+                out[name] = v[:size]
+    for name in FORM_DATA_INSTANTS:
+        t = _instant(value.get(name), f"form_data.{name}")
+        if t is not None:
+            out[name] = t.isoformat()
+    return out or None
+
+
 def parse(value: Any) -> dict:
     """A message read from `sla.findings`, checked against the contract: the contract's fields
     only (unknown ones dropped), instants as aware UTC datetimes, absent optional fields None
@@ -145,6 +181,7 @@ def parse(value: Any) -> dict:
     if details is not None and not isinstance(details, dict):
         raise FindingError("details", "expected an object")
     out["details"] = details or {}
+    out["form_data"] = _form_data(value.get("form_data"), rule)
     rev = value["revision"]
     if isinstance(rev, bool) or not isinstance(rev, int) or rev < 1:
         raise FindingError("revision", "expected an integer of at least 1")

@@ -60,6 +60,9 @@ def raw_event(sc: dict, index: int, step: dict, code: str, ctx) -> dict:
         data.setdefault("reason", "Theo đề nghị")
     elif etype == "resolved":
         data.setdefault("outcome", "approved")
+    elif etype == "submitted":
+        data.setdefault("procedure_code", ctx.catalog.get(sc.get("procedure", DEFAULT_PROCEDURE)).code)
+        data.setdefault("channel", "online")
     raw = {
         "event_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{sc['name']}#{index}")),
         "type": f"dossier.{etype}", "dossier_code": code,

@@ -37,7 +37,7 @@ def test_rules_show_every_rule_with_article_and_verified_against(capsys):
     rc, out, _ = run(capsys, "rules", "show", "nd118-2025", "--json")
     data = json.loads(out)
     assert rc == 0 and data["clock"] == {"supplement_in_handling": "restart"}
-    assert len(data["rules"]) == 18 and all(r["article"] and r["verified_against"] for r in data["rules"])
+    assert len(data["rules"]) == 19 and all(r["article"] and r["verified_against"] for r in data["rules"])
     assert data["forms"]["stop_notice"]["number"] == "05"
     rc, out, _ = run(capsys, "rules", "show", "nd118-2025", "--rule", "ONLINE_RECEIPT_LATE")
     assert "Điều khoản: Điểm c khoản 2 Điều 17" in out and "Tham số: within=8wh" in out

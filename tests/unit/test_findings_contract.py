@@ -108,3 +108,36 @@ def test_a_message_outside_the_contract_names_its_field(field, value):
 def test_resolved_at_is_read_with_the_resolved_state():
     out = findings.parse(finding(state="resolved", resolved_at="2026-11-23T10:00:00+07:00"))
     assert out["resolved_at"] == datetime(2026, 11, 23, 3, 0, tzinfo=timezone.utc)
+
+
+# ----------------------------------------------------------------------------- form_data
+
+def _msg(rule="STOP_NOTICE_MISSING", **over):
+    m = {"finding_id": "F-1", "rule": rule, "state": "open", "severity": "warning",
+         "dossier_code": "D-1", "agency_code": "A-1", "responsible_role": "one_stop_chief",
+         "legal_basis": "Điều 21 Nghị định 118/2025/NĐ-CP", "detected_at": "2025-07-08T02:00:00+00:00",
+         "revision": 1}
+    m.update(over)
+    return m
+
+
+def test_form_data_flows_for_the_rules_whose_alert_carries_a_form():
+    from shared.contracts.findings import parse
+    got = parse(_msg(form_data={"applicant_name": "Trần Thị Bình", "reason": "Không còn nhu cầu",
+                                "requested_at": "2025-07-08T08:00:00+07:00", "id_number": "079123456789"}))
+    assert got["form_data"] == {"applicant_name": "Trần Thị Bình", "reason": "Không còn nhu cầu",
+                                "requested_at": "2025-07-08T01:00:00+00:00"}     # unknown keys dropped
+
+
+def test_form_data_is_dropped_for_any_other_rule():
+    from shared.contracts.findings import parse
+    assert parse(_msg(rule="OVERDUE", form_data={"applicant_name": "Trần Thị Bình"}))["form_data"] is None
+
+
+@pytest.mark.parametrize("bad, field", [("x", "form_data"), ({"applicant_name": 5}, "form_data.applicant_name"),
+                                        ({"proposed_at": "2025-07-08T08:00:00"}, "form_data.proposed_at")])
+def test_bad_form_data_names_its_field(bad, field):
+    from shared.contracts.findings import FindingError, parse
+    with pytest.raises(FindingError) as e:
+        parse(_msg(form_data=bad))
+    assert e.value.field == field

@@ -273,7 +273,7 @@ def test_metrics_and_openapi(env):
     assert "intake_publish_seconds_count" in m
     spec = env.client.get("/openapi.json").get_json()
     assert spec["openapi"].startswith("3.")
-    assert len(spec["paths"]["/v1/events"]["post"]["requestBody"]["content"]["application/json"]["examples"]) == 15
+    assert len(spec["paths"]["/v1/events"]["post"]["requestBody"]["content"]["application/json"]["examples"]) == 16
     received = spec["components"]["schemas"]["ReceivedEvent"]
     assert received["additionalProperties"] is False
     docs = env.client.get("/docs").get_data(as_text=True)

@@ -91,3 +91,45 @@ def test_email_carries_the_document_as_an_attachment():
     assert doc.get_payload(decode=True) == a.content
     plain = ch.build(Outgoing("email", "head@example.org", "x", "y", "<p>y</p>"))
     assert plain.get_content_type() == "multipart/alternative"     # no attachment: unchanged
+
+
+# --------------------------------------------------------------------- what the events carried
+
+def test_stop_notice_is_attached_to_stop_notice_missing_filled_from_form_data():
+    f = finding("STOP_NOTICE_MISSING", "nd118-2025", severity="warning",
+                form_data={"applicant_name": "Trần Thị Bình", "reason": "Người nộp không còn nhu cầu",
+                           "requested_at": "2025-07-08T01:00:00+00:00"})
+    [a] = attachments_for(f, agency_name="UBND xã Mỹ Yên", procedure_name="Đăng ký khai sinh")
+    assert a.filename == "mau-05-000.00.17.H56-250708-0042.docx"
+    t = text(a.content)
+    for s in ("Mẫu số 05 — Thông tư 03/2025/TT-VPCP", "THÔNG BÁO DỪNG GIẢI QUYẾT HỒ SƠ",
+              "Kính gửi: Ông/Bà Trần Thị Bình", "08 giờ 00 phút, ngày 08 tháng 07 năm 2025",
+              "Lý do dừng giải quyết theo đề nghị của Ông/Bà: Người nộp không còn nhu cầu",
+              "mã hồ sơ 000.00.17.H56-250708-0042", "Đăng ký khai sinh"):
+        assert s in t, s
+
+
+def test_no_stop_notice_under_61_107():
+    assert attachments_for(finding("STOP_NOTICE_MISSING", "nd61-107"), agency_name="X") == ()
+
+
+def test_extension_request_prints_the_name_reason_and_proposed_date_of_the_events():
+    f = finding("DUE_SOON", "nd118-2025",
+                form_data={"applicant_name": "Nguyễn Văn An", "reason": "Chờ kết quả xác minh",
+                           "proposed_at": "2025-07-18T03:00:00+00:00"})
+    t = text(attachments_for(f, agency_name="UBND phường Tân An")[0].content)
+    assert "Kính gửi: Ông/Bà Nguyễn Văn An" in t
+    assert "Lý do chậm giải quyết: Chờ kết quả xác minh" in t
+    assert "Đề nghị gia hạn thời gian giải quyết đến: 10 giờ 00 phút, ngày 18 tháng 07 năm 2025" in t
+
+
+def test_supplement_request_names_the_applicant():
+    f = finding("ONLINE_RECEIPT_LATE", "nd118-2025", form_data={"applicant_name": "Lê Thị Hoa"})
+    t = text(attachments_for(f, agency_name="UBND xã Mỹ Yên")[0].content)
+    assert "Hồ sơ của: Lê Thị Hoa" in t
+
+
+def test_what_the_events_did_not_give_stays_a_dotted_line():
+    t = text(attachments_for(finding("APOLOGY_MISSING", "nd118-2025"), agency_name="X")[0].content)
+    assert "Kính gửi: ……" in t and "Lý do chậm giải quyết: ……" in t
+    assert "Đề nghị gia hạn thời gian giải quyết đến: ……" in t

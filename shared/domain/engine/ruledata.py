@@ -42,7 +42,7 @@ RULE_CODES = (
     "RESCHEDULED_TWICE", "RESULT_NOT_RETURNED", "BYPASSED_ONE_STOP", "CONSULTATION_OVERDUE",
     "SUPPLEMENT_STALLED", "BACKDATED_EVENT",
     # Decree 118/2025 (nd118-2025 only; `absent` from nd61-107)
-    "ONLINE_RECEIPT_LATE", "SUPPLEMENT_REQUEST_LATE", "SUPPLEMENT_HELD_DATA",
+    "ONLINE_RECEIPT_LATE", "SUPPLEMENT_REQUEST_LATE", "SUPPLEMENT_HELD_DATA", "STOP_NOTICE_MISSING",
 )
 # What a supplement requested during handling does to the time limit (the rule set's clock model):
 # pause (time already spent counts, Decree 61 Art. 17), restart (counted again from zero once the

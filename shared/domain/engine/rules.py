@@ -53,11 +53,14 @@ class Finding:
     revision: int = 0
     article: str = ""                   # the article of the rule set's decree that judged it
     verified_against: str = ""          # what that wording was verified against
+    form_data: dict | None = None       # what the attached form prints (findings.FORM_DATA_RULES)
 
     def to_message(self, revision: int | None = None) -> dict:
         """The `sla.findings` message (shared/contracts/findings.py) with its revision."""
         msg = {name: getattr(self, name) for name in _MESSAGE_FIELDS}
         msg["details"] = dict(self.details)
+        if self.form_data is None:
+            del msg["form_data"]
         if revision is not None:
             msg["revision"] = revision
         return msg
@@ -181,7 +184,8 @@ class _Eval:
             agency_code=agency, responsible_role=role, legal_basis=spec.citation, title=spec.title,
             requirement=spec.requirement, confidence=spec.confidence, detected_at=self.now,
             due_at=due_at, overdue_working_hours=overdue, details=details, ruleset=self.rs.id,
-            article=spec.article, verified_against=spec.verified_against))
+            article=spec.article, verified_against=spec.verified_against,
+            form_data=form_data(self.s, code)))
 
     # -- shared facts
     @property
@@ -201,6 +205,23 @@ class _Eval:
 
     def notice(self, code: str) -> timedelta:
         return working_hours(self.spec(code).params["notice"])
+
+
+def form_data(s: DossierState, code: str) -> dict | None:
+    """What the form attached to this rule's alert prints beyond the finding (the applicant's
+    name, the reason, the dates of the request), from the dossier's events; None for a rule
+    whose alert carries no form, so the name goes nowhere else."""
+    form = findings.FORM_DATA_RULES.get(code)
+    if form is None:
+        return None
+    out: dict[str, Any] = {"applicant_name": s.applicant_name}
+    if form == "apology" and s.apologies:
+        latest = s.apologies[-1]                 # the extension already requested: its own words
+        out.update(reason=latest.reason or None, proposed_at=_iso(latest.new_appointment_at))
+    elif form == "stop_notice":
+        out.update(reason=s.stop_reason, requested_at=_iso(s.stop_requested_at))
+    out = {k: v for k, v in out.items() if v}
+    return out or None
 
 
 def _merge(intervals):
@@ -456,22 +477,43 @@ def rule_backdated_event(e: _Eval) -> None:
 
 def rule_online_receipt_late(e: _Eval) -> None:
     """Đ17 k2c NĐ 118: an online dossier officially received, or returned for a supplement, more
-    than `within` working time after the system received it (`submitted_at`). The first of: the
-    receipt or a supplement request at reception."""
+    than `within` working time after the system received it (`submitted_at`, from
+    `dossier.submitted` or the receipt). The first of: the receipt or a supplement request at
+    reception. Until one is posted the check is due at the deadline: a dossier the counter never
+    acts on is found then, and stays open until the counter acts (a record from then on)."""
     s = e.s
-    if not s.received or s.submitted_at is None or s.channel not in ONLINE_CHANNELS or e.closed:
+    if s.submitted_at is None or s.channel not in ONLINE_CHANNELS or e.closed:
         return
     acted, action = s.received_at, "received"
     for r in s.supplements:
-        if r.stage == "reception" and r.requested_at < acted:
+        if r.stage == "reception" and (acted is None or r.requested_at < acted):
             acted, action = r.requested_at, "supplement_requested"
     deadline = e.cal.add_working(e.cal.next_working_instant(s.submitted_at),
                                  working_hours(e.spec("ONLINE_RECEIPT_LATE").params["within"]))
-    if acted > deadline:
+    if acted is None:
+        if e.now > deadline:
+            e.add("ONLINE_RECEIPT_LATE", agency=e.one_stop, due_at=deadline,
+                  overdue=hours(e.cal.working_between(deadline, e.now)),
+                  details={"channel": s.channel, "submitted_at": _iso(s.submitted_at),
+                           "acted_at": None, "action": None})
+        else:
+            e.wake(deadline + timedelta(microseconds=1))
+    elif acted > deadline:
         e.add("ONLINE_RECEIPT_LATE", agency=e.one_stop, due_at=deadline,
               details={"channel": s.channel, "submitted_at": _iso(s.submitted_at),
                        "acted_at": _iso(acted), "action": action,
                        "late_working_hours": hours(e.cal.working_between(deadline, acted))})
+
+
+def rule_stop_notice_missing(e: _Eval) -> None:
+    """Đ21 NĐ 118: a dossier stopped at the applicant's request ends with the one-stop's
+    Thông báo dừng giải quyết hồ sơ (Mẫu 05, Circular 03/2025). Open while no stop event has
+    recorded the notice (its `form`); a later `dossier.stopped` with the form resolves it."""
+    s = e.s
+    if s.status != "stopped" or s.stop_notice_at is not None:
+        return
+    e.add("STOP_NOTICE_MISSING", agency=e.one_stop,
+          details={"stopped_at": _iso(s.stopped_at), "requested_at": _iso(s.stop_requested_at)})
 
 
 def agency_received_at(e: _Eval, agency: str) -> datetime | None:
@@ -539,6 +581,7 @@ RULES: dict[str, Callable[[_Eval], None]] = {
     "ONLINE_RECEIPT_LATE": rule_online_receipt_late,
     "SUPPLEMENT_REQUEST_LATE": rule_supplement_request_late,
     "SUPPLEMENT_HELD_DATA": rule_supplement_held_data,
+    "STOP_NOTICE_MISSING": rule_stop_notice_missing,
 }
 
 

@@ -106,6 +106,7 @@ class Apology:
     new_appointment_at: datetime
     agency_code: str
     event_id: str
+    reason: str = ""                      # printed on the extension request (Đ19 k6)
 
 
 @dataclass(frozen=True)
@@ -167,6 +168,12 @@ class DossierState:
     refused_at: datetime | None = None
     withdrawn_at: datetime | None = None
     stopped_at: datetime | None = None            # stopped at the applicant's request
+    stop_requested_at: datetime | None = None     # when the applicant asked to stop
+    stop_reason: str | None = None
+    stop_notice_at: datetime | None = None        # a stop event recorded the notice (Mẫu 05)
+    # printed on the forms attached to alerts (Mẫu 02/04/05) and nowhere else: the name only,
+    # never the applicant's ID number, phone, e-mail or address (docs/law.md)
+    applicant_name: str | None = None
     events: tuple[EventRecord, ...] = ()
     max_occurred_at: datetime | None = None
     anomalies: tuple[str, ...] = ()               # English, for operators (no personal data)
@@ -462,8 +469,9 @@ def _on_received(s: DossierState, ev: _Ev, ctx) -> DossierState:
     proc = ctx.catalog.get(d["procedure_code"], on=ev.at)
     components = tuple(dict.fromkeys(d.get("components") or ()))
     handling = d.get("handling_agency_code") or (s.transfers[0].to_agency_code if s.transfers else None)
+    applicant = d.get("applicant") or {}
     s = replace(s, procedure_code=d["procedure_code"], channel=d.get("channel"),
-                applicant_kind=(d.get("applicant") or {}).get("kind"),
+                applicant_kind=applicant.get("kind"), applicant_name=applicant.get("name") or None,
                 receiving_agency_code=ev.agency, handling_agency_code=handling,
                 current_agency_code=s.current_agency_code or ev.agency,
                 received_at=ev.at, received_recorded_at=ev.recorded_at,
@@ -472,7 +480,7 @@ def _on_received(s: DossierState, ev: _Ev, ctx) -> DossierState:
                 office=office, components=tuple(dict.fromkeys(s.components + components)),
                 digitized=tuple(dict.fromkeys(s.digitized + tuple(d.get("digitized") or ()))),
                 reused=tuple(dict.fromkeys(s.reused + tuple(d.get("reused") or ()))),
-                submitted_at=stored_utc(d.get("submitted_at")),
+                submitted_at=stored_utc(d.get("submitted_at")) or s.submitted_at,
                 clock_start=cal.next_working_instant(ev.at))
     if s.status is None:
         s = replace(s, status="received")
@@ -605,7 +613,7 @@ def _on_consultation_answered(s: DossierState, ev: _Ev, ctx) -> DossierState:
 
 def _on_apology(s: DossierState, ev: _Ev, ctx) -> DossierState:
     a = Apology(at=ev.at, new_appointment_at=stored_utc(ev.data["new_appointment_at"]), agency_code=ev.agency,
-                event_id=ev.id)
+                event_id=ev.id, reason=ev.data.get("reason") or "")
     return replace(s, apologies=s.apologies + (a,))
 
 
@@ -660,12 +668,29 @@ def _on_withdrawn(s: DossierState, ev: _Ev, ctx) -> DossierState:
 def _on_stopped(s: DossierState, ev: _Ev, ctx) -> DossierState:
     """Stopped at the applicant's request (Đ21 NĐ 118/2025): only before a decision; terminal;
     the clock stops for good and the dossier is neither on time nor late."""
+    notice = ev.at if ev.data.get("form") else None     # the paper (Mẫu 05) was issued
+    if s.status == "stopped" and s.stop_notice_at is None and notice is not None:
+        return replace(s, stop_notice_at=notice)        # the notice of an earlier stop, issued now
     if s.resolved_at is not None:
         return _anomaly(s, f"dossier.stopped {ev.id} ignored: a decision was already made")
     if s.status in CLOSED:
         return _anomaly(s, f"dossier.stopped {ev.id} after the dossier was {s.status}")
-    s = replace(_finish(s, ev, ctx), stopped_at=ev.at)
+    s = replace(_finish(s, ev, ctx), stopped_at=ev.at, stop_notice_at=notice,
+                stop_reason=ev.data.get("reason") or None,
+                stop_requested_at=stored_utc(ev.data.get("requested_at")))
     return _status(s, "stopped", ev)
+
+
+def _on_submitted(s: DossierState, ev: _Ev, ctx) -> DossierState:
+    """The system received an online dossier (Đ17 k2 NĐ 118/2025): not a receipt (no clock, no
+    rule set fixed), but the 8 working hours of Đ17 k2c run from it even if nothing follows."""
+    if s.submitted_at is not None:
+        return s                                        # the first word on it stands
+    if s.received_at is not None:                       # posted after the receipt
+        return replace(s, submitted_at=ev.at)
+    return replace(s, submitted_at=ev.at, channel=ev.data["channel"],
+                   procedure_code=ev.data["procedure_code"],
+                   receiving_agency_code=ev.agency, office=ctx.office_for(ev.agency))
 
 
 _HANDLERS = {
@@ -684,4 +709,5 @@ _HANDLERS = {
     "dossier.returned": _on_returned,
     "dossier.withdrawn": _on_withdrawn,
     "dossier.stopped": _on_stopped,
+    "dossier.submitted": _on_submitted,
 }
