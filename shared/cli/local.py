@@ -140,7 +140,6 @@ def _clock_line(cfg) -> str:
     if clock is None:
         return "clock: system time"
     try:
-        from shared.domain.workcal import TZ
         now = clock.now().astimezone(TZ).strftime("%Y-%m-%d %H:%M %a (Asia/Ho_Chi_Minh)")
     except (OSError, ValueError) as exc:
         now = f"unreadable ({type(exc).__name__})"

@@ -286,14 +286,15 @@ def directory_from_records(records: list, file: str = "<records>", *,
     shared/data/offices.yaml, the one the engine's calendars read). Every problem is reported in
     one run: duplicate codes, parents and cycles are checked over all entries, including those
     with other errors."""
-    from shared.domain import workcal
+    from shared.domain.workcal.errors import CalendarConfigError
+    from shared.domain.workcal.files import OFFICES_FILE, office_ids
 
-    offices_path = Path(offices_file) if offices_file is not None else workcal.OFFICES_FILE
+    offices_path = Path(offices_file) if offices_file is not None else OFFICES_FILE
     offices = None
     if check_offices:
         try:
-            offices = workcal.office_ids(offices_path)
-        except workcal.CalendarConfigError as exc:
+            offices = office_ids(offices_path)
+        except CalendarConfigError as exc:
             raise DirectoryError(file, None, "office", f"cannot check the offices: {exc}") from None
     col = Collector(file, DirectoryError)
     agencies, normalised = [], []
