@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from shared.domain import PACKAGE_DATA
+from shared.domain.datafile import TextDatesLoader
 from shared.domain.workcal.errors import CalendarConfigError
 
 YEARS = range(2015, 2041)          # the years a calendar covers; override dates outside are errors
@@ -68,20 +69,13 @@ def _check_keys(obj: Any, allowed: set[str], required: set[str], file, entry: st
     return obj
 
 
-class _Loader(yaml.SafeLoader):
-    """Safe YAML loading that keeps dates as text, so a bad date is reported with its entry/field."""
-
-
-_Loader.add_constructor("tag:yaml.org,2002:timestamp", lambda loader, node: loader.construct_scalar(node))
-
-
 def _read_yaml(path: Path):
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise CalendarConfigError(path, "(file)", "", f"cannot read: {exc.strerror or exc}") from None
     try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
+        return yaml.load(text, Loader=TextDatesLoader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as exc:
         raise CalendarConfigError(path, "(file)", "", f"invalid YAML: {exc}") from None
 
