@@ -15,7 +15,7 @@ from typing import Iterable
 from shared.domain import PACKAGE_DATA
 from shared.domain.codes import COMPONENT_ID, PROCEDURE_CODE
 from shared.domain.datafile import (Collector, DataFileError, check_keys, content_hash, load_file,
-                                    text)
+                                    open_entry, text)
 from shared.domain.instants import TZ, ensure_utc
 from shared.domain.limits import Limit, parse_limit
 
@@ -361,13 +361,11 @@ def _check_shares(col, entry, limit: Limit, steps: list[Step]) -> None:
 
 
 def _parse_procedure(col, idx, raw) -> tuple[Procedure, dict] | None:
-    code = raw.get("code") if isinstance(raw, dict) else None
-    entry = f"#{idx + 1}" + (f" ({code})" if isinstance(code, str) else "")
-    if not isinstance(raw, dict):
-        col.add(entry, None, f"each procedure must be a mapping, found {type(raw).__name__}")
+    opened = open_entry(col, idx, raw, "procedure", _PROCEDURE_KEYS)
+    if opened is None:
         return None
-    before = len(col.errors)
-    check_keys(col, entry, "", raw, _PROCEDURE_KEYS)
+    entry, before = opened
+    code = raw.get("code")
     if isinstance(code, float):
         col.add(entry, "code", f"{code!r} was read as a number: quote the code, e.g. \"1.001193\"")
     elif "code" in raw and (not isinstance(code, str) or not PROCEDURE_CODE.match(code)):

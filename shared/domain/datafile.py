@@ -113,6 +113,21 @@ def check_keys(col: Collector, entry: str, prefix: str, raw: dict, spec: dict[st
             col.add(entry, f"{prefix}{key}", "required key is missing")
 
 
+def open_entry(col: Collector, idx: int, raw, what: str,
+               keys: dict[str, bool]) -> tuple[str, int] | None:
+    """Start checking record `idx` (a `what`: procedure, agency): its label for problems
+    ("#3 (<code>)") and how many problems came before it (more after: the entry is invalid), with
+    its unknown and missing keys reported; None, with a problem, when it is not a mapping."""
+    code = raw.get("code") if isinstance(raw, dict) else None
+    entry = f"#{idx + 1}" + (f" ({code})" if isinstance(code, str) else "")
+    if not isinstance(raw, dict):
+        col.add(entry, None, f"each {what} must be a mapping, found {type(raw).__name__}")
+        return None
+    before = len(col.errors)
+    check_keys(col, entry, "", raw, keys)
+    return entry, before
+
+
 def text(col: Collector, entry: str | None, fieldname: str, value, required: bool = True) -> str | None:
     """A non-empty text, stripped; None (and a problem when required) otherwise."""
     if value is None and not required:

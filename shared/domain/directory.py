@@ -13,7 +13,7 @@ from typing import Iterable
 
 from shared.domain import PACKAGE_DATA
 from shared.domain.datafile import (Collector, DataFileError, check_keys, content_hash, load_file,
-                                    text)
+                                    open_entry, text)
 
 AGENCY_CODE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]{0,63}$")
 EMAIL = re.compile(r"^[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}$")
@@ -207,13 +207,11 @@ def _person(col, entry, fieldname, raw) -> tuple[Person | None, dict | None]:
 
 
 def _parse_agency(col, idx, raw, offices: frozenset[str] | None = None, offices_file: str = ""):
-    code = raw.get("code") if isinstance(raw, dict) else None
-    entry = f"#{idx + 1}" + (f" ({code})" if isinstance(code, str) else "")
-    if not isinstance(raw, dict):
-        col.add(entry, None, f"each agency must be a mapping, found {type(raw).__name__}")
+    opened = open_entry(col, idx, raw, "agency", _AGENCY_KEYS)
+    if opened is None:
         return None
-    before = len(col.errors)
-    check_keys(col, entry, "", raw, _AGENCY_KEYS)
+    entry, before = opened
+    code = raw.get("code")
     if "code" in raw and (not isinstance(code, str) or not AGENCY_CODE.match(code)):
         col.add(entry, "code", f"must be an agency code such as \"000.00.00.H56\", found {code!r}")
     name = text(col, entry, "name", raw.get("name")) if "name" in raw else None
