@@ -274,7 +274,7 @@ def start_kafka_container(image: str, timeout: float = 120.0):
     from testcontainers.core.container import DockerContainer
     from testcontainers.core.wait_strategies import LogMessageWaitStrategy
 
-    from shared.dev.localstack import kafka_healthy
+    from shared.dev.health import kafka_healthy
 
     port = _free_port()
     container = DockerContainer(image).with_envs(
@@ -307,7 +307,7 @@ def start_mongo_container(image: str, timeout: float = 60.0):
     127.0.0.1:<free port>. Returns (container, uri)."""
     from testcontainers.core.container import DockerContainer
 
-    from shared.dev.localstack import mongo_healthy
+    from shared.dev.health import mongo_healthy
 
     port = _free_port()
     container = DockerContainer(image)
@@ -351,9 +351,10 @@ class _Infra:
                 raise RuntimeError(f"the session's local stack could not start: {self._stack_error}")
             if self._stack is None:
                 from shared.dev import localstack
-                from shared.dev.localstack import free_port_pair
+                from shared.dev.stackconfig import StackConfig
+                from shared.dev.supervisor import free_port_pair
 
-                cfg = localstack.StackConfig.from_env(
+                cfg = StackConfig.from_env(
                     name=f"pytest-{os.getpid()}",
                     kafka_port=free_port_pair(), kafka_controller_port=0,
                     mongo_port=free_port_pair(), mongo_debug_port=0,
@@ -433,7 +434,7 @@ def infra():
 def kafka_bootstrap(infra) -> str:
     """Bootstrap servers of a real Kafka broker (comma-separated host:port)."""
     bootstrap = infra.kafka()
-    from shared.dev.localstack import kafka_healthy
+    from shared.dev.health import kafka_healthy
 
     try:
         kafka_healthy(bootstrap, timeout=10)
@@ -446,7 +447,7 @@ def kafka_bootstrap(infra) -> str:
 def mongo_uri(infra) -> str:
     """URI of a real MongoDB-wire server (MongoDB or FerretDB)."""
     uri = infra.mongo()
-    from shared.dev.localstack import mongo_healthy
+    from shared.dev.health import mongo_healthy
 
     try:
         mongo_healthy(uri, timeout=10)

@@ -29,7 +29,7 @@ from shared.platform.config import Settings, env
 from shared.contracts.events import DOSSIER_CODE
 from shared.platform.mongo import mongo_db
 from shared.platform.runtime import Lazy
-from shared.domain.workcal import TZ
+from shared.domain.instants import TZ
 
 from . import fmt, view as v
 from .exports import CSV_MIME, XLSX_MIME, to_csv, to_xlsx

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from datetime import date, datetime, timezone
 
-from shared.domain.workcal import TZ, working_hours_vi
+from shared.domain.instants import TZ
+from shared.domain.workcal import working_hours_vi
 
 STATUS = {"received": "đã tiếp nhận", "handling": "đang giải quyết", "awaiting_supplement": "chờ bổ sung",
           "paused": "tạm dừng giải quyết", "resolved": "đã có kết quả", "returned": "đã trả kết quả",

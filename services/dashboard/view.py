@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Callable, Iterable
 
-from shared.domain.workcal import TZ
+from shared.domain.instants import TZ
 
 OPEN_STATES = ("open", "escalated")
 ONE_WORKING_DAY = timedelta(hours=8)

@@ -100,28 +100,34 @@ def post_batch():
     return resp
 
 
-def _receipt_of(event_id: str) -> dict:
-    """Mẫu 01 data of a `dossier.received` accepted by intake and visible to the key."""
-    from shared.domain.engine import receipt_due
-
-    from .receipt import receipt_data
+def _accepted(event_id: str) -> tuple[str, dict]:
+    """(event id, stored record) of an event intake accepted for the key's agencies; 422 for a
+    malformed id, 404 for an unknown one or one outside the key's subtree."""
     principal = authenticate()
     try:
         eid = str(uuid.UUID(event_id))
     except ValueError:
         raise ApiError.one(422, "invalid_format", "not a valid UUID", field="event_id") from None
-    res = _ext()["resources"]
     doc = _ext()["store"]().get(eid)
-    if doc is None or not principal.can_access(doc["agency_code"], res.directory()):
+    if doc is None or not principal.can_access(doc["agency_code"], _ext()["resources"].directory()):
         raise ApiError.one(404, "not_found", f"no event {eid} accepted for this key's agencies",
                            field="event_id")
+    return eid, doc
+
+
+def _receipt_of(event_id: str) -> dict:
+    """Mẫu 01 data of a `dossier.received` accepted by intake and visible to the key."""
+    from shared.domain.engine import receipt_due
+
+    from .receipt import receipt_data
+    eid, doc = _accepted(event_id)
     if doc["type"] != "dossier.received":
         raise ApiError.one(409, "not_a_receipt",
                            f"event {eid} is a {doc['type']}, not a dossier.received: it has no "
                            f"Giấy tiếp nhận", field="event_id")
     service = _ext()["service"]
     event = service.stored_event(doc)
-    ctx = res.engine_ctx()
+    ctx = _ext()["resources"].engine_ctx()
     return receipt_data(event, receipt_due(event, ctx), ctx)
 
 
@@ -142,16 +148,7 @@ def print_receipt(event_id: str):
 
 @bp.get("/v1/events/<event_id>")
 def get_event(event_id: str):
-    principal = authenticate()
-    try:
-        eid = str(uuid.UUID(event_id))
-    except ValueError:
-        raise ApiError.one(422, "invalid_format", "not a valid UUID", field="event_id") from None
-    res = _ext()["resources"]
-    doc = _ext()["store"]().get(eid)
-    if doc is None or not principal.can_access(doc["agency_code"], res.directory()):
-        raise ApiError.one(404, "not_found", f"no event {eid} accepted for this key's agencies",
-                           field="event_id")
+    eid, doc = _accepted(event_id)
     body = {"event_id": eid, "status": doc["status"], "type": doc["type"],
             "dossier_code": doc["dossier_code"], "agency_code": doc["agency_code"],
             "recorded_at": stored_value(doc)["recorded_at"]}

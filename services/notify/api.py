@@ -15,7 +15,7 @@
   acknowledged (`already_resolved`).
 - `GET /v1/findings/<finding_id>` (API key, finding in the key's subtree): the finding as notify
   holds it, with `alerting` (acknowledgement, escalation level, repeats) — the same view the sla
-  API shows (`services/notify/view.py`).
+  API shows (`shared/contracts/alerting.py`).
 - `GET /openapi.json`: the OpenAPI document (`services/notify/openapi.py`).
 - `/healthz`, `/readyz` (MongoDB ping), `/metrics` (HTTP metrics, and from the store: sent and
   failed by channel, pending/deferred queue, delivery latency histogram).
@@ -28,6 +28,7 @@ from __future__ import annotations
 import os
 from datetime import datetime, timezone
 
+from shared.contracts.alerting import alerting
 from shared.platform.auth import KeyStore, authenticate, init_auth
 from shared.platform.httpapi import ApiError, init_http
 from shared.platform.mongo import ping_error
@@ -37,7 +38,6 @@ from .bootstrap import bootstrap
 from .service import NotifyService
 from .templates import SEVERITY_TEXT, local_text
 from .tokens import TokenError, verify_ack
-from .view import alerting
 
 MAX_PAGE = 500
 OUTCOMES = ("sent", "error", "failed")

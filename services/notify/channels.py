@@ -21,7 +21,7 @@ from typing import Protocol
 from urllib.parse import quote
 
 from shared.platform.clock import Clock, SystemClock
-from shared.domain.workcal import TZ
+from shared.domain.instants import TZ
 
 from .tokens import sign_webhook
 

@@ -18,9 +18,10 @@ from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
+from shared.contracts.alerting import NOTIFY_FINDINGS
 from shared.domain.instants import stored_utc
 
-FINDINGS = "notify_findings"
+FINDINGS = NOTIFY_FINDINGS     # its name is part of the alerting contract: the sla API reads it
 NOTIFICATIONS = "notifications"
 DELIVERIES = "deliveries"
 ACKS = "acks"

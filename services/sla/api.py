@@ -23,8 +23,7 @@ from shared.contracts.findings import SEVERITIES, STATES
 from shared.platform.httpapi import ApiError, init_http
 from shared.platform.mongo import ping_error
 from shared.platform.runtime import Lazy
-
-from services.notify.view import alerting_for
+from shared.contracts.alerting import alerting_for
 
 from .bootstrap import bootstrap
 from .repository import MongoRepository, finding_message, live_names, strip_dossier

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 
 from shared.platform.httpapi import ApiError
-from shared.domain.workcal import TZ
+from shared.domain.instants import TZ
 
 GROUP_BY = ("agency", "field", "procedure")
 COUNTS = ("carried_over", "received_online", "received_direct_postal", "received_total",

@@ -20,32 +20,40 @@ from shared.platform.refdata import CatalogStore, DirectoryStore
 _db = cli_db  # the CLI's one MongoDB opener
 
 
-def _load_catalog(path: str):
-    try:
-        return load_catalog(path)
-    except CatalogError as exc:
-        raise CliError(f"invalid procedure catalog: {exc}") from None
+def _loader(load, error_cls, what: str):
+    """`load` with its file errors turned into a CLI error naming `what` the file holds."""
+    def run(path: str):
+        try:
+            return load(path)
+        except error_cls as exc:
+            raise CliError(f"invalid {what}: {exc}") from None
+    return run
 
 
-def _load_directory(path: str):
-    try:
-        return load_directory(path)
-    except DirectoryError as exc:
-        raise CliError(f"invalid agency directory: {exc}") from None
-
-
-def _catalog_check(args) -> int:
-    catalog = _load_catalog(args.file)
-    summary = catalog.summary()
-    if args.json:
-        print(json.dumps(summary, ensure_ascii=False, indent=2))
-        return 0
-    print(f"{args.file}: OK, version {summary['version']}")
+def _print_catalog(summary: dict) -> None:
     print(f"  {summary['procedures']} procedures ({summary['versions']} dated versions), "
           f"{summary['sourced']} sourced, {summary['sample']} marked sample")
     for field_name, n in summary["by_field"].items():
         print(f"  {n:3d}  {field_name}")
-    return 0
+
+
+def _print_directory(summary: dict) -> None:
+    print(f"  {summary['agencies']} agencies, depth {summary['depth']}, roots: {', '.join(summary['roots'])}")
+    if summary["without_head"]:
+        print(f"  without a head (alerts fall back to the parent): {', '.join(summary['without_head'])}")
+
+
+def _checker(load, show):
+    """`motcua <kind> check FILE`: validate with `load`, print its summary (`show`) or as JSON."""
+    def run(args) -> int:
+        summary = load(args.file).summary()
+        if args.json:
+            print(json.dumps(summary, ensure_ascii=False, indent=2))
+            return 0
+        print(f"{args.file}: OK, version {summary['version']}")
+        show(summary)
+        return 0
+    return run
 
 
 def _importer(store_cls, load, kind: str, unit: str):
@@ -61,47 +69,35 @@ def _importer(store_cls, load, kind: str, unit: str):
     return run
 
 
-def _directory_check(args) -> int:
-    directory = _load_directory(args.file)
-    summary = directory.summary()
-    if args.json:
-        print(json.dumps(summary, ensure_ascii=False, indent=2))
-        return 0
-    print(f"{args.file}: OK, version {summary['version']}")
-    print(f"  {summary['agencies']} agencies, depth {summary['depth']}, roots: {', '.join(summary['roots'])}")
-    if summary["without_head"]:
-        print(f"  without a head (alerts fall back to the parent): {', '.join(summary['without_head'])}")
-    return 0
+# kind -> (what the file holds, its unit, loader, its error, summary printer, store)
+KINDS = {
+    "catalog": ("procedure catalog", "procedures", load_catalog, CatalogError, _print_catalog,
+                CatalogStore),
+    "directory": ("agency directory", "agencies", load_directory, DirectoryError, _print_directory,
+                  DirectoryStore),
+}
 
 
 def register(subparsers) -> None:
     """Add `catalog` and `directory` to the `motcua` dispatcher."""
-    cat = subparsers.add_parser("catalog", help="procedure catalog: check or import a file",
-                                description="Validate or import a procedure catalog (docs/catalog.md).")
-    cat_sub = cat.add_subparsers(dest="catalog_command", metavar="ACTION")
-    check = cat_sub.add_parser("check", help="validate FILE and print a summary",
-                               description="Validate a catalog file; exit 2 listing every error.")
-    check.add_argument("file", metavar="FILE", help="catalog file (YAML or JSON)")
-    check.add_argument("--json", action="store_true", help="print the summary as JSON")
-    check.set_defaults(func=_catalog_check)
-    imp = cat_sub.add_parser("import", help="validate FILE and store it as the current catalog version",
+    for kind, (what, unit, load_file, error_cls, show, store_cls) in KINDS.items():
+        load = _loader(load_file, error_cls, what)
+        top = subparsers.add_parser(kind, help=f"{what}: check or import a file",
+                                    description=f"Validate or import {_a(what)} (docs/catalog.md).")
+        sub = top.add_subparsers(dest=f"{kind}_command", metavar="ACTION")
+        check = sub.add_parser("check", help="validate FILE and print a summary",
+                               description=f"Validate a {kind} file; exit 2 listing every error.")
+        check.add_argument("file", metavar="FILE", help=f"{kind} file (YAML or JSON)")
+        check.add_argument("--json", action="store_true", help="print the summary as JSON")
+        check.set_defaults(func=_checker(load, show))
+        imp = sub.add_parser("import", help=f"validate FILE and store it as the current {kind} version",
                              description="Validate, then store into MongoDB (MONGO_URI, MONGO_DB), "
-                                         "collection catalog_versions; prints the version.")
-    imp.add_argument("file", metavar="FILE", help="catalog file (YAML or JSON)")
-    imp.set_defaults(func=_importer(CatalogStore, _load_catalog, "catalog", "procedures"))
-    cat.set_defaults(func=lambda a: (cat.print_help(), 2)[1])
+                                         f"collection {store_cls.VERSIONS}; prints the version.")
+        imp.add_argument("file", metavar="FILE", help=f"{kind} file (YAML or JSON)")
+        imp.set_defaults(func=_importer(store_cls, load, kind, unit))
+        top.set_defaults(func=lambda a, top=top: (top.print_help(), 2)[1])
 
-    dire = subparsers.add_parser("directory", help="agency directory: check or import a file",
-                                 description="Validate or import an agency directory (docs/catalog.md).")
-    dir_sub = dire.add_subparsers(dest="directory_command", metavar="ACTION")
-    dcheck = dir_sub.add_parser("check", help="validate FILE and print a summary",
-                                description="Validate a directory file; exit 2 listing every error.")
-    dcheck.add_argument("file", metavar="FILE", help="directory file (YAML or JSON)")
-    dcheck.add_argument("--json", action="store_true", help="print the summary as JSON")
-    dcheck.set_defaults(func=_directory_check)
-    dimp = dir_sub.add_parser("import", help="validate FILE and store it as a new directory version",
-                              description="Validate, then store into MongoDB (MONGO_URI, MONGO_DB), "
-                                          "collection directory_versions; prints the version.")
-    dimp.add_argument("file", metavar="FILE", help="directory file (YAML or JSON)")
-    dimp.set_defaults(func=_importer(DirectoryStore, _load_directory, "directory", "agencies"))
-    dire.set_defaults(func=lambda a: (dire.print_help(), 2)[1])
+
+def _a(what: str) -> str:
+    """The noun with its indefinite article, for help texts."""
+    return ("an " if what[0] in "aeiou" else "a ") + what

@@ -11,7 +11,8 @@ from datetime import datetime
 
 from shared.cli import CliError
 from shared.domain.limits import parse_limit
-from shared.domain.workcal import TZ, CalendarError, calendar_for, explain_due
+from shared.domain.instants import TZ
+from shared.domain.workcal import CalendarError, calendar_for, explain_due
 
 
 

@@ -54,7 +54,7 @@ def register(sub) -> None:
 
 
 def _cfg(args):
-    from shared.dev.localstack import StackConfig, StackError
+    from shared.dev.stackconfig import StackConfig, StackError
     try:
         return StackConfig.from_env(name=args.name)
     except StackError as exc:
@@ -62,7 +62,7 @@ def _cfg(args):
 
 
 def _guard(fn, *a, **kw):
-    from shared.dev.localstack import StackError
+    from shared.dev.stackconfig import StackError
     try:
         return fn(*a, **kw)
     except StackError as exc:
@@ -140,7 +140,6 @@ def _clock_line(cfg) -> str:
     if clock is None:
         return "clock: system time"
     try:
-        from shared.domain.workcal import TZ
         now = clock.now().astimezone(TZ).strftime("%Y-%m-%d %H:%M %a (Asia/Ho_Chi_Minh)")
     except (OSError, ValueError) as exc:
         now = f"unreadable ({type(exc).__name__})"
@@ -227,8 +226,8 @@ def _env(args) -> int:
 
 
 def _provision(args) -> int:
-    from shared.dev import localstack
-    _guard(localstack.provision, _cfg(args))
+    from shared.dev.provision import provision
+    _guard(provision, _cfg(args))
     print("Kafka jars and FerretDB binary are in the cache")
     return 0
 

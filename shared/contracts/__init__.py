@@ -1,2 +1,3 @@
 """The contracts between the services: dossier events (events, eventcheck), finding messages
-(findings) and dead letters (deadletter). May import the domain, never the platform."""
+(findings), dead letters (deadletter) and the alerting read model notify keeps for the others
+(alerting). May import the domain, never the platform."""

@@ -1,2 +1,3 @@
-"""Developer tooling the service image does not ship: the local stack without Docker and its
-mail catcher (localstack), the demo month (demo_month)."""
+"""Developer tooling the service image does not ship: the local stack without Docker
+(`localstack`, built from `stackconfig`, `provision`, `supervisor`, `health`, `infra`) and its
+mail catcher (`mailcatcher`), the demo month (`demo_month`)."""

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time as dtime, timedelta, timezone
 from random import Random
 
-from shared.domain.workcal import TZ
+from shared.domain.instants import TZ
 
 # (story, procedure code, components left out): the procedures are the shipped catalog's
 STORIES = [

@@ -6,18 +6,16 @@ procedures; a procedure code may appear several times, once per version, each wi
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 from typing import Iterable
 
-import yaml
-
 from shared.domain import PACKAGE_DATA
 from shared.domain.codes import COMPONENT_ID, PROCEDURE_CODE
+from shared.domain.datafile import (Collector, DataFileError, check_keys, content_hash, load_file,
+                                    open_entry, text)
 from shared.domain.instants import TZ, ensure_utc
 from shared.domain.limits import Limit, parse_limit
 
@@ -41,98 +39,8 @@ _STEP_KEYS = {"role": True, "name": True, "share": True}
 
 # ----------------------------------------------------------------------------- errors
 
-class DataFileError(ValueError):
-    """An ops data file (catalog, directory) is invalid. `file`, `entry` ("#3 (1.001193)"),
-    `field` and `message` name the first problem; `errors` holds every problem found."""
-
-    def __init__(self, file: str, entry: str | None, field: str | None, message: str,
-                 errors: list["DataFileError"] | None = None):
-        self.file, self.entry, self.field, self.message = file, entry, field, message
-        self.errors = errors if errors is not None else [self]
-        super().__init__(self._render())
-
-    def _one(self) -> str:
-        where = [self.file]
-        if self.entry:
-            where.append(f"entry {self.entry}")
-        if self.field:
-            where.append(f"field {self.field!r}")
-        return f"{', '.join(where)}: {self.message}"
-
-    def _render(self) -> str:
-        if len(self.errors) <= 1:
-            return self._one()
-        return f"{len(self.errors)} errors:\n" + "\n".join("  " + e._one() for e in self.errors)
-
-
 class CatalogError(DataFileError):
     """A catalog file is invalid (see DataFileError)."""
-
-
-class Collector:
-    """Gathers problems so that one run reports all of them."""
-
-    def __init__(self, file: str, error_cls=CatalogError):
-        self.file = file
-        self.error_cls = error_cls
-        self.errors: list = []
-
-    def add(self, entry: str | None, field: str | None, message: str) -> None:
-        self.errors.append(self.error_cls(self.file, entry, field, message))
-
-    def raise_if_any(self) -> None:
-        if self.errors:
-            first = self.errors[0]
-            raise self.error_cls(first.file, first.entry, first.field, first.message, self.errors)
-
-
-class _TextDates(yaml.SafeLoader):
-    """Safe YAML that keeps unquoted dates as text: an impossible one (`2026-13-01`) is then
-    reported by the field's own check with its entry and field, not raised by the YAML reader."""
-
-
-_TextDates.add_constructor("tag:yaml.org,2002:timestamp",
-                           lambda loader, node: loader.construct_scalar(node))
-
-
-def read_records(path: str | Path, error_cls=CatalogError, what: str = "procedures") -> tuple[str, list]:
-    """Read a YAML or JSON file holding a list of mappings; (file name, list)."""
-    p = Path(path)
-    name = str(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise error_cls(name, None, None, "file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise error_cls(name, None, None, f"cannot read file: {exc}") from None
-    try:
-        if p.suffix.lower() == ".json":
-            data = json.loads(text)
-        else:
-            data = yaml.load(text, Loader=_TextDates)  # noqa: S506 (a SafeLoader subclass)
-    except (yaml.YAMLError, json.JSONDecodeError, ValueError) as exc:
-        raise error_cls(name, None, None, f"not valid YAML/JSON: {exc}") from None
-    if not isinstance(data, list):
-        raise error_cls(name, None, None,
-                        f"the file must hold a list of {what}, found {type(data).__name__}")
-    return name, data
-
-
-def check_keys(col: Collector, entry: str, prefix: str, raw: dict, spec: dict[str, bool]) -> None:
-    """Report unknown keys and missing required keys of a mapping."""
-    for key in raw:
-        if key not in spec:
-            col.add(entry, f"{prefix}{key}",
-                    f"unknown key (allowed: {', '.join(sorted(spec))})")
-    for key, required in spec.items():
-        if required and key not in raw:
-            col.add(entry, f"{prefix}{key}", "required key is missing")
-
-
-def content_hash(records: list[dict]) -> str:
-    """A stable hash of normalised records: the version of a catalog or directory."""
-    blob = json.dumps(records, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
 
 
 # ----------------------------------------------------------------------------- model
@@ -315,15 +223,6 @@ class Catalog:
 
 # ----------------------------------------------------------------------------- loading
 
-def _text(col, entry, fieldname, value, required=True) -> str | None:
-    if value is None and not required:
-        return None
-    if not isinstance(value, str) or not value.strip():
-        col.add(entry, fieldname, f"must be a non-empty text, found {value!r}")
-        return None
-    return value.strip()
-
-
 def _date(col, entry, fieldname, value) -> date | None:
     if value is None:
         return None
@@ -385,11 +284,11 @@ def _parse_component(col, entry, idx, raw, seen: dict[str, str]) -> tuple[Compon
         return value
 
     cid = check_id(f"{prefix}.id", raw.get("id"))
-    name = _text(col, entry, f"{prefix}.name", raw.get("name"))
+    name = text(col, entry, f"{prefix}.name", raw.get("name"))
     required = raw.get("required", True)
     if not isinstance(required, bool):
         col.add(entry, f"{prefix}.required", f"must be true or false, found {required!r}")
-    note = _text(col, entry, f"{prefix}.note", raw.get("note"), required=False)
+    note = text(col, entry, f"{prefix}.note", raw.get("note"), required=False)
     alts, alt_names, alt_records = [], [], []
     any_of = raw.get("any_of", [])
     if not isinstance(any_of, list):
@@ -402,7 +301,7 @@ def _parse_component(col, entry, idx, raw, seen: dict[str, str]) -> tuple[Compon
             continue
         check_keys(col, entry, aprefix + ".", alt, _ALTERNATIVE_KEYS)
         aid = check_id(f"{aprefix}.id", alt.get("id"))
-        aname = _text(col, entry, f"{aprefix}.name", alt.get("name"))
+        aname = text(col, entry, f"{aprefix}.name", alt.get("name"))
         if aid and aname:
             alts.append(aid)
             alt_names.append(aname)
@@ -428,7 +327,7 @@ def _parse_step(col, entry, idx, raw, limit: Limit | None) -> tuple[Step, dict] 
     role = raw.get("role")
     if not isinstance(role, str) or not _STEP_ROLE.match(role):
         col.add(entry, f"{prefix}.role", f"must be a slug [a-z0-9][a-z0-9._-]*, found {role!r}")
-    name = _text(col, entry, f"{prefix}.name", raw.get("name"))
+    name = text(col, entry, f"{prefix}.name", raw.get("name"))
     share = str(raw.get("share", "")).strip()
     share_limit = share_pct = None
     if share.endswith("%"):
@@ -462,21 +361,19 @@ def _check_shares(col, entry, limit: Limit, steps: list[Step]) -> None:
 
 
 def _parse_procedure(col, idx, raw) -> tuple[Procedure, dict] | None:
-    code = raw.get("code") if isinstance(raw, dict) else None
-    entry = f"#{idx + 1}" + (f" ({code})" if isinstance(code, str) else "")
-    if not isinstance(raw, dict):
-        col.add(entry, None, f"each procedure must be a mapping, found {type(raw).__name__}")
+    opened = open_entry(col, idx, raw, "procedure", _PROCEDURE_KEYS)
+    if opened is None:
         return None
-    before = len(col.errors)
-    check_keys(col, entry, "", raw, _PROCEDURE_KEYS)
+    entry, before = opened
+    code = raw.get("code")
     if isinstance(code, float):
         col.add(entry, "code", f"{code!r} was read as a number: quote the code, e.g. \"1.001193\"")
     elif "code" in raw and (not isinstance(code, str) or not PROCEDURE_CODE.match(code)):
         col.add(entry, "code", f"must be a procedure code such as \"1.001193\", found {code!r}")
-    name = _text(col, entry, "name", raw.get("name")) if "name" in raw else None
-    fieldname = _text(col, entry, "field", raw.get("field")) if "field" in raw else None
-    level = _text(col, entry, "level", raw.get("level"), required=False)
-    note = _text(col, entry, "note", raw.get("note"), required=False)
+    name = text(col, entry, "name", raw.get("name")) if "name" in raw else None
+    fieldname = text(col, entry, "field", raw.get("field")) if "field" in raw else None
+    level = text(col, entry, "level", raw.get("level"), required=False)
+    note = text(col, entry, "note", raw.get("note"), required=False)
     limit = None
     if "limit" in raw:
         try:
@@ -499,7 +396,7 @@ def _parse_procedure(col, idx, raw) -> tuple[Procedure, dict] | None:
                                      "(say where the procedure was published)")
         source = ""
     else:
-        source = _text(col, entry, "source", source) or ""
+        source = text(col, entry, "source", source) or ""
     eff_from = _date(col, entry, "effective_from", raw.get("effective_from"))
     eff_to = _date(col, entry, "effective_to", raw.get("effective_to"))
     if eff_from and eff_to and eff_to < eff_from:
@@ -554,21 +451,15 @@ def _dating(raw) -> tuple[str, date, date | None] | None:
     code = raw.get("code")
     if not isinstance(code, str) or not PROCEDURE_CODE.match(code):
         return None
-    quiet = Collector("")
+    quiet = Collector("", CatalogError)
     start = _date(quiet, None, "effective_from", raw.get("effective_from"))
     end = _date(quiet, None, "effective_to", raw.get("effective_to"))
     return None if quiet.errors else (code, start or date.min, end)
 
 
-def entry_order(err: "DataFileError") -> int:
-    """Sort key of a problem: its entry number ("#12 (…)"), file-level ones first."""
-    m = re.match(r"#(\d+)", err.entry or "")
-    return int(m.group(1)) if m else 0
-
-
 def catalog_from_records(records: list, file: str = "<records>") -> Catalog:
     """Validate a list of procedure mappings (as read from a file or a store)."""
-    col = Collector(file)
+    col = Collector(file, CatalogError)
     procedures, normalised = [], []
     dated: list[tuple[int, str, date, date | None]] = []    # every entry whose dating is readable
     for i, raw in enumerate(records):
@@ -602,15 +493,13 @@ def catalog_from_records(records: list, file: str = "<records>") -> Catalog:
                         f"versions of {code} overlap: the version of entry #{i + 1}, in force "
                         f"from {start}, runs until {a_to or 'further notice'}; give it an "
                         f"effective_to before {b_from}")
-    col.errors.sort(key=entry_order)
     col.raise_if_any()
     return Catalog(procedures, normalised, source=file)
 
 
 def load_catalog(path: str | Path) -> Catalog:
     """Load and validate a catalog file (YAML or JSON); CatalogError names file, entry, field."""
-    name, records = read_records(path, CatalogError, "procedures")
-    return catalog_from_records(records, name)
+    return load_file(path, CatalogError, "procedures", catalog_from_records)
 
 
 def default_catalog() -> Catalog:

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from shared.domain.catalog import (Collector, DataFileError, check_keys, content_hash, entry_order,
-                                   read_records)
 from shared.domain import PACKAGE_DATA
+from shared.domain.datafile import (Collector, DataFileError, check_keys, content_hash, load_file,
+                                    open_entry, text)
 
 AGENCY_CODE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]{0,63}$")
 EMAIL = re.compile(r"^[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}$")
@@ -170,15 +170,6 @@ class Directory:
 
 # ----------------------------------------------------------------------------- loading
 
-def _text(col, entry, fieldname, value, required=True):
-    if value is None and not required:
-        return None
-    if not isinstance(value, str) or not value.strip():
-        col.add(entry, fieldname, f"must be a non-empty text, found {value!r}")
-        return None
-    return value.strip()
-
-
 def _channel(col, entry, fieldname, kind, value):
     if value is None:
         return None
@@ -205,8 +196,8 @@ def _person(col, entry, fieldname, raw) -> tuple[Person | None, dict | None]:
         return None, None
     before = len(col.errors)
     check_keys(col, entry, fieldname + ".", raw, _PERSON_KEYS)
-    name = _text(col, entry, f"{fieldname}.name", raw.get("name"))
-    title = _text(col, entry, f"{fieldname}.title", raw.get("title"), required=False)
+    name = text(col, entry, f"{fieldname}.name", raw.get("name"))
+    title = text(col, entry, f"{fieldname}.title", raw.get("title"), required=False)
     ch = {k: _channel(col, entry, f"{fieldname}.{k}", k, raw.get(k))
           for k in ("email", "phone", "sms", "webhook")}
     if len(col.errors) > before:
@@ -216,16 +207,14 @@ def _person(col, entry, fieldname, raw) -> tuple[Person | None, dict | None]:
 
 
 def _parse_agency(col, idx, raw, offices: frozenset[str] | None = None, offices_file: str = ""):
-    code = raw.get("code") if isinstance(raw, dict) else None
-    entry = f"#{idx + 1}" + (f" ({code})" if isinstance(code, str) else "")
-    if not isinstance(raw, dict):
-        col.add(entry, None, f"each agency must be a mapping, found {type(raw).__name__}")
+    opened = open_entry(col, idx, raw, "agency", _AGENCY_KEYS)
+    if opened is None:
         return None
-    before = len(col.errors)
-    check_keys(col, entry, "", raw, _AGENCY_KEYS)
+    entry, before = opened
+    code = raw.get("code")
     if "code" in raw and (not isinstance(code, str) or not AGENCY_CODE.match(code)):
         col.add(entry, "code", f"must be an agency code such as \"000.00.00.H56\", found {code!r}")
-    name = _text(col, entry, "name", raw.get("name")) if "name" in raw else None
+    name = text(col, entry, "name", raw.get("name")) if "name" in raw else None
     parent = raw.get("parent")
     if parent is not None and (not isinstance(parent, str) or not AGENCY_CODE.match(parent)):
         col.add(entry, "parent", f"must be the code of another agency or null, found {parent!r}")
@@ -265,8 +254,8 @@ def _parse_agency(col, idx, raw, offices: frozenset[str] | None = None, offices_
                   for k in ("email", "phone", "sms", "webhook")}
             contacts = Contacts(**ch)
             contacts_r = {k: v for k, v in ch.items() if v is not None}
-    level = _text(col, entry, "level", raw.get("level"), required=False)
-    short = _text(col, entry, "short_name", raw.get("short_name"), required=False)
+    level = text(col, entry, "level", raw.get("level"), required=False)
+    short = text(col, entry, "short_name", raw.get("short_name"), required=False)
     if len(col.errors) > before:
         return None
     agency = Agency(code=code, name=name, parent=parent, head=head, acting_head=acting,
@@ -286,14 +275,15 @@ def directory_from_records(records: list, file: str = "<records>", *,
     shared/data/offices.yaml, the one the engine's calendars read). Every problem is reported in
     one run: duplicate codes, parents and cycles are checked over all entries, including those
     with other errors."""
-    from shared.domain import workcal
+    from shared.domain.workcal.errors import CalendarConfigError
+    from shared.domain.workcal.files import OFFICES_FILE, office_ids
 
-    offices_path = Path(offices_file) if offices_file is not None else workcal.OFFICES_FILE
+    offices_path = Path(offices_file) if offices_file is not None else OFFICES_FILE
     offices = None
     if check_offices:
         try:
-            offices = workcal.office_ids(offices_path)
-        except workcal.CalendarConfigError as exc:
+            offices = office_ids(offices_path)
+        except CalendarConfigError as exc:
             raise DirectoryError(file, None, "office", f"cannot check the offices: {exc}") from None
     col = Collector(file, DirectoryError)
     agencies, normalised = [], []
@@ -330,15 +320,13 @@ def directory_from_records(records: list, file: str = "<records>", *,
                 reported.add(key)
                 col.add(f"#{i + 1} ({code})", "parent",
                         "the parent chain forms a cycle: " + " → ".join(loop))
-    col.errors.sort(key=entry_order)
     col.raise_if_any()
     return Directory(agencies, normalised, source=file)
 
 
 def load_directory(path: str | Path) -> Directory:
     """Load and validate a directory file (YAML or JSON); DirectoryError names file, entry, field."""
-    name, records = read_records(path, DirectoryError, "agencies")
-    return directory_from_records(records, name)
+    return load_file(path, DirectoryError, "agencies", directory_from_records)
 
 
 def default_directory() -> Directory:

@@ -47,7 +47,7 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "INTAKE_URL": ("http://127.0.0.1:8001", "base URL of the intake API"),
     "SLA_URL": ("http://127.0.0.1:8002", "base URL of the sla read API"),
     "MAIL_DIR": ("", "local stack: folder where the SMTP catcher stores each alert as an .eml file"),
-    # the local stack of deploy/local (shared/dev/localstack.py)
+    # the local stack of deploy/local (shared/dev/stackconfig.py)
     "MOTCUA_LOCAL_NAME": ("dev", "local stack: name; state goes to <MOTCUA_LOCAL_DIR>/<name>/"),
     "MOTCUA_LOCAL_DIR": (".local", "local stack: state root (pids, logs, data, mail), relative to the repo"),
     "MOTCUA_CACHE_DIR": ("deploy/local/.cache", "local stack: Kafka jars and FerretDB binary cache"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, time, timedelta, timezone
 
-from shared.domain.workcal import TZ
+from shared.domain.instants import TZ
 
 SESSIONS = ((time(7, 30), time(11, 30)), (time(13, 0), time(17, 0)))
 

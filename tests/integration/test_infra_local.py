@@ -1,4 +1,4 @@
-"""The local stack of deploy/local (shared/dev/localstack.py) through `motcua local`: a private stack
+"""The local stack of deploy/local (shared/dev/) through `motcua local`: a private stack
 on free ports, started, checked with real clients, started again (idempotent), stopped, wiped."""
 from __future__ import annotations
 
@@ -11,8 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from shared.dev import localstack
-from shared.dev.localstack import StackConfig, StackError
+from shared.dev import localstack, supervisor
+from shared.dev.health import kafka_healthy, mongo_healthy
+from shared.dev.infra import start_smtp
+from shared.dev.provision import build_ferretdb, fetch_kafka
+from shared.dev.stackconfig import StackConfig, StackError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -60,9 +63,19 @@ def test_missing_tool_is_named(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))          # no java, mvn or go here
     cfg = StackConfig(name="x", local_dir=tmp_path, cache_dir=tmp_path / "cache")
     with pytest.raises(StackError, match=r"`mvn` not found on PATH: it is needed to download the Kafka"):
-        localstack.fetch_kafka(cfg)
+        fetch_kafka(cfg)
     with pytest.raises(StackError, match=r"`go` not found on PATH: it is needed to build FerretDB"):
-        localstack.build_ferretdb(cfg)
+        build_ferretdb(cfg)
+
+
+def test_provision_command_reports_a_missing_tool(tmp_path):
+    """`python -m shared.dev.localstack provision` (deploy/test.sh, CI) provisions, or says what is
+    missing and exits 1."""
+    env = {"PATH": str(tmp_path), "MOTCUA_CACHE_DIR": str(tmp_path / "cache"), "HOME": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-m", "shared.dev.localstack", "provision"], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert "error: `mvn` not found on PATH: it is needed to download the Kafka" in done.stderr
 
 
 def test_up_status_env_idempotent_down_and_wipe(tmp_path):
@@ -71,8 +84,9 @@ def test_up_status_env_idempotent_down_and_wipe(tmp_path):
         env.pop(var, None)
     env.update({
         "MOTCUA_LOCAL_NAME": "lifecycle", "MOTCUA_LOCAL_DIR": str(tmp_path),
-        "MOTCUA_KAFKA_PORT": str(localstack.free_port_pair()), "MOTCUA_FERRETDB_PORT": str(localstack.free_port_pair()),
-        "MOTCUA_SMTP_PORT": str(localstack.free_port_pair()),
+        "MOTCUA_KAFKA_PORT": str(supervisor.free_port_pair()),
+        "MOTCUA_FERRETDB_PORT": str(supervisor.free_port_pair()),
+        "MOTCUA_SMTP_PORT": str(supervisor.free_port_pair()),
     })
     cfg = StackConfig.from_env(env)
     try:
@@ -84,8 +98,8 @@ def test_up_status_env_idempotent_down_and_wipe(tmp_path):
         assert f"export KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:{cfg.kafka_port}" in env_file.read_text()
 
         # real clients
-        assert localstack.kafka_healthy(cfg.kafka_bootstrap)
-        assert localstack.mongo_healthy(cfg.mongo_uri)
+        assert kafka_healthy(cfg.kafka_bootstrap)
+        assert mongo_healthy(cfg.mongo_uri)
         with smtplib.SMTP(cfg.host, cfg.smtp_port, timeout=10) as smtp:
             smtp.sendmail("motcua@localhost", ["chutich@example.vn"],
                           "Subject: =?utf-8?b?SOG7kyBzxqEgcXXDoSBo4bqhbg==?=\r\n\r\nquá hạn".encode())
@@ -93,7 +107,7 @@ def test_up_status_env_idempotent_down_and_wipe(tmp_path):
         assert b"X-Envelope-To: chutich@example.vn" in eml.read_bytes()
         assert "quá hạn".encode() in eml.read_bytes()
 
-        pids = {name: localstack._read_pid(cfg, name) for name in localstack.INFRA}
+        pids = {name: supervisor.read_pid(cfg, name) for name in localstack.INFRA}
         assert all(pids.values())
 
         t0 = time.monotonic()
@@ -101,7 +115,7 @@ def test_up_status_env_idempotent_down_and_wipe(tmp_path):
         assert again.returncode == 0, again.stderr
         assert time.monotonic() - t0 < 15
         assert again.stdout.count("already running") == 3
-        assert {name: localstack._read_pid(cfg, name) for name in localstack.INFRA} == pids
+        assert {name: supervisor.read_pid(cfg, name) for name in localstack.INFRA} == pids
 
         status = _motcua(env, "status")
         assert status.returncode == 0
@@ -137,4 +151,4 @@ def test_port_taken_by_a_stranger_is_a_clear_error(tmp_path):
         port = s.getsockname()[1]
         cfg = StackConfig(name="busy", local_dir=tmp_path, smtp_port=port)
         with pytest.raises(StackError, match=rf"port 127.0.0.1:{port} \(smtp\) is already in use"):
-            localstack.start_smtp(cfg)
+            start_smtp(cfg)

@@ -1,7 +1,7 @@
 """The broker dies mid-run: intake never answers 2xx for an event that is not on the topic, and no
 accepted event is lost after the broker comes back.
 
-A PRIVATE Kafka broker is started for this test only (shared.dev.localstack, its own state directory
+A PRIVATE Kafka broker is started for this test only (shared.dev.infra, its own state directory
 under tmp_path and free ports; the shared dev stack is never touched). Intake runs behind a real
 HTTP server (werkzeug, threaded) against that broker and a unique MongoDB database. A client
 thread posts events in a loop; the broker process is SIGKILLed by its pid mid-run; requests get
@@ -27,7 +27,10 @@ from werkzeug.serving import make_server
 
 from services.intake.app import create_app
 from services.intake.openapi import example_event
-from shared.dev import localstack
+from shared.dev import supervisor
+from shared.dev.health import kafka_healthy
+from shared.dev.infra import start_kafka
+from shared.dev.stackconfig import StackConfig
 from shared.platform.auth import KeyStore
 from shared.domain.catalog import default_catalog
 from shared.domain.directory import directory_from_records
@@ -52,44 +55,43 @@ class Attempt:
 @pytest.fixture
 def private_kafka(tmp_path):
     """A single-node KRaft broker of our own (only Kafka: no FerretDB, no SMTP), stopped by pid."""
-    cfg = localstack.StackConfig(name="outage", local_dir=tmp_path / "stack",
-                                 kafka_port=localstack.free_port_pair(),
-                                 mongo_port=localstack.free_port_pair(),
-                                 smtp_port=localstack.free_port_pair())
+    cfg = StackConfig(name="outage", local_dir=tmp_path / "stack",
+                      kafka_port=supervisor.free_port_pair(),
+                      mongo_port=supervisor.free_port_pair(),
+                      smtp_port=supervisor.free_port_pair())
     for d in (cfg.pid_dir, cfg.log_dir, cfg.data_dir, cfg.config_dir):
         d.mkdir(parents=True, exist_ok=True)
     try:
         start_and_wait(cfg)
         yield cfg
     finally:
-        localstack._stop(cfg, "kafka", timeout=10)
+        supervisor.stop(cfg, "kafka", timeout=10)
 
 
 def start_and_wait(cfg, timeout: float = 90.0) -> None:
-    assert localstack.start_kafka(cfg), "the private broker was already running"
-    # right after the fork /proc/<pid>/cmdline can be briefly unreadable, and _wait_healthy would
+    assert start_kafka(cfg), "the private broker was already running"
+    # right after the fork /proc/<pid>/cmdline can be briefly unreadable, and wait_healthy would
     # take that for an early exit: wait until the pid file's process is visible first
     deadline = time.monotonic() + 5
-    while localstack._read_pid(cfg, "kafka") is None and time.monotonic() < deadline:
+    while supervisor.read_pid(cfg, "kafka") is None and time.monotonic() < deadline:
         time.sleep(0.05)
-    localstack._wait_healthy(cfg, "kafka", lambda: localstack.kafka_healthy(cfg.kafka_bootstrap, 2.0),
-                             timeout)
+    supervisor.wait_healthy(cfg, "kafka", lambda: kafka_healthy(cfg.kafka_bootstrap, 2.0), timeout)
 
 
 def kill_broker(cfg) -> int:
     """SIGKILL the private broker (its process group: started with start_new_session) by pid."""
-    pid = localstack._read_pid(cfg, "kafka")
+    pid = supervisor.read_pid(cfg, "kafka")
     assert pid, "the private broker is not running"
     os.killpg(pid, signal.SIGKILL)
     # the JVM's threads exit one by one after the leader turns zombie: wait for the listener
     # to be gone, not only for the pid
     deadline = time.monotonic() + 10
-    while (localstack._read_pid(cfg, "kafka") is not None
-           or localstack.port_open(cfg.host, cfg.kafka_port, 0.2)) and time.monotonic() < deadline:
-        localstack._reap(pid)
+    while (supervisor.read_pid(cfg, "kafka") is not None
+           or supervisor.port_open(cfg.host, cfg.kafka_port, 0.2)) and time.monotonic() < deadline:
+        supervisor.reap(pid)
         time.sleep(0.05)
-    assert localstack._read_pid(cfg, "kafka") is None, "the broker survived SIGKILL"
-    assert not localstack.port_open(cfg.host, cfg.kafka_port), "the broker still listens"
+    assert supervisor.read_pid(cfg, "kafka") is None, "the broker survived SIGKILL"
+    assert not supervisor.port_open(cfg.host, cfg.kafka_port), "the broker still listens"
     return pid
 
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import time
 import uuid
 
-from shared.dev import localstack
+from shared.dev import infra
+from shared.dev.stackconfig import StackConfig
 from shared.platform.config import Settings
 from shared.platform.messaging import ensure_topics
 
@@ -57,8 +58,8 @@ def test_stack_and_workers_create_the_same_partition_count(kafka_bootstrap, mong
     try:
         # the local stack's path (`motcua local up`)
         env = _env("stack")
-        cfg = localstack.StackConfig(host=host, kafka_port=int(port), extra_env=env)
-        localstack.create_topics(cfg)
+        cfg = StackConfig(host=host, kafka_port=int(port), extra_env=env)
+        infra.create_topics(cfg)
         stack = Settings.from_env(env).topics()
         created += stack
         # the workers' paths (each builds its adapters against the real broker and store)

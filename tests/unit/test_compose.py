@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from shared.platform.config import ENV_VARS
-from shared.dev.localstack import KAFKA_VERSION
+from shared.dev.stackconfig import KAFKA_VERSION
 
 REPO = Path(__file__).resolve().parents[2]
 APP_SERVICES = {"intake", "sla-worker", "sla-api", "notify-worker", "notify-api", "dashboard"}

@@ -36,6 +36,6 @@ def test_the_time_zone_is_defined_in_one_place():
              if pattern.search(p.read_text(encoding="utf-8"))]
     assert found == ["shared/domain/instants.py"]
     from services.notify import templates
-    from shared.domain import workcal
     from shared.domain.engine import state
-    assert workcal.TZ is state.TZ is templates.TZ is TZ
+    from shared.domain.workcal import calendar
+    assert calendar.TZ is state.TZ is templates.TZ is TZ

@@ -1,7 +1,8 @@
 """The layers of `shared/` point one way (docs/architecture.md, "Layers"): the domain imports no
 platform, CLI, developer tooling or service; the contracts may add the domain, nothing else of
 shared; nothing in shared names a service; the services never need shared.dev (the image does
-not ship it); no module imports a private name (`_x`) of another.
+not ship it); no service imports another service; no module imports a private name (`_x`) of
+another.
 
 Read from the source (AST), so a lazy import inside a function counts, and so does a dotted
 module name in a string (importlib, entry points written as code)."""
@@ -77,6 +78,23 @@ def test_shared_is_split_into_named_layers():
 @pytest.mark.parametrize("top", sorted(FORBIDDEN))
 def test_dependencies_point_one_way(top):
     assert _violations(top, FORBIDDEN[top]) == []
+
+
+# The dashboard is the supervisors' read side over sla's projections and notify's store (and
+# acknowledges through notify's service): it may read the services it shows. No other service
+# imports another; what two services share is a contract in shared/ (e.g. shared.contracts.alerting).
+READS_OTHER_SERVICES = {"dashboard": ("sla", "notify")}
+
+
+def _services() -> list[str]:
+    return sorted(p.parent.name for p in (ROOT / "services").glob("*/__init__.py"))
+
+
+@pytest.mark.parametrize("service", _services())
+def test_no_service_imports_another_service(service):
+    allowed = READS_OTHER_SERVICES.get(service, ())
+    others = tuple(f"services.{s}" for s in _services() if s != service and s not in allowed)
+    assert _violations(f"services/{service}", others) == []
 
 
 def test_the_checker_sees_lazy_imports_and_dotted_strings(tmp_path, monkeypatch):

@@ -19,7 +19,8 @@ from shared.domain.catalog import default_catalog
 from shared.platform.clock import VirtualClock
 from shared.domain.engine import EngineContext, default_rulesets
 from shared.platform.messaging import InMemoryBus, encode
-from shared.domain.workcal import TZ, calendar_for
+from shared.domain.instants import TZ
+from shared.domain.workcal import calendar_for
 
 from helpers.intake import COMMUNE, DEPT, OTHER, PROVINCE, Env, directory
 

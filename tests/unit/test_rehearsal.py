@@ -13,8 +13,8 @@ from shared.cli import main
 from shared.platform.clock import FileClock
 from shared.dev.demo_month import month_script, play
 from shared.domain.directory import default_directory
-from shared.dev.localstack import StackConfig
-from shared.domain.workcal import TZ
+from shared.dev.stackconfig import StackConfig
+from shared.domain.instants import TZ
 
 START = datetime(2026, 11, 2, 0, 0, tzinfo=timezone.utc)      # Monday 07:00 in Vietnam
 

@@ -16,7 +16,7 @@ from shared.domain import engine, workcal
 from shared.domain.catalog import catalog_from_records
 from shared.domain.engine import EngineContext, default_rulesets
 from shared.contracts.events import load_stored
-from shared.domain.workcal import TZ
+from shared.domain.instants import TZ
 
 SCEN = Path(__file__).parent / "engine_scenarios"
 ONE_STOP = "000.00.17.H56"

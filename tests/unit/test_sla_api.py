@@ -12,7 +12,7 @@ from shared.platform.auth import KeyStore
 from shared.platform.clock import VirtualClock
 from shared.platform.config import Settings
 from shared.domain.directory import directory_from_records
-from shared.domain.workcal import TZ
+from shared.domain.instants import TZ
 from services.sla.api import create_app
 from services.sla.reports import Params, tally
 

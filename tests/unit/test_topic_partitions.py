@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.dev import localstack
+from shared.dev import infra
+from shared.dev.stackconfig import StackConfig, StackError
 from shared.platform.config import ENV_VARS, Settings
 
 
@@ -30,14 +31,14 @@ def test_settings_name_every_topic_with_one_partition_count():
 def test_a_bad_partition_count_is_refused_by_name(raw, message):
     with pytest.raises(ValueError, match=message):
         Settings.from_env({"TOPIC_PARTITIONS": raw})
-    with pytest.raises(localstack.StackError, match=message):
-        localstack.stack_settings(localstack.StackConfig(extra_env={"TOPIC_PARTITIONS": raw}))
+    with pytest.raises(StackError, match=message):
+        infra.stack_settings(StackConfig(extra_env={"TOPIC_PARTITIONS": raw}))
 
 
 @pytest.mark.parametrize("extra", [{}, {"TOPIC_PARTITIONS": "4"}])
 def test_local_stack_creates_what_the_workers_create(extra):
-    cfg = localstack.StackConfig(extra_env=extra)
+    cfg = StackConfig(extra_env=extra)
     workers = Settings.from_env(extra)          # what services.sla/notify.worker pass to ensure_topics
-    assert localstack.stack_settings(cfg).topics() == workers.topics()
-    props = localstack.kafka_properties(cfg, Path("/tmp/data"))
+    assert infra.stack_settings(cfg).topics() == workers.topics()
+    props = infra.kafka_properties(cfg, Path("/tmp/data"))
     assert f"\nnum.partitions={workers.topic_partitions}\n" in props     # topics auto-created by a publish

@@ -12,8 +12,10 @@ import yaml
 
 from shared import cli
 from shared.domain.limits import Limit
-from shared.domain.workcal import (TZ, CalendarConfigError, CalendarRangeError, WorkingCalendar,
-                            calendar_for, explain_due, load_offices, load_overrides)
+from shared.domain.instants import TZ
+from shared.domain.workcal import (CalendarConfigError, CalendarRangeError, WorkingCalendar,
+                                   calendar_for, explain_due)
+from shared.domain.workcal.files import load_offices, load_overrides
 
 HERE = Path(__file__).parent
 SCENARIOS = yaml.safe_load((HERE / "calendar_scenarios.yaml").read_text(encoding="utf-8"))
@@ -293,15 +295,15 @@ def test_explain_cd_with_open_pause_and_counter_session():
 
 
 def test_calendar_for_sees_a_changed_override_file_after_the_recheck_interval(tmp_path, monkeypatch):
-    from shared.domain import workcal
+    from shared.domain.workcal import cache
 
     path = _write(tmp_path, "province: Tỉnh A\ndays_off:\n  - {date: 2026-11-25, name: Nghỉ A}\n")
     first = calendar_for("default", path)
     assert not first.is_working_day(date(2026, 11, 25))
     path.write_text("province: Tỉnh A\ndays_off:\n  - {date: 2026-11-26, name: Nghỉ B}\n", encoding="utf-8")
-    monkeypatch.setattr(workcal, "RECHECK_SECONDS", 3600.0)
+    monkeypatch.setattr(cache, "RECHECK_SECONDS", 3600.0)
     assert calendar_for("default", path) is first          # within the interval: no stat, same calendar
-    monkeypatch.setattr(workcal, "RECHECK_SECONDS", 0.0)
+    monkeypatch.setattr(cache, "RECHECK_SECONDS", 0.0)
     os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
     second = calendar_for("default", path)
     assert second.version != first.version

@@ -8,7 +8,8 @@ import holidays
 from hypothesis import given, settings, strategies as st
 
 from shared.domain.limits import Limit
-from shared.domain.workcal import TZ, calendar_for
+from shared.domain.instants import TZ
+from shared.domain.workcal import calendar_for
 
 from helpers.workcal import day_by_day_add
 

@@ -1,26 +1,27 @@
-"""How a finding stands with its recipients: acknowledgement, escalation, repeats — one view,
-the same on the sla API (`GET /v1/findings`, `/v1/dossiers/<code>/findings`), on the notify API
-(`GET /v1/findings/<id>`) and on the dashboard.
+"""The alerting read model: how a finding stands with its recipients — acknowledgement,
+escalation, repeats. One view, the same on the sla API (`GET /v1/findings`,
+`/v1/dossiers/<code>/findings`), on the notify API (`GET /v1/findings/<id>`) and on the dashboard.
 
-notify owns these facts (it receives the acknowledgements) and keeps them in its
-`notify_findings` collection of the shared database; readers call `alerting_for(db, ids)` (one
-`_id` `$in` read) instead of copying them, so there is one truth and nothing to keep in sync.
+notify owns these facts (it receives the acknowledgements) and writes them in the
+`NOTIFY_FINDINGS` collection of the shared database; the contract is that collection's name, the
+fields below and the view built from them. Readers call `alerting_for(db, ids)` (one `_id` `$in`
+read) instead of copying them, so there is one truth and nothing to keep in sync.
 See docs/alerts.md.
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 
-from .store import FINDINGS
+from shared.domain.instants import stored_utc
 
-_FIELDS = ("acked_at", "acked_by", "level", "repeats", "next_escalation_at", "next_repeat_at",
-           "revision", "state", "episode")
+NOTIFY_FINDINGS = "notify_findings"
+# the fields of a `NOTIFY_FINDINGS` document the view reads
+FIELDS = ("acked_at", "acked_by", "level", "repeats", "next_escalation_at", "next_repeat_at",
+          "revision", "state", "episode")
 
 
 def _iso(t) -> str | None:
-    if not isinstance(t, datetime):
-        return None
-    return (t if t.tzinfo else t.replace(tzinfo=timezone.utc)).astimezone(timezone.utc).isoformat()
+    return stored_utc(t).isoformat() if isinstance(t, datetime) else None
 
 
 def alerting(doc: dict | None) -> dict | None:
@@ -47,5 +48,5 @@ def alerting_for(db, finding_ids) -> dict[str, dict]:
     ids = sorted(set(finding_ids))
     if not ids:
         return {}
-    docs = db[FINDINGS].find({"_id": {"$in": ids}}, dict.fromkeys(_FIELDS, 1))
+    docs = db[NOTIFY_FINDINGS].find({"_id": {"$in": ids}}, dict.fromkeys(FIELDS, 1))
     return {d["_id"]: alerting(d) for d in docs}
