@@ -19,6 +19,8 @@ from shared.domain.catalog import default_catalog
 from shared.platform.clock import VirtualClock
 from shared.domain.engine import EngineContext, default_rulesets
 from shared.platform.messaging import InMemoryBus, encode
+from shared.contracts.events import load_stored
+from shared.domain.engine.receipt import compute_receipt_due, receipt_due
 from shared.domain.workcal import TZ, calendar_for
 
 from helpers.intake import COMMUNE, DEPT, OTHER, PROVINCE, Env, directory
@@ -175,3 +177,81 @@ def test_receipt_endpoint_errors():
     env.post(t, key)
     r = env.client.get(f"/v1/receipts/{t['event_id']}", headers=key)
     assert r.status_code == 409 and r.get_json()["errors"][0]["code"] == "not_a_receipt"
+
+
+# -- the memo: what a new dossier's slip depends on ------------------------------------------
+
+def _stored(e: dict, recorded_at: str = "2027-01-04T00:00:00+00:00") -> dict:
+    return load_stored(dict(e, recorded_at=recorded_at))
+
+
+def _ctx(calendars=calendar_for, catalog=CATALOG):
+    return EngineContext(catalog=catalog, calendars=calendars, rulesets=default_rulesets(),
+                         directory=directory())
+
+
+def _instant(rng: random.Random) -> str:
+    return (datetime(2018, 7, 1, tzinfo=TZ) + timedelta(minutes=rng.randrange(8 * 365 * 1440))).isoformat()
+
+
+def _vary(rng: random.Random, e: dict, n: int) -> dict:
+    """`e` with everything but its receipt instant, agency and procedure changed at random."""
+    v = {**e, "event_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+         "dossier_code": f"VAR-{n:05d}", "data": dict(e["data"])}
+    d = v["data"]
+    comps = ["to-khai", "giay-chung-sinh", "ban-sao-cccd", "khac-0001"]
+    d["channel"] = rng.choice(["direct", "postal", "online", "vneid"])
+    d["components"] = rng.sample(comps, rng.randrange(len(comps) + 1))
+    d["digitized"] = rng.sample(d["components"], rng.randrange(len(d["components"]) + 1))
+    d["reused"] = rng.sample(d["components"], rng.randrange(len(d["components"]) + 1))
+    d["applicant"] = {"kind": rng.choice(["citizen", "organization"]), "name": f"Người nộp {n}"}
+    for k in ("handling_agency_code", "appointment_at", "submitted_at"):
+        d.pop(k, None)
+        if rng.random() < 0.5:
+            d[k] = rng.choice(AGENCIES) if k == "handling_agency_code" else _instant(rng)
+    return v
+
+
+def test_the_slip_depends_only_on_receipt_instant_agency_and_procedure():
+    """The memo's key: if the engine ever reads another field of a receipt for the due date or
+    the texts of the slip, this fails — add that field to receipt._memo_key."""
+    rng = random.Random(118)
+    ctx = _ctx()
+    for n in range(300):
+        e = _received(rng, n)
+        expected = compute_receipt_due(_stored(e), ctx)
+        for k in range(3):
+            v = _vary(rng, e, n * 3 + k)
+            got = compute_receipt_due(_stored(v, recorded_at=_instant(rng)), ctx)
+            assert got == expected, (e, v)
+
+
+def test_memo_answers_copies_and_never_across_contexts_or_calendar_versions():
+    rng = random.Random(7)
+    e = _received(rng, 1)
+    e.update(occurred_at="2025-07-08T15:30:00+07:00", agency_code=DEPT)
+    e["data"]["procedure_code"] = "1.001193"          # same-day: the calendar's closing time
+    ctx = _ctx()
+    first = receipt_due(_stored(e), ctx)
+    first["due_at"] = "changed by a caller"
+    again = receipt_due(_stored(_vary(rng, e, 2)), ctx)
+    assert again == compute_receipt_due(_stored(e), ctx) and again["due_at"] != "changed by a caller"
+
+    # the same context whose calendar file changed (calendar_for reloads it): a new answer
+    current = [calendar_for("default")]
+    moving = _ctx(calendars=lambda office: current[0])
+    before = receipt_due(_stored(e), moving)
+    current[0] = calendar_for("summer-0700")
+    after = receipt_due(_stored(e), moving)
+    assert after["calendar_version"] == current[0].version != before["calendar_version"]
+    assert after == compute_receipt_due(_stored(e), moving) and after["due_at"] != before["due_at"]
+
+    # another context (another catalog) with the same instant, agency and procedure
+    other = _ctx(catalog=_catalog_without("1.001193"))
+    assert receipt_due(_stored(e), other)["due_at"] is None
+
+
+def _catalog_without(code: str):
+    from shared.domain.catalog import Catalog
+    return Catalog([p for p in CATALOG if p.code != code],
+                   [r for r in CATALOG.records if r["code"] != code])
