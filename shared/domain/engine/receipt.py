@@ -113,4 +113,4 @@ class _Memo:
             self._items.clear()
 
 
-_MEMO = _Memo(4096)
+_MEMO = _Memo(1024)      # an entry holds a few KB of text
