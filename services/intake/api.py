@@ -1,4 +1,6 @@
-"""HTTP endpoints of intake: `POST /v1/events`, `POST /v1/events:batch`, `GET /v1/events/<id>`.
+"""HTTP endpoints of intake: `POST /v1/events`, `POST /v1/events:batch`, `GET /v1/events/<id>`,
+and the receipt slip (Mẫu 01) of a received dossier: `GET /v1/receipts/<event_id>[/print]`,
+`GET /v1/dossiers/<code>/receipt[/print]`.
 
 Status codes: 202 published (Kafka acknowledged, acks=all); 200 same event id and body seen
 before (original result, no second event unless the first was never acknowledged); 400 malformed
@@ -14,6 +16,7 @@ import uuid
 
 from flask import Blueprint, current_app, jsonify, request
 
+from shared.contracts.events import DOSSIER_CODE
 from shared.platform.auth import WRITE_ROLES, authenticate
 from shared.platform.httpapi import ApiError
 
@@ -117,18 +120,47 @@ def _accepted(event_id: str) -> tuple[str, dict]:
 
 def _receipt_of(event_id: str) -> dict:
     """Mẫu 01 data of a `dossier.received` accepted by intake and visible to the key."""
-    from shared.domain.engine import receipt_due
-
-    from .receipt import receipt_data
     eid, doc = _accepted(event_id)
     if doc["type"] != "dossier.received":
         raise ApiError.one(409, "not_a_receipt",
                            f"event {eid} is a {doc['type']}, not a dossier.received: it has no "
                            f"Giấy tiếp nhận", field="event_id")
-    service = _ext()["service"]
-    event = service.stored_event(doc)
+    return _receipt(doc)
+
+
+def _receipt_of_dossier(code: str) -> dict:
+    """Mẫu 01 data of a dossier's `dossier.received` visible to the key: the first one published
+    (the one the sla service times the dossier by), else the first one stored."""
+    principal = authenticate()
+    if not DOSSIER_CODE.match(code):
+        raise ApiError.one(422, "invalid_format", "not a valid dossier code", field="dossier_code")
+    directory = _ext()["resources"].directory()
+    docs = [d for d in _ext()["store"]().of_dossier(code, "dossier.received")
+            if principal.can_access(d["agency_code"], directory)]
+    if not docs:
+        raise ApiError.one(404, "not_found",
+                           f"no dossier.received of dossier {code} accepted for this key's "
+                           f"agencies: it has no Giấy tiếp nhận", field="dossier_code")
+    published = sorted((d for d in docs if d["status"] == "published"),
+                       key=lambda d: (d["published_at"], d["offset"]))
+    return _receipt(published[0] if published else min(docs, key=lambda d: d["recorded_at"]))
+
+
+def _receipt(doc: dict) -> dict:
+    from shared.domain.engine import receipt_due
+
+    from .receipt import receipt_data
+    event = _ext()["service"].stored_event(doc)
     ctx = _ext()["resources"].engine_ctx()
-    return receipt_data(event, receipt_due(event, ctx), ctx)
+    return {"event_id": doc["_id"], "status": doc["status"],
+            **receipt_data(event, receipt_due(event, ctx), ctx)}
+
+
+def _page(receipt: dict):
+    from flask import Response
+
+    from .receipt import receipt_html
+    return Response(receipt_html(receipt), mimetype="text/html")
 
 
 @bp.get("/v1/receipts/<event_id>")
@@ -140,10 +172,19 @@ def get_receipt(event_id: str):
 @bp.get("/v1/receipts/<event_id>/print")
 def print_receipt(event_id: str):
     """The same, as a printable Vietnamese HTML page."""
-    from flask import Response
+    return _page(_receipt_of(event_id))
 
-    from .receipt import receipt_html
-    return Response(receipt_html(_receipt_of(event_id)), mimetype="text/html")
+
+@bp.get("/v1/dossiers/<path:code>/receipt")
+def get_dossier_receipt(code: str):
+    """The Mẫu 01 of a dossier found by its code, as JSON."""
+    return jsonify(_receipt_of_dossier(code))
+
+
+@bp.get("/v1/dossiers/<path:code>/receipt/print")
+def print_dossier_receipt(code: str):
+    """The same, as a printable Vietnamese HTML page."""
+    return _page(_receipt_of_dossier(code))
 
 
 @bp.get("/v1/events/<event_id>")

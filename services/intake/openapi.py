@@ -114,6 +114,27 @@ class ErrorsSchema(Schema):
     errors = fields.List(fields.Nested(FieldErrorSchema), required=True)
 
 
+class ReceiptDueSchema(Schema):
+    """The 202's `receipt` block of a `dossier.received`: the engine's due date (the one sla stores)."""
+    due_at = fields.AwareDateTime(allow_none=True, metadata={
+        "description": "legal due date (UTC); null when the procedure is not in the catalog on the "
+                       "receipt date (`reason` says so)"})
+    due_at_local = fields.String(allow_none=True, metadata={"example": "17:00 ngày 09/07/2025"})
+    received_at = fields.AwareDateTime()
+    received_at_local = fields.String()
+    clock_start = fields.AwareDateTime(allow_none=True)
+    limit = fields.String(allow_none=True, metadata={"example": "same-day"})
+    office = fields.String(metadata={"description": "office-hours calendar"})
+    ruleset = fields.String(metadata={"example": "nd118-2025"})
+    ruleset_title = fields.String()
+    ruleset_reason = fields.String(metadata={"description": "why this rule set (Vietnamese)"})
+    clock_model = fields.String(allow_none=True, metadata={"enum": ["pause", "restart"]})
+    catalog_version = fields.String()
+    calendar_version = fields.String()
+    reason = fields.String()
+    receipt_url = fields.String(metadata={"description": "`/v1/receipts/{event_id}`"})
+
+
 class AcceptedSchema(Schema):
     event_id = fields.UUID(required=True)
     status = fields.String(required=True, metadata={"enum": ["published"]})
@@ -122,6 +143,42 @@ class AcceptedSchema(Schema):
     offset = fields.Integer(required=True)
     recorded_at = fields.AwareDateTime(required=True)
     duplicate = fields.Boolean(metadata={"description": "true when the event id was seen before"})
+    receipt = fields.Nested(ReceiptDueSchema, metadata={"description": "dossier.received only"})
+
+
+class AgencyRefSchema(Schema):
+    code = fields.String()
+    name = fields.String(allow_none=True)
+    parent = fields.Dict(allow_none=True)
+
+
+class ReceiptSchema(Schema):
+    """Data of the Giấy tiếp nhận hồ sơ và hẹn trả kết quả (Mẫu 01); no identity number, phone or
+    e-mail of the applicant."""
+    event_id = fields.UUID(required=True, metadata={"description": "the dossier.received it is of"})
+    status = fields.String(required=True, metadata={"enum": ["pending", "published"]})
+    form = fields.Dict(allow_none=True, metadata={"description": "number, title, circular"})
+    dossier_code = fields.String(required=True)
+    dossier_code_format = fields.String(allow_none=True)
+    procedure = fields.Dict(metadata={"description": "code, name, field"})
+    components = fields.List(fields.Dict(), metadata={"description": "id, name, digitized, reused"})
+    channel = fields.String()
+    channel_text = fields.String()
+    applicant = fields.Dict(metadata={"description": "kind, name"})
+    received_at = fields.AwareDateTime()
+    received_at_local = fields.String()
+    due_at = fields.AwareDateTime(allow_none=True)
+    due_at_local = fields.String(allow_none=True)
+    appointment_at_printed = fields.String(allow_none=True)
+    receiving_unit = fields.Nested(AgencyRefSchema, allow_none=True)
+    handling_agency = fields.Nested(AgencyRefSchema, allow_none=True)
+    ruleset = fields.String()
+    ruleset_title = fields.String()
+    ruleset_reason = fields.String()
+    limit = fields.String(allow_none=True)
+    catalog_version = fields.String()
+    calendar_version = fields.String()
+    reason = fields.String()
 
 
 class EventStatusSchema(Schema):
@@ -158,6 +215,7 @@ def build_spec() -> dict:
     spec.components.schema("Errors", schema=ErrorsSchema)
     spec.components.schema("Accepted", schema=AcceptedSchema)
     spec.components.schema("EventStatus", schema=EventStatusSchema)
+    spec.components.schema("Receipt", schema=ReceiptSchema)
     one_of = {"oneOf": [{"$ref": f"#/components/schemas/{c.__name__}"} for c in schemas.values()]}
     examples = {etype.split(".")[1]: {"summary": EXAMPLES[etype]["summary"],
                                       "value": example_event(etype, i + 1)}
@@ -206,6 +264,30 @@ def build_spec() -> dict:
                               "content": {"application/json": {"schema": "EventStatus"}}},
                       "401": common["401"], "404": _err("unknown, or not this key's agencies"),
                       "422": _err("not a UUID"), "429": common["429"], "503": common["503"]}}})
+    slip = {"200": {"description": "Mẫu 01 data", "content": {"application/json": {"schema": "Receipt"}}}}
+    page = {"200": {"description": "Mẫu 01 as a printable Vietnamese page (A5)",
+                    "content": {"text/html": {"schema": {"type": "string"}}}}}
+    by_event = [{"name": "event_id", "in": "path", "required": True,
+                 "schema": {"type": "string", "format": "uuid"}}]
+    by_code = [{"name": "code", "in": "path", "required": True,
+                "schema": {"type": "string", "pattern": ev.DOSSIER_CODE.pattern}}]
+    for path, params, ok, what in (
+            ("/v1/receipts/{event_id}", by_event, slip, "of a dossier.received, as JSON"),
+            ("/v1/receipts/{event_id}/print", by_event, page, "of a dossier.received, printable"),
+            ("/v1/dossiers/{code}/receipt", by_code, slip, "of a dossier, as JSON"),
+            ("/v1/dossiers/{code}/receipt/print", by_code, page, "of a dossier, printable")):
+        errors = ({"409": _err("the event is not a dossier.received")} if "event_id" in path else {})
+        spec.path(path=path, operations={"get": {
+            "summary": f"Giấy tiếp nhận hồ sơ và hẹn trả kết quả (Mẫu 01) {what}"
+                       + ("" if "event_id" in path else ": its first dossier.received published "
+                          "(else the first stored)"),
+            "operationId": ("getReceipt" if "event_id" in path else "getDossierReceipt")
+                           + ("Page" if path.endswith("/print") else ""),
+            "security": [{"bearer": []}], "parameters": params,
+            "responses": {**ok, "401": common["401"],
+                          "404": _err("unknown, or not this key's agencies"),
+                          "422": _err("malformed event id or dossier code"), **errors,
+                          "429": common["429"], "503": common["503"]}}})
     for path, summary in (("/healthz", "liveness"), ("/readyz", "Kafka and MongoDB reachable"),
                           ("/metrics", "Prometheus metrics")):
         spec.path(path=path, operations={"get": {"summary": summary, "responses": {

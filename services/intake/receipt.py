@@ -1,6 +1,7 @@
 """The Giấy tiếp nhận hồ sơ và hẹn trả kết quả (Mẫu 01 of Circular 01/2018/TT-VPCP for 61/107,
 of Circular 03/2025/TT-VPCP for 118/2025) of a dossier received through intake: its data as JSON
-and a printable Vietnamese HTML page (`GET /v1/receipts/<event_id>[/print]`).
+and a printable Vietnamese HTML page (`GET /v1/receipts/<event_id>[/print]`, or by dossier code:
+`GET /v1/dossiers/<code>/receipt[/print]`).
 
 Data come from the stored `dossier.received` event, the catalog (procedure and component names),
 the directory (receiving unit) and the engine's `receipt_due` (the same due date the 202 gave and

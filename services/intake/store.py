@@ -115,8 +115,10 @@ class IntakeStore:
         self._writer = GroupInsert(self.coll)     # pending documents and receipts alike
 
     def ensure_indexes(self) -> None:
-        """`_id` is unique by itself; these serve lookups by dossier and ops queries of pending."""
+        """`_id` is unique by itself; these serve ops queries of pending events and the receipt
+        slip looked up by dossier code."""
         self.coll.create_index([("status", 1), ("recorded_at", 1)], name="status_recorded")
+        self.coll.create_index([("dossier_code", 1), ("type", 1)], name="dossier_type")
 
     def insert_pending(self, docs: list[dict]) -> set[str]:
         """Insert pending documents; returns the ids that already existed (not inserted)."""
@@ -143,6 +145,16 @@ class IntakeStore:
 
     def get(self, event_id: str) -> dict | None:
         return self.get_many([event_id]).get(event_id)
+
+    def of_dossier(self, dossier_code: str, event_type: str) -> list[dict]:
+        """A dossier's event documents of one type, each with its receipt merged in (as `get`).
+
+        FerretDB v1.24 reads the whole collection for any filter but `_id` equality (MongoDB uses
+        the `dossier_type` index): fine for a counter reprinting a slip, never on the event path,
+        where a pointer document per dossier would cost one more insert per event."""
+        ids = [d["_id"] for d in self.coll.find({"dossier_code": dossier_code, "type": event_type},
+                                                {"_id": 1})]
+        return list(self.get_many(ids).values())
 
     def mark_published(self, results: list[tuple[str, str, int, int]], at: datetime) -> None:
         """Record receipts (event_id, topic, partition, offset). Append-only: one insert_many

@@ -29,7 +29,10 @@ CASES = {"n": 0, "by_status": {}}
 OPERATIONS = [("/v1/events", "POST", 500, "positive"), ("/v1/events", "POST", 250, "negative"),
               ("/v1/events:batch", "POST", 200, "positive"),
               ("/v1/events:batch", "POST", 100, "negative"),
-              ("/v1/events/{event_id}", "GET", 100, "positive")]
+              ("/v1/events/{event_id}", "GET", 100, "positive"),
+              ("/v1/receipts/{event_id}", "GET", 50, "positive"),
+              ("/v1/dossiers/{code}/receipt", "GET", 100, "positive"),
+              ("/v1/dossiers/{code}/receipt", "GET", 50, "negative")]
 
 
 @pytest.mark.parametrize("path,method,examples,mode", OPERATIONS)

@@ -176,3 +176,4 @@ def test_receipt_endpoint_errors():
     env.post(t, key)
     r = env.client.get(f"/v1/receipts/{t['event_id']}", headers=key)
     assert r.status_code == 409 and r.get_json()["errors"][0]["code"] == "not_a_receipt"
+

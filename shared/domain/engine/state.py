@@ -419,19 +419,20 @@ def _procedure(s: DossierState, ctx):
     return ctx.catalog.get(s.procedure_code, on=s.received_at)
 
 
-def recompute_due(s: DossierState, ctx) -> DossierState:
+def recompute_due(s: DossierState, ctx, unpaused: datetime | None = None) -> DossierState:
     """The legal due date from the clock start, the limit and the pauses that started before it.
 
     A pause that starts at or after the due date so far does not move it (LEGAL.md, the clock).
     While a counted pause is open the stored due date is provisional (the clock is stopped).
     An issued due date never moves earlier (a later calendar cannot shorten it).
+    `unpaused`: the due date without pauses from the current start, when the caller has it.
     """
     if s.clock_start is None or s.limit is None:
         return s
     cal = _calendar(s, ctx)
     limit = parse_limit(s.limit)
     start = s.restarts[-1] if s.restarts else s.received_at
-    due = cal.due_at(start, limit, ())
+    due = unpaused if unpaused is not None else cal.due_at(start, limit, ())
     intervals: list[tuple[datetime, datetime]] = []      # counted, closed, merged
     stopped = False                                      # an open counted pause stops the clock
     pauses = []
@@ -495,7 +496,8 @@ def _on_received(s: DossierState, ev: _Ev, ctx) -> DossierState:
                 still_missing=tuple(proc.missing_components(s.components)))
     first_due = cal.due_at(ev.at, proc.limit, ())
     s = replace(s, limit_working_hours=hours(cal.working_between(s.clock_start, first_due)))
-    return recompute_due(s, ctx)
+    # no restart can precede the receipt: the count starts at ev.at, as first_due's does
+    return recompute_due(s, ctx, unpaused=first_due)
 
 
 def _clock_model(ruleset, procedure_policy: str | None) -> str:
