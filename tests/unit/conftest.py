@@ -1,0 +1,49 @@
+"""Hooks and fixtures of tests/unit only: unit tests need no network and run in memory
+(docs/testing.md).
+
+- The network guard (tests/helpers/netguard.py) is on from each unit test's setup to the end of
+  its teardown, fixtures included: a connection outside loopback, or to a loopback port that no
+  socket of this process listens on, raises `NetworkBlocked`; an attempt to leave the machine
+  also fails the test, even if the code under test swallowed the error.
+- `_yaml_memo` (autouse): each distinct YAML text is parsed once per session (tests/helpers/
+  yamlmemo.py), so the hundreds of tests that load the shipped reference data do not re-parse it.
+"""
+from __future__ import annotations
+
+import pytest
+
+from helpers.netguard import Guard
+from helpers.yamlmemo import YamlMemo
+
+# installed when tests/unit is collected, so that listeners opened by any fixture are known;
+# it checks connections only while a unit test is set up, runs or is torn down
+GUARD = Guard()
+GUARD.install()
+_MEMO = YamlMemo()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item):
+    GUARD.active = True
+    return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    try:
+        result = yield
+    finally:
+        GUARD.active = False
+    attempts = GUARD.take_remote_attempts()
+    if attempts:
+        pytest.fail("tests/unit need no network, but this test tried to reach: "
+                    + ", ".join(sorted(set(attempts))) + " (move it to tests/integration)",
+                    pytrace=False)
+    return result
+
+
+@pytest.fixture(autouse=True)
+def _yaml_memo():
+    _MEMO.install()
+    yield _MEMO
+    _MEMO.uninstall()
