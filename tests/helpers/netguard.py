@@ -142,3 +142,7 @@ class Guard:
     def take_remote_attempts(self) -> list[str]:
         attempts, self.remote_attempts = self.remote_attempts, []
         return attempts
+
+
+# the one guard of the test process (tests/unit/conftest.py installs and switches it)
+GUARD = Guard()

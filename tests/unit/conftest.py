@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import pytest
 
-from helpers.netguard import Guard
+from helpers.netguard import GUARD
 from helpers.yamlmemo import YamlMemo
 
 # installed when tests/unit is collected, so that listeners opened by any fixture are known;
 # it checks connections only while a unit test is set up, runs or is torn down
-GUARD = Guard()
 GUARD.install()
 _MEMO = YamlMemo()
 
