@@ -19,6 +19,8 @@ import socket
 import weakref
 from dataclasses import dataclass, field
 
+import pytest
+
 _LOCAL_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost", ""}
 
 
@@ -144,5 +146,30 @@ class Guard:
         return attempts
 
 
-# the one guard of the test process (tests/unit/conftest.py installs and switches it)
+# the one guard of the test process
 GUARD = Guard()
+
+
+# A conftest.py that imports these two hooks puts the tests of its folder under the guard, from
+# each test's setup to the end of its teardown, fixtures included. The guard is installed at
+# that import, so that listeners opened by any fixture are known.
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item):
+    GUARD.install()
+    GUARD.active = True
+    return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    try:
+        result = yield
+    finally:
+        GUARD.active = False
+    attempts = GUARD.take_remote_attempts()
+    if attempts:
+        pytest.fail(f"{item.nodeid}: tests here need no network, but this test tried to reach: "
+                    + ", ".join(sorted(set(attempts))) + " (a test that needs a server belongs "
+                    "in tests/integration)", pytrace=False)
+    return result

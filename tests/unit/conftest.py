@@ -12,33 +12,13 @@ from __future__ import annotations
 
 import pytest
 
-from helpers.netguard import GUARD
+from helpers.netguard import GUARD, pytest_runtest_setup, pytest_runtest_teardown  # noqa: F401
 from helpers.yamlmemo import YamlMemo
 
-# installed when tests/unit is collected, so that listeners opened by any fixture are known;
-# it checks connections only while a unit test is set up, runs or is torn down
+# installed now (collection), so that listeners opened by module- or session-scoped fixtures are
+# known; it checks connections only while a test of this folder is set up, runs or is torn down
 GUARD.install()
 _MEMO = YamlMemo()
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_setup(item):
-    GUARD.active = True
-    return (yield)
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_teardown(item, nextitem):
-    try:
-        result = yield
-    finally:
-        GUARD.active = False
-    attempts = GUARD.take_remote_attempts()
-    if attempts:
-        pytest.fail("tests/unit need no network, but this test tried to reach: "
-                    + ", ".join(sorted(set(attempts))) + " (move it to tests/integration)",
-                    pytrace=False)
-    return result
 
 
 @pytest.fixture(autouse=True)
