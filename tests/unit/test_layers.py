@@ -8,6 +8,7 @@ module name in a string (importlib, entry points written as code)."""
 from __future__ import annotations
 
 import ast
+import functools
 import re
 import sys
 from pathlib import Path
@@ -27,10 +28,20 @@ FORBIDDEN = {
 }
 
 
+@functools.lru_cache(maxsize=None)
+def _parsed(path: Path, mtime_ns: int) -> ast.Module:
+    return ast.parse(path.read_text(encoding="utf-8"), str(path))
+
+
+def _tree(path: Path) -> ast.Module:
+    """The module's AST, parsed once per session (several checks read the same files)."""
+    return _parsed(path, path.stat().st_mtime_ns)
+
+
 def _imports(path: Path) -> list[tuple[int, str]]:
     """(line, module) of every import of `path`, relative ones made absolute, and of every string
     that is a dotted module name of the project."""
-    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    tree = _tree(path)
     package = ".".join(path.relative_to(ROOT).with_suffix("").parts)
     if path.name != "__init__.py":
         package = package.rpartition(".")[0]
@@ -104,7 +115,7 @@ def test_no_module_imports_a_private_name_of_another():
     found = []
     for top in ("services", "shared", "tests"):
         for path in (ROOT / top).rglob("*.py"):
-            tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+            tree = _tree(path)
             for node in ast.walk(tree):
                 if isinstance(node, ast.Import):
                     found += [f"{path.relative_to(ROOT)}: import {a.name}" for a in node.names

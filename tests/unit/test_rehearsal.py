@@ -16,8 +16,6 @@ from shared.domain.directory import default_directory
 from shared.dev.localstack import StackConfig
 from shared.domain.workcal import TZ
 
-from helpers.net import closed_port
-
 START = datetime(2026, 11, 2, 0, 0, tzinfo=timezone.utc)      # Monday 07:00 in Vietnam
 
 
@@ -27,6 +25,7 @@ def stack_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("MOTCUA_LOCAL_NAME", "rehearsal")
     monkeypatch.delenv("MOTCUA_CLOCK_FILE", raising=False)
     # no MongoDB, whatever the shell exported: the commands fall back to the files at once
+    from helpers.net import closed_port
     monkeypatch.setenv("MONGO_URI", f"mongodb://127.0.0.1:{closed_port()}/")
     monkeypatch.setenv("MONGO_TIMEOUT_MS", "50")
     return tmp_path
