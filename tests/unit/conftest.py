@@ -18,7 +18,14 @@ from helpers.yamlmemo import YamlMemo
 # installed now (collection), so that listeners opened by module- or session-scoped fixtures are
 # known; it checks connections only while a test of this folder is set up, runs or is torn down
 GUARD.install()
+# on from here to the end of collection too: module-level loads of the shipped reference data
+# (a catalog at import) then count as the first parse
 _MEMO = YamlMemo()
+_MEMO.install()
+
+
+def pytest_collection_finish(session):
+    _MEMO.uninstall()
 
 
 @pytest.fixture(autouse=True)
