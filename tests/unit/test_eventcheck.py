@@ -50,8 +50,8 @@ def _agree_exhaustively(bases, fast_path, slow_path):
     """The fast path returns None or exactly the slow path's result for every single change."""
     checked = fast_taken = 0
     for label, payload in _single_replacements(bases):
-        slow = slow_path(clone(payload))
         fast = fast_path(clone(payload))
+        slow = slow_path(payload)                 # a fresh copy already: no other reader
         checked += 1
         if fast is not None:
             fast_taken += 1
