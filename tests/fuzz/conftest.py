@@ -1,6 +1,7 @@
-"""tests/fuzz: schemathesis over the OpenAPI documents of the in-process apps (fakes, no
-network), thousands of generated requests: minutes of CPU, so not in tests/unit (docs/testing.md).
-The network guard of tests/unit applies here too."""
-from helpers.netguard import GUARD, pytest_runtest_setup, pytest_runtest_teardown  # noqa: F401
+"""tests/fuzz: generated inputs by the thousand on in-process code (fakes, no network):
+schemathesis over the OpenAPI documents of the apps, random combinations of changes to events.
+Minutes of CPU, so not in tests/unit (docs/testing.md); the network guard of tests/unit applies
+here too."""
+from helpers.netguard import guard_folder, pytest_runtest_setup, pytest_runtest_teardown  # noqa: F401
 
-GUARD.install()
+guard_folder(__file__)

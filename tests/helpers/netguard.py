@@ -15,9 +15,11 @@ Unix sockets are not network and are left alone.
 from __future__ import annotations
 
 import ipaddress
+from collections import Counter
 import socket
 import weakref
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -69,8 +71,11 @@ class Guard:
     fixture counts as this process's own. `listening` maps a port to the socket of this process
     that listens on it (weakly: a closed or collected socket no longer counts)."""
     active: bool = False
+    folders: set = field(default_factory=set)       # test folders under the guard
     listening: dict[int, weakref.ref] = field(default_factory=dict)
     remote_attempts: list[str] = field(default_factory=list)
+    # loopback ports refused, with counts: a "store is down" test, or a test that wanted a server
+    refused_local: Counter = field(default_factory=Counter)
     _saved: dict[str, object] = field(default_factory=dict)
 
     def owns(self, port: int) -> bool:
@@ -92,6 +97,7 @@ class Guard:
                                  f"network guard (tests/helpers/netguard.py); a test that needs a "
                                  f"server belongs in tests/integration")
         if not self.owns(port):
+            self.refused_local[f"{host}:{port}"] += 1
             raise NetworkBlocked(f"tests/unit: connection to {host}:{port} refused by the network "
                                  f"guard: nothing this test process opened listens there (a test "
                                  f"that needs Kafka or MongoDB belongs in tests/integration)")
@@ -141,6 +147,11 @@ class Guard:
         socket.getaddrinfo = self._saved["getaddrinfo"]
         self._saved = {}
 
+    def guards(self, item) -> bool:
+        """True when `item` (a test) lies in a folder under the guard."""
+        path = Path(str(item.fspath)).resolve()
+        return any(folder == path or folder in path.parents for folder in self.folders)
+
     def take_remote_attempts(self) -> list[str]:
         attempts, self.remote_attempts = self.remote_attempts, []
         return attempts
@@ -150,13 +161,17 @@ class Guard:
 GUARD = Guard()
 
 
-# A conftest.py that imports these two hooks puts the tests of its folder under the guard, from
-# each test's setup to the end of its teardown, fixtures included. The guard is installed at
-# that import, so that listeners opened by any fixture are known.
+def guard_folder(conftest_file: str) -> None:
+    """Put the tests of the folder of `conftest_file` under the guard; that conftest.py also
+    imports the two hooks below. The guard is on from the setup of a test there to the teardown of
+    the last one of a row (fixtures and threads a test left behind included), and installed now, so
+    that listeners opened by any fixture are known."""
+    GUARD.folders.add(Path(conftest_file).resolve().parent)
+    GUARD.install()
+
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_setup(item):
-    GUARD.install()
     GUARD.active = True
     return (yield)
 
@@ -166,7 +181,8 @@ def pytest_runtest_teardown(item, nextitem):
     try:
         result = yield
     finally:
-        GUARD.active = False
+        # off only before a test outside the guarded folders (or at the end)
+        GUARD.active = nextitem is not None and GUARD.guards(nextitem)
     attempts = GUARD.take_remote_attempts()
     if attempts:
         pytest.fail(f"{item.nodeid}: tests here need no network, but this test tried to reach: "

@@ -1,9 +1,9 @@
 """Hooks and fixtures of tests/unit only: unit tests need no network and run in memory
 (docs/testing.md).
 
-- The network guard (tests/helpers/netguard.py) is on from each unit test's setup to the end of
-  its teardown, fixtures included: a connection outside loopback, or to a loopback port that no
-  socket of this process listens on, raises `NetworkBlocked`; an attempt to leave the machine
+- The network guard (tests/helpers/netguard.py) is on while unit tests run, fixtures and the
+  threads a test leaves behind included: a connection outside loopback, or to a loopback port that
+  no socket of this process listens on, raises `NetworkBlocked`; an attempt to leave the machine
   also fails the test, even if the code under test swallowed the error.
 - `_yaml_memo` (autouse): each distinct YAML text is parsed once per session (tests/helpers/
   yamlmemo.py), so the hundreds of tests that load the shipped reference data do not re-parse it.
@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import pytest
 
-from helpers.netguard import GUARD, pytest_runtest_setup, pytest_runtest_teardown  # noqa: F401
+from helpers.netguard import guard_folder, pytest_runtest_setup, pytest_runtest_teardown  # noqa: F401
 from helpers.yamlmemo import YamlMemo
 
-# installed now (collection), so that listeners opened by module- or session-scoped fixtures are
-# known; it checks connections only while a test of this folder is set up, runs or is torn down
-GUARD.install()
+guard_folder(__file__)
 # on from here to the end of collection too: module-level loads of the shipped reference data
 # (a catalog at import) then count as the first parse
 _MEMO = YamlMemo()

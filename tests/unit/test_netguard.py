@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 import threading
 from datetime import date
+from pathlib import Path
 
 import pytest
 import yaml
@@ -113,3 +114,11 @@ def test_the_yaml_memo_hands_out_copies_and_never_memoises_errors(_yaml_memo):
     for _ in range(2):
         with pytest.raises(yaml.YAMLError):
             yaml.safe_load("a: [1, 2\n")
+
+
+def test_the_guard_is_on_for_the_tests_of_guarded_folders_only(request):
+    assert GUARD.active and GUARD.guards(request.node)
+
+    class Elsewhere:
+        fspath = str(Path(__file__).resolve().parents[1] / "integration" / "test_x.py")
+    assert not GUARD.guards(Elsewhere())
