@@ -57,12 +57,14 @@ def test_a_closed_listener_no_longer_counts():
 
 @pytest.mark.parametrize("host,loopback", [
     ("127.0.0.1", True), ("127.8.9.10", True), ("::1", True), ("localhost", True), ("", True),
-    ("::ffff:127.0.0.1", True), (b"127.0.0.1", True),
+    ("::ffff:127.0.0.1", True),
     ("192.0.2.1", False), ("10.0.0.1", False), ("172.17.0.1", False), ("::ffff:192.0.2.1", False),
     ("2001:db8::1", False), ("0.0.0.0", False), ("example.org", False), ("kafka", False), (None, False),
 ])
 def test_only_loopback_counts_as_local(host, loopback):
     assert is_loopback(host) is loopback
+    if isinstance(host, str):
+        assert is_loopback(host.encode()) is loopback      # socket addresses may be bytes
 
 
 def test_lookups_of_names_other_than_localhost_are_refused():
