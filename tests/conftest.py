@@ -69,8 +69,12 @@ def pytest_collection_modifyitems(config, items):
     """Mark tests by folder so `-m integration` / `-m e2e` / `-m "not integration"` select them;
     tests/compose (a Docker engine, minutes of work) only when asked for."""
     compose, kept = [], []
+    parts_of: dict[str, tuple[str, ...]] = {}      # one path resolution per file, not per test
     for item in items:
-        parts = _repo_parts(config, Path(str(item.fspath)))
+        path = str(item.fspath)
+        if path not in parts_of:
+            parts_of[path] = _repo_parts(config, Path(path))
+        parts = parts_of[path]
         if "integration" in parts:
             item.add_marker(pytest.mark.integration)
         elif "e2e" in parts:

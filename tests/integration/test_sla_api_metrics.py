@@ -55,3 +55,30 @@ def test_group_lag_appears_after_a_background_read(kafka_bootstrap, topics, mong
     assert lag == {f'sla_consumer_group_lag{{partition="0",topic="{events}"}}': ends[0] - 1,
                    f'sla_consumer_group_lag{{partition="1",topic="{events}"}}': ends[1]}
     assert "sla_consumer_group_lag_age_seconds " in r.data.decode()
+
+
+def test_metrics_scrape_answers_at_once_when_kafka_is_unreachable():
+    """The consumer-group lag is read in the background: a scrape never waits for Kafka, here a
+    real client against a port nothing listens on (moved from tests/unit, which need no
+    network; the unit test hangs the read instead)."""
+    import threading
+
+    import mongomock
+
+    from services.sla.api import create_app
+    from helpers.net import closed_port
+
+    settings = Settings.from_env({"KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{closed_port()}"})
+    app = create_app({"SETTINGS": settings, "DIRECTORY": directory_from_records([]), "CATALOG": []},
+                     db=mongomock.MongoClient(tz_aware=True)["t"], clock=VirtualClock(VIRTUAL_START))
+    client = app.test_client()
+    for _ in range(2):
+        t0 = time.perf_counter()
+        r = client.get("/metrics")
+        assert r.status_code == 200 and time.perf_counter() - t0 < 1.0
+        assert "sla_consumer_group_lag{" not in r.data.decode()    # no read has succeeded
+    # the background read gives up on its own (bounded); waited for so that its log lines stay
+    # in this test's output
+    for th in [t for t in threading.enumerate() if t.name == "sla-api-lag"]:
+        th.join(15)
+        assert not th.is_alive()

@@ -51,19 +51,26 @@ def _data(kind: str, draw_int) -> tuple[dict, str]:
     return {}, ONE_STOP
 
 
+# built once: a strategy built inside every draw is labelled (hashed) again each time
+_CHANNELS = st.sampled_from(["direct", "online"])
+_COMPONENTS = st.sampled_from([["to-khai", "cccd"], ["to-khai"], ["to-khai", "cccd", "x"]])
+_KINDS = st.sampled_from(KINDS)
+_LAGS = st.sampled_from([0, 0, 0, 5, 60 * 30])
+
+
 @st.composite
 def histories(draw, procedure: str = "T.5WD"):
     """A receipt (sometimes not first) and up to 10 further events at random instants."""
     n = draw(st.integers(0, 10))
     draw_int = lambda a, b: draw(st.integers(a, b))  # noqa: E731
     recv_min = draw(st.integers(0, 6 * 24 * 60))
-    specs = [("received", recv_min, {"procedure_code": procedure, "channel": draw(st.sampled_from(["direct", "online"])),
-                                     "components": draw(st.sampled_from([["to-khai", "cccd"], ["to-khai"], ["to-khai", "cccd", "x"]])),
+    specs = [("received", recv_min, {"procedure_code": procedure, "channel": draw(_CHANNELS),
+                                     "components": draw(_COMPONENTS),
                                      "handling_agency_code": AGENCY,
                                      "applicant": {"kind": "citizen", "name": "Phạm Thị Dung"}}, ONE_STOP)]
     t = recv_min
     for _ in range(n):
-        kind = draw(st.sampled_from(KINDS))
+        kind = draw(_KINDS)
         t += draw(st.integers(0, 3 * 24 * 60))
         data, agency = _data(kind, draw_int)
         specs.append((kind, t, data, agency))
@@ -73,7 +80,7 @@ def histories(draw, procedure: str = "T.5WD"):
     events = []
     for i, (kind, minute, data, agency) in enumerate(specs):
         at = BASE + timedelta(minutes=minute)
-        lag = draw(st.sampled_from([0, 0, 0, 5, 60 * 30]))
+        lag = draw(_LAGS)
         events.append(load_stored({
             "event_id": str(uuid.UUID(int=draw(st.integers(0, 2**64)) * 1000 + i)),
             "type": f"dossier.{kind}", "dossier_code": "P-1", "occurred_at": at.isoformat(),

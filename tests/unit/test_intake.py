@@ -283,7 +283,7 @@ def test_metrics_and_openapi(env):
 def test_store_down_503():
     from pymongo import MongoClient
     bus = InMemoryBus()
-    db = MongoClient("mongodb://127.0.0.1:1/", serverSelectionTimeoutMS=200)["x"]
+    db = MongoClient("mongodb://127.0.0.1:1/", serverSelectionTimeoutMS=50)["x"]
     app = create_app({"TESTING": True, "CATALOG": default_catalog(), "DIRECTORY": directory()},
                      publisher=bus, clock=VirtualClock(NOW), db=db)
     r = app.test_client().post("/v1/events", json=ev(), headers={"Authorization": "Bearer mck_x"})

@@ -9,6 +9,7 @@ module name in a string (importlib, entry points written as code)."""
 from __future__ import annotations
 
 import ast
+import functools
 import re
 import sys
 from pathlib import Path
@@ -28,20 +29,31 @@ FORBIDDEN = {
 }
 
 
+@functools.lru_cache(maxsize=None)
+def _parsed(path: Path, mtime_ns: int) -> tuple[ast.AST, ...]:
+    return tuple(ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))))
+
+
+def _nodes(path: Path) -> tuple[ast.AST, ...]:
+    """Every node of the module's AST, parsed and walked once per session (several checks read
+    the same files)."""
+    return _parsed(path, path.stat().st_mtime_ns)
+
+
 def _imports(path: Path) -> list[tuple[int, str]]:
     """(line, module) of every import of `path`, relative ones made absolute, and of every string
     that is a dotted module name of the project."""
-    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    nodes = _nodes(path)
     package = ".".join(path.relative_to(ROOT).with_suffix("").parts)
     if path.name != "__init__.py":
         package = package.rpartition(".")[0]
     found = []
     # `("-m", "services.sla", ...)`: a command line that starts a service as a process (the
     # local stack does), not an import
-    run_as_main = {id(b) for node in ast.walk(tree) if isinstance(node, (ast.Tuple, ast.List))
+    run_as_main = {id(b) for node in nodes if isinstance(node, (ast.Tuple, ast.List))
                    for a, b in zip(node.elts, node.elts[1:])
                    if isinstance(a, ast.Constant) and a.value == "-m"}
-    for node in ast.walk(tree):
+    for node in nodes:
         if isinstance(node, ast.Import):
             found += [(node.lineno, a.name) for a in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -122,8 +134,7 @@ def test_no_module_imports_a_private_name_of_another():
     found = []
     for top in ("services", "shared", "tests"):
         for path in (ROOT / top).rglob("*.py"):
-            tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
-            for node in ast.walk(tree):
+            for node in _nodes(path):
                 if isinstance(node, ast.Import):
                     found += [f"{path.relative_to(ROOT)}: import {a.name}" for a in node.names
                               if a.name.startswith(("services", "shared", "helpers"))

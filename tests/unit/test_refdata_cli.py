@@ -1,16 +1,13 @@
-"""`motcua catalog check` / `motcua directory check` through the installed console script:
-every problem of a file in one run, exit 2 with file, entry and field, never a traceback."""
+"""`motcua catalog check|import` / `motcua directory check|import`: every problem of a file in one
+run, exit 2 with file, entry and field, never a traceback. Run in-process through the CLI's
+`main(argv)`; tests/integration/test_cli_entry_point.py runs the installed console script."""
 from __future__ import annotations
-
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-MOTCUA = str(Path(sys.executable).parent / "motcua")
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from shared.cli import main
+
+from helpers.net import closed_port
 
 CATALOG = """\
 - code: "1.000001"
@@ -42,14 +39,30 @@ DIRECTORY = """\
 """
 
 
-def motcua(*args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, MONGO_URI="mongodb://127.0.0.1:1/", MONGO_TIMEOUT_MS="200")
-    return subprocess.run([MOTCUA, *args], capture_output=True, text=True, cwd=REPO_ROOT, env=env,
-                          timeout=60)
+class Result:
+    def __init__(self, returncode: int, stdout: str, stderr: str):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+@pytest.fixture
+def motcua(monkeypatch, capsys):
+    """`motcua ARGS…` in this process, with no MongoDB reachable: (exit code, stdout, stderr)."""
+    monkeypatch.setenv("MONGO_URI", f"mongodb://127.0.0.1:{closed_port()}/")
+    monkeypatch.setenv("MONGO_TIMEOUT_MS", "200")
+
+    def run(*args: str) -> Result:
+        capsys.readouterr()
+        try:
+            code = main(list(args))
+        except SystemExit as exc:          # argparse's own errors
+            code = exc.code
+        out = capsys.readouterr()
+        return Result(code, out.out, out.err)
+    return run
 
 
 @pytest.mark.parametrize("action", ["check", "import"])
-def test_catalog_with_an_impossible_date_exits_2_listing_every_problem(tmp_path, action):
+def test_catalog_with_an_impossible_date_exits_2_listing_every_problem(tmp_path, action, motcua):
     f = tmp_path / "my-catalog.yaml"
     f.write_text(CATALOG.format(date="2026-13-01"), encoding="utf-8")
     r = motcua("catalog", action, str(f))
@@ -63,7 +76,7 @@ def test_catalog_with_an_impossible_date_exits_2_listing_every_problem(tmp_path,
 
 
 @pytest.mark.parametrize("action", ["check", "import"])
-def test_directory_with_a_mistyped_office_exits_2_listing_every_problem(tmp_path, action):
+def test_directory_with_a_mistyped_office_exits_2_listing_every_problem(tmp_path, action, motcua):
     f = tmp_path / "my-directory.yaml"
     f.write_text(DIRECTORY, encoding="utf-8")
     r = motcua("directory", action, str(f))

@@ -24,6 +24,10 @@ def stack_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("MOTCUA_LOCAL_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("MOTCUA_LOCAL_NAME", "rehearsal")
     monkeypatch.delenv("MOTCUA_CLOCK_FILE", raising=False)
+    # no MongoDB, whatever the shell exported: the commands fall back to the files at once
+    from helpers.net import closed_port
+    monkeypatch.setenv("MONGO_URI", f"mongodb://127.0.0.1:{closed_port()}/")
+    monkeypatch.setenv("MONGO_TIMEOUT_MS", "50")
     return tmp_path
 
 
