@@ -89,12 +89,8 @@ def create_app(settings: Settings | None = None, clock=None, *, db=None, config:
 
     def _store():
         from .store import DashboardStore
-        s = DashboardStore(get_db(), clock)
-        try:
-            s.ensure_indexes()
-        except Exception:   # noqa: BLE001 - an index is an optimisation; pages work without it
-            log.exception("index creation failed")
-        return s
+        # this process's own acknowledgements reach its view at once
+        return DashboardStore(get_db(), clock, on_change=lambda _key, msg: the_view.alerts.apply(msg))
 
     get_store = Lazy(_store)
 
@@ -522,14 +518,12 @@ def create_app(settings: Settings | None = None, clock=None, *, db=None, config:
             no_deadline = str(exc)
         st = get_store()
         finds = st.findings_of(doc)
-        fids = [f["_id"] for f in finds]
-        nstate = st.notify_state(fids)
-        by_finding = st.alerts_of(nstate, get_notify().policy, get_directory())
+        nstate, by_finding, acks = current_view().alerts.of([f["_id"] for f in finds])
         steps = v.steps(doc, now)
         pr = procedure(row.procedure_code)
         return render_template("dossier.html.j2", code=code, doc=doc, row=row, state=v.dossier_state(row, th),
                                late=fmt.working_days(th.overdue_hours(row)), explained=explained,
-                               no_deadline=no_deadline, findings=finds, nstate=nstate, notes=by_finding,
+                               no_deadline=no_deadline, findings=finds, nstate=nstate, notes=by_finding, acks=acks,
                                steps=steps, procedure=pr, agency_name=agency_name,
                                titles=get_rule_titles())
 
@@ -546,8 +540,9 @@ def create_app(settings: Settings | None = None, clock=None, *, db=None, config:
         doc = visible_doc(p, code)
         if fid not in doc.get("finding_ids", ()):
             raise PageError(404, "Vi phạm này không thuộc hồ sơ đã chọn.")
-        f = get_store().notify.get_finding(fid)
-        if f is None or not p.can_access(f["agency_code"], get_directory()):
+        f = current_view().finding(fid)
+        if f is None or current_view().alerts.finding(fid) is None \
+                or not p.can_access(f.agency_code, get_directory()):
             raise PageError(409, "Cảnh báo về vi phạm này chưa được gửi (hoặc không thuộc phạm vi của bạn), "
                                  "nên chưa thể xác nhận.")
         res = get_notify().acknowledge(fid, f"key:{p.key_id}", by=f"key:{p.key_id}@{p.agency_code}",
