@@ -206,6 +206,9 @@ class View:
     def __len__(self) -> int:
         return len(self._rows)
 
+    def findings_count(self) -> int:
+        return len(self._findings)
+
 
 # ------------------------------------------------------------------------------------ queries
 

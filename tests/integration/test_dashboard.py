@@ -318,3 +318,21 @@ def test_dossier_page_shows_sent_times_failed_deliveries_and_acknowledgement_not
 def fmt_dt(t) -> str:
     from services.dashboard.fmt import dt
     return dt(t)
+
+
+def test_metrics_count_pages_and_report_the_view(env):
+    """/metrics: Prometheus text without signing in, the APIs' request metrics by route, the view's size."""
+    app, keys, *_ = env
+    c, _ = sign_in(app, keys["a"])
+    assert c.get("/ho-so/A1-" + SIBLING_A).status_code == 200
+    assert c.get("/ho-so/A9-" + SIBLING_A).status_code == 404
+    m = app.test_client().get("/metrics")
+    assert m.status_code == 200 and m.headers["Content-Type"].startswith("text/plain")
+    text = m.text
+    assert ('http_requests_total{method="GET",route="/ho-so/<path:code>",service="dashboard",status="200"} 1.0'
+            in text)
+    assert 'http_requests_total{method="GET",route="/ho-so/<path:code>",service="dashboard",status="404"} 1.0' in text
+    assert 'http_request_duration_seconds_count{route="/ho-so/<path:code>",service="dashboard"} 2.0' in text
+    assert 'dashboard_view_rows{kind="dossiers"} 5.0' in text
+    assert re.search(r'dashboard_view_rows\{kind="notifications"\} [1-9]', text)
+    assert "dashboard_feed_lag" not in text           # FEED off: no feed to report

@@ -142,4 +142,6 @@ def test_the_feed_follows_events_findings_and_notify_changes(stack):
     assert [(a.by, a.note) for a in acks[fid]] == [("Nguyễn Văn Trưởng", "Đã giao xử lý")]
     assert fid in view.acked()
     assert view.alerts.finding(fid).next_escalation_at is None
-    assert stack["feed"].error is None and stack["feed"].records >= 3
+    feed = stack["feed"]
+    assert feed.error is None and feed.records >= 3
+    assert set(feed.lag) == {settings.topic_events, settings.topic_findings, stack["changes"]}
