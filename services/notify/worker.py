@@ -11,8 +11,8 @@ from shared.platform.config import Settings, env
 from shared.platform.messaging import KafkaPublisher, ensure_topics, kafka_consumer
 from shared.platform.runtime import serve_until_signalled
 
-from .changes import KafkaChanges, PublishingStore, changes_topic
 from .bootstrap import bootstrap, load_agencies, load_notify_policy
+from .changes import KafkaChanges, PublishingStore, changes_topic
 from .channels import SmsChannel, SmtpChannel, WebhookChannel
 from .loop import NotifyLoop
 from .metrics import NotifyMetrics
