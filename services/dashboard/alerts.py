@@ -80,6 +80,10 @@ class _State:
     acks: dict = field(default_factory=dict)        # finding id -> [Ack]
 
 
+def _ms(t: datetime | None):
+    return t.replace(microsecond=t.microsecond // 1000 * 1000) if isinstance(t, datetime) else t
+
+
 def _times(d: dict) -> dict:
     return {k: (_utc(v) if k in _TIMES and v is not None else v) for k, v in d.items()}
 
@@ -229,7 +233,8 @@ class Alerts:
         if not fid:
             return False
         acks = s.acks.setdefault(fid, [])
-        if any(x.at == a.get("at") and x.by == a.get("by") for x in acks):
+        # the store keeps milliseconds: the same ack read back differs in its microseconds
+        if any(_ms(x.at) == _ms(a.get("at")) and x.by == a.get("by") for x in acks):
             return False
         acks.append(Ack(a.get("at"), a.get("by"), a.get("via"), a.get("note"), a.get("recipient")))
         acks.sort(key=lambda x: (x.at is None, x.at))
