@@ -24,14 +24,13 @@ import time
 from datetime import date, datetime, time as dtime, timedelta
 from urllib.parse import urlencode
 
-from shared.platform.clock import clock_from_env
-from shared.platform.config import Settings, env
 from shared.contracts.events import DOSSIER_CODE
-from shared.platform.mongo import mongo_db
+from shared.platform.config import Settings, env
 from shared.platform.runtime import Lazy
 from shared.domain.instants import TZ
 
 from . import fmt, view as v
+from .bootstrap import bootstrap
 from .exports import CSV_MIME, XLSX_MIME, to_csv, to_xlsx
 
 log = logging.getLogger("motcua.dashboard")
@@ -57,9 +56,10 @@ def create_app(settings: Settings | None = None, clock=None, *, db=None, config:
     app = Flask("motcua.dashboard", template_folder="templates", static_folder="static",
                 root_path=os.path.dirname(os.path.abspath(__file__)))
     app.config.update(config or {})
-    environ = {**os.environ, **(app.config.get("ENV") or {})}
-    settings = settings or Settings.from_env(environ)
-    clock = clock or clock_from_env(environ)
+    boot = bootstrap(settings, environ={**os.environ, **(app.config.get("ENV") or {})}, clock=clock, db=db,
+                     directory=app.config.get("DIRECTORY"), catalog=app.config.get("CATALOG"),
+                     ctx=app.config.get("ENGINE_CTX"), policy=app.config.get("NOTIFY_POLICY"))
+    environ, settings, clock = boot.environ, boot.settings, boot.clock
     secret_key = app.config.get("SECRET_KEY") or env("DASHBOARD_SECRET", environ)
     if not secret_key:
         log.warning("DASHBOARD_SECRET is not set: a random one is used, sessions end when the process does")
@@ -80,49 +80,20 @@ def create_app(settings: Settings | None = None, clock=None, *, db=None, config:
     app.jinja_env.filters.update(fmt.FILTERS)
     app.jinja_env.globals.update(fmt=fmt)
 
-    def _db():
-        if db is not None:
-            return db
-        return mongo_db(settings, appname="motcua-dashboard", for_requests=True)
-
-    get_db = Lazy(_db)
+    get_db = boot.db
 
     def _store():
         from .store import DashboardStore
-        s = DashboardStore(get_db(), clock)
-        try:
-            s.ensure_indexes()
-        except Exception:   # noqa: BLE001 - an index is an optimisation; pages work without it
-            log.exception("index creation failed")
-        return s
+        # this process's own acknowledgements reach its view at once
+        return DashboardStore(get_db(), clock, on_change=lambda _key, msg: the_view.alerts.apply(msg))
 
     get_store = Lazy(_store)
 
-    def _directory():
-        if app.config.get("DIRECTORY") is not None:
-            return app.config["DIRECTORY"]
-        from shared.platform.refdata import DirectoryStore
-        return DirectoryStore.current_or_file(settings.directory_file, get_db())
-
-    def _catalog():
-        if app.config.get("CATALOG") is not None:
-            return app.config["CATALOG"]
-        from shared.platform.refdata import CatalogStore
-        return CatalogStore.current_or_file(settings.catalog_file, get_db())
-
-    def _ctx():
-        if app.config.get("ENGINE_CTX") is not None:
-            return app.config["ENGINE_CTX"]
-        from services.sla.bootstrap import engine_context
-        return engine_context(settings, get_db())
-
-    get_directory, get_catalog, get_ctx = Lazy(_directory), Lazy(_catalog), Lazy(_ctx)
+    get_directory, get_catalog, get_ctx = boot.directory, boot.catalog, boot.ctx
 
     def _notify():
         from services.notify.service import NotifyService
-        from services.notify.bootstrap import load_notify_policy
-        policy = app.config.get("NOTIFY_POLICY") or load_notify_policy(environ)
-        return NotifyService(get_store().notify, policy, get_directory(), {}, clock,
+        return NotifyService(get_store().notify, boot.policy(), get_directory(), {}, clock,
                              secret=env("NOTIFY_SECRET", environ))
 
     get_notify = Lazy(_notify)
@@ -131,11 +102,13 @@ def create_app(settings: Settings | None = None, clock=None, *, db=None, config:
     the_view = v.View()
     load_lock = threading.Lock()
     loaded = {"at": None}
+    started: dict = {}          # the feed once started (a scrape never starts it)
 
     def _feed():
         from .feed import Feed
         f = Feed(settings, get_store(), the_view, clock)
         f.start()
+        started["feed"] = f
         return f
 
     get_feed = Lazy(_feed)
@@ -153,6 +126,7 @@ def create_app(settings: Settings | None = None, clock=None, *, db=None, config:
         return the_view
 
     app.extensions["motcua.dashboard"] = {"view": the_view, "store": get_store, "feed": get_feed}
+    metrics = dashboard_metrics(the_view, lambda: started.get("feed"))
 
     # -- sign-in, CSRF ------------------------------------------------------------------------------
     def csrf_token() -> str:
@@ -166,7 +140,8 @@ def create_app(settings: Settings | None = None, clock=None, *, db=None, config:
     @app.before_request
     def _guard():
         g.principal = None
-        if request.endpoint in ("static", "healthz"):
+        g.t0 = time.perf_counter()
+        if request.endpoint in ("static", "healthz", "metrics_view"):
             return None
         if request.method == "POST":
             sent = request.form.get("csrf_token", "")
@@ -195,6 +170,9 @@ def create_app(settings: Settings | None = None, clock=None, *, db=None, config:
         resp.headers.setdefault("Referrer-Policy", "same-origin")
         if g.get("principal") is not None:
             resp.headers.setdefault("Cache-Control", "no-store")
+        route = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
+        metrics.requests.labels("dashboard", route, request.method, str(resp.status_code)).inc()
+        metrics.latency.labels("dashboard", route).observe(time.perf_counter() - g.get("t0", time.perf_counter()))
         return resp
 
     @app.errorhandler(PageError)
@@ -265,6 +243,13 @@ def create_app(settings: Settings | None = None, clock=None, *, db=None, config:
     @app.get("/healthz")
     def healthz():
         return {"status": "ok"}
+
+    @app.get("/metrics")
+    def metrics_view():
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+        # this process's registry, never the multiprocess files: the view and its feed are per
+        # process (one gunicorn worker, gunicorn.conf.py)
+        return Response(generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     # -- request helpers ------------------------------------------------------------------------
     def scope_of(p) -> set[str]:
@@ -522,14 +507,12 @@ def create_app(settings: Settings | None = None, clock=None, *, db=None, config:
             no_deadline = str(exc)
         st = get_store()
         finds = st.findings_of(doc)
-        fids = [f["_id"] for f in finds]
-        nstate = st.notify_state(fids)
-        by_finding = st.alerts_of(nstate, get_notify().policy, get_directory())
+        nstate, by_finding, acks = current_view().alerts.of([f["_id"] for f in finds])
         steps = v.steps(doc, now)
         pr = procedure(row.procedure_code)
         return render_template("dossier.html.j2", code=code, doc=doc, row=row, state=v.dossier_state(row, th),
                                late=fmt.working_days(th.overdue_hours(row)), explained=explained,
-                               no_deadline=no_deadline, findings=finds, nstate=nstate, notes=by_finding,
+                               no_deadline=no_deadline, findings=finds, nstate=nstate, notes=by_finding, acks=acks,
                                steps=steps, procedure=pr, agency_name=agency_name,
                                titles=get_rule_titles())
 
@@ -546,8 +529,9 @@ def create_app(settings: Settings | None = None, clock=None, *, db=None, config:
         doc = visible_doc(p, code)
         if fid not in doc.get("finding_ids", ()):
             raise PageError(404, "Vi phạm này không thuộc hồ sơ đã chọn.")
-        f = get_store().notify.get_finding(fid)
-        if f is None or not p.can_access(f["agency_code"], get_directory()):
+        f = current_view().finding(fid)
+        if f is None or current_view().alerts.finding(fid) is None \
+                or not p.can_access(f.agency_code, get_directory()):
             raise PageError(409, "Cảnh báo về vi phạm này chưa được gửi (hoặc không thuộc phạm vi của bạn), "
                                  "nên chưa thể xác nhận.")
         res = get_notify().acknowledge(fid, f"key:{p.key_id}", by=f"key:{p.key_id}@{p.agency_code}",
@@ -646,6 +630,56 @@ def create_app(settings: Settings | None = None, clock=None, *, db=None, config:
                                xlsx_link=export_link("xlsx"))
 
     return app
+
+
+def dashboard_metrics(the_view: v.View, feed):
+    """The dashboard's Prometheus metrics: the APIs' `http_requests_total` and
+    `http_request_duration_seconds` (`service="dashboard"`, route = the URL rule), and, read at
+    scrape time, the size of the in-memory view and the feed's lag (`feed()`: the Feed or None)."""
+    from prometheus_client import CollectorRegistry, Counter, Histogram
+
+    from shared.platform.httpapi import LATENCY_BUCKETS, Metrics
+
+    reg = CollectorRegistry()
+    m = Metrics(registry=reg,
+                requests=Counter("http_requests_total", "HTTP requests by route, method and status",
+                                 ["service", "route", "method", "status"], registry=reg),
+                latency=Histogram("http_request_duration_seconds", "HTTP request latency by route",
+                                  ["service", "route"], registry=reg, buckets=LATENCY_BUCKETS))
+    reg.register(_ViewCollector(the_view, feed))
+    return m
+
+
+class _ViewCollector:
+    """Scrape-time gauges of the view and its feed (no store or Kafka call on a scrape)."""
+
+    def __init__(self, the_view: v.View, feed):
+        self.view, self.feed = the_view, feed
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        size = GaugeMetricFamily("dashboard_view_rows", "rows held in the in-memory view", labels=["kind"])
+        alerts = self.view.alerts.sizes()
+        for kind, n in (("dossiers", len(self.view)), ("findings", self.view.findings_count()),
+                        ("alert_findings", alerts["alert_findings"]), ("notifications", alerts["notifications"])):
+            size.add_metric([kind], n)
+        yield size
+        f = self.feed()
+        if f is None:
+            return
+        lag = GaugeMetricFamily("dashboard_feed_lag", "messages of the topic not yet applied to the view",
+                                labels=["topic"])
+        for topic, n in sorted(f.lag.items()):
+            lag.add_metric([topic], n)
+        yield lag
+        if f.lag_read_at is not None:
+            yield GaugeMetricFamily("dashboard_feed_lag_age_seconds", "seconds since dashboard_feed_lag was read",
+                                    value=round(time.monotonic() - f.lag_read_at, 3))
+        yield GaugeMetricFamily("dashboard_feed_up", "1 while the feed runs, 0 while it restarts after an error",
+                                value=0 if f.error else 1)
+        yield CounterMetricFamily("dashboard_feed_messages", "messages applied since the process started",
+                                  value=f.records)
 
 
 def trend_chart(points: list[dict]) -> dict:

@@ -1,14 +1,17 @@
 """Keeps the dashboard's view current without querying the dossiers again.
 
-One thread per process: it notes the end offsets of `dossier.events` and `sla.findings`, loads
-the view (one scan per collection), then reads both topics from those offsets (no consumer
-group, nothing committed: every process reads for itself):
+One thread per process: it notes the end offsets of `dossier.events`, `sla.findings` and notify's
+changes (`services/notify/changes.py`), loads the view (one scan per collection), then reads the
+topics from those offsets (no consumer group, nothing committed: every process reads for itself):
 - a dossier event names a dossier to re-read by `_id` once the sla worker has stored that event
   (its `event_id` is in the stored events; events sla rejects are given up after `retry_for`);
 - a finding message is the finding itself (DESIGN.md §7): applied as is, and its dossier re-read
   (sla stores the dossier before it publishes the finding);
-- acknowledgements made elsewhere (e-mail link, API, another process) are polled from notify's
-  `acks` every `ack_interval` seconds (this process applies its own at once).
+- a notify change (a notification planned, sent, failed or cancelled; escalation level, repeats,
+  an acknowledgement) is applied to the view's `alerts` as is;
+- acknowledgements made where nothing publishes them (notify's API: e-mail link, API; another
+  dashboard process) are polled from notify's `acks` every `ack_interval` seconds (this process
+  applies its own at once).
 Anything read between the offsets and the end of the scan is applied twice: harmless (rows
 carry their revision).
 """
@@ -19,6 +22,8 @@ import logging
 import threading
 import time
 from datetime import timedelta
+
+from services.notify.changes import changes_topic
 
 from .view import finding_row, row_from_doc
 
@@ -37,6 +42,10 @@ class Feed:
         self._thread: threading.Thread | None = None
         self._pending: dict[str, tuple[str | None, float]] = {}   # code -> (event id awaited, give up at)
         self.error: str | None = None
+        self.lag: dict[str, int] = {}             # topic -> messages not yet read (all partitions)
+        self.lag_read_at: float | None = None     # monotonic time `lag` was measured
+        self.records = 0                          # messages applied
+        self.changes_topic = changes_topic(settings)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="dashboard-feed", daemon=True)
@@ -70,7 +79,7 @@ class Feed:
         from their end offsets."""
         from kafka import TopicPartition
         tps = set(assigned)
-        for topic in (self.settings.topic_events, self.settings.topic_findings):
+        for topic in (self.settings.topic_events, self.settings.topic_findings, self.changes_topic):
             for p in consumer.partitions_for_topic(topic) or ():
                 tps.add(TopicPartition(topic, p))
         if tps != assigned:
@@ -86,6 +95,7 @@ class Feed:
         try:
             assigned = self._assign(consumer, set())
             self.store.load(self.view)
+            self._measure_lag(consumer, assigned)
             self._loaded.set()
             self.error = None
             last_acks = self.clock.now()
@@ -106,12 +116,24 @@ class Feed:
                     last_acks = self.clock.now()
                     for a in self.store.acks_since(since - _ACK_MARGIN):
                         self.view.put_ack(a["finding_id"], a.get("at"))
+                        self.view.alerts.put_ack(a)
                     next_ack_poll = time.monotonic() + self.ack_interval
                 if time.monotonic() >= next_assign:
                     assigned = self._assign(consumer, assigned)
+                    self._measure_lag(consumer, assigned)
                     next_assign = time.monotonic() + 10
         finally:
             consumer.close()
+
+    def _measure_lag(self, consumer, assigned: set) -> None:
+        """Messages behind the end of each topic (for /metrics; no Kafka call on a scrape)."""
+        if not assigned:
+            return
+        ends = consumer.end_offsets(list(assigned))
+        lag: dict[str, int] = {}
+        for tp in assigned:
+            lag[tp.topic] = lag.get(tp.topic, 0) + max(0, ends[tp] - consumer.position(tp))
+        self.lag, self.lag_read_at = lag, time.monotonic()
 
     def _record(self, topic: str, key: bytes | None, value: bytes) -> None:
         try:
@@ -119,6 +141,13 @@ class Feed:
         except ValueError:
             return
         if not isinstance(msg, dict):
+            return
+        self.records += 1
+        if topic == self.changes_topic:
+            try:
+                self.view.alerts.apply(msg)
+            except (KeyError, TypeError, ValueError, AttributeError):
+                log.warning("notify change not understood", extra={"fields": {"op": str(msg.get("op"))[:40]}})
             return
         code = msg.get("dossier_code") or (key.decode("utf-8", "replace") if key else None)
         if not isinstance(code, str) or not code:

@@ -16,6 +16,7 @@ LIST_STATE = {"overdue": "quá hạn", "due_soon": "sắp đến hạn", "open":
 TIMING = {"early": "trước hạn", "on_time": "đúng hạn", "late": "trễ hạn"}
 NOTIFY_STATUS = {"pending": "chờ gửi", "sent": "đã gửi", "failed": "gửi lỗi", "cancelled": "đã hủy"}
 NOTIFY_KIND = {"alert": "cảnh báo", "repeat": "nhắc lại", "resolved": "thông báo đã khắc phục", "digest": "tổng hợp"}
+ACK_VIA = {"dashboard": "trên trang theo dõi", "link": "qua đường dẫn trong thư", "api": "qua API"}
 CHANNEL = {"email": "thư điện tử", "sms": "tin nhắn", "webhook": "webhook"}
 ROLE = {"officer": "cán bộ xử lý", "one_stop_chief": "người đứng đầu Bộ phận Một cửa",
         "agency_head": "người đứng đầu cơ quan", "parent_head": "người đứng đầu cơ quan cấp trên",

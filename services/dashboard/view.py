@@ -148,6 +148,8 @@ class View:
         self._open: dict[str, FindingRow] = {}        # the open or escalated ones (most pages need only these)
         self._acked: dict[str, datetime | None] = {}
         self.loaded_at: datetime | None = None
+        from .alerts import Alerts
+        self.alerts = Alerts()           # notify's side of the findings (the dossier page)
 
     def replace_all(self, rows: Iterable[Row], findings: Iterable[FindingRow], acked: dict, at: datetime) -> None:
         r = {x.code: x for x in rows}
@@ -197,8 +199,15 @@ class View:
         with self._lock:
             return self._rows.get(code)
 
+    def finding(self, finding_id: str) -> FindingRow | None:
+        with self._lock:
+            return self._findings.get(finding_id)
+
     def __len__(self) -> int:
         return len(self._rows)
+
+    def findings_count(self) -> int:
+        return len(self._findings)
 
 
 # ------------------------------------------------------------------------------------ queries

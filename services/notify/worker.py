@@ -12,6 +12,7 @@ from shared.platform.messaging import KafkaPublisher, ensure_topics, kafka_consu
 from shared.platform.runtime import serve_until_signalled
 
 from .bootstrap import bootstrap, load_agencies, load_notify_policy
+from .changes import KafkaChanges, PublishingStore, changes_topic
 from .channels import SmsChannel, SmtpChannel, WebhookChannel
 from .loop import NotifyLoop
 from .metrics import NotifyMetrics
@@ -86,9 +87,11 @@ def lookups(settings: Settings, db=None, *, clock: Clock | None = None):
 
 def build_service(settings: Settings, clock: Clock, db, *, policy: Policy | None = None, directory=None,
                   channels: dict | None = None, metrics: NotifyMetrics | None = None,
-                  environ: dict | None = None, outbox: Outbox | None = None) -> NotifyService:
+                  environ: dict | None = None, outbox: Outbox | None = None,
+                  changes=None) -> NotifyService:
+    """`changes`: emit(key, message) told each change of notify's state (changes.py)."""
     policy = policy or load_notify_policy(environ)
-    store = NotifyStore(db)
+    store = NotifyStore(db) if changes is None else PublishingStore(db, changes)
     store.ensure_indexes()
     directory = directory if directory is not None else load_agencies(settings, db)
     channels = channels if channels is not None else build_channels(policy, environ, clock=clock)
@@ -116,12 +119,14 @@ def build_worker(settings: Settings, clock: Clock | None = None, *, db=None, gro
                  **service_kw) -> Worker:
     notify = bootstrap(settings, clock=clock, db=db, appname="motcua-notify")
     clock = notify.clock
-    ensure_topics(settings.kafka_bootstrap_servers, settings.topics())   # TOPIC_PARTITIONS
+    ensure_topics(settings.kafka_bootstrap_servers,
+                  {**settings.topics(), changes_topic(settings): settings.topic_partitions})   # TOPIC_PARTITIONS
     db = notify.db()
     metrics = NotifyMetrics()
+    publisher = KafkaPublisher(settings.kafka_bootstrap_servers, client_id="motcua-notify")
+    service_kw.setdefault("changes", KafkaChanges(publisher, changes_topic(settings)))
     # alerts due at once are sent after the batch by the loop's sender, not found by a queue scan
     service = build_service(settings, clock, db, metrics=metrics, outbox=Outbox(), **service_kw)
-    publisher = KafkaPublisher(settings.kafka_bootstrap_servers, client_id="motcua-notify")
     consumer = kafka_consumer(settings.kafka_bootstrap_servers, [settings.topic_findings], group_id,
                               client_id="motcua-notify", **(consumer_config or {}))
     loop = NotifyLoop(consumer, service, publisher, settings.topic_findings + ".dlq", metrics=metrics,

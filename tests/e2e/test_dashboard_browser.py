@@ -72,6 +72,18 @@ def dashboard_stack(kafka_bootstrap, mongo_uri, mongo_db, topics, smtp_server, t
                "clock": FileClock(clock_file), "services": services}
     finally:
         services.stop()
+        _delete_topic(kafka_bootstrap, names["findings"] + ".notify")     # notify's changes (created by it)
+
+
+def _delete_topic(bootstrap: str, name: str) -> None:
+    from kafka.admin import KafkaAdminClient
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","))
+    try:
+        admin.delete_topics([name])
+    except Exception:   # noqa: BLE001 - cleanup only
+        pass
+    finally:
+        admin.close()
 
 
 def _wait_http(services, url: str, timeout: float = 60) -> None:
@@ -170,6 +182,9 @@ def test_supervisor_follows_the_alert_to_the_dossier_and_acknowledges(dashboard_
             form.get_by_label("Ghi chú (không bắt buộc)").fill("Đã giao cán bộ xử lý ngay")
             form.get_by_role("button", name="Xác nhận đã nhận cảnh báo").click()
             expect(page.get_by_text("Việc nhắc lại và chuyển cấp do chưa xác nhận của cảnh báo này đã dừng.")).to_be_visible()
+            # the note, and each alert's delivery with its instant (notify's published changes)
+            expect(page.get_by_text("Ghi chú: «Đã giao cán bộ xử lý ngay»")).to_be_visible()
+            expect(page.locator("#canh-bao tr", has_text="đã gửi").first).to_contain_text("/11/2026 ")
             _shot(page, "05-da-xac-nhan")
 
             # time passes beyond the escalation: the control's OVERDUE alert escalates, the

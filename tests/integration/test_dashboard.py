@@ -284,27 +284,55 @@ def test_dossier_page_explains_and_acknowledge_stops_escalation(env):
     assert _count(c.get("/").text, "Cảnh báo nghiêm trọng chưa xác nhận") == unacked - 1
 
 
-def test_alerts_by_id_on_ferretdb_match_the_notifications_query(env):
-    """The store's two ways to list a dossier's sent alerts agree (FerretDB: by `_id` in
-    notify_alerted; MongoDB: the notifications by finding id)."""
+def test_dossier_page_shows_sent_times_failed_deliveries_and_acknowledgement_notes(env):
+    """On any store (FerretDB included): each alert with its delivery status and instant, a
+    failed delivery with its error, and every acknowledgement with its note."""
     app, keys, db, clock, _ = env
+    from services.notify.channels import FakeChannel
     from services.notify.policy import load_policy
     from services.notify.service import NotifyService
     from services.notify.store import NotifyStore
-    from services.notify.channels import FakeChannel
 
-    svc = NotifyService(NotifyStore(db), load_policy(None), app.config["DIRECTORY"],
-                        {"email": FakeChannel("email")}, clock, secret="s")
-    svc.dispatch_due()
-    st = app.extensions["motcua.dashboard"]["store"]()
-    doc = st.dossier("A1-" + SIBLING_A)
-    nstate = st.notify_state(doc["finding_ids"])
-    st._ferret = True
-    by_id = st.alerts_of(nstate, load_policy(None), app.config["DIRECTORY"])
-    st._ferret = False
-    by_query = st.alerts_of(nstate, load_policy(None), app.config["DIRECTORY"])
+    email = FakeChannel("email")
+    email.fail_next(1, permanent=True)
+    svc = NotifyService(NotifyStore(db), load_policy(None), app.config["DIRECTORY"], {"email": email}, clock,
+                        secret="s")
+    assert svc.dispatch_due() >= 2
+    code = "A1-" + SIBLING_A
+    c, _ = sign_in(app, keys["a"])
+    page = c.get("/ho-so/" + code).text
+    alerts = page[page.index('id="canh-bao"'):page.index('id="qua-trinh"')]
+    sent_at = fmt_dt(clock.now())
+    assert re.search(r"✓ đã gửi</td>\s*<td>" + re.escape(sent_at) + "</td>", alerts), alerts
+    assert re.search(r"✗ gửi lỗi</span> <small>email fake failure</small></td>\s*<td>" + re.escape(sent_at),
+                     alerts), alerts
+    # acknowledged through the e-mail link (notify's API): its note shows on the page
+    fid = re.search(r'name="finding_id" value="(OVERDUE-[^"]+)"', page).group(1)
+    clock.advance(timedelta(minutes=5))
+    svc.acknowledge(fid, "person-x", by="Nguyễn Văn Trưởng", via="link", note="Đã giao phòng chuyên môn")
+    page = c.get("/ho-so/" + code).text
+    assert ("Xác nhận lúc " + fmt_dt(clock.now()) + " — Nguyễn Văn Trưởng (qua đường dẫn trong thư). "
+            "Ghi chú: «Đã giao phòng chuyên môn»") in page
 
-    def key(alerts):
-        return {fid: sorted((a["recipient"], a["level"], a["kind"]) for a in rows if a["status"] == "sent")
-                for fid, rows in alerts.items()}
-    assert key(by_id) == key(by_query) and by_id
+
+def fmt_dt(t) -> str:
+    from services.dashboard.fmt import dt
+    return dt(t)
+
+
+def test_metrics_count_pages_and_report_the_view(env):
+    """/metrics: Prometheus text without signing in, the APIs' request metrics by route, the view's size."""
+    app, keys, *_ = env
+    c, _ = sign_in(app, keys["a"])
+    assert c.get("/ho-so/A1-" + SIBLING_A).status_code == 200
+    assert c.get("/ho-so/A9-" + SIBLING_A).status_code == 404
+    m = app.test_client().get("/metrics")
+    assert m.status_code == 200 and m.headers["Content-Type"].startswith("text/plain")
+    text = m.text
+    assert ('http_requests_total{method="GET",route="/ho-so/<path:code>",service="dashboard",status="200"} 1.0'
+            in text)
+    assert 'http_requests_total{method="GET",route="/ho-so/<path:code>",service="dashboard",status="404"} 1.0' in text
+    assert 'http_request_duration_seconds_count{route="/ho-so/<path:code>",service="dashboard"} 2.0' in text
+    assert 'dashboard_view_rows{kind="dossiers"} 5.0' in text
+    assert re.search(r'dashboard_view_rows\{kind="notifications"\} [1-9]', text)
+    assert "dashboard_feed_lag" not in text           # FEED off: no feed to report
