@@ -12,7 +12,7 @@ import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from .view import _utc
+from .view import as_utc
 
 _TIMES = ("acked_at", "next_escalation_at", "next_repeat_at", "sent_at", "failed_at", "cancelled_at",
           "created_at", "at")
@@ -85,7 +85,7 @@ def _ms(t: datetime | None):
 
 
 def _times(d: dict) -> dict:
-    return {k: (_utc(v) if k in _TIMES and v is not None else v) for k, v in d.items()}
+    return {k: (as_utc(v) if k in _TIMES and v is not None else v) for k, v in d.items()}
 
 
 class Alerts:
@@ -217,7 +217,7 @@ class Alerts:
     def _cancel(s: _State, fid: str, msg: dict) -> None:
         kinds, min_level = set(msg.get("kinds") or ()), int(msg.get("min_level") or 0)
         keep = msg.get("keep") or {}
-        at = _utc(msg.get("at")) if msg.get("at") else None
+        at = as_utc(msg.get("at")) if msg.get("at") else None
         for nid in s.by_finding.get(fid, ()):
             n = s.notes.get(nid)
             if n is None or n.status != "pending" or n.kind not in kinds or n.level < min_level:

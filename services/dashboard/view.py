@@ -89,7 +89,8 @@ class FindingRow:
     revision: int = 0
 
 
-def _utc(t):
+def as_utc(t):
+    """A stored or message instant (datetime or ISO text) as an aware datetime; naive is UTC."""
     from datetime import timezone
     if isinstance(t, str):
         t = datetime.fromisoformat(t)
@@ -105,7 +106,7 @@ def row_from_doc(doc: dict) -> Row:
     pause = None
     for p in reversed(doc.get("pauses") or ()):
         if p.get("end") is None and p.get("counted", True):
-            pause = _utc(p.get("start"))
+            pause = as_utc(p.get("start"))
             break
     officer = (doc.get("officer") or {}).get("name") or (s.get("last_actor") or {}).get("name")
     return Row(
@@ -114,10 +115,10 @@ def row_from_doc(doc: dict) -> Row:
         procedure_code=s.get("procedure_code") or doc.get("procedure_code"),
         field=s.get("field") or doc.get("procedure_field"),
         handling_agency=s.get("handling_agency") or doc.get("handling_agency_code"),
-        channel=s.get("channel"), received_at=_utc(s.get("received_at") or doc.get("received_at")),
-        due_at=_utc(doc.get("due_at") or s.get("due_at")), resolved_at=_utc(s.get("resolved_at")),
-        refused_at=_utc(s.get("refused_at")), withdrawn_at=_utc(s.get("withdrawn_at")),
-        returned_at=_utc(s.get("returned_at")), outcome=s.get("outcome"), timing=out.get("kind"),
+        channel=s.get("channel"), received_at=as_utc(s.get("received_at") or doc.get("received_at")),
+        due_at=as_utc(doc.get("due_at") or s.get("due_at")), resolved_at=as_utc(s.get("resolved_at")),
+        refused_at=as_utc(s.get("refused_at")), withdrawn_at=as_utc(s.get("withdrawn_at")),
+        returned_at=as_utc(s.get("returned_at")), outcome=s.get("outcome"), timing=out.get("kind"),
         late_working_hours=out.get("late_working_hours"), components_n=s.get("components_n", 0),
         digitized_n=s.get("digitized_n", 0), supplement_requested=bool(s.get("supplement_requested")),
         pause_start=pause, officer=officer)
@@ -134,8 +135,8 @@ def finding_row(doc: dict) -> FindingRow:
     """The row of a stored finding (`_id`) or a `sla.findings` message (`finding_id`)."""
     fid = doc.get("finding_id") or doc["_id"]
     return FindingRow(id=fid, dossier_code=doc["dossier_code"], rule=doc["rule"], severity=doc["severity"],
-                      state=doc["state"], agency_code=doc["agency_code"], detected_at=_utc(doc.get("detected_at")),
-                      due_at=_utc(doc.get("due_at")), title=doc.get("title"), revision=doc.get("revision", 0))
+                      state=doc["state"], agency_code=doc["agency_code"], detected_at=as_utc(doc.get("detected_at")),
+                      due_at=as_utc(doc.get("due_at")), title=doc.get("title"), revision=doc.get("revision", 0))
 
 
 class View:
@@ -426,15 +427,15 @@ def steps(doc: dict, now: datetime) -> list[dict]:
     s = doc.get("summary") or {}
     actors, assignees = s.get("actors") or {}, s.get("assignees") or {}
     to_agency = {t["event_id"]: t["to_agency_code"] for t in doc.get("transfers") or ()}
-    events = sorted(doc.get("events") or (), key=lambda e: (_utc(e["occurred_at"]), e.get("seq", 0)))
-    due = _utc(doc.get("due_at"))
-    finished = [_utc(s.get(k)) for k in ("resolved_at", "refused_at", "withdrawn_at") if s.get(k)]
+    events = sorted(doc.get("events") or (), key=lambda e: (as_utc(e["occurred_at"]), e.get("seq", 0)))
+    due = as_utc(doc.get("due_at"))
+    finished = [as_utc(s.get(k)) for k in ("resolved_at", "refused_at", "withdrawn_at") if s.get(k)]
     end_all = min(finished) if finished else now
     out: list[dict] = []
     agency, officer = None, None
     for i, e in enumerate(events):
         eid = str(e["event_id"])
-        start = _utc(e["occurred_at"])
+        start = as_utc(e["occurred_at"])
         if e["type"] == "dossier.transferred":
             agency, officer = to_agency.get(eid, agency), None
         else:
@@ -442,7 +443,7 @@ def steps(doc: dict, now: datetime) -> list[dict]:
             who = assignees.get(eid) or actors.get(eid)
             if who:
                 officer = who
-        end = _utc(events[i + 1]["occurred_at"]) if i + 1 < len(events) else max(start, end_all)
+        end = as_utc(events[i + 1]["occurred_at"]) if i + 1 < len(events) else max(start, end_all)
         late = due is not None and end > due and e["type"] not in ("dossier.returned",)
         out.append({"event_id": eid, "type": e["type"], "name": EVENT_NAMES.get(e["type"], e["type"]),
                     "start": start, "end": end, "agency": agency, "actor": actors.get(eid),
