@@ -9,8 +9,32 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from shared.dev.stackconfig import (FERRETDB_MODULE, FERRETDB_VERSION, KAFKA_VERSION, REPO_ROOT,
-                                    StackConfig, StackError, progress, tail)
+from shared.dev.stackconfig import (FERRETDB_BUILD, FERRETDB_MODULE, FERRETDB_VERSION,
+                                    KAFKA_VERSION, REPO_ROOT, StackConfig, StackError, progress,
+                                    tail)
+
+# Source patches applied to FerretDB before the build: (file, text, replacement).
+# FerretDB v1.24.2's SQLite backend looks documents up by `_id` with the expression
+# `_ferretdb_sjson->'$._id'`, but creates the collection's unique `_id_` index on
+# `_ferretdb_sjson->"_id"`; SQLite matches index expressions textually, so every find, update
+# and delete by `_id` scans the table until it finds the document. Spelling the lookup as the
+# index is spelled makes them index searches (the JSON path is the same). docs/ferretdb.md.
+FERRETDB_PATCHES = (
+    ("internal/backends/sqlite/metadata/metadata.go",
+     """IDColumn = DefaultColumn + "->'$._id'\"""",
+     """IDColumn = DefaultColumn + `->"_id"`"""),
+)
+
+
+def patch_ferretdb(src: Path) -> None:
+    """Apply FERRETDB_PATCHES to a writable copy of the FerretDB module; each must apply once."""
+    for rel, old, new in FERRETDB_PATCHES:
+        path = src / rel
+        text = path.read_text()
+        if text.count(old) != 1:
+            raise StackError(f"FerretDB {FERRETDB_VERSION}: {rel} does not contain {old!r} once; "
+                             f"the patch in shared/dev/provision.py does not fit this version")
+        path.write_text(text.replace(old, new))
 
 
 def require_tool(name: str, why: str) -> str:
@@ -56,7 +80,7 @@ def fetch_kafka(cfg: StackConfig) -> Path:
 
 
 def build_ferretdb(cfg: StackConfig) -> Path:
-    """Build FerretDB from the Go module proxy into the cache (once).
+    """Build FerretDB from the Go module proxy into the cache (once), with FERRETDB_PATCHES.
 
     `go install …@version` fails behind proxies that refuse the deprecation lookup, so download
     the module and build inside the module cache.
@@ -84,7 +108,8 @@ def build_ferretdb(cfg: StackConfig) -> Path:
         os.chmod(d, 0o755)
         for f in files:
             os.chmod(os.path.join(d, f), 0o644)
-    (src / "build" / "version" / "version.txt").write_text(FERRETDB_VERSION + "\n")
+    (src / "build" / "version" / "version.txt").write_text(FERRETDB_BUILD + "\n")
+    patch_ferretdb(src)
     progress(f"building FerretDB (takes about a minute the first time) into {binary}")
     binary.parent.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, GOFLAGS="-buildvcs=false", CGO_ENABLED="0")

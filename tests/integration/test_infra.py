@@ -107,3 +107,22 @@ def test_virtual_clock_is_aware_utc_and_moves_only_by_hand(virtual_clock):
     assert virtual_clock.now() == t0
     assert virtual_clock.advance(timedelta(hours=2)) == t0 + timedelta(hours=2)
     assert t0.astimezone(timezone(timedelta(hours=7))).hour == 9
+
+
+def test_ferretdb_is_the_build_whose_id_lookups_use_the_id_index(mongo_db, mongo_client):
+    """The local FerretDB is built with FERRETDB_PATCHES (docs/ferretdb.md): without the patch a
+    find, update or delete by `_id` scans the collection. On MongoDB there is nothing to check
+    but that the lookups answer."""
+    from shared.dev.stackconfig import FERRETDB_BUILD
+
+    coll = mongo_db["ids"]
+    coll.insert_many([{"_id": f"K-{i:04d}", "n": i} for i in range(50)])
+    assert coll.find_one({"_id": "K-0049"})["n"] == 49
+    assert coll.update_one({"_id": "K-0049"}, {"$set": {"n": -1}}).modified_count == 1
+    assert coll.delete_one({"_id": "K-0048"}).deleted_count == 1
+    assert coll.find_one({"_id": "K-0048"}) is None and coll.find_one({"_id": "K-0049"})["n"] == -1
+    info = mongo_client.admin.command("buildInfo")
+    if "ferretdbVersion" in info:
+        assert info["ferretdbVersion"] == FERRETDB_BUILD, (
+            f"FerretDB {info['ferretdbVersion']} is not the patched build {FERRETDB_BUILD}: "
+            f"rebuild it (motcua local provision) and restart the stack")
