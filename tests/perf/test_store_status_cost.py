@@ -1,10 +1,10 @@
 """What writing a send's outcome on the notification document costs (docs/ferretdb.md,
 "Measured: writing notifications.status on a send").
 
-Times, in one run, the write `NotifyStore.mark_sent` makes — an update by `_id`, guarded by
-`status != "sent"` — of notifications in a collection of SMALL and of FACTOR times as many, next
-to a plain `_id`-only update and an insert into a side collection (the insert-only marker notify
-wrote while FerretDB's `_id` lookups scanned the table). It prints the figures side by side and
+Times, in one run, the write `NotifyStore.mark_sent` makes — an update with a filter on `_id`
+alone — of notifications in a collection of SMALL and of FACTOR times as many, next to the same
+update guarded by `status != "sent"` (the filter it avoids) and an insert into a side collection
+(the insert-only marker notify wrote while FerretDB's `_id` lookups scanned the table). It prints the figures side by side and
 asserts only that each write did what it should: the rates depend on the machine and its load.
 """
 from __future__ import annotations
@@ -55,8 +55,7 @@ def _costs(coll, side, ids, now) -> dict[str, float]:
 
     out = {"guarded": _per_op_ms(guarded_update, guarded), "plain": _per_op_ms(plain_update, plain),
            "marker": _per_op_ms(lambda i: side.insert_one({"_id": i, "channel": "email", "sent_at": now}), marker)}
-    assert coll.count_documents({"status": "sent"}) == 2 * SAMPLES + sum(
-        1 for _ in side.find({"_id": {"$in": ids[:-3 * SAMPLES]}}))   # nothing else was touched
+    assert coll.count_documents({"status": "sent"}) == 2 * SAMPLES    # nothing else was touched
     return out
 
 
@@ -68,6 +67,6 @@ def test_cost_of_writing_the_sent_status_on_the_notification(mongo_db):
     large = _costs(coll, side, _fill(coll, SMALL * (FACTOR - 1), now), now)
     assert coll.count_documents({}) == SMALL * FACTOR
 
-    print(f"\nms per write        {SMALL:>8} {SMALL * FACTOR:>8} notifications")
-    for key, label in (("guarded", "mark_sent update"), ("plain", "update by _id"), ("marker", "marker insert")):
-        print(f"{label:<18}  {small[key]:>8.2f} {large[key]:>8.2f}")
+    print(f"\nms per write             {SMALL:>8} {SMALL * FACTOR:>8} notifications")
+    for key, label in (("plain", "update, _id (mark_sent)"), ("guarded", "update, _id+status"), ("marker", "marker insert")):
+        print(f"{label:<23}  {small[key]:>8.2f} {large[key]:>8.2f}")
