@@ -35,7 +35,7 @@ class Alerting:
 
 @dataclass(slots=True)
 class Sent:
-    """One notification and its outcome (`notifications` overlaid with `notifications_sent`)."""
+    """One notification and its outcome (as in `notifications`)."""
     id: str
     finding_id: str | None = None
     recipient: str | None = None
@@ -103,15 +103,12 @@ class Alerts:
         return self._strings.setdefault(s, s)
 
     # -- loading --------------------------------------------------------------------------------
-    def replace_all(self, findings: list[dict], notifications: list[dict], sent: list[dict],
-                    acks: list[dict]) -> None:
+    def replace_all(self, findings: list[dict], notifications: list[dict], acks: list[dict]) -> None:
         s = _State()
         for d in findings:
             s.findings[d["_id"]] = self._alerting(Alerting(), _times(d))
         for d in notifications:
             self._put_note(s, str(d["_id"]), _times(d), created=True)
-        for m in sent:
-            self._outcome(s, str(m["_id"]), {**_times(m), "status": "sent"}, m.get("finding_id"))
         for a in acks:
             self._ack(s, _times(a))
         with self._lock:
@@ -203,7 +200,7 @@ class Alerts:
         if n is None:
             n = s.notes[nid] = Sent(id=nid)
         if n.status == "sent" and fields.get("status") != "sent":
-            return            # a sent marker wins (notify's `with_outcome`)
+            return            # sent wins, as in notify's `mark_sent`
         for k in ("status", "sent_at", "failed_at", "cancelled_at", "error"):
             if k in fields:
                 setattr(n, k, fields[k])

@@ -26,7 +26,7 @@ from .view import DOSSIER_PROJECTION, FINDING_PROJECTION, View, finding_row, row
 
 log = logging.getLogger("motcua.dashboard.store")
 NOTIFY_FINDING_PROJECTION = dict.fromkeys(FINDING_FIELDS, 1)
-NOTIFICATION_PROJECTION = dict.fromkeys((*NOTIFICATION_FIELDS, "finding_id", "failed_at", "cancelled_at"), 1)
+NOTIFICATION_PROJECTION = dict.fromkeys((*NOTIFICATION_FIELDS, "finding_id", "sent_at", "failed_at", "cancelled_at"), 1)
 
 
 class DashboardStore:
@@ -57,8 +57,7 @@ class DashboardStore:
         n = self.notify
         acks = list(n.acks.find({}, {"_id": 0}))
         notes = list(n.notifications.find({}, NOTIFICATION_PROJECTION))
-        view.alerts.replace_all(list(n.findings.find({}, NOTIFY_FINDING_PROJECTION)), notes,
-                                list(n.sent.find({})), acks)
+        view.alerts.replace_all(list(n.findings.find({}, NOTIFY_FINDING_PROJECTION)), notes, acks)
         acked = {a["finding_id"]: a.get("at") for a in acks}
         view.replace_all(rows, findings, acked, self.clock.now())
         log.info("view loaded", extra={"fields": {"dossiers": len(rows), "findings": len(findings),

@@ -2,13 +2,12 @@
 
 Collections: `notify_findings`, `notifications` (unique per finding, episode, recipient, level,
 kind, seq: inserting it is the claim), `deliveries`, `acks`, `notify_queue` (notifications not yet
-final), `notifications_sent` (insert-only marker of a sent notification), `notify_alerted`,
-`notification_claims`. What each holds and why: docs/architecture.md, "notify".
+final), `notify_alerted`, `notification_claims`. What each holds and why:
+docs/architecture.md, "notify".
 
 The service reads and writes through this port as it would against MongoDB; every choice forced
-by FerretDB v1.24 is made here, each with a comment naming the limit (docs/ferretdb.md). The one
-that shows in the data: a sent notification's document keeps `status: "pending"`, its outcome is
-its `notifications_sent` marker, and every reader goes through `with_outcome`.
+by FerretDB v1.24 is made here, each with a comment naming the limit (docs/ferretdb.md). A
+notification's document says its outcome itself (`status`, `sent_at`, `attempts`, `reclaims`).
 """
 from __future__ import annotations
 
@@ -28,7 +27,6 @@ ACKS = "acks"
 CLAIMS = "notification_claims"
 QUEUE = "notify_queue"
 ALERTED = "notify_alerted"
-SENT = "notifications_sent"
 # FerretDB: an insert command is one SQLite transaction, far cheaper per document than updates;
 # chunks keep each command (and the duplicate-key report of an unordered insert) bounded
 INSERT_CHUNK = 200        # documents per insert_many
@@ -48,7 +46,6 @@ class NotifyStore:
         self.claims = db[CLAIMS]
         self.queue = db[QUEUE]
         self.alerted = db[ALERTED]
-        self.sent = db[SENT]
 
     def ensure_indexes(self) -> None:
         self.notifications.create_index([(k, ASCENDING) for k in NOTIFICATION_KEY], unique=True,
@@ -173,7 +170,7 @@ class NotifyStore:
                 if at is None or stored_utc(at) <= now - lease:
                     self.queue.delete_one({"_id": entry["_id"]})
                 continue
-            if doc.get("status") != "pending" or (entry.get("n", 0) and self.sent.find_one({"_id": entry["_id"]})):
+            if doc.get("status") != "pending":
                 self.queue.delete_one({"_id": entry["_id"]})   # final already (sent: the sender died before dequeuing)
                 continue
             try:
@@ -188,68 +185,51 @@ class NotifyStore:
         return out
 
     def finish(self, nid, fields: dict) -> None:
-        """A notification reached a final state (sent, failed, cancelled): out of the queue."""
-        self.notifications.update_one({"_id": nid}, {"$set": fields})
+        """A notification reached a final state (failed, cancelled): out of the queue. One that
+        is sent already stays sent: an attempt of it was accepted."""
+        if self._not_sent(nid):
+            self.notifications.update_one({"_id": nid}, {"$set": fields})
         self.queue.delete_one({"_id": nid})
 
     def mark_sent(self, markers: list[dict]) -> None:
-        """Record notifications as sent (`_id`, `channel`, `sent_at`, `attempts`, `reclaims` each),
-        then take them out of the queue. A repeat after a crash keeps the first record.
+        """Record notifications as sent (`_id`, `channel`, `sent_at`, `attempts`, `reclaims` each)
+        on their documents, then take them out of the queue.
 
-        FerretDB: an update by `_id` reads the whole collection, and `notifications` only grows
-        (docs/ferretdb.md, "Measured"): the record is an insert into `notifications_sent`, which
-        `with_outcome` overlays on the notification for every reader."""
-        _insert_many_new(self.sent, markers)
+        Unconditional, so a send accepted while the notification was being cancelled or failed
+        still says `sent`. The first send time and the highest counts are kept (`$min`/`$max`):
+        a second sender of the same notification (a reclaimed lease) does not hide the first.
+        The filter is `_id` alone: FerretDB uses the `_id` index for nothing else
+        (docs/ferretdb.md, "Measured")."""
+        for m in markers:
+            self.notifications.update_one({"_id": m["_id"]}, {
+                "$set": {"status": "sent", "error": None}, "$min": {"sent_at": m["sent_at"]},
+                "$max": {"attempts": m.get("attempts", 1), "reclaims": m.get("reclaims", 0)}})
         self._delete_queued([m["_id"] for m in markers])
 
-    def with_outcome(self, docs: list[dict]) -> list[dict]:
-        """Notification documents with the status readers should see: one with a sent marker is
-        `sent` (with `sent_at`, `attempts`, `reclaims` of the marker) — also when it was
-        cancelled or failed while, or after, an attempt of it was accepted."""
-        ids = [d["_id"] for d in docs]
-        if len(ids) > 500:   # one read of the markers instead of many `$in` reads (each a scan)
-            marks = {m["_id"]: m for m in self.sent.find({})}
-        else:
-            marks = {m["_id"]: m for m in self.sent.find({"_id": {"$in": ids}})} if ids else {}
-        for d in docs:
-            m = marks.get(d["_id"])
-            if m is not None:
-                d.update(status="sent", sent_at=m.get("sent_at"), attempts=m.get("attempts", 1),
-                         reclaims=m.get("reclaims", 0), error=None)
-        return docs
+    def _not_sent(self, nid) -> bool:
+        """Read by `_id`, then write by `_id`: FerretDB scans the collection for a filter on
+        `_id` and `status` together (docs/ferretdb.md, "Measured")."""
+        doc = self.notifications.find_one({"_id": nid}, {"status": 1})
+        return doc is not None and doc.get("status") != "sent"
 
     def get_notification(self, q: dict) -> dict | None:
-        doc = self.notifications.find_one(q)
-        return None if doc is None else self.with_outcome([doc])[0]
+        return self.notifications.find_one(q)
 
     def list_notifications(self, q: dict, limit: int = 100, skip: int = 0,
                            projection: dict | None = None) -> list[dict]:
-        """Notifications matching `q`, newest first; a `status` in `q` is the status readers see
-        (`with_outcome`), so the page is cut after the overlay."""
-        q = dict(q)
-        status = q.pop("status", None)
+        """Notifications matching `q`, newest first."""
         sort = [("created_at", DESCENDING), ("_id", DESCENDING)]
-        if status is None:
-            return self.with_outcome(list(self.notifications.find(q, projection).sort(sort).skip(skip).limit(limit)))
-        if status != "sent":
-            q["status"] = status
-        docs = [d for d in self.with_outcome(list(self.notifications.find(q, projection).sort(sort)))
-                if d["status"] == status]
-        return docs[skip:skip + limit]
+        return list(self.notifications.find(q, projection).sort(sort).skip(skip).limit(limit))
 
     def sent_counts(self) -> dict[str, int]:
-        """Sent notifications by channel (markers, plus documents marked sent before markers)."""
-        by: dict[str, int] = {}
-        for row in self.sent.aggregate([{"$group": {"_id": "$channel", "n": {"$sum": 1}}}]):
-            by[row["_id"]] = by.get(row["_id"], 0) + row["n"]
-        for row in self.notifications.aggregate([{"$match": {"status": "sent"}},
-                                                 {"$group": {"_id": "$channel", "n": {"$sum": 1}}}]):
-            by[row["_id"]] = by.get(row["_id"], 0) + row["n"]
-        return by
+        """Sent notifications by channel."""
+        return {row["_id"]: row["n"] for row in self.notifications.aggregate(
+            [{"$match": {"status": "sent"}}, {"$group": {"_id": "$channel", "n": {"$sum": 1}}}])}
 
     def retry_at(self, nid, due: datetime, fields: dict) -> None:
-        self.notifications.update_one({"_id": nid}, {"$set": {**fields, "status": "pending", "due_at": due}})
-        self.queue.update_one({"_id": nid}, {"$set": {"due_at": due}})
+        if self._not_sent(nid):
+            self.notifications.update_one({"_id": nid}, {"$set": {**fields, "status": "pending", "due_at": due}})
+            self.queue.update_one({"_id": nid}, {"$set": {"due_at": due}})
 
     def cancel_pending(self, finding_id: str, kinds: tuple[str, ...], now: datetime,
                        reason: str, min_level: int = 0, keep: dict | None = None) -> int:

@@ -32,7 +32,7 @@ def test_an_outcome_read_before_its_plan_stands_and_a_sent_marker_wins():
 
 def test_a_polled_acknowledgement_counts_once_and_stops_what_notify_stops():
     a = Alerts()
-    a.replace_all([{"_id": "F1", "level": 1, "next_escalation_at": T0, "next_repeat_at": T0}], [], [], [])
+    a.replace_all([{"_id": "F1", "level": 1, "next_escalation_at": T0, "next_repeat_at": T0}], [], [])
     a.apply(_note("n1", "repeat"))
     a.apply(_note("n2", "alert", level=1))
     a.apply(_note("n3", "alert", level=1, reason="lateness"))

@@ -243,20 +243,31 @@ def test_handle_many_plans_a_batch_in_order_and_dead_letters_bad_messages():
     assert env.db.notify_queue.count_documents({}) == 0
 
 
-def test_a_sent_notification_is_marked_by_an_insert_not_an_update(env):
+def test_a_sent_notification_says_so_in_its_own_document(env):
     env.svc.handle(finding(**WARN))
     env.svc.dispatch_due()
     raw = env.db.notifications.find_one({})
-    assert raw["status"] == "pending"                                        # the document is not rewritten
-    marker = env.db.notifications_sent.find_one({"_id": raw["_id"]})
-    assert marker["channel"] == "email" and marker["attempts"] == 1
-    assert env.store.get_notification({})["status"] == "sent"
+    assert raw["status"] == "sent" and raw["sent_at"] == MON_10H and raw["error"] is None
+    assert raw["attempts"] == 1 and raw["reclaims"] == 0
+    assert "notifications_sent" not in env.db.list_collection_names()
     assert [n["status"] for n in env.store.list_notifications({"status": "sent"})] == ["sent"]
     assert env.store.list_notifications({"status": "pending"}) == []
     assert env.store.sent_counts() == {"email": 1}
-    env.db.notifications.update_one({"_id": raw["_id"]}, {"$set": {"status": "cancelled"}})  # a late cancel
-    assert env.store.get_notification({})["status"] == "sent"                # it was accepted: sent
-    assert env.store.list_notifications({"status": "cancelled"}) == []
+
+
+def test_a_send_accepted_during_a_cancel_or_failure_stays_sent(env):
+    env.svc.handle(finding(**WARN))
+    env.svc.dispatch_due()
+    nid = env.db.notifications.find_one({})["_id"]
+    env.store.finish(nid, {"status": "failed", "error": "late"})             # another sender gave up
+    env.store.retry_at(nid, MON_10H + timedelta(hours=1), {"error": "late"})
+    assert env.store.cancel_pending("F-1", ("alert",), MON_10H, "resolved") == 0
+    assert env.db.notifications.find_one({})["status"] == "sent"
+    env.db.notifications.update_one({"_id": nid}, {"$set": {"status": "cancelled"}})   # cancelled mid-send
+    env.store.mark_sent([{"_id": nid, "channel": "email", "sent_at": MON_10H + timedelta(minutes=5),
+                          "attempts": 1, "reclaims": 1}])                   # a reclaimer's duplicate
+    raw = env.db.notifications.find_one({})
+    assert raw["status"] == "sent" and raw["sent_at"] == MON_10H and raw["reclaims"] == 1   # first time kept
 
 
 def test_redelivery_plans_the_alerts_a_crashed_planner_left_out(env):
@@ -269,13 +280,13 @@ def test_redelivery_plans_the_alerts_a_crashed_planner_left_out(env):
     assert env.svc.dispatch_due() == 1 and len(env.email.sent) == 1
 
 
-def test_sender_dying_between_marker_and_dequeue_does_not_resend():
+def test_sender_dying_between_mark_and_dequeue_does_not_resend():
     env = _direct_env()
     env.svc.handle(finding(**WARN))
     [doc] = env.svc.outbox.items
     env.svc.outbox.items.clear()
     env.email.send(env.svc.composer.outgoing(doc, MON_10H))
-    env.db.notifications_sent.insert_one({"_id": doc["_id"], "channel": "email", "attempts": 1})  # then died
+    env.db.notifications.update_one({"_id": doc["_id"]}, {"$set": {"status": "sent", "attempts": 1}})  # then died
     env.clock.advance(env.svc.lease + timedelta(seconds=1))
     assert env.svc.dispatch_due() == 0
     assert len(env.email.sent) == 1 and env.db.notify_queue.count_documents({}) == 0
