@@ -189,6 +189,7 @@ class NotifyStore:
         is sent already stays sent: an attempt of it was accepted."""
         if self._not_sent(nid):
             self.notifications.update_one({"_id": nid}, {"$set": fields})
+            self._keep_sent(nid)
         self.queue.delete_one({"_id": nid})
 
     def mark_sent(self, markers: list[dict]) -> None:
@@ -212,6 +213,15 @@ class NotifyStore:
         doc = self.notifications.find_one({"_id": nid}, {"status": 1})
         return doc is not None and doc.get("status") != "sent"
 
+    def _keep_sent(self, nid) -> None:
+        """After a write guarded by `_not_sent`: a send recorded between that read and the write
+        (a second sender of a reclaimed lease) left its `sent_at`, which no other write sets or
+        clears, so the status goes back to `sent` — whatever the order, a send wins."""
+        doc = self.notifications.find_one({"_id": nid}, {"status": 1, "sent_at": 1})
+        if doc is not None and doc.get("sent_at") is not None and doc.get("status") != "sent":
+            self.notifications.update_one({"_id": nid}, {"$set": {"status": "sent", "error": None}})
+            self.queue.delete_one({"_id": nid})
+
     def get_notification(self, q: dict) -> dict | None:
         return self.notifications.find_one(q)
 
@@ -230,6 +240,7 @@ class NotifyStore:
         if self._not_sent(nid):
             self.notifications.update_one({"_id": nid}, {"$set": {**fields, "status": "pending", "due_at": due}})
             self.queue.update_one({"_id": nid}, {"$set": {"due_at": due}})
+            self._keep_sent(nid)
 
     def cancel_pending(self, finding_id: str, kinds: tuple[str, ...], now: datetime,
                        reason: str, min_level: int = 0, keep: dict | None = None) -> int:

@@ -270,6 +270,30 @@ def test_a_send_accepted_during_a_cancel_or_failure_stays_sent(env):
     assert raw["status"] == "sent" and raw["sent_at"] == MON_10H and raw["reclaims"] == 1   # first time kept
 
 
+@pytest.mark.parametrize("write", ["finish", "retry_at"])
+def test_a_send_recorded_between_the_status_read_and_the_write_wins(env, monkeypatch, write):
+    """The interleaving `_not_sent` cannot exclude: it reads `pending`, a second sender (a
+    reclaimed lease) records its send, then the failure or the retry is written."""
+    env.svc.handle(finding(**WARN))
+    nid = env.db.notifications.find_one({})["_id"]
+    read = env.store._not_sent
+
+    def read_then_a_send_lands(n):
+        pending = read(n)
+        env.store.mark_sent([{"_id": n, "channel": "email", "sent_at": MON_10H, "attempts": 1,
+                              "reclaims": 1}])
+        return pending
+
+    monkeypatch.setattr(env.store, "_not_sent", read_then_a_send_lands)
+    if write == "finish":
+        env.store.finish(nid, {"status": "failed", "error": "late"})
+    else:
+        env.store.retry_at(nid, MON_10H + timedelta(hours=1), {"error": "late"})
+    raw = env.db.notifications.find_one({"_id": nid})
+    assert raw["status"] == "sent" and raw["sent_at"] == MON_10H
+    assert env.db.notify_queue.count_documents({"_id": nid}) == 0
+
+
 def test_redelivery_plans_the_alerts_a_crashed_planner_left_out(env):
     doc = parse_finding(finding(**WARN))
     env.store.insert_new_findings([env.svc.planner.new_finding(doc, MON_10H)])     # stored, then the planner died
