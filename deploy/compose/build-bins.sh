@@ -3,6 +3,7 @@
 # into a cache (once per version): the compose plugin, Mailpit, Prometheus, Alertmanager.
 # FerretDB and the Kafka jars come from deploy/local (shared.dev.localstack provision).
 #   bash deploy/compose/build-bins.sh [compose|mailpit|prometheus|alertmanager]...   (default: all)
+#   bash deploy/compose/build-bins.sh --recipe NAME     what NAME's build depends on (images.sh's key)
 # Cache: $MOTCUA_COMPOSE_CACHE (default deploy/compose/.cache)/bin/<name>-<version>.
 # Builds run under `nice`: the machines are shared.
 set -euo pipefail

@@ -18,8 +18,9 @@ case ${1:-} in
   setup)
     step "engine and compose plugin" bash deploy/compose/engine.sh
     step "stand-in images (with monitoring)" bash deploy/compose/images.sh --monitoring
-    # the file's required variables must be set for any compose command; the build reads none
-    step "service image" env NOTIFY_SECRET=build-only bash deploy/compose/dc.sh build
+    # the file's required variables must be set for any compose command; the build reads none.
+    # One service: the six share the image, and `build` of them all runs six builds at once
+    step "service image" env NOTIFY_SECRET=build-only bash deploy/compose/dc.sh build intake
     ;;
   test)
     [ -x .venv/bin/python ] || { echo "ci.sh: .venv missing (bash deploy/test.sh creates it)" >&2; exit 1; }

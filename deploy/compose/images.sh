@@ -146,18 +146,27 @@ if [ "$monitoring" = 1 ]; then
 fi
 
 # wheels for deploy/Dockerfile: the lock's exact files (hashes checked), downloaded by the host's pip
-# (which trusts the host's CA bundle), so the image build needs no network
+# (which trusts the host's CA bundle), so the image build needs no network; kept per lock in a
+# machine-wide cache, which a fresh clone copies instead of asking pip again
 wheels=$ROOT/deploy/wheels
 stamp=$wheels/.lock-sha256
 lock_sum=$(sha256sum "$ROOT/deploy/requirements.lock" | cut -c1-64)
+shared_wheels=${MOTCUA_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/motcua/wheels}/${lock_sum:0:16}
 if [ "$(cat "$stamp" 2>/dev/null)" != "$lock_sum" ]; then
-  log "downloading the wheels of deploy/requirements.lock"
   rm -f "$wheels"/*.whl "$stamp"
-  "$PY" -m pip download -q --disable-pip-version-check --require-hashes -r "$ROOT/deploy/requirements.lock" \
-    -d "$wheels" --only-binary=:all: --python-version 3.11 --implementation cp \
-    --abi cp311 --abi abi3 --abi none --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 \
-    --platform manylinux_2_28_x86_64 --platform any >"$CACHE/logs/wheels.log" 2>&1 \
-    || { tail -20 "$CACHE/logs/wheels.log" >&2; exit 1; }
+  if [ ! -f "$shared_wheels/.complete" ]; then
+    log "downloading the wheels of deploy/requirements.lock"
+    rm -rf "$shared_wheels.tmp.$$"; mkdir -p "$shared_wheels.tmp.$$"
+    "$PY" -m pip download -q --disable-pip-version-check --require-hashes -r "$ROOT/deploy/requirements.lock" \
+      -d "$shared_wheels.tmp.$$" --only-binary=:all: --python-version 3.11 --implementation cp \
+      --abi cp311 --abi abi3 --abi none --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 \
+      --platform manylinux_2_28_x86_64 --platform any >"$CACHE/logs/wheels.log" 2>&1 \
+      || { tail -20 "$CACHE/logs/wheels.log" >&2; exit 1; }
+    touch "$shared_wheels.tmp.$$/.complete"
+    rm -rf "$shared_wheels"; mv "$shared_wheels.tmp.$$" "$shared_wheels"
+  fi
+  mkdir -p "$wheels"
+  cp "$shared_wheels"/*.whl "$wheels/"
   echo "$lock_sum" > "$stamp"
 fi
 

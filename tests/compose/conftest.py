@@ -363,7 +363,7 @@ def stack():
     s = Stack(os.environ.get("MOTCUA_COMPOSE_PROJECT", "motcua-ci"))
     s.dc("down", "-v", "--remove-orphans", timeout=300)
     t1 = time.monotonic()
-    s.dc("build", timeout=1200, profiles=())
+    s.dc("build", "intake", timeout=1200, profiles=())    # the image of the six app services
     build_s = time.monotonic() - t1
     s.up_seconds = s.up(wait=420)
     s.build_seconds = build_s

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from helpers.compose import figure, run_script
+from helpers.compose import figure
 
 JOBS = {"intake", "sla-api", "notify-api", "sla-worker", "notify-worker", "dashboard"}
 
