@@ -3,7 +3,8 @@ the whole test session: answers one JSON request per stdin line with one JSON li
 tests' waits poll Kafka and the store through one long-lived process (a client per poll would
 start a JVM or a Python each time and slow down the workers being waited for).
 
-Requests: {"op": "group", "group": ..., "topic": ...} -> {"assigned", "lag", "members", "state"}
+Requests: {"op": "group", "group": ..., "topic": ...} -> {"assigned", "lag", "committed", "members",
+                                                          "state", "partitions"}
           {"op": "due", "within_s": ...}               -> {"due": notifications due that soon}
           {"op": "store", "tag": ...}                   -> events, findings, notifications,
                                                            deliveries of dossiers whose code has tag
@@ -49,11 +50,12 @@ def group(req):
     tps = [TopicPartition(topic, p) for p in sorted(parts)]
     ends = consumer.end_offsets(tps) if tps else {}
     committed = admin.list_group_offsets(req["group"]).get(req["group"], {})   # kafka-python 3.x
-    lag = 0
+    lag = total = 0
     for tp in tps:
         done = committed.get(tp)
         done = done.offset if done is not None and done.offset >= 0 else 0
         lag += max(0, ends.get(tp, 0) - done)
+        total += done
     info = admin.describe_groups([req["group"]]).get(req["group"], {})
     assigned, members = set(), 0
     for m in info.get("members") or []:
@@ -61,7 +63,7 @@ def group(req):
         for a in (m.get("member_assignment") or {}).get("assigned_partitions") or []:
             if a.get("topic") == topic:
                 assigned.update(a.get("partitions") or [])
-    return {"assigned": len(assigned), "lag": lag, "members": members,
+    return {"assigned": len(assigned), "lag": lag, "committed": total, "members": members,
             "state": info.get("group_state"), "partitions": len(tps)}
 
 

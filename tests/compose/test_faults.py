@@ -161,9 +161,29 @@ def canary(stack, key: str) -> str:
     raise AssertionError("the canary dossier was not accepted within 300 s")
 
 
+STALL_S = 180   # no sla commit for this long with events waiting: the workers are stuck, not slow
+
+
 def wait_for_alert(stack, code: str, timeout: float = 600) -> float:
-    stack.wait_mail(code, timeout)
-    return time.monotonic()
+    """Until the canary's alert is in Mailpit; fails early, saying so, when the sla group has
+    committed nothing for STALL_S while events wait (a restart policy does not help a worker that
+    hangs; waiting out `timeout` would only hide where)."""
+    deadline = time.monotonic() + timeout
+    committed, since = None, time.monotonic()
+    while True:
+        try:
+            stack.wait_mail(code, timeout=5)
+            return time.monotonic()
+        except AssertionError:
+            pass
+        g = stack.group_state("sla", "dossier.events")
+        now = time.monotonic()
+        if g is not None and (g["committed"] != committed or g["lag"] == 0):
+            committed, since = g["committed"], now
+        assert now - since < STALL_S, (
+            f"the sla group committed nothing for {now - since:.0f} s with {g and g['lag']} events "
+            f"waiting ({g}): a worker is blocked (`py-spy dump` on its pid shows where)")
+        assert now < deadline, f"no alert for the canary {code} within {timeout:.0f}s"
 
 
 def recover(stack, client: LoadClient, w: Window) -> None:

@@ -33,7 +33,7 @@ def settle(stack, workers: int, timeout: float = 300) -> None:
 
 
 def apply_with(stack, workers: int, events: list[dict], recorded: dict,
-               timeout: float = 1200) -> tuple[float, float, float]:
+               timeout: float = float(os.environ.get("MOTCUA_COMPOSE_APPLY_TIMEOUT", "1200"))) -> tuple[float, float, float]:
     """Start `workers` sla workers, wait until the group has settled (every partition owned, by
     `workers` members), then post `events` and wait until the group's committed lag is 0 (offsets
     are committed after the writes). Returns (events/s from the first post to lag 0, those
@@ -47,12 +47,16 @@ def apply_with(stack, workers: int, events: list[dict], recorded: dict,
     t1 = time.monotonic()
     recorded.update(stack.post_all(events))
     deadline = time.monotonic() + timeout
-    g = None
+    g, shown = None, time.monotonic()
     while time.monotonic() < deadline:
         g = stack.group_state("sla", "dossier.events")
         if g is not None and g["lag"] == 0:
             apply_s = time.monotonic() - t1
             return len(events) / apply_s, apply_s, settle_s
+        if g is not None and time.monotonic() - shown >= 60:   # a long run shows its pace (-s)
+            shown = time.monotonic()
+            print(f"scale-out: {workers} sla worker(s): lag {g['lag']} of {len(events)} events "
+                  f"{shown - t1:.0f} s after the first post", flush=True)
         time.sleep(0.5)
     raise AssertionError(f"{workers} sla worker(s) did not apply {len(events)} events within {timeout:.0f}s ({g})")
 
