@@ -112,8 +112,8 @@ ferretdb_bin() {
     if [ ! -x "$bin" ]; then
       log "building FerretDB $FERRETDB_VERSION"
       (exec 9>"$CACHE/build-ferretdb.lock"; flock 9
-       [ -x "$bin" ] || MOTCUA_CACHE_DIR=$CACHE/local nice "$PY" -c \
-         'from shared.dev import localstack as l; l.build_ferretdb(l.StackConfig.from_env())' >&2)
+       # the command line, not a module's function: where the build lives in shared/dev may move
+       [ -x "$bin" ] || (cd "$ROOT" && MOTCUA_CACHE_DIR=$CACHE/local nice "$PY" -m shared.dev.localstack provision) >&2)
     fi
   fi
   echo "$bin"
