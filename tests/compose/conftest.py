@@ -205,8 +205,9 @@ class Stack:
         return out
 
     def group_state(self, group: str, topic: str) -> dict | None:
-        """{assigned, lag, members, state, partitions} of a consumer group on `topic` (lag: end
-        minus committed offsets, summed over the partitions), or None when Kafka did not answer."""
+        """{assigned, lag, committed, members, state, partitions} of a consumer group on `topic`
+        (lag: end minus committed offsets, summed over the partitions; committed: their sum), or
+        None when Kafka did not answer."""
         out = self.probe("group", group=group, topic=topic)
         return None if "error" in out else out
 
