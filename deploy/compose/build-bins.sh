@@ -3,6 +3,7 @@
 # into a cache (once per version): the compose plugin, Mailpit, Prometheus, Alertmanager.
 # FerretDB and the Kafka jars come from deploy/local (shared.dev.localstack provision).
 #   bash deploy/compose/build-bins.sh [compose|mailpit|prometheus|alertmanager]...   (default: all)
+#   bash deploy/compose/build-bins.sh --recipe NAME     what NAME's build depends on (images.sh's key)
 # Cache: $MOTCUA_COMPOSE_CACHE (default deploy/compose/.cache)/bin/<name>-<version>.
 # Builds run under `nice`: the machines are shared.
 set -euo pipefail
@@ -14,7 +15,6 @@ BIN=$CACHE/bin
 mkdir -p "$BIN" "$CACHE/logs"
 export CGO_ENABLED=0 GOFLAGS=-buildvcs=false
 GO=${GO:-go}
-command -v "$GO" >/dev/null || { echo "build-bins: go not found (install Go 1.24+)" >&2; exit 1; }
 
 log() { echo "[build-bins $(date +%T)] $*" >&2; }
 
@@ -99,6 +99,15 @@ build_alertmanager() {
   mv "$out.tmp" "$out"
 }
 
+# `--recipe NAME`: what the build of NAME depends on (its function and version), for
+# images.sh's input key: an image is rebuilt only when this changes, without building the binary
+if [ "${1:-}" = --recipe ]; then
+  declare -f "build_$2"
+  grep -i "^${2}_VERSION=" deploy/compose/versions.env
+  exit 0
+fi
+
+command -v "$GO" >/dev/null || { echo "build-bins: go not found (install Go 1.24+)" >&2; exit 1; }
 targets=("$@")
 [ ${#targets[@]} -eq 0 ] && targets=(compose mailpit prometheus alertmanager)
 for t in "${targets[@]}"; do

@@ -39,7 +39,9 @@ profile=()
 [ ${#monitoring[@]} -gt 0 ] && profile=(--profile monitoring)
 project=${COMPOSE_PROJECT_NAME:-motcua}
 docker volume inspect "${project}_mongo-data" >/dev/null 2>&1 && demo=0
-bash deploy/compose/dc.sh "${profile[@]}" up -d --build --wait --wait-timeout "${MOTCUA_COMPOSE_WAIT:-300}" "${up_args[@]}"
+# one build: the six app services share the image (`up --build` would run six builds at once)
+bash deploy/compose/dc.sh build intake
+bash deploy/compose/dc.sh "${profile[@]}" up -d --wait --wait-timeout "${MOTCUA_COMPOSE_WAIT:-300}" "${up_args[@]}"
 bash deploy/compose/dc.sh "${profile[@]}" ps
 if [ "$demo" = 1 ]; then
   echo "up.sh: first start: posting a sample of dossiers (motcua demo)" >&2

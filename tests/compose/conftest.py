@@ -4,7 +4,9 @@ machine's Docker engine, driven from the host through the published ports (127.0
 
 One stack per session, project MOTCUA_COMPOSE_PROJECT (default motcua-ci) on free ports, with the
 `monitoring` profile, started from nothing (`down -v` first: fresh volumes) and removed at the end
-unless MOTCUA_COMPOSE_KEEP=1.
+unless MOTCUA_COMPOSE_KEEP=1. Waits poll what they wait for (consumer groups and the store through
+one long-lived probe process inside sla-api, Mailpit's search API) at short intervals, each with
+a deadline that names what did not happen.
 Figures (timings, throughput, fault lines) are collected in FIGURES and printed at the end of the
 run under "compose figures".
 """
@@ -12,15 +14,17 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import secrets
 import subprocess
+import threading
 import time
 from pathlib import Path
 
 import pytest
 import requests
 
-from helpers.compose import FIGURES, QUEUE_PROBE, REPO, STORE_PROBE, figure, run_script  # noqa: F401
+from helpers.compose import FIGURES, REPO, figure, run_script  # noqa: F401
 
 CACHE = Path(os.environ.get("MOTCUA_COMPOSE_CACHE", REPO / "deploy" / "compose" / ".cache"))
 ROOT_AGENCY = "000.00.00.H56"
@@ -65,17 +69,21 @@ class Stack:
         self.env.update(NOTIFY_SECRET=secrets.token_hex(32), MOTCUA_BIND="127.0.0.1",
                         NOTIFY_URL=f"http://127.0.0.1:{self.ports['NOTIFY_PORT']}")
         self._key: str | None = None
+        self._probe: Probe | None = None
         self.http = requests.Session()
 
     # -- docker compose ---------------------------------------------------------------------
-    def dc(self, *args: str, check: bool = True, timeout: float = 900, profiles=("monitoring",),
-           input: str | None = None) -> subprocess.CompletedProcess:
+    def dc_cmd(self, *args: str, profiles=("monitoring",)) -> list[str]:
         cmd = ["docker", "compose", "--project-directory", str(REPO), "-f", str(REPO / "docker-compose.yml"),
                "--env-file", str(CACHE / "local.env"), "-p", self.project]
         for p in profiles:
             cmd += ["--profile", p]
-        res = subprocess.run(cmd + list(args), env=self.env, capture_output=True, text=True,
-                             timeout=timeout, input=input)
+        return cmd + list(args)
+
+    def dc(self, *args: str, check: bool = True, timeout: float = 900, profiles=("monitoring",),
+           input: str | None = None) -> subprocess.CompletedProcess:
+        res = subprocess.run(self.dc_cmd(*args, profiles=profiles), env=self.env, capture_output=True,
+                             text=True, timeout=timeout, input=input)
         if check and res.returncode != 0:
             raise AssertionError(f"docker compose {' '.join(args)} failed ({res.returncode}):\n"
                                  f"{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
@@ -116,13 +124,21 @@ class Stack:
                 return status
             if time.monotonic() > deadline:
                 raise AssertionError(f"not every container healthy within {timeout:.0f}s: {status}")
-            time.sleep(2)
+            time.sleep(1)
 
-    def exec_python(self, service: str, code: str, *args: str, timeout: float = 300):
-        """Run a Python script inside a service container (the store is only reachable there);
-        the script prints one JSON document."""
-        res = self.dc("exec", "-T", service, "python", "-", *args, input=code, timeout=timeout)
-        return json.loads(res.stdout.strip().splitlines()[-1])
+    def probe(self, op: str, timeout: float = 60, **args) -> dict:
+        """One request to the session's probe process in sla-api (tests/compose/probe_server.py),
+        started on first use and again after it died; its error answers are returned as they are
+        ({"error": ...}) for the caller's wait to ask again."""
+        if self._probe is None:
+            self._probe = Probe(self)
+        return self._probe.ask({"op": op, **args}, timeout)
+
+    def store(self, tag: str) -> dict:
+        """What the store holds for the dossiers whose code contains `tag`."""
+        out = self.probe("store", timeout=120, tag=tag)
+        assert "error" not in out, f"store probe: {out['error']}"
+        return out
 
     # -- HTTP through the published ports ---------------------------------------------------
     def url(self, service: str) -> str:
@@ -188,73 +204,156 @@ class Stack:
                     pass
         return out
 
-    def group_state(self, group: str, topic: str) -> tuple[int, int, int]:
-        """(partitions of `topic` with a consumer, lag summed over the committed offsets, members)
-        of a consumer group, from Kafka's own tool in the kafka container: it costs the store
-        nothing (a poll of the store would slow down the workers it waits for)."""
-        res = self.dc("exec", "-T", "-e", "KAFKA_HEAP_OPTS=-Xmx64m",
-                      "-e", "KAFKA_JVM_PERFORMANCE_OPTS=-XX:TieredStopAtLevel=1 -XX:+UseSerialGC",
-                      "kafka", "/opt/kafka/bin/kafka-consumer-groups.sh", "--bootstrap-server",
-                      "localhost:9092", "--describe", "--group", group, check=False, profiles=(), timeout=60)
-        assigned, lag, members = 0, 0, set()
-        for line in res.stdout.splitlines():
-            cols = line.split()
-            if len(cols) >= 7 and cols[1] == topic and cols[2].isdigit():
-                if cols[6] != "-":
-                    assigned += 1
-                    members.add(cols[6])
-                lag += int(cols[5]) if cols[5].isdigit() else 0
-        return assigned, lag, len(members)
+    def group_state(self, group: str, topic: str) -> dict | None:
+        """{assigned, lag, committed, members, state, partitions} of a consumer group on `topic`
+        (lag: end minus committed offsets, summed over the partitions; committed: their sum), or
+        None when Kafka did not answer."""
+        out = self.probe("group", group=group, topic=topic)
+        return None if "error" in out else out
 
     def wait_drained(self, timeout: float = 900) -> float:
         """Wait until the sla group has applied every event and the notify group has handled every
-        finding (committed lag 0 on both, twice in a row); returns the seconds it took."""
+        finding (committed lag 0 on both for 2 s: a finding the sla workers publish last reaches
+        the notify group's end offsets within that); returns the seconds it took."""
         t0 = time.monotonic()
-        zero = 0
-        while zero < 2:
-            _, sla_lag, _ = self.group_state("sla", "dossier.events")
-            _, notify_lag, _ = self.group_state("notify", "sla.findings")
-            zero = zero + 1 if sla_lag == 0 and notify_lag == 0 else 0
-            if time.monotonic() - t0 > timeout:
-                raise AssertionError(f"not drained within {timeout:.0f}s: sla lag {sla_lag}, notify lag {notify_lag}")
-            time.sleep(2)
-        return time.monotonic() - t0
+        zero_since = None
+        state = {}
+        while True:
+            state = {g: self.group_state(g, t) for g, t in (("sla", "dossier.events"), ("notify", "sla.findings"))}
+            drained = all(s is not None and s["lag"] == 0 for s in state.values())
+            now = time.monotonic()
+            zero_since = (zero_since or now) if drained else None
+            if zero_since is not None and now - zero_since >= 2:
+                return now - t0
+            if now - t0 > timeout:
+                raise AssertionError(f"not drained within {timeout:.0f}s: {state}")
+            time.sleep(0.5)
 
     def wait_sent(self, timeout: float = 600) -> float:
         """After `wait_drained`: wait until no notification is due within 150 s (a lease of a killed
         sender ends within 2 min: its notification is sent again then); returns the seconds."""
         t0 = time.monotonic()
-        while self.exec_python("notify-api", QUEUE_PROBE) > 0:
+        while True:
+            out = self.probe("due", within_s=150)
+            if out.get("due") == 0:
+                return time.monotonic() - t0
             if time.monotonic() - t0 > timeout:
-                raise AssertionError(f"notifications still due after {timeout:.0f}s")
-            time.sleep(5)
-        return time.monotonic() - t0
-
-    def group_lag(self) -> float | None:
-        """The sla consumer group's lag on the events topic (sla-api /metrics), None if unknown."""
-        try:
-            m = self.metrics("sla-api")
-        except requests.RequestException:
-            return None
-        lags = [v for k, v in m.items() if k.startswith("sla_consumer_group_lag{")]
-        return sum(lags) if lags else None
+                raise AssertionError(f"notifications still due after {timeout:.0f}s: {out}")
+            time.sleep(1)
 
     # -- Mailpit's HTTP API -----------------------------------------------------------------
-    def mail(self) -> list[dict]:
+    def mail(self, query: str | None = None) -> list[dict]:
+        """Every message in Mailpit, or those its search finds (`subject:"…"`, Mailpit's syntax)."""
         out, start = [], 0
+        path, params = ("/api/v1/search", {"query": query}) if query else ("/api/v1/messages", {})
         while True:
-            page = self.http.get(f"{self.url('mailpit')}/api/v1/messages",
-                                 params={"start": start, "limit": 1000}, timeout=30).json()
+            page = self.http.get(f"{self.url('mailpit')}{path}",
+                                 params={**params, "start": start, "limit": 1000}, timeout=30).json()
             out.extend(page["messages"])
             start += len(page["messages"])
             if not page["messages"] or start >= page["messages_count"]:
                 return out
 
+    def mail_about(self, text: str) -> list[dict]:
+        """The messages whose subject contains `text` (a dossier code or a test's tag)."""
+        return [m for m in self.mail(f'subject:"{text}"') if text in m["Subject"]]
+
+    def wait_mail(self, text: str, timeout: float, also=lambda m: True) -> list[dict]:
+        """Poll Mailpit's search every 0.5 s until a message about `text` (and `also`) is there."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                found = [m for m in self.mail_about(text) if also(m)]
+            except requests.RequestException:   # Mailpit stopped on purpose
+                found = []
+            if found:
+                return found
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no message about {text!r} in Mailpit within {timeout:.0f} s")
+            time.sleep(0.5)
+
+    def wait_mail_count(self, text: str, n: int, timeout: float = 30) -> list[dict]:
+        """The messages about `text` once there are at least `n` (the store says `n` were sent:
+        Mailpit holds them a moment later at most), or those there are after `timeout`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self.mail_about(text)
+            if len(found) >= n or time.monotonic() > deadline:
+                return found
+            time.sleep(0.5)
+
     def mail_text(self, message_id: str) -> str:
         return self.http.get(f"{self.url('mailpit')}/api/v1/message/{message_id}", timeout=30).json()["Text"]
 
+    def close(self) -> None:
+        if self._probe is not None:
+            self._probe.close()
 
-# a script run inside sla-api: what the store holds for dossiers whose code contains a tag
+
+class Probe:
+    """tests/compose/probe_server.py running in sla-api through `docker compose exec`; its lines
+    are read by a thread so that every request has a deadline."""
+
+    SCRIPT = (Path(__file__).parent / "probe_server.py").read_text()
+
+    def __init__(self, stack: Stack):
+        self.stack = stack
+        self.proc: subprocess.Popen | None = None
+        self.lines: queue.Queue = queue.Queue()
+
+    def _start(self) -> None:
+        self.close()
+        self.lines = queue.Queue()
+        self.proc = subprocess.Popen(
+            self.stack.dc_cmd("exec", "-T", "sla-api", "python", "-u", "-c", self.SCRIPT, profiles=()),
+            env=self.stack.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL, text=True)
+        threading.Thread(target=self._pump, args=(self.proc.stdout, self.lines),
+                         name="compose-probe", daemon=True).start()
+        self._read(120)   # {"ready": true}
+
+    @staticmethod
+    def _pump(out, lines: queue.Queue) -> None:
+        for line in out:
+            lines.put(line)
+        lines.put(None)     # the process exited
+
+    def _read(self, timeout: float) -> dict:
+        try:
+            line = self.lines.get(timeout=timeout)
+        except queue.Empty:
+            raise TimeoutError(f"the probe did not answer within {timeout:.0f} s") from None
+        if line is None:
+            raise EOFError("the probe exited")
+        return json.loads(line)
+
+    def ask(self, req: dict, timeout: float) -> dict:
+        err: Exception | None = None
+        for _ in range(2):     # a probe that died (or hung) is started again once
+            try:
+                if self.proc is None or self.proc.poll() is not None:
+                    self._start()
+                self.proc.stdin.write(json.dumps(req) + "\n")
+                self.proc.stdin.flush()
+                return self._read(timeout)
+            except (OSError, EOFError, TimeoutError, ValueError) as exc:
+                err = exc
+                self.close()
+        return {"error": f"probe: {err}"}
+
+    def close(self) -> None:
+        """End the probe: stdin closed ends its loop in the container (killing the compose client
+        alone would leave it running there)."""
+        if self.proc is not None:
+            try:
+                self.proc.stdin.close()
+                self.proc.wait(5)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait(30)
+            self.proc = None
+
+
 @pytest.fixture(scope="session")
 def stack():
     """The compose stack of this session, started from nothing (fresh volumes)."""
@@ -265,12 +364,13 @@ def stack():
     s = Stack(os.environ.get("MOTCUA_COMPOSE_PROJECT", "motcua-ci"))
     s.dc("down", "-v", "--remove-orphans", timeout=300)
     t1 = time.monotonic()
-    s.dc("build", timeout=1200, profiles=())
+    s.dc("build", "intake", timeout=1200, profiles=())    # the image of the six app services
     build_s = time.monotonic() - t1
     s.up_seconds = s.up(wait=420)
     s.build_seconds = build_s
     figure(f"service image build: {build_s:.0f} s; up from fresh volumes to every container healthy: "
            f"{s.up_seconds:.0f} s")
     yield s
+    s.close()
     if os.environ.get("MOTCUA_COMPOSE_KEEP") != "1":
         s.dc("down", "-v", "--remove-orphans", check=False, timeout=300)

@@ -27,7 +27,7 @@ from datetime import datetime, timedelta, timezone
 import requests
 
 import load
-from helpers.compose import STORE_PROBE, figure
+from helpers.compose import figure
 
 RATE = float(os.environ.get("MOTCUA_COMPOSE_FAULT_RATE", "2"))
 BATCH = 5
@@ -126,6 +126,15 @@ class LoadClient:
                 self.not_before = time.monotonic() + float(resp.headers.get("Retry-After", "1"))
             time.sleep(max(0.0, interval - (time.monotonic() - t0)))
 
+    def wait_accepted(self, n: int, timeout: float = 120) -> None:
+        """Until the current window has `n` accepted events (the load is flowing), or every event
+        of the load was accepted (a long run can use them all up)."""
+        deadline = time.monotonic() + timeout
+        while len(self.window.accepted) < n and any(self.queues.values()):
+            assert time.monotonic() < deadline, f"the load got {len(self.window.accepted)} events accepted in {timeout:.0f} s"
+            assert self.thread.is_alive(), "the load client stopped"
+            time.sleep(0.2)
+
     def begin(self, name: str) -> Window:
         self.window.end = self.window.end or time.monotonic()
         self.windows.append(Window(name, time.monotonic()))
@@ -153,16 +162,29 @@ def canary(stack, key: str) -> str:
     raise AssertionError("the canary dossier was not accepted within 300 s")
 
 
+STALL_S = 180   # no sla commit for this long with events waiting: the workers are stuck, not slow
+
+
 def wait_for_alert(stack, code: str, timeout: float = 600) -> float:
+    """Until the canary's alert is in Mailpit; fails early, saying so, when the sla group has
+    committed nothing for STALL_S while events wait (a restart policy does not help a worker that
+    hangs; waiting out `timeout` would only hide where)."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    committed, since = None, time.monotonic()
+    while True:
         try:
-            if any(code in m["Subject"] for m in stack.mail()):
-                return time.monotonic()
-        except requests.RequestException:
+            stack.wait_mail(code, timeout=5)
+            return time.monotonic()
+        except AssertionError:
             pass
-        time.sleep(1)
-    raise AssertionError(f"no alert for the canary {code} within {timeout:.0f}s")
+        g = stack.group_state("sla", "dossier.events")
+        now = time.monotonic()
+        if g is not None and (g["committed"] != committed or g["lag"] == 0):
+            committed, since = g["committed"], now
+        assert now - since < STALL_S, (
+            f"the sla group committed nothing for {now - since:.0f} s with {g and g['lag']} events "
+            f"waiting ({g}): a worker is blocked (`py-spy dump` on its pid shows where)")
+        assert now < deadline, f"no alert for the canary {code} within {timeout:.0f}s"
 
 
 def recover(stack, client: LoadClient, w: Window) -> None:
@@ -178,7 +200,7 @@ def test_faults_during_load(stack):
     events = load.make_events(int(RATE * 600), tag)
     client = LoadClient(stack, events)
     client.thread.start()
-    time.sleep(15)
+    client.wait_accepted(20)
 
     # 1. an sla worker and a notify worker killed mid-stream (restart policy brings them back)
     w = client.begin("docker kill sla-worker + notify-worker")
@@ -186,7 +208,7 @@ def test_faults_during_load(stack):
     notify = stack.container_ids("notify-worker")[0]
     stack.docker("kill", sla)
     stack.docker("kill", notify)
-    time.sleep(5)
+    stack.docker("wait", sla, notify)      # both gone
     # `docker kill` counts as a manual stop for the restart policy: start them as ops would
     stack.docker("start", sla, notify)
     recover(stack, client, w)
@@ -214,7 +236,7 @@ def test_faults_during_load(stack):
     recover(stack, client, w)
 
     client.begin("after the faults")
-    time.sleep(10)
+    client.wait_accepted(20)
     client.stop_flag.set()
     client.thread.join(60)
     client.window.end = time.monotonic()
@@ -226,18 +248,20 @@ def test_faults_during_load(stack):
     expected = load.expected_findings(accepted, client.recorded)
     want = {f: code for code, ids in expected.items() for f in ids}
     stack.wait_drained()
-    for _ in range(3):
-        probe = stack.exec_python("sla-api", STORE_PROBE, tag)
+    deadline = time.monotonic() + 30
+    while True:     # drained means applied; a last read a moment later costs nothing
+        probe = stack.store(tag)
         applied = {eid for ids in probe["events"].values() for eid in ids}
         lost = set(client.recorded) - applied
         missing = set(want) - set(probe["findings"])
-        if not lost and not missing:
+        if (not lost and not missing) or time.monotonic() > deadline:
             break
-        time.sleep(10)
+        time.sleep(2)
     stack.wait_sent()
-    time.sleep(5)
-    mail = [m for m in stack.mail() if tag in m["Subject"]]
-    probe = stack.exec_python("sla-api", STORE_PROBE, tag)
+    probe = stack.store(tag)
+    sent = sum(1 for n, ds in probe["deliveries"].items()
+               if probe["notifications"].get(n) == "email" for d in ds if d[0] == "sent")
+    mail = stack.wait_mail_count(tag, sent)
     copies = Counter(load.notification_of(m["MessageID"]) for m in mail)
     reclaimed = {n for n, ds in probe["deliveries"].items() if any(d[1] for d in ds)}
     failed = {n for n, ds in probe["deliveries"].items() if ds and all(d[0] == "failed" for d in ds)}

@@ -12,7 +12,6 @@ from shared.dev.stackconfig import KAFKA_VERSION
 
 REPO = Path(__file__).resolve().parents[2]
 APP_SERVICES = {"intake", "sla-worker", "sla-api", "notify-worker", "notify-api", "dashboard"}
-UNSCRAPED = {"dashboard"}
 INFRA_SERVICES = {"kafka", "mongo", "mailpit"}
 MONITORING_SERVICES = {"prometheus", "alertmanager"}
 # variables the official images read (not our code)
@@ -123,9 +122,8 @@ def test_monitoring_is_a_profile_scraping_every_service(compose):
         assert "profiles" not in services[name], f"{name} must start without a profile"
     prom = yaml.safe_load((REPO / "deploy/compose/monitoring/prometheus.yml").read_text(encoding="utf-8"))
     jobs = {job["job_name"]: job for job in prom["scrape_configs"]}
-    scraped = APP_SERVICES - UNSCRAPED       # the dashboard has no /metrics yet
-    assert scraped <= set(jobs)
-    for name in scraped:
+    assert APP_SERVICES <= set(jobs)
+    for name in APP_SERVICES:
         [sd] = jobs[name]["dns_sd_configs"]
         assert sd["names"] == [name]
         port = sd["port"]
@@ -138,6 +136,11 @@ def test_monitoring_is_a_profile_scraping_every_service(compose):
     alerts = {r["alert"] for g in rules["groups"] for r in g["rules"]}
     assert alerts >= {"ServiceDown", "ConsumerLagGrowing", "DeadLetters", "NotificationsFailed",
                       "DetectionLagHigh"}
+    # a service that is scraped is also watched: down (up == 0) and gone (absent)
+    down = [r["expr"] for g in rules["groups"] for r in g["rules"] if r["alert"] == "ServiceDown"]
+    for name in APP_SERVICES:
+        assert any(re.search(rf'up\{{job=~"[^"]*\b{re.escape(name)}\b', e) for e in down), f"{name}: no ServiceDown when up == 0"
+        assert any(f'absent(up{{job="{name}"}})' in e for e in down), f"{name}: no ServiceDown when absent"
 
 
 def test_app_services_build_one_image_and_wait_for_healthy_infra(compose):
