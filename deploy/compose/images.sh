@@ -3,7 +3,7 @@
 #   motcua-local/debian:bookworm      debootstrap --variant=minbase, docker import
 #   motcua-local/python:3.11-bookworm Debian's Python 3.11 (base of deploy/Dockerfile)
 #   motcua-local/kafka:4.3.1          Kafka broker jars from Maven Central on Debian's Java 17
-#   motcua-local/ferretdb:1.24.2      FerretDB (MongoDB wire protocol): the `mongo` service
+#   motcua-local/ferretdb:1.24.2-idindex FerretDB (MongoDB wire protocol): the `mongo` service
 #   motcua-local/mailpit:1.33.1       Mailpit built from the Go module proxy
 #   motcua-local/prometheus:0.316.0   } only with --monitoring (the compose `monitoring` profile)
 #   motcua-local/alertmanager:0.35.0  }
@@ -106,11 +106,11 @@ kafka_libs() {
 ferretdb_bin() {
   # deploy/local's binary when it has one; else a build of our own (not in deploy/local's cache:
   # `shared.dev.localstack provision` may be building there at the same time)
-  local bin=$LOCAL_CACHE/bin/ferretdb-$FERRETDB_VERSION
+  local bin=$LOCAL_CACHE/bin/ferretdb-$FERRETDB_BUILD
   if [ ! -x "$bin" ]; then
-    bin=$CACHE/local/bin/ferretdb-$FERRETDB_VERSION
+    bin=$CACHE/local/bin/ferretdb-$FERRETDB_BUILD
     if [ ! -x "$bin" ]; then
-      log "building FerretDB $FERRETDB_VERSION"
+      log "building FerretDB $FERRETDB_BUILD"
       (exec 9>"$CACHE/build-ferretdb.lock"; flock 9
        # the command line, not a module's function: where the build lives in shared/dev may move
        [ -x "$bin" ] || (cd "$ROOT" && MOTCUA_CACHE_DIR=$CACHE/local nice "$PY" -m shared.dev.localstack provision) >&2)
@@ -137,8 +137,8 @@ go_recipe() { bash deploy/compose/build-bins.sh --recipe "$1"; }
 
 stand_in python "motcua-local/python:3.11-$DEBIAN_SUITE" "" plain
 stand_in kafka "motcua-local/kafka:$KAFKA_VERSION" "KAFKA_VERSION=$KAFKA_VERSION" with_kafka_libs
-# the binary of shared.dev.localstack's build_ferretdb, at FERRETDB_VERSION
-stand_in ferretdb "motcua-local/ferretdb:${FERRETDB_VERSION#v}" "FERRETDB_VERSION=$FERRETDB_VERSION" with_ferretdb
+# the binary of shared.dev.provision's build_ferretdb: FERRETDB_VERSION with its patch (docs/ferretdb.md)
+stand_in ferretdb "motcua-local/ferretdb:${FERRETDB_BUILD#v}" "FERRETDB_BUILD=$FERRETDB_BUILD" with_ferretdb
 stand_in mailpit "motcua-local/mailpit:${MAILPIT_VERSION#v}" "$(go_recipe mailpit)" with_go_bin
 if [ "$monitoring" = 1 ]; then
   stand_in prometheus "motcua-local/prometheus:${PROMETHEUS_VERSION#v}" "$(go_recipe prometheus)" with_go_bin
@@ -173,7 +173,7 @@ fi
 cat > "$CACHE/local.env" <<ENV
 # written by deploy/compose/images.sh: the local stand-in images (docker-compose.yml variables)
 KAFKA_IMAGE=motcua-local/kafka:$KAFKA_VERSION
-MONGO_IMAGE=motcua-local/ferretdb:${FERRETDB_VERSION#v}
+MONGO_IMAGE=motcua-local/ferretdb:${FERRETDB_BUILD#v}
 MAILPIT_IMAGE=motcua-local/mailpit:${MAILPIT_VERSION#v}
 PROMETHEUS_IMAGE=motcua-local/prometheus:${PROMETHEUS_VERSION#v}
 ALERTMANAGER_IMAGE=motcua-local/alertmanager:${ALERTMANAGER_VERSION#v}

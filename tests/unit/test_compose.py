@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from shared.platform.config import ENV_VARS
-from shared.dev.stackconfig import KAFKA_VERSION
+from shared.dev.stackconfig import FERRETDB_BUILD, FERRETDB_VERSION, KAFKA_VERSION
 
 REPO = Path(__file__).resolve().parents[2]
 APP_SERVICES = {"intake", "sla-worker", "sla-api", "notify-worker", "notify-api", "dashboard"}
@@ -68,6 +68,9 @@ def test_every_image_variable_has_a_local_stand_in(compose):
         assert re.search(rf"^{var}=motcua-local/", local_env, re.M), f"images.sh selects no stand-in for {var}"
     versions = (REPO / "deploy" / "compose" / "versions.env").read_text(encoding="utf-8")
     assert f"KAFKA_VERSION={KAFKA_VERSION}\n" in versions
+    # the FerretDB stand-in is the local stack's patched build (docs/ferretdb.md)
+    assert f"FERRETDB_VERSION={FERRETDB_VERSION}\n" in versions
+    assert f"FERRETDB_BUILD={FERRETDB_BUILD}\n" in versions
 
 
 def test_published_ports_are_on_the_chosen_interface_only(compose):
