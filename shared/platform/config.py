@@ -42,6 +42,7 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "INTAKE_KEY_CACHE_S": ("5", "API keys: seconds a verified key is cached per process (revocation delay)"),
     "METRICS_BIND": ("127.0.0.1", "workers: address their /metrics (--metrics-port) listens on; 0.0.0.0 in a container"),
     "MONGO_TIMEOUT_MS": ("3000", "MongoDB server-selection/socket timeout before a 503"),
+    "MONGO_WORKER_SOCKET_TIMEOUT_MS": ("120000", "workers, rebuild, CLI: longest wait for one MongoDB reply before the operation fails and is retried"),
     "MOTCUA_CLOCK_FILE": ("", "tests and rehearsals (docs/rehearsal.md): a file holding the current instant"),
     # clients of the running stack (`motcua local env`, `motcua demo`, e2e tests)
     "INTAKE_URL": ("http://127.0.0.1:8001", "base URL of the intake API"),
@@ -111,6 +112,7 @@ class Settings:
     directory_file: str
     extra: dict = field(default_factory=dict)
     mongo_timeout_ms: int = _default("MONGO_TIMEOUT_MS", int)   # the APIs answer 503 after it
+    mongo_worker_socket_timeout_ms: int = _default("MONGO_WORKER_SOCKET_TIMEOUT_MS", int)
     # TOPIC_PARTITIONS: sla stores each dossier's partition and holds partitions in memory, so
     # every path that creates the topics must create the same number
     topic_partitions: int = 6
@@ -157,6 +159,7 @@ class Settings:
             catalog_file=env("CATALOG_FILE", environ),
             directory_file=env("DIRECTORY_FILE", environ),
             mongo_timeout_ms=_int_env("MONGO_TIMEOUT_MS", environ),
+            mongo_worker_socket_timeout_ms=_int_env("MONGO_WORKER_SOCKET_TIMEOUT_MS", environ),
             topic_partitions=_int_env("TOPIC_PARTITIONS", environ),
             intake_max_batch=_int_env("INTAKE_MAX_BATCH", environ),
             intake_max_body_bytes=_int_env("INTAKE_MAX_BODY_BYTES", environ),

@@ -4,7 +4,10 @@ Every client reads instants back as aware UTC datetimes (`tz_aware`), writes UUI
 binary form, and waits at most MONGO_TIMEOUT_MS (`Settings.mongo_timeout_ms`) to find and connect
 to the server, so a store that is down is reported rather than waited on. Clients that serve HTTP
 requests (`for_requests=True`) also bound each socket read, so a request ends in a 503 instead of
-hanging on a store that stopped answering; a worker's long scans are not bounded.
+hanging on a store that stopped answering. The other clients (workers, rebuild, CLI) bound a
+socket read by MONGO_WORKER_SOCKET_TIMEOUT_MS, long enough for the slowest batch of a scan: a
+reply lost by a paused or restarted store then fails the operation, which the worker retries,
+instead of holding its partitions (and its consumer group's rebalance) forever.
 """
 from __future__ import annotations
 
@@ -12,12 +15,15 @@ from __future__ import annotations
 REQUEST_SOCKET_TIMEOUT_MIN_MS = 20000
 
 
-def mongo_options(timeout_ms: int, *, for_requests: bool = False) -> dict:
+def mongo_options(timeout_ms: int, *, for_requests: bool = False,
+                  worker_socket_timeout_ms: int = 120000) -> dict:
     """The keyword arguments of every `MongoClient` of the system (see the module docstring)."""
     opts = {"tz_aware": True, "uuidRepresentation": "standard",
             "serverSelectionTimeoutMS": timeout_ms, "connectTimeoutMS": timeout_ms}
     if for_requests:
         opts["socketTimeoutMS"] = max(timeout_ms, REQUEST_SOCKET_TIMEOUT_MIN_MS)
+    else:
+        opts["socketTimeoutMS"] = max(timeout_ms, worker_socket_timeout_ms)
     return opts
 
 
@@ -28,7 +34,9 @@ def mongo_client(settings, *, appname: str | None = None, for_requests: bool = F
     from pymongo import MongoClient
 
     ms = settings.mongo_timeout_ms if timeout_ms is None else timeout_ms
-    return MongoClient(settings.mongo_uri, appname=appname, **mongo_options(ms, for_requests=for_requests))
+    return MongoClient(settings.mongo_uri, appname=appname, **mongo_options(
+        ms, for_requests=for_requests,
+        worker_socket_timeout_ms=settings.mongo_worker_socket_timeout_ms))
 
 
 def mongo_db(settings, **kwargs):

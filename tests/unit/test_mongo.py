@@ -28,7 +28,9 @@ def test_clients_are_tz_aware_store_standard_uuids_and_wait_mongo_timeout_ms():
         assert opts.codec_options.tz_aware is True
         assert opts.server_selection_timeout == 0.7
         assert opts.pool_options.connect_timeout == 0.7
-        assert opts.pool_options.socket_timeout is None       # a worker's long scan is not cut
+        # a worker's reply wait is bounded (a lost reply fails the batch, which is retried),
+        # long enough for the slowest batch of a scan
+        assert opts.pool_options.socket_timeout == 120.0
         assert opts.pool_options.metadata["application"]["name"] == "motcua-test"
         # standard UUIDs: a UUID round-trips through BSON as itself
         u = uuid.uuid4()
@@ -50,6 +52,15 @@ def test_request_clients_bound_socket_reads_at_least_20_s():
     client = mongo_client(_settings(mongo_timeout_ms=30000), for_requests=True)
     try:
         assert client.options.pool_options.socket_timeout == 30.0
+    finally:
+        client.close()
+
+
+def test_worker_socket_timeout_comes_from_the_environment():
+    settings = Settings.from_env({"MONGO_WORKER_SOCKET_TIMEOUT_MS": "45000"}, mongo_uri="mongodb://127.0.0.1:1/")
+    client = mongo_client(settings)
+    try:
+        assert client.options.pool_options.socket_timeout == 45.0
     finally:
         client.close()
 
