@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 from shared.platform.clock import Clock, clock_from_env
 from shared.platform.config import Settings, env
-from shared.platform.mongo import mongo_db
+from shared.platform.mongo import lazy_db
+from shared.platform.refdata import reference_data
 from shared.platform.runtime import Lazy
 
 
@@ -39,28 +40,9 @@ def bootstrap(settings: Settings | None = None, *, environ: dict | None = None, 
     environ = dict(os.environ if environ is None else environ)
     settings = settings or Settings.from_env(environ)
 
-    def _db():
-        return db if db is not None else mongo_db(settings, appname=appname, for_requests=True)
-
-    get_db = Lazy(_db)
-
-    def _directory():
-        if directory is not None:
-            return directory
-        from shared.platform.refdata import DirectoryStore
-        return DirectoryStore.current_or_file(settings.directory_file, get_db())
-
-    def _catalog():
-        if catalog is not None:
-            return catalog
-        from shared.platform.refdata import CatalogStore
-        return CatalogStore.current_or_file(settings.catalog_file, get_db())
-
-    def _ctx():
-        if ctx is not None:
-            return ctx
-        from shared.platform.refdata import context_from_settings
-        return context_from_settings(settings, get_db())
+    get_db = lazy_db(settings, db, appname=appname, for_requests=True)
+    directory_, catalog_, ctx_ = reference_data(settings, get_db, directory=directory,
+                                                catalog=catalog, ctx=ctx)
 
     def _policy():
         if policy is not None:
@@ -69,4 +51,4 @@ def bootstrap(settings: Settings | None = None, *, environ: dict | None = None, 
         return load_policy(env("NOTIFY_POLICY_FILE", environ) or None)
 
     return Dashboard(settings=settings, environ=environ, clock=clock or clock_from_env(environ), db=get_db,
-                     directory=Lazy(_directory), catalog=Lazy(_catalog), ctx=Lazy(_ctx), policy=Lazy(_policy))
+                     directory=directory_, catalog=catalog_, ctx=ctx_, policy=Lazy(_policy))

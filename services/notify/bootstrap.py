@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from shared.platform.clock import Clock, clock_from_env
 from shared.platform.config import Settings, env
-from shared.platform.mongo import mongo_db
+from shared.platform.mongo import lazy_db
 from shared.platform.runtime import Lazy
 
 from .policy import Policy, load_policy
@@ -59,10 +59,7 @@ def bootstrap(settings: Settings | None = None, *, environ: dict | None = None, 
     environ = dict(os.environ if environ is None else environ)
     settings = settings or Settings.from_env(environ)
 
-    def _db():
-        return db if db is not None else mongo_db(settings, appname=appname, for_requests=for_requests)
-
-    get_db = Lazy(_db)
+    get_db = lazy_db(settings, db, appname=appname, for_requests=for_requests)
     return Notify(
         settings=settings, environ=environ, clock=clock or clock_from_env(environ), db=get_db,
         directory=Lazy(lambda: directory if directory is not None else load_agencies(settings, get_db())),

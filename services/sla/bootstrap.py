@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 from shared.platform.clock import Clock, clock_from_env
 from shared.platform.config import Settings
-from shared.platform.mongo import mongo_db
+from shared.platform.mongo import lazy_db
+from shared.platform.refdata import reference_data
 from shared.platform.runtime import Lazy
 
 
@@ -42,23 +43,8 @@ def bootstrap(settings: Settings | None = None, *, clock: Clock | None = None, d
     into it, else the files)."""
     settings = settings or Settings.from_env()
 
-    def _db():
-        return db if db is not None else mongo_db(settings, appname=appname, for_requests=for_requests)
-
-    get_db = Lazy(_db)
-
-    def _directory():
-        if directory is not None:
-            return directory
-        from shared.platform.refdata import DirectoryStore
-        return DirectoryStore.current_or_file(settings.directory_file, get_db())
-
-    def _catalog():
-        if catalog is not None:
-            return catalog
-        from shared.platform.refdata import CatalogStore
-        return CatalogStore.current_or_file(settings.catalog_file, get_db())
-
-    return Sla(settings=settings, clock=clock or clock_from_env(), db=get_db,
-               ctx=Lazy(lambda: ctx if ctx is not None else engine_context(settings, get_db())),
-               directory=Lazy(_directory), catalog=Lazy(_catalog))
+    get_db = lazy_db(settings, db, appname=appname, for_requests=for_requests)
+    directory_, catalog_, ctx_ = reference_data(settings, get_db, directory=directory,
+                                                catalog=catalog, ctx=ctx)
+    return Sla(settings=settings, clock=clock or clock_from_env(), db=get_db, ctx=ctx_,
+               directory=directory_, catalog=catalog_)

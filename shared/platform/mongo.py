@@ -44,6 +44,13 @@ def mongo_db(settings, **kwargs):
     return mongo_client(settings, **kwargs)[settings.mongo_db]
 
 
+def lazy_db(settings, db=None, **kwargs):
+    """A `Lazy` of `db` when given (tests), else of `mongo_db(settings, **kwargs)`: a service's
+    database, built on first use, once per process (after a gunicorn fork)."""
+    from shared.platform.runtime import Lazy
+    return Lazy(lambda: db if db is not None else mongo_db(settings, **kwargs))
+
+
 def ping_error(get_db) -> str | None:
     """For a readiness check: None when the database `get_db()` returns answers a ping, else the
     error's class name (building the client counts as reaching the store)."""

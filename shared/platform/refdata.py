@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from shared.domain import workcal
 from shared.domain.catalog import Catalog, catalog_from_records, load_catalog
 from shared.domain.directory import Directory, directory_from_records, load_directory
 from shared.domain.engine.context import EngineContext
 from shared.domain.engine.ruledata import RuleSets, default_rulesets, load_rulesets
+from shared.platform.runtime import Lazy
 from shared.platform.versioned import VersionedStore
 
 
@@ -67,3 +68,15 @@ def context_from_settings(settings: Any, db=None) -> EngineContext:
         directory = load_directory(directory_file)
     return EngineContext(catalog=catalog, calendars=workcal.calendar_for, rulesets=rulesets,
                          directory=directory)
+
+
+def reference_data(settings: Any, get_db: Callable[[], Any], *, directory=None, catalog=None,
+                   ctx=None) -> tuple[Lazy, Lazy, Lazy]:
+    """A service's reference data, each built on first use from the database `get_db()` returns
+    (the version imported there, else the files the settings name) unless given: (directory,
+    catalog, engine context)."""
+    return (Lazy(lambda: directory if directory is not None
+                 else DirectoryStore.current_or_file(settings.directory_file, get_db())),
+            Lazy(lambda: catalog if catalog is not None
+                 else CatalogStore.current_or_file(settings.catalog_file, get_db())),
+            Lazy(lambda: ctx if ctx is not None else context_from_settings(settings, get_db())))
