@@ -8,7 +8,8 @@ from shared.domain.workcal import working_hours_vi
 
 STATUS = {"received": "đã tiếp nhận", "handling": "đang giải quyết", "awaiting_supplement": "chờ bổ sung",
           "paused": "tạm dừng giải quyết", "resolved": "đã có kết quả", "returned": "đã trả kết quả",
-          "refused": "từ chối tiếp nhận", "withdrawn": "dừng giải quyết theo yêu cầu", None: "chưa tiếp nhận"}
+          "refused": "từ chối tiếp nhận", "withdrawn": "dừng giải quyết theo yêu cầu",
+          "stopped": "dừng giải quyết (Điều 21 NĐ 118)", None: "đã nộp trực tuyến, chưa tiếp nhận"}
 SEVERITY = {"info": "thông tin", "warning": "cảnh báo", "critical": "nghiêm trọng"}
 FINDING_STATE = {"open": "đang mở", "escalated": "đã chuyển cấp", "resolved": "đã khắc phục"}
 LIST_STATE = {"overdue": "quá hạn", "due_soon": "sắp đến hạn", "open": "đang giải quyết trong hạn",

@@ -416,6 +416,8 @@ EVENT_NAMES = {
     "dossier.apology_issued": "Gửi phiếu xin lỗi và hẹn lại", "dossier.paused": "Tạm dừng giải quyết",
     "dossier.resumed": "Tiếp tục giải quyết", "dossier.resolved": "Đã có kết quả giải quyết",
     "dossier.returned": "Đã trả kết quả", "dossier.withdrawn": "Dừng giải quyết theo yêu cầu",
+    "dossier.stopped": "Dừng giải quyết hồ sơ theo đề nghị",
+    "dossier.submitted": "Nộp hồ sơ trực tuyến",
 }
 
 

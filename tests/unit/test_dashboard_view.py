@@ -48,3 +48,13 @@ def test_steps_name_the_holder_after_assignment_and_transfer():
     s = v.steps(doc, t(8))
     assert [(x["agency"], (x["officer"] or {}).get("name"), x["late"]) for x in s] == [
         ("A", "Tiếp Nhận", False), ("A", "Cán Bộ", True), ("B", None, True)]
+
+
+def test_every_event_type_and_status_has_its_vietnamese_words():
+    from services.dashboard.fmt import STATUS
+    from services.dashboard.view import EVENT_NAMES
+    from shared.contracts.events import EVENT_TYPES
+    from shared.domain.engine.state import STATUSES
+
+    assert set(EVENT_TYPES) <= set(EVENT_NAMES)
+    assert set(STATUSES) | {None} <= set(STATUS)      # None: submitted online, not received yet
