@@ -213,7 +213,7 @@ class NotifyStore:
         doc = self.notifications.find_one({"_id": nid}, {"status": 1})
         return doc is not None and doc.get("status") != "sent"
 
-    def _keep_sent(self, nid) -> None:
+    def _keep_sent(self, nid) -> bool:
         """After a write guarded by `_not_sent`: a send recorded between that read and the write
         (a second sender of a reclaimed lease) left its `sent_at`, which no other write sets or
         clears, so the status goes back to `sent` — whatever the order, a send wins."""
@@ -221,6 +221,8 @@ class NotifyStore:
         if doc is not None and doc.get("sent_at") is not None and doc.get("status") != "sent":
             self.notifications.update_one({"_id": nid}, {"$set": {"status": "sent", "error": None}})
             self.queue.delete_one({"_id": nid})
+            return True
+        return False
 
     def get_notification(self, q: dict) -> dict | None:
         return self.notifications.find_one(q)
@@ -245,16 +247,22 @@ class NotifyStore:
     def cancel_pending(self, finding_id: str, kinds: tuple[str, ...], now: datetime,
                        reason: str, min_level: int = 0, keep: dict | None = None) -> int:
         """Cancel queued notifications of a finding not yet being sent; `keep` = {field: value}
-        of notifications to leave alone (e.g. {"reason": "lateness"})."""
+        of notifications to leave alone (e.g. {"reason": "lateness"}). Read by `_id`, then
+        written by `_id` (a filter on `_id` and `status` scans the collection on FerretDB,
+        docs/ferretdb.md); a send recorded in between wins (`_keep_sent`)."""
         n = 0
-        spare = {k: {"$ne": v} for k, v in (keep or {}).items()}
         for entry in self.queue.find({"finding_id": finding_id}):
             if entry.get("kind") not in kinds or entry.get("level", 0) < min_level:
                 continue
-            res = self.notifications.update_one({"_id": entry["_id"], "status": "pending", **spare}, {"$set": {
+            nid = entry["_id"]
+            doc = self.notifications.find_one({"_id": nid}, {"status": 1, **dict.fromkeys(keep or {}, 1)})
+            if doc is None or doc.get("status") != "pending" or any(
+                    doc.get(k) == v for k, v in (keep or {}).items()):
+                continue
+            self.notifications.update_one({"_id": nid}, {"$set": {
                 "status": "cancelled", "cancelled_at": now, "error": reason}})
-            if res.modified_count:
-                self.queue.delete_one({"_id": entry["_id"]})
+            if not self._keep_sent(nid):
+                self.queue.delete_one({"_id": nid})
                 n += 1
         return n
 

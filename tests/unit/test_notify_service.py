@@ -294,6 +294,30 @@ def test_a_send_recorded_between_the_status_read_and_the_write_wins(env, monkeyp
     assert env.db.notify_queue.count_documents({"_id": nid}) == 0
 
 
+def test_a_send_recorded_while_a_cancel_reads_wins(env, monkeypatch):
+    """cancel_pending reads the status by `_id`, then writes by `_id`: a send recorded in
+    between is not overwritten, and the cancel does not count it."""
+    env.svc.handle(finding(**WARN))
+    nid = env.db.notifications.find_one({})["_id"]
+    notifications = env.store.notifications
+
+    class SendLandsAfterTheRead:
+        def __getattr__(self, name):
+            return getattr(notifications, name)
+
+        def find_one(self, *a, **kw):
+            doc = notifications.find_one(*a, **kw)
+            monkeypatch.setattr(env.store, "notifications", notifications)
+            env.store.mark_sent([{"_id": nid, "channel": "email", "sent_at": MON_10H,
+                                  "attempts": 1, "reclaims": 1}])
+            return doc
+
+    monkeypatch.setattr(env.store, "notifications", SendLandsAfterTheRead())
+    assert env.store.cancel_pending("F-1", ("alert",), MON_10H, "resolved") == 0
+    raw = env.db.notifications.find_one({"_id": nid})
+    assert raw["status"] == "sent" and raw["sent_at"] == MON_10H
+
+
 def test_redelivery_plans_the_alerts_a_crashed_planner_left_out(env):
     doc = parse_finding(finding(**WARN))
     env.store.insert_new_findings([env.svc.planner.new_finding(doc, MON_10H)])     # stored, then the planner died
