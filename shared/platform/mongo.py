@@ -15,8 +15,8 @@ from __future__ import annotations
 REQUEST_SOCKET_TIMEOUT_MIN_MS = 20000
 
 
-def mongo_options(timeout_ms: int, *, for_requests: bool = False,
-                  worker_socket_timeout_ms: int = 120000) -> dict:
+def mongo_options(timeout_ms: int, *, worker_socket_timeout_ms: int,
+                  for_requests: bool = False) -> dict:
     """The keyword arguments of every `MongoClient` of the system (see the module docstring)."""
     opts = {"tz_aware": True, "uuidRepresentation": "standard",
             "serverSelectionTimeoutMS": timeout_ms, "connectTimeoutMS": timeout_ms}
