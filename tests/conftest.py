@@ -110,7 +110,7 @@ def pytest_sessionfinish(session, exitstatus):
 # (deploy/compose/images.sh) for machines with no registry. MOTCUA_TEST_KAFKA_IMAGE /
 # MOTCUA_TEST_MONGO_IMAGE name the one image to use instead.
 KAFKA_IMAGES = ("apache/kafka:4.3.1", "motcua-local/kafka:4.3.1")
-MONGO_IMAGES = ("mongo:7.0", "motcua-local/ferretdb:1.24.2-idindex")
+MONGO_IMAGES = ("mongo:7.0", "motcua-local/ferretdb:1.24.2-idfilter")
 CONTAINER_LABEL = "motcua.tests.pid"
 
 

@@ -3,7 +3,7 @@
 #   motcua-local/debian:bookworm      debootstrap --variant=minbase, docker import
 #   motcua-local/python:3.11-bookworm Debian's Python 3.11 (base of deploy/Dockerfile)
 #   motcua-local/kafka:4.3.1          Kafka broker jars from Maven Central on Debian's Java 17
-#   motcua-local/ferretdb:1.24.2-idindex FerretDB (MongoDB wire protocol): the `mongo` service
+#   motcua-local/ferretdb:1.24.2-idfilter FerretDB (MongoDB wire protocol): the `mongo` service
 #   motcua-local/mailpit:1.33.1       Mailpit built from the Go module proxy
 #   motcua-local/prometheus:0.316.0   } only with --monitoring (the compose `monitoring` profile)
 #   motcua-local/alertmanager:0.35.0  }

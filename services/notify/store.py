@@ -198,9 +198,7 @@ class NotifyStore:
 
         Unconditional, so a send accepted while the notification was being cancelled or failed
         still says `sent`. The first send time and the highest counts are kept (`$min`/`$max`):
-        a second sender of the same notification (a reclaimed lease) does not hide the first.
-        The filter is `_id` alone: FerretDB uses the `_id` index for nothing else
-        (docs/ferretdb.md, "Measured")."""
+        a second sender of the same notification (a reclaimed lease) does not hide the first."""
         for m in markers:
             self.notifications.update_one({"_id": m["_id"]}, {
                 "$set": {"status": "sent", "error": None}, "$min": {"sent_at": m["sent_at"]},
@@ -208,8 +206,9 @@ class NotifyStore:
         self._delete_queued([m["_id"] for m in markers])
 
     def _not_sent(self, nid) -> bool:
-        """Read by `_id`, then write by `_id`: FerretDB scans the collection for a filter on
-        `_id` and `status` together (docs/ferretdb.md, "Measured")."""
+        """Read the status, then write: FerretDB applies an update as a read and a later write of
+        the whole document, so a status guard in the filter would not stop a concurrent send
+        either; `_keep_sent` settles it after the write (docs/ferretdb.md, "Measured")."""
         doc = self.notifications.find_one({"_id": nid}, {"status": 1})
         return doc is not None and doc.get("status") != "sent"
 
@@ -247,9 +246,8 @@ class NotifyStore:
     def cancel_pending(self, finding_id: str, kinds: tuple[str, ...], now: datetime,
                        reason: str, min_level: int = 0, keep: dict | None = None) -> int:
         """Cancel queued notifications of a finding not yet being sent; `keep` = {field: value}
-        of notifications to leave alone (e.g. {"reason": "lateness"}). Read by `_id`, then
-        written by `_id` (a filter on `_id` and `status` scans the collection on FerretDB,
-        docs/ferretdb.md); a send recorded in between wins (`_keep_sent`)."""
+        of notifications to leave alone (e.g. {"reason": "lateness"}). Read, then written, as
+        `_not_sent` explains; a send recorded in between wins (`_keep_sent`)."""
         n = 0
         for entry in self.queue.find({"finding_id": finding_id}):
             if entry.get("kind") not in kinds or entry.get("level", 0) < min_level:

@@ -13,27 +13,61 @@ from shared.dev.stackconfig import (FERRETDB_BUILD, FERRETDB_MODULE, FERRETDB_VE
                                     KAFKA_VERSION, REPO_ROOT, StackConfig, StackError, progress,
                                     tail)
 
-# Source patches applied to FerretDB before the build: (file, text, replacement).
-# FerretDB v1.24.2's SQLite backend looks documents up by `_id` with the expression
-# `_ferretdb_sjson->'$._id'`, but creates the collection's unique `_id_` index on
-# `_ferretdb_sjson->"_id"`; SQLite matches index expressions textually, so every find, update
-# and delete by `_id` scans the table until it finds the document. Spelling the lookup as the
-# index is spelled makes them index searches (the JSON path is the same). docs/ferretdb.md.
+# Source patches applied to FerretDB before the build: (file, text, replacement, times), or
+# (file, None, content, 1) for a new file. docs/ferretdb.md says why each is there.
+# 1. FerretDB v1.24.2's SQLite backend looks documents up by `_id` with the expression
+#    `_ferretdb_sjson->'$._id'`, but creates the collection's unique `_id_` index on
+#    `_ferretdb_sjson->"_id"`; SQLite matches index expressions textually, so every find, update
+#    and delete by `_id` scans the table. Spell the lookup as the index is (same JSON path).
+# 2. The backend pushes `_id` equality down to SQLite only when `_id` is the filter's only key,
+#    so `{_id, rev}` (an optimistic-concurrency write) scans the table. Top-level filter keys
+#    are ANDed and every handler filters the returned documents again with the whole filter,
+#    so pushing the `_id` term down whatever the other keys are returns the same documents.
+FERRETDB_PUSHDOWN_GO = """package sqlite
+
+import "github.com/FerretDB/FerretDB/internal/types"
+
+// motcuaIDPushdown reports whether the filter has exactly one top-level _id key (added by the
+// motcua build: its equality is pushed down to SQLite whatever the other keys are, because
+// handlers filter every returned document again with the whole filter).
+func motcuaIDPushdown(filter *types.Document) bool {
+	n := 0
+	for _, k := range filter.Keys() {
+		if k == "_id" {
+			n++
+		}
+	}
+
+	return n == 1
+}
+"""
 FERRETDB_PATCHES = (
     ("internal/backends/sqlite/metadata/metadata.go",
      """IDColumn = DefaultColumn + "->'$._id'\"""",
-     """IDColumn = DefaultColumn + `->"_id"`"""),
+     """IDColumn = DefaultColumn + `->"_id"`""", 1),
+    # Query and Explain share the condition
+    ("internal/backends/sqlite/collection.go",
+     "if params.Filter.Len() == 1 {\n\t\tv, _ := params.Filter.Get(\"_id\")",
+     "if motcuaIDPushdown(params.Filter) {\n\t\tv, _ := params.Filter.Get(\"_id\")", 2),
+    ("internal/backends/sqlite/motcua_pushdown.go", None, FERRETDB_PUSHDOWN_GO, 1),
 )
 
 
 def patch_ferretdb(src: Path) -> None:
-    """Apply FERRETDB_PATCHES to a writable copy of the FerretDB module; each must apply once."""
-    for rel, old, new in FERRETDB_PATCHES:
+    """Apply FERRETDB_PATCHES to a writable copy of the FerretDB module; each must fit exactly."""
+    for rel, old, new, times in FERRETDB_PATCHES:
         path = src / rel
+        if old is None:
+            if path.exists():
+                raise StackError(f"FerretDB {FERRETDB_VERSION}: {rel} already exists; "
+                                 f"the patch in shared/dev/provision.py does not fit this version")
+            path.write_text(new)
+            continue
         text = path.read_text()
-        if text.count(old) != 1:
-            raise StackError(f"FerretDB {FERRETDB_VERSION}: {rel} does not contain {old!r} once; "
-                             f"the patch in shared/dev/provision.py does not fit this version")
+        if text.count(old) != times:
+            raise StackError(f"FerretDB {FERRETDB_VERSION}: {rel} does not contain {old!r} "
+                             f"{times} time(s); the patch in shared/dev/provision.py does not "
+                             f"fit this version")
         path.write_text(text.replace(old, new))
 
 

@@ -16,9 +16,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 KAFKA_VERSION = "4.3.1"
 FERRETDB_VERSION = "v1.24.2"
 FERRETDB_MODULE = "github.com/FerretDB/FerretDB"
-# the local build carries one source patch (shared/dev/provision.py FERRETDB_PATCHES,
-# docs/ferretdb.md); the tag names the build so a cached unpatched binary is never reused
-FERRETDB_BUILD = f"{FERRETDB_VERSION}-idindex"
+# the local build carries source patches (shared/dev/provision.py FERRETDB_PATCHES,
+# docs/ferretdb.md); the tag names the build so a cached binary of other patches is never reused
+FERRETDB_BUILD = f"{FERRETDB_VERSION}-idfilter"
 
 # env var -> (attribute, default); documented in shared.platform.config.ENV_VARS and docs/operations.md
 PORT_VARS = {

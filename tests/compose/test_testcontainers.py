@@ -32,7 +32,7 @@ def stand_ins():
     run_script("engine.sh")
     run_script("images.sh")
     return {"MOTCUA_TEST_KAFKA_IMAGE": "motcua-local/kafka:4.3.1",
-            "MOTCUA_TEST_MONGO_IMAGE": "motcua-local/ferretdb:1.24.2-idindex"}
+            "MOTCUA_TEST_MONGO_IMAGE": "motcua-local/ferretdb:1.24.2-idfilter"}
 
 
 def labelled_containers() -> list[str]:
@@ -64,7 +64,7 @@ def test_testcontainers_run_the_stand_in_images(stand_ins):
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
     assert header(res) == [
         "infrastructure kafka: testcontainers motcua-local/kafka:4.3.1 (present on the engine)",
-        "infrastructure mongo: testcontainers motcua-local/ferretdb:1.24.2-idindex (present on the engine)"]
+        "infrastructure mongo: testcontainers motcua-local/ferretdb:1.24.2-idfilter (present on the engine)"]
     assert "1 passed" in res.stdout
     assert set(labelled_containers()) <= before, "the session left its containers behind"
     figure(f"testcontainers branch: {header(res)}")

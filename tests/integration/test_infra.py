@@ -126,3 +126,22 @@ def test_ferretdb_is_the_build_whose_id_lookups_use_the_id_index(mongo_db, mongo
         assert info["ferretdbVersion"] == FERRETDB_BUILD, (
             f"FerretDB {info['ferretdbVersion']} is not the patched build {FERRETDB_BUILD}: "
             f"rebuild it (motcua local provision) and restart the stack")
+
+
+def test_a_filter_on_id_and_other_fields_reads_by_the_id_index(mongo_db, mongo_client):
+    """An optimistic-concurrency write filters on `_id` and a revision: it must match exactly as
+    on MongoDB, and on our FerretDB build reach the `_id` index instead of scanning (patch 2 of
+    FERRETDB_PATCHES, docs/ferretdb.md)."""
+    coll = mongo_db["revs"]
+    coll.insert_many([{"_id": f"D-{i:04d}", "rev": i % 3} for i in range(60)])
+    assert coll.replace_one({"_id": "D-0059", "rev": 1}, {"rev": 9}).matched_count == 0   # stale
+    assert coll.replace_one({"_id": "D-0059", "rev": 2}, {"rev": 3}).matched_count == 1
+    assert coll.update_one({"_id": "D-0058", "rev": 0}, {"$set": {"x": 1}}).matched_count == 0
+    assert coll.delete_one({"_id": "D-0057", "rev": 1}).deleted_count == 0
+    assert coll.delete_one({"_id": "D-0057", "rev": 0}).deleted_count == 1
+    assert [d["_id"] for d in coll.find({"_id": "D-0001", "$or": [{"rev": 0}, {"rev": 1}]})] == ["D-0001"]
+    assert list(coll.find({"_id": "D-0001", "rev": {"$gt": 1}})) == []
+    assert coll.find_one({"_id": "D-0059"})["rev"] == 3 and coll.count_documents({}) == 59
+    if "ferretdbVersion" in mongo_client.admin.command("buildInfo"):
+        plan = mongo_db.command("explain", {"find": "revs", "filter": {"_id": "D-0059", "rev": 3}})
+        assert "USING INDEX" in " ".join(plan["queryPlanner"]["Plan"]), plan
