@@ -2,8 +2,9 @@
 plans the next batch. The loop owns it (loop.py); the work it runs is the service's.
 
 A dispatcher thread hands each leased alert to the send pool as it comes (no batch waits for its
-slowest send); a marker thread records the accepted ones together every few milliseconds.
-docs/architecture.md, "Delivery".
+slowest send); a marker thread records the accepted ones together every few milliseconds. At
+most `max_unrecorded` alerts are being sent or accepted and not yet recorded at any moment: that
+is how many a crash can make the queue send a second time. docs/architecture.md, "Delivery".
 """
 from __future__ import annotations
 
@@ -19,14 +20,22 @@ from .delivery import log_fields
 log = logging.getLogger("motcua.notify")
 
 
+MAX_UNRECORDED = 50
+
+
 class BackgroundSender:
-    def __init__(self, service):
+    def __init__(self, service, max_unrecorded: int = MAX_UNRECORDED):
         self.service = service
         self.outbox = service.outbox
         self.dispatcher = service.dispatcher
         self._threads: list[threading.Thread] | None = None
         self._stop = threading.Event()
         self._sink: list = []              # accepted sends waiting for their marks (under outbox.cv)
+        # a send takes a permit before it starts; the marker gives it back once the send is
+        # recorded (or the send ends without one): the sends a crash would repeat stay bounded
+        # when the SMTP server accepts faster than the store records
+        self.max_unrecorded = max_unrecorded
+        self._permits = threading.BoundedSemaphore(max_unrecorded)
 
     def start(self) -> None:
         if self._threads is not None:
@@ -72,6 +81,7 @@ class BackgroundSender:
     def _send_one(self, doc: dict) -> None:
         """One leased alert (a pool thread); accepted: into the marker thread's sink."""
         queued = False
+        self._permits.acquire()
         try:
             now = ensure_utc(self.service.clock.now())
             if self.dispatcher.fresh(doc, now):
@@ -88,6 +98,7 @@ class BackgroundSender:
         finally:
             self.outbox.forget([doc["finding_id"]])
             if not queued:
+                self._permits.release()
                 self.outbox.finished(1)
 
     def _marker_run(self) -> None:
@@ -111,4 +122,6 @@ class BackgroundSender:
                 log.exception("marking sent alerts failed; they will be sent again after their lease")
                 self._stop.wait(backoff.failed())
             finally:
+                for _ in batch:
+                    self._permits.release()
                 self.outbox.finished(len(batch))

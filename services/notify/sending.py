@@ -22,10 +22,14 @@ from .templates import TemplateMissing
 log = logging.getLogger("motcua.notify")
 
 
+# notifications claimed from the queue per send batch (a crash repeats at most one batch)
+CLAIM_BATCH = 50
+
+
 class Dispatcher:
     def __init__(self, store: NotifyStore, policy: Policy, channels: dict, clock: Clock, composer: Composer,
                  deliveries: DeliveryLog, outbox: Outbox | None, *, lease: timedelta,
-                 send_threads: int = 4, claim_batch: int = 50):
+                 send_threads: int = 4, claim_batch: int = CLAIM_BATCH):
         self.store, self.policy, self.channels, self.clock = store, policy, channels, clock
         self.composer, self.deliveries, self.outbox, self.lease = composer, deliveries, outbox, lease
         self.send_threads, self.claim_batch = send_threads, claim_batch

@@ -31,7 +31,7 @@ from .escalation import Escalation
 from .outbox import Outbox
 from .planning import Handled, Planner
 from .policy import Policy
-from .sending import Dispatcher
+from .sending import CLAIM_BATCH, Dispatcher
 from .store import NotifyStore
 from .templates import Renderer
 from .worktime import WorkTime
@@ -47,7 +47,7 @@ class NotifyService:
                  procedure_name: Callable[[str], str | None] | None = None,
                  requirement: Callable[[str | None, str], str | None] | None = None,
                  metrics=None, renderer: Renderer | None = None, lease: timedelta = timedelta(minutes=2),
-                 send_threads: int = 4, claim_batch: int = 50, outbox: Outbox | None = None):
+                 send_threads: int = 4, claim_batch: int = CLAIM_BATCH, outbox: Outbox | None = None):
         self.store, self.policy, self.directory, self.channels, self.clock = store, policy, directory, channels, clock
         self.procedure_name = procedure_name or (lambda code: None)
         self.requirement = requirement or (lambda ruleset, rule: None)

@@ -436,3 +436,35 @@ def test_no_dossier_link_without_a_dashboard_url(env):
     env.svc.dispatch_due()
     head = next(m for m in env.email.sent if m.address.startswith("gd@"))
     assert "/ho-so/" not in head.text and "/ho-so/" not in head.html
+
+
+def test_background_sender_keeps_at_most_max_unrecorded_sends_ahead_of_their_records():
+    """A crash repeats the sends accepted but not yet recorded: while the store records nothing,
+    the SMTP server must not receive more than `max_unrecorded` alerts."""
+    import threading
+    import time as _t
+    env = _direct_env()
+    sender = BackgroundSender(env.svc, max_unrecorded=3)
+    release, recording = threading.Event(), env.svc.dispatcher.deliveries.sent
+
+    def slow_store(batch):
+        release.wait(10)
+        recording(batch)
+
+    env.svc.dispatcher.deliveries.sent = slow_store
+    sender.start()
+    try:
+        env.svc.handle_many([fw(f"F-{i}") for i in range(10)])
+        deadline = _t.monotonic() + 5
+        while len(env.email.sent) < 3 and _t.monotonic() < deadline:
+            _t.sleep(0.01)
+        _t.sleep(0.3)                                          # room for a fourth send, if allowed
+        assert len(env.email.sent) == 3 and env.store.sent_counts() == {}
+        release.set()
+        deadline = _t.monotonic() + 5
+        while env.store.sent_counts().get("email", 0) < 10 and _t.monotonic() < deadline:
+            _t.sleep(0.01)
+    finally:
+        release.set()
+        sender.stop()
+    assert len(env.email.sent) == 10 and env.store.sent_counts() == {"email": 10}
