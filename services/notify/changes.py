@@ -41,8 +41,8 @@ _NID_MEMORY = 50_000      # notification id -> finding id, to key outcomes by fi
 
 def changes_topic(settings) -> str:
     """The topic of notify's changes: beside the findings topic it follows (unique per test run
-    as that one is)."""
-    return settings.topic_findings + ".notify"
+    as that one is), one of `Settings.topics()`."""
+    return settings.topic_findings_notify
 
 
 def _pick(doc: dict, keys) -> dict:

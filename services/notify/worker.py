@@ -119,8 +119,7 @@ def build_worker(settings: Settings, clock: Clock | None = None, *, db=None, gro
                  **service_kw) -> Worker:
     notify = bootstrap(settings, clock=clock, db=db, appname="motcua-notify")
     clock = notify.clock
-    ensure_topics(settings.kafka_bootstrap_servers,
-                  {**settings.topics(), changes_topic(settings): settings.topic_partitions})   # TOPIC_PARTITIONS
+    ensure_topics(settings.kafka_bootstrap_servers, settings.topics())   # TOPIC_PARTITIONS
     db = notify.db()
     metrics = NotifyMetrics()
     publisher = KafkaPublisher(settings.kafka_bootstrap_servers, client_id="motcua-notify")

@@ -133,9 +133,16 @@ class Settings:
     def topic_findings_dlq(self) -> str:
         return self.topic_findings + ".dlq"
 
+    @property
+    def topic_findings_notify(self) -> str:
+        """notify's changes of the findings it follows, read by the dashboard
+        (services/notify/changes.py)."""
+        return self.topic_findings + ".notify"
+
     def topics(self) -> dict[str, int]:
         """Every topic of the system with its partition count: what `ensure_topics` creates."""
         return {self.topic_events: self.topic_partitions, self.topic_findings: self.topic_partitions,
+                self.topic_findings_notify: self.topic_partitions,
                 self.topic_events_dlq: 1, self.topic_findings_dlq: 1}
 
     @classmethod

@@ -20,9 +20,10 @@ def _no_host_setting(monkeypatch):
 def test_settings_name_every_topic_with_one_partition_count():
     assert ENV_VARS["TOPIC_PARTITIONS"][0] == "6"
     assert Settings.from_env({}).topics() == {"dossier.events": 6, "sla.findings": 6,
+                                              "sla.findings.notify": 6,
                                               "dossier.events.dlq": 1, "sla.findings.dlq": 1}
     s = Settings.from_env({"TOPIC_PARTITIONS": "4", "TOPIC_EVENTS": "e", "TOPIC_FINDINGS": "f"})
-    assert s.topics() == {"e": 4, "f": 4, "e.dlq": 1, "f.dlq": 1}
+    assert s.topics() == {"e": 4, "f": 4, "f.notify": 4, "e.dlq": 1, "f.dlq": 1}
 
 
 @pytest.mark.parametrize("raw, message", [("0", "TOPIC_PARTITIONS must be at least 1"),
