@@ -79,10 +79,12 @@ def test_stack_and_workers_create_the_same_partition_count(kafka_bootstrap, mong
 
         got_stack = _partitions(kafka_bootstrap, stack)
         got_sla = _partitions(kafka_bootstrap, [sla_settings.topic_events, sla_settings.topic_findings])
-        got_notify = _partitions(kafka_bootstrap, [notify_settings.topic_findings])
         assert got_stack == {env["TOPIC_EVENTS"]: 4, env["TOPIC_FINDINGS"]: 4,
+                             env["TOPIC_FINDINGS"] + ".notify": 4,
                              env["TOPIC_EVENTS"] + ".dlq": 1, env["TOPIC_FINDINGS"] + ".dlq": 1}
-        assert set(got_sla.values()) == {4} and set(got_notify.values()) == {4}
+        got_notify = _partitions(kafka_bootstrap, [notify_settings.topic_findings,
+                                                   notify_settings.topic_findings_notify])
+        assert set(got_sla.values()) == {4} and set(got_notify.values()) == {4} and len(got_notify) == 2
     finally:
         _delete(kafka_bootstrap, created)
 
