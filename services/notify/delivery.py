@@ -32,10 +32,16 @@ class DeliveryLog:
         if self.metrics is not None:
             getattr(self.metrics, what).labels(*labels).inc()
 
-    def sent(self, sent: list[tuple[dict, datetime, float]]) -> None:
+    def sent(self, sent: list[tuple[dict, datetime, float]], ids: list | None = None) -> None:
         """Successful sends (notification, accepted at, seconds spent), in few writes: the
-        delivery log, who was alerted, then the notifications recorded sent."""
-        self.store.record_deliveries([self.entry(doc, at, "sent", None, spent) for doc, at, spent in sent])
+        delivery log, who was alerted, then the notifications recorded sent. `ids`: the delivery
+        log's `_id`s, fixed by a caller that retries after a failure, so that a second try
+        writes each entry once (every write here may be repeated)."""
+        entries = [self.entry(doc, at, "sent", None, spent) for doc, at, spent in sent]
+        if ids is not None:
+            for entry, _id in zip(entries, ids, strict=True):
+                entry["_id"] = _id
+        self.store.record_deliveries(entries)
         self.store.add_alerted_many([(doc["finding_id"], {**{k: doc.get(k) for k in ALERTED}, "at": at,
                                                          "planned_at": doc.get("created_at")})
                                      for doc, at, _ in sent if doc["kind"] in ("alert", "repeat")])

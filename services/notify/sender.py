@@ -12,6 +12,8 @@ import logging
 import threading
 import time
 
+from bson import ObjectId
+
 from shared.platform.clock import ensure_utc
 from shared.platform.runtime import Backoff
 
@@ -115,13 +117,27 @@ class BackgroundSender:
                     cv.wait(0.02)   # a few more sends finish: fewer, larger writes
                 batch, self._sink = self._sink, []
             try:
-                self.dispatcher.deliveries.sent(batch)
-                backoff.reset()
-            except Exception:
-                # not recorded: still leased, so sent once more when the lease ends (reclaimed > 0)
-                log.exception("marking sent alerts failed; they will be sent again after their lease")
-                self._stop.wait(backoff.failed())
+                self._record(batch, backoff)
             finally:
                 for _ in batch:
                     self._permits.release()
                 self.outbox.finished(len(batch))
+
+    def _record(self, batch: list, backoff: Backoff) -> None:
+        """Record accepted sends, trying again while the store fails: each was sent, and one not
+        recorded is sent again when its lease ends. Meanwhile their permits stay taken, so no
+        more than `max_unrecorded` go out while the store is down. Given up only when the sender
+        stops (then they count as a crash's repeats)."""
+        ids = [ObjectId() for _ in batch]          # the same delivery entries on every try
+        while True:
+            try:
+                self.dispatcher.deliveries.sent(batch, ids=ids)
+                backoff.reset()
+                return
+            except Exception:
+                if self._stop.is_set():
+                    log.exception("recording sent alerts failed while stopping; they will be sent "
+                                  "again after their lease")
+                    return
+                log.exception("recording sent alerts failed; trying again in %.1f s", backoff.delay)
+                self._stop.wait(backoff.failed())

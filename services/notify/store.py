@@ -299,8 +299,9 @@ class NotifyStore:
         self.deliveries.insert_one(doc)
 
     def record_deliveries(self, docs: list[dict]) -> None:
+        """Insert delivery entries; one whose `_id` is stored already (a retried write) is kept."""
         if docs:
-            self.deliveries.insert_many(docs, ordered=False)
+            _insert_ignoring_repeats(self.deliveries, docs)
 
     def list_deliveries(self, q: dict, limit: int = 100, skip: int = 0) -> list[dict]:
         return list(self.deliveries.find(q).sort([("at", DESCENDING), ("_id", DESCENDING)]).skip(skip).limit(limit))

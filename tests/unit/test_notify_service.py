@@ -447,9 +447,9 @@ def test_background_sender_keeps_at_most_max_unrecorded_sends_ahead_of_their_rec
     sender = BackgroundSender(env.svc, max_unrecorded=3)
     release, recording = threading.Event(), env.svc.dispatcher.deliveries.sent
 
-    def slow_store(batch):
+    def slow_store(batch, **kw):
         release.wait(10)
-        recording(batch)
+        recording(batch, **kw)
 
     env.svc.dispatcher.deliveries.sent = slow_store
     sender.start()
@@ -468,3 +468,39 @@ def test_background_sender_keeps_at_most_max_unrecorded_sends_ahead_of_their_rec
         release.set()
         sender.stop()
     assert len(env.email.sent) == 10 and env.store.sent_counts() == {"email": 10}
+
+
+def test_background_sender_records_its_sends_again_after_a_store_failure():
+    """A send that was accepted stays a send: when recording fails (the store paused), the same
+    records are written again until they land — each delivery once, no alert sent twice, and
+    nothing more sent than `max_unrecorded` while the store fails."""
+    import time as _t
+    env = _direct_env()
+    sender = BackgroundSender(env.svc, max_unrecorded=4)
+    sent_at_failure = []
+    real_mark, fails = env.store.mark_sent, {"left": 3}
+
+    def flaky_mark(markers):
+        if fails["left"] > 0:                       # after the delivery log was written
+            fails["left"] -= 1
+            sent_at_failure.append(len(env.email.sent))
+            raise ConnectionError("store paused")
+        real_mark(markers)
+
+    env.store.mark_sent = flaky_mark
+    import services.notify.sender as sender_mod
+    real_backoff = sender_mod.Backoff
+    sender_mod.Backoff = lambda: real_backoff(first=0.01, cap=0.02)
+    sender.start()
+    try:
+        env.svc.handle_many([fw(f"F-{i}") for i in range(10)])
+        deadline = _t.monotonic() + 10
+        while env.store.sent_counts().get("email", 0) < 10 and _t.monotonic() < deadline:
+            _t.sleep(0.01)
+    finally:
+        sender.stop()
+        sender_mod.Backoff = real_backoff
+    assert sent_at_failure and all(n <= 4 for n in sent_at_failure)   # sends stopped at the permits
+    assert len(env.email.sent) == 10 and env.store.sent_counts() == {"email": 10}
+    assert env.db.deliveries.count_documents({"outcome": "sent"}) == 10
+    assert env.db.notify_queue.count_documents({}) == 0
