@@ -41,6 +41,7 @@ from shared.platform.clock import VirtualClock
 from helpers.sla_stack import db, settings  # noqa: F401
 
 from helpers.clock import VIRTUAL_START  # noqa: E402,F401  (fixtures below use it)
+from helpers.net import delete_topics  # noqa: E402
 
 
 def pytest_configure(config):
@@ -490,17 +491,7 @@ def topics(kafka_bootstrap, topic_name):
         created.extend(names.values())
         return names
     yield make
-    if created:
-        from kafka.admin import KafkaAdminClient
-
-        try:
-            admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap.split(","), client_id="motcua-tests")
-            try:
-                admin.delete_topics(created)
-            finally:
-                admin.close()
-        except Exception:   # noqa: BLE001 - cleanup is best effort; names are unique anyway
-            pass
+    delete_topics(kafka_bootstrap, created)
 
 
 @pytest.fixture

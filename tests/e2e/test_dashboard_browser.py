@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from helpers.net import delete_topics
 from helpers.processes import REPO, Services, free_port, received_event
 
 pytestmark = pytest.mark.browser
@@ -72,18 +73,7 @@ def dashboard_stack(kafka_bootstrap, mongo_uri, mongo_db, topics, smtp_server, t
                "clock": FileClock(clock_file), "services": services}
     finally:
         services.stop()
-        _delete_topic(kafka_bootstrap, names["findings"] + ".notify")     # notify's changes (created by it)
-
-
-def _delete_topic(bootstrap: str, name: str) -> None:
-    from kafka.admin import KafkaAdminClient
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","))
-    try:
-        admin.delete_topics([name])
-    except Exception:   # noqa: BLE001 - cleanup only
-        pass
-    finally:
-        admin.close()
+        delete_topics(kafka_bootstrap, [names["findings"] + ".notify"])     # notify's changes
 
 
 def _wait_http(services, url: str, timeout: float = 60) -> None:

@@ -12,6 +12,7 @@ import pytest
 from shared.platform.config import Settings
 from services.sla.worker import build_worker
 
+from helpers.net import delete_topics
 from helpers.sla import FAKE_CTX, FakeEngine
 
 FAST = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000, "max_poll_interval_ms": 30000}
@@ -26,15 +27,9 @@ def settings(kafka_bootstrap, mongo_uri):
                           topic_events=f"t{tag}.events", topic_findings=f"t{tag}.findings",
                           mongo_db=f"sla_{tag}")
     yield s
-    from kafka.admin import KafkaAdminClient
     from pymongo import MongoClient
     MongoClient(s.mongo_uri).drop_database(s.mongo_db)
-    admin = KafkaAdminClient(bootstrap_servers=s.kafka_bootstrap_servers.split(","))
-    try:
-        admin.delete_topics([s.topic_events, s.topic_findings, s.topic_events_dlq])
-    except Exception:   # noqa: BLE001 - best-effort clean-up
-        pass
-    admin.close()
+    delete_topics(s.kafka_bootstrap_servers, [s.topic_events, s.topic_findings, s.topic_events_dlq])
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from datetime import timedelta
 
 import pytest
 from helpers.dashboard_seed import SIBLING_A, event, notify, received, replay, store, utc
+from helpers.net import delete_topics
 
 from shared.platform.clock import VirtualClock
 from shared.platform.config import Settings
@@ -31,8 +32,6 @@ def eventually(check, timeout: float = 30.0, what: str = ""):
 
 @pytest.fixture
 def stack(kafka_bootstrap, mongo_db, topics):
-    from kafka.admin import KafkaAdminClient
-
     from services.dashboard.feed import Feed
     from services.dashboard.store import DashboardStore
     from services.dashboard.view import View
@@ -63,13 +62,7 @@ def stack(kafka_bootstrap, mongo_db, topics):
     finally:
         feed.stop()
         publisher.close()
-        admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap.split(","))
-        try:
-            admin.delete_topics([changes])
-        except Exception:   # noqa: BLE001 - cleanup only
-            pass
-        finally:
-            admin.close()
+        delete_topics(kafka_bootstrap, [changes])
 
 
 def test_the_feed_follows_events_findings_and_notify_changes(stack):

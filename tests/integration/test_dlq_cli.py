@@ -8,6 +8,7 @@ import uuid
 
 import pytest
 
+from helpers.net import delete_topics
 from helpers.sla_stack import FAST, Running, consume
 from helpers.sla import T0, event
 
@@ -33,13 +34,7 @@ def motcua(settings, monkeypatch, capsys):
         out = capsys.readouterr()
         return rc, out.out.splitlines(), out.err
     yield run
-    from kafka.admin import KafkaAdminClient
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers.split(","))
-    try:
-        admin.delete_topics([settings.topic_findings + ".dlq"])
-    except Exception:   # noqa: BLE001 - best-effort clean-up
-        pass
-    admin.close()
+    delete_topics(settings.kafka_bootstrap_servers, [settings.topic_findings + ".dlq"])
 
 
 def shown(motcua, *argv):

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 
 import pytest
 import requests
-from werkzeug.serving import make_server
 
 from services.intake.app import create_app
 from services.intake.openapi import example_event
@@ -37,6 +36,7 @@ from shared.domain.directory import directory_from_records
 from shared.platform.messaging import ensure_topics, kafka_consumer
 
 from helpers.intake import DEPT, directory_records
+from helpers.net import WsgiServer
 
 PUBLISH_TIMEOUT_S = 2
 
@@ -95,18 +95,15 @@ def kill_broker(cfg) -> int:
     return pid
 
 
-class Server:
+class Server(WsgiServer):
     """The intake app behind a real HTTP server in a thread."""
 
     def __init__(self, app):
         self.app = app
-        self.httpd = make_server("127.0.0.1", 0, app, threaded=True)
-        self.url = f"http://127.0.0.1:{self.httpd.server_port}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
+        super().__init__(app)
 
     def close(self):
-        self.httpd.shutdown()
+        super().close()
         self.app.extensions["intake"]["resources"].close()
 
 

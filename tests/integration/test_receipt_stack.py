@@ -11,7 +11,6 @@ from datetime import datetime, timezone
 
 import pytest
 import requests
-from werkzeug.serving import make_server
 
 from services.intake.openapi import example_event
 from services.intake.store import IntakeStore
@@ -25,6 +24,7 @@ from shared.domain.workcal import calendar_for
 
 from helpers.intake import COMMUNE, DEPT, OTHER, PROVINCE, directory_records
 from helpers.intake_live import Live
+from helpers.net import WsgiServer
 
 pytestmark = pytest.mark.integration
 FAST = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000, "max_poll_interval_ms": 30000}
@@ -86,12 +86,9 @@ def test_202_due_date_is_what_the_sla_worker_stores(kafka_bootstrap, mongo_uri, 
 def served(kafka_bootstrap, mongo_uri, mongo_db, topics):
     """Intake on the real broker and store, behind a real HTTP server on 127.0.0.1."""
     live = Live(kafka_bootstrap, mongo_uri, mongo_db, topics("events", partitions=3)["events"])
-    httpd = make_server("127.0.0.1", 0, live.app, threaded=True)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield live, f"http://127.0.0.1:{httpd.server_port}"
-    httpd.shutdown()
-    thread.join(10)
+    server = WsgiServer(live.app)
+    yield live, server.url
+    server.close()
     live.close()
 
 

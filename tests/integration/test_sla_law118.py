@@ -9,7 +9,6 @@ from datetime import datetime, timezone
 
 import pytest
 import requests
-from werkzeug.serving import make_server
 
 from shared.domain.directory import directory_from_records
 from shared.platform.auth import KeyStore
@@ -19,6 +18,7 @@ from services.sla.api import create_app
 from services.sla.repository import MongoRepository
 from services.sla.worker import build_worker
 
+from helpers.net import WsgiServer
 from helpers.sla_stack import FAST, consume, wait_for
 
 pytestmark = pytest.mark.integration
@@ -83,20 +83,6 @@ def test_online_dossier_never_received_is_found_at_submitted_plus_8_working_hour
         pub.close()
 
 
-class Http:
-    """The sla read API on a real socket (127.0.0.1, a free port)."""
-
-    def __init__(self, app):
-        self.httpd = make_server("127.0.0.1", 0, app, threaded=True)
-        self.url = f"http://127.0.0.1:{self.httpd.server_port}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.thread.join(10)
-
-
 def test_api_says_which_rule_set_judged_each_dossier_across_1_july_2025(settings, db):
     old, new = "000.00.17.H56-250630-0001", "000.00.17.H56-250701-0001"
     clock = VirtualClock(vn("2025-07-01T10:05:00+07:00"))
@@ -126,7 +112,7 @@ def test_api_says_which_rule_set_judged_each_dossier_across_1_july_2025(settings
     key = {"Authorization": "Bearer " + store.create(PARENT, "supervisor")[1]}
     app = create_app({"DIRECTORY": directory, "KEY_STORE": store, "SETTINGS": settings,
                       "ENGINE_CTX": worker.w.handler.ctx}, db=db, clock=clock)
-    http = Http(app)
+    http = WsgiServer(app)     # the sla read API on a real socket
     try:
         def get(path):
             r = requests.get(http.url + path, headers=key, timeout=10)

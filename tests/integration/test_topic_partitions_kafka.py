@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 import uuid
 
+from helpers.net import delete_topics
 from shared.dev import infra
 from shared.dev.stackconfig import StackConfig
 from shared.platform.config import Settings
@@ -25,18 +26,6 @@ def _partitions(bootstrap: str, names, timeout: float = 20.0) -> dict[str, int]:
             if len(got) == len(set(names)) or time.monotonic() > deadline:
                 return got
             time.sleep(0.1)
-    finally:
-        admin.close()
-
-
-def _delete(bootstrap: str, names) -> None:
-    from kafka.admin import KafkaAdminClient
-
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","), client_id="motcua-tests")
-    try:
-        admin.delete_topics(list(names))
-    except Exception:   # noqa: BLE001 - cleanup only
-        pass
     finally:
         admin.close()
 
@@ -86,7 +75,7 @@ def test_stack_and_workers_create_the_same_partition_count(kafka_bootstrap, mong
                                                    notify_settings.topic_findings_notify])
         assert set(got_sla.values()) == {4} and set(got_notify.values()) == {4} and len(got_notify) == 2
     finally:
-        _delete(kafka_bootstrap, created)
+        delete_topics(kafka_bootstrap, created)
 
 
 def test_an_existing_topic_with_another_count_is_kept_and_reported(kafka_bootstrap):
@@ -97,4 +86,4 @@ def test_an_existing_topic_with_another_count_is_kept_and_reported(kafka_bootstr
         assert ensure_topics(kafka_bootstrap, {name: 6}) == {name: 3}
         assert _partitions(kafka_bootstrap, [name]) == {name: 3}
     finally:
-        _delete(kafka_bootstrap, [name])
+        delete_topics(kafka_bootstrap, [name])
