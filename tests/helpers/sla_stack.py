@@ -58,11 +58,13 @@ def consume(settings, topic, until, timeout=60.0):
 
 
 class Running:
-    """A worker in a thread."""
+    """A worker in a thread: on the fake engine and reference data, or with `fake=False` on the
+    real ones."""
 
-    def __init__(self, settings, clock, group, **kw):
-        self.worker = build_worker(settings, clock, ctx=FAKE_CTX, engine=FakeEngine, group_id=group,
-                                   consumer_config=FAST, **kw)
+    def __init__(self, settings, clock, group, fake=True, **kw):
+        if fake:
+            kw = {"ctx": FAKE_CTX, "engine": FakeEngine, **kw}
+        self.worker = build_worker(settings, clock, group_id=group, consumer_config=FAST, **kw)
         self.thread = threading.Thread(target=self.worker.run, daemon=True)
         self.thread.start()
 

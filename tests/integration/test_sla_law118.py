@@ -3,7 +3,6 @@ API over real HTTP: the 8-working-hour check of an online dossier the counter ne
 (Đ17 k2c), and which rule set judged each dossier of a period spanning 1/7/2025."""
 from __future__ import annotations
 
-import threading
 import uuid
 from datetime import datetime, timezone
 
@@ -16,10 +15,9 @@ from shared.platform.clock import VirtualClock
 from shared.platform.messaging import KafkaPublisher
 from services.sla.api import create_app
 from services.sla.repository import MongoRepository
-from services.sla.worker import build_worker
 
 from helpers.net import WsgiServer
-from helpers.sla_stack import FAST, consume, wait_for
+from helpers.sla_stack import Running, consume, wait_for
 
 pytestmark = pytest.mark.integration
 AGENCY, PARENT = "000.00.17.H56", "000.00.00.H56"
@@ -41,23 +39,16 @@ def received(code, when, channel="direct"):
               applicant={"kind": "citizen", "name": NAME, "id_number": "079123456789"})
 
 
-class Worker:
-    def __init__(self, settings, clock):
-        self.w = build_worker(settings, clock, group_id="g-" + uuid.uuid4().hex[:6], consumer_config=FAST)
-        self.thread = threading.Thread(target=self.w.run, daemon=True)
-        self.thread.start()
-
-    def stop(self):
-        self.w.stop()
-        self.thread.join(20)
-        assert not self.thread.is_alive()
+def real_worker(settings, clock) -> Running:
+    """The real sla worker (engine and reference data) in a thread."""
+    return Running(settings, clock, "g-" + uuid.uuid4().hex[:6], fake=False)
 
 
 def test_online_dossier_never_received_is_found_at_submitted_plus_8_working_hours(settings, db):
     # submitted Mon 7/7/2025 09:00 -> due Tue 8/7 09:00 (2.5 + 4 + 1.5 working hours)
     code = "000.00.17.H56-250707-0001"
     clock = VirtualClock(vn("2025-07-07T09:01:00+07:00"))
-    worker = Worker(settings, clock)
+    worker = real_worker(settings, clock)
     pub = KafkaPublisher(settings.kafka_bootstrap_servers)
     try:
         pub.publish(settings.topic_events, code, ev(code, "dossier.submitted", "2025-07-07T09:00:00+07:00",
@@ -86,7 +77,7 @@ def test_online_dossier_never_received_is_found_at_submitted_plus_8_working_hour
 def test_api_says_which_rule_set_judged_each_dossier_across_1_july_2025(settings, db):
     old, new = "000.00.17.H56-250630-0001", "000.00.17.H56-250701-0001"
     clock = VirtualClock(vn("2025-07-01T10:05:00+07:00"))
-    worker = Worker(settings, clock)
+    worker = real_worker(settings, clock)
     pub = KafkaPublisher(settings.kafka_bootstrap_servers)
     try:
         pub.publish(settings.topic_events, old, received(old, "2025-06-30T23:59:59+07:00"))
@@ -111,7 +102,7 @@ def test_api_says_which_rule_set_judged_each_dossier_across_1_july_2025(settings
     store = KeyStore(db, clock)
     key = {"Authorization": "Bearer " + store.create(PARENT, "supervisor")[1]}
     app = create_app({"DIRECTORY": directory, "KEY_STORE": store, "SETTINGS": settings,
-                      "ENGINE_CTX": worker.w.handler.ctx}, db=db, clock=clock)
+                      "ENGINE_CTX": worker.worker.handler.ctx}, db=db, clock=clock)
     http = WsgiServer(app)     # the sla read API on a real socket
     try:
         def get(path):
