@@ -36,7 +36,6 @@ class BackgroundSender:
         # a send takes a permit before it starts; the marker gives it back once the send is
         # recorded (or the send ends without one): the sends a crash would repeat stay bounded
         # when the SMTP server accepts faster than the store records
-        self.max_unrecorded = max_unrecorded
         self._permits = threading.BoundedSemaphore(max_unrecorded)
 
     def start(self) -> None:
